@@ -1,0 +1,161 @@
+//! The command line every lesson shares, and the banner it prints on start.
+//!
+//! Each lesson declares its own clap `Args` struct, whose doc comment is the `--help`
+//! paragraph, and flattens [`Listen`] into it for `-i/--bind` and `-p/--port`. [`parse`]
+//! names the command `lesson-NN` and gives `--port` the lesson's default (23333 for the
+//! echo lessons, 1080 for the SOCKS5 ones).
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::{ArgMatches, CommandFactory};
+
+use crate::net;
+
+/// What a lesson says about itself on the command line and in its banner.
+#[derive(Debug, Clone, Copy)]
+pub struct Lesson {
+    /// Two digits, as in `lesson-03`.
+    pub number: &'static str,
+    /// A few words, as in the README's lesson table.
+    pub title: &'static str,
+    /// The port `-p` defaults to.
+    pub default_port: u16,
+    /// How the banner suggests talking to the lesson.
+    pub hint: Hint,
+}
+
+/// The "try:" part of the banner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    /// `try: nc 127.0.0.1 23333`
+    Nc,
+    /// `try: curl --socks5-hostname 127.0.0.1:1080 http://example.com/`
+    Socks5,
+    /// No hint (the client lesson prints its own).
+    None,
+}
+
+/// `-i/--bind` and `-p/--port`: where a server listens.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Listen {
+    /// Address to listen on; an IPv6 literal such as ::1 works too. 0.0.0.0 or :: opens
+    /// the lesson to the whole network.
+    #[arg(
+        short = 'i',
+        long = "bind",
+        value_name = "ADDR",
+        default_value = "127.0.0.1"
+    )]
+    pub bind: IpAddr,
+
+    /// Port to listen on; 0 lets the kernel pick a free one (the banner says which).
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    pub port: u16,
+}
+
+impl Listen {
+    /// The address to `bind(2)`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+}
+
+/// Parses the command line for `lesson`: the program is named `lesson-NN` and `--port`
+/// (where the lesson has one) defaults to the lesson's port. `--help` prints the doc
+/// comment of the lesson's `Args` struct; a bad flag exits with clap's message and status 2.
+pub fn parse<A: clap::Parser>(lesson: &Lesson) -> A {
+    let matches: ArgMatches = command::<A>(lesson).get_matches();
+    A::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
+/// The clap command [`parse`] runs: `A`'s, renamed, with the lesson's default port.
+pub fn command<A: CommandFactory>(lesson: &Lesson) -> clap::Command {
+    let mut command = A::command().name(format!("lesson-{}", lesson.number));
+    if command.get_arguments().any(|arg| arg.get_id() == "port") {
+        let port = lesson.default_port.to_string();
+        command = command.mut_arg("port", |arg| arg.default_value(port).required(false));
+    }
+    command
+}
+
+/// The banner line: `lesson 03 · interactive reverse echo · listening on 127.0.0.1:23333 ·
+/// try: nc 127.0.0.1 23333`, with the address the kernel really bound (so `-p 0` shows the
+/// port it picked). Tests read the address from this line.
+pub fn banner_line(lesson: &Lesson, local: SocketAddr) -> String {
+    let mut line = format!(
+        "lesson {} · {} · listening on {local}",
+        lesson.number, lesson.title
+    );
+    let to = net::dialable(local);
+    match lesson.hint {
+        Hint::Nc => line.push_str(&format!(" · try: nc {} {}", to.ip(), to.port())),
+        Hint::Socks5 => line.push_str(&format!(
+            " · try: curl --socks5-hostname {to} http://example.com/"
+        )),
+        Hint::None => {}
+    }
+    line
+}
+
+/// Prints [`banner_line`] and any extra notes (one per line) on stderr.
+pub fn banner(lesson: &Lesson, local: SocketAddr, notes: &[&str]) {
+    say_line(banner_line(lesson, local));
+    for note in notes {
+        say_line(format!("  {note}"));
+    }
+}
+
+/// Writes `line` and a newline to stderr in one `write(2)`; see [`crate::say!`].
+pub fn say_line(mut line: String) {
+    use std::io::Write;
+    line.push('\n');
+    // Nowhere to report a failing stderr; the lesson goes on without its log.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches;
+
+    const L: Lesson = Lesson {
+        number: "03",
+        title: "interactive reverse echo",
+        default_port: 23333,
+        hint: Hint::Nc,
+    };
+
+    #[test]
+    fn banner_names_real_address_and_hint() {
+        assert_eq!(
+            banner_line(&L, "127.0.0.1:23333".parse().unwrap()),
+            "lesson 03 · interactive reverse echo · listening on 127.0.0.1:23333 · try: nc 127.0.0.1 23333"
+        );
+        assert_eq!(
+            banner_line(&L, "[::]:4000".parse().unwrap()),
+            "lesson 03 · interactive reverse echo · listening on [::]:4000 · try: nc ::1 4000"
+        );
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Args {
+        #[command(flatten)]
+        listen: Listen,
+    }
+
+    #[test]
+    fn port_defaults_per_lesson() {
+        let socks = Lesson {
+            default_port: 1080,
+            ..L
+        };
+        let m = command::<Args>(&socks).try_get_matches_from(["x", "-i", "::1"]);
+        let args = Args::from_arg_matches(&m.unwrap()).unwrap();
+        assert_eq!(args.listen.addr(), "[::1]:1080".parse().unwrap());
+        let m = command::<Args>(&L).try_get_matches_from(["x", "-p", "0"]);
+        let args = Args::from_arg_matches(&m.unwrap()).unwrap();
+        assert_eq!(args.listen.addr(), "127.0.0.1:0".parse().unwrap());
+        let bad = command::<Args>(&L).try_get_matches_from(["x", "-p", "70000"]);
+        assert!(bad.is_err());
+    }
+}

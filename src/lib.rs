@@ -1,0 +1,24 @@
+//! `sockets_by_hand`: what the lessons share.
+//!
+//! Nothing here makes a lesson's system calls for it: every `socket`, `bind`, `listen`,
+//! `accept`, `read`, `write`, `close` (and `poll`, `fork`, …) is written out in the lesson file
+//! under `lessons/`. This crate holds the rest: the command line and banner ([`cli`]), the
+//! sans-IO echo protocol ([`echo`]), TLPI-style error reporting ([`errors`]), address
+//! conversions ([`net`]), the `write(2)` loop of the blocking lessons ([`io`]) and the clock
+//! of lessons 01–02 ([`hello`]).
+
+pub mod cli;
+pub mod echo;
+pub mod errors;
+pub mod hello;
+pub mod io;
+pub mod net;
+
+/// `eprintln!` in one `write(2)`: std's stderr is unbuffered, so `eprintln!` writes each
+/// piece of its format separately, and the traces would show a log line as three writes.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::say_line(format!($($arg)*))
+    };
+}
