@@ -1,0 +1,262 @@
+//! The echo-protocol suite every echo lesson (03–11) passes. A lesson joins by one line in
+//! tests/echo.rs: `echo_suite!(lesson_04, "lesson-04");` (optionally with extra flags).
+//!
+//! Each case starts its own server, so the cases run in parallel and a serial lesson
+//! (03) is not disturbed by another case's clients.
+
+use std::io::Write;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Server, DEADLINE};
+
+/// Generates one `#[test]` per echo case for a lesson binary.
+#[macro_export]
+macro_rules! echo_suite {
+    ($module:ident, $bin:literal) => {
+        echo_suite!($module, $bin, &[]);
+    };
+    ($module:ident, $bin:literal, $args:expr) => {
+        mod $module {
+            use super::common::echo_suite as cases;
+            fn start() -> super::common::Server {
+                super::common::Server::start($crate::exe!($bin), $args)
+            }
+            #[test]
+            fn welcome() {
+                cases::welcome(start())
+            }
+            #[test]
+            fn reverse() {
+                cases::reverse(start())
+            }
+            #[test]
+            fn crlf() {
+                cases::crlf(start())
+            }
+            #[test]
+            fn coalesced_lines() {
+                cases::coalesced_lines(start())
+            }
+            #[test]
+            fn split_lines() {
+                cases::split_lines(start())
+            }
+            #[test]
+            fn utf8() {
+                cases::utf8(start())
+            }
+            #[test]
+            fn invalid_utf8() {
+                cases::invalid_utf8(start())
+            }
+            #[test]
+            fn empty_line() {
+                cases::empty_line(start())
+            }
+            #[test]
+            fn q_flushes_earlier_replies() {
+                cases::q_flushes_earlier_replies(start())
+            }
+            #[test]
+            fn leave_without_q() {
+                cases::leave_without_q(start())
+            }
+            #[test]
+            fn reset_by_client() {
+                cases::reset_by_client(start())
+            }
+            #[test]
+            fn line_too_long() {
+                cases::line_too_long(start())
+            }
+            #[test]
+            fn pipelined_10000_lines() {
+                cases::pipelined_10000_lines(start())
+            }
+        }
+    };
+}
+
+pub fn welcome(server: Server) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    c.send("q\n");
+    assert!(c.closed());
+    server.log.wait_line("connect log", |l| {
+        l.starts_with("client connected: 127.0.0.1:")
+    });
+    server.log.wait_line("disconnect log", |l| {
+        l.starts_with("client disconnected: ") && l.contains("sent q")
+    });
+}
+
+pub fn reverse(server: Server) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    assert_eq!(c.round_trip("hello"), "olleh");
+    assert_eq!(c.round_trip("Hello there, buddy!"), "!yddub ,ereht olleH");
+    assert_eq!(c.round_trip("a"), "a");
+}
+
+pub fn crlf(server: Server) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    c.send("abc\r\n");
+    assert_eq!(c.line(), "cba");
+    // Only one trailing \r is stripped; one inside the line is just a character.
+    c.send("a\rb\r\r\n");
+    assert_eq!(c.line_bytes(), b"\rb\ra");
+}
+
+pub fn coalesced_lines(server: Server) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    c.send("one\ntwo\r\nthree\n");
+    assert_eq!(c.line(), "eno");
+    assert_eq!(c.line(), "owt");
+    assert_eq!(c.line(), "eerht");
+}
+
+pub fn split_lines(server: Server) {
+    let mut c = server.connect();
+    c.stream.set_nodelay(true).unwrap();
+    c.expect_welcome();
+    // One line in pieces, each flushed on its own segment: the server must keep the
+    // unfinished line between reads.
+    for piece in ["sp", "l", "it li", "ne", "\r", "\nnext", " one\n"] {
+        c.send(piece);
+        c.stream.flush().unwrap();
+        // Make it likely the pieces arrive in separate reads (no readiness to wait for:
+        // the server is meant to answer nothing until the line is complete).
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(c.line(), "enil tilps");
+    assert_eq!(c.line(), "eno txen");
+    // Byte by byte.
+    for b in b"bytes\n" {
+        c.send([*b]);
+    }
+    assert_eq!(c.line(), "setyb");
+}
+
+pub fn utf8(server: Server) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    assert_eq!(c.round_trip("héllo wörld"), "dlröw olléh");
+    assert_eq!(c.round_trip("こんにちは 🦀"), "🦀 はちにんこ");
+}
+
+pub fn invalid_utf8(server: Server) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    c.send(b"a\xffb\xc3\x00z\n");
+    assert_eq!(c.line_bytes(), b"z\x00\xc3b\xffa");
+    assert_eq!(c.round_trip("still here"), "ereh llits");
+}
+
+pub fn empty_line(server: Server) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    c.send("\n\r\nx\n");
+    assert_eq!(c.line(), "");
+    assert_eq!(c.line(), "");
+    assert_eq!(c.line(), "x");
+}
+
+pub fn q_flushes_earlier_replies(server: Server) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    // The replies to the lines before q, sent in the same write, arrive before the close.
+    c.send("one\ntwo\nq\n");
+    assert_eq!(c.rest(), b"eno\nowt\n");
+    server
+        .log
+        .wait_line("quit logged", |l| l.contains("sent q"));
+}
+
+pub fn leave_without_q(server: Server) {
+    let mut a = server.connect();
+    a.expect_welcome();
+    assert_eq!(a.round_trip("first"), "tsrif");
+    // Vanish in the middle of a line.
+    a.send("half a li");
+    drop(a);
+    server
+        .log
+        .wait_line("EOF logged", |l| l.contains("left without q"));
+    let mut b = server.connect();
+    b.expect_welcome();
+    assert_eq!(b.round_trip("next"), "txen");
+}
+
+pub fn reset_by_client(server: Server) {
+    let mut a = server.connect();
+    a.expect_welcome();
+    assert_eq!(a.round_trip("before reset"), "teser erofeb");
+    a.send("partial");
+    a.reset();
+    server
+        .log
+        .wait_line("reset logged", |l| l.contains("ECONNRESET"));
+    let mut b = server.connect();
+    b.expect_welcome();
+    assert_eq!(b.round_trip("after reset"), "teser retfa");
+}
+
+pub fn line_too_long(server: Server) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    assert_eq!(c.round_trip("short"), "trohs");
+    // 1 MiB without a newline: the server answers as soon as it knows, and closes. The
+    // writer may see EPIPE/ECONNRESET once the server has closed: that is expected.
+    let stream = c.stream.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let mut stream = stream;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..16 {
+            if stream.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = stream.write_all(b"\n");
+    });
+    assert_eq!(c.line(), "error: line too long");
+    let _ = c.rest(); // then the close (possibly a reset, as the rest of our MiB was unread)
+    writer.join().unwrap();
+    server
+        .log
+        .wait_line("too long logged", |l| l.contains("line too long"));
+    // And the server is fine.
+    let mut d = server.connect();
+    d.expect_welcome();
+    assert_eq!(d.round_trip("ok"), "ko");
+}
+
+pub fn pipelined_10000_lines(server: Server) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    let mut all = String::new();
+    for i in 0..10_000 {
+        all.push_str(&format!("line {i:05}\n"));
+    }
+    // Write every line before reading any reply; a thread, so that a server without
+    // backpressure could not hang the test (it would fail at the deadline instead).
+    let mut stream = c.stream.try_clone().unwrap();
+    let writer = thread::spawn(move || stream.write_all(all.as_bytes()));
+    let start = Instant::now();
+    while !writer.is_finished() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the 10,000 lines could not be written without reading replies"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    writer.join().unwrap().expect("write 10,000 lines");
+    for i in 0..10_000 {
+        let expected: String = format!("line {i:05}").chars().rev().collect();
+        assert_eq!(c.line(), expected, "reply {i}");
+    }
+    c.send("q\n");
+    assert!(c.closed());
+}
