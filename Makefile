@@ -1,0 +1,81 @@
+# sockets-by-hand: the workshop's front door. `make` (or `make help`) lists the lessons.
+#
+#   make lesson-NN [ARGS="..."]   build (release) and run lesson NN
+#   make trace-NN  [ARGS="..."]   the same under strace, from the lesson's first socket()
+#   make test                     install the tools the tests need, then run every test
+#   make lint                     cargo fmt --check and clippy -D warnings
+#
+# Every lessons/NN-topic.rs gets its lesson-NN and trace-NN targets from the pattern rules
+# below; a new lesson needs no edit here (at most a TRACE_NN line for its strace filter).
+
+CARGO   ?= cargo
+PROFILE ?= release
+ARGS    ?=
+
+ifeq ($(PROFILE),release)
+CARGO_PROFILE := --release
+else
+CARGO_PROFILE := --profile $(PROFILE)
+endif
+BIN_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+
+LESSON_FILES := $(sort $(wildcard lessons/[0-9][0-9]-*.rs))
+
+# strace filters (-e trace=...). TRACE_NN overrides TRACE_DEFAULT for lesson NN. The Rust
+# runtime's start-up calls are cut off anyway: the trace is shown from the first socket().
+TRACE_DEFAULT := %network,read,write,close,fcntl,poll,ppoll,select,pselect6,epoll_create1,epoll_ctl,epoll_wait,epoll_pwait,clone,clone3,fork,vfork,wait4,kill,rt_sigtimedwait,signalfd4,io_uring_setup,io_uring_enter,exit_group
+TRACE_00 := socket,connect,getsockname,fcntl,poll,read,write,shutdown,close,exit_group
+TRACE_01 := socket,setsockopt,bind,listen,getsockname,accept,accept4,getpeername,write,close,exit_group
+TRACE_02 := $(TRACE_01)
+TRACE_03 := $(TRACE_01),read
+
+trace_filter = $(or $(TRACE_$(1)),$(TRACE_DEFAULT))
+
+.DEFAULT_GOAL := help
+.PHONY: help test lint tools build
+
+help:
+	@echo "sockets-by-hand: TCP socket programming on Linux from the system calls up"
+	@echo
+	@for f in $(LESSON_FILES); do \
+	  n=$$(basename $$f | cut -c1-2); \
+	  title=$$(sed -n '1s|^//! *Lesson [0-9]* — *||p' $$f | sed 's/\..*//'); \
+	  printf '  make lesson-%s   %s\n' "$$n" "$$title"; \
+	done
+	@echo
+	@echo "  make trace-NN    run lesson NN under strace (make trace-03)"
+	@echo "  make test        install strace, nc, curl, redis-server if missing; run every test"
+	@echo "  make lint        cargo fmt --check and cargo clippy -D warnings"
+	@echo
+	@echo "  Flags go in ARGS: make lesson-03 ARGS='-p 4000'; every lesson has --help."
+
+build:
+	$(CARGO) build $(CARGO_PROFILE) --bins
+
+lesson-%: lessons/%-*.rs
+	@$(CARGO) build -q $(CARGO_PROFILE) --bin lesson-$*
+	@echo "running lesson $* (Ctrl-C stops it); it prints how to connect:" >&2
+	$(BIN_DIR)/lesson-$* $(ARGS)
+
+# strace -f: follow forks and threads; -yy: show sockets with their addresses;
+# -o '|sed ...': print from the first socket() on, hiding the runtime's start-up, and
+# leave out the lesson's own log lines (writes to fd 2), which the terminal shows anyway.
+trace-%: lessons/%-*.rs tools
+	@$(CARGO) build -q $(CARGO_PROFILE) --bin lesson-$*
+	strace -f -yy -q -e trace=$(call trace_filter,$*) \
+	  -o '|sed -u -n "/socket(/,\$$ { /write(2</d; p; }"' $(BIN_DIR)/lesson-$* $(ARGS)
+
+tools:
+	@scripts/ensure-tools.sh
+
+test: tools
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --all-targets; \
+	else \
+	  echo "cargo-nextest not found: running cargo test instead" >&2; \
+	  $(CARGO) test --workspace --all-targets; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings

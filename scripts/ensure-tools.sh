@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Makes sure the system tools the tests use are on this machine: strace (the trace tests),
+# nc from netcat-openbsd (workshop-style clients), curl (the SOCKS5 lessons), redis-server
+# (lesson 13). What is missing is installed with apt-get (as root, or through sudo);
+# where that is impossible, the exact command to run is printed and the script fails.
+set -euo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+missing=()
+have strace || missing+=(strace)
+# The tests use OpenBSD nc's -N (shutdown the socket after EOF on stdin).
+if ! have nc || ! nc -h 2>&1 | grep -q -- '-N'; then missing+=(netcat-openbsd); fi
+have curl || missing+=(curl)
+have redis-server || missing+=(redis-server)
+have redis-cli || missing+=(redis-tools)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "ensure-tools: installing ${missing[*]}" >&2
+if have apt-get; then
+  sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    if have sudo && sudo -n true 2>/dev/null; then
+      sudo=(sudo -n)
+    else
+      echo "ensure-tools: not root; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "ensure-tools: no apt-get here; install these with your package manager: ${missing[*]}" >&2
+  exit 1
+fi
+
+for tool in strace nc curl redis-server redis-cli; do
+  have "$tool" || { echo "ensure-tools: $tool is still missing after the install" >&2; exit 1; }
+done
