@@ -4,15 +4,22 @@
 //! `accept`, `read`, `write`, `close` (and `poll`, `fork`, …) is written out in the lesson file
 //! under `lessons/`. This crate holds the rest: the command line and banner ([`cli`]), the
 //! sans-IO echo protocol ([`echo`]), TLPI-style error reporting ([`errors`]), address
-//! conversions ([`net`]), the `write(2)` loop of the blocking lessons ([`io`]) and the clock
-//! of lessons 01–02 ([`hello`]).
+//! conversions ([`net`]), the `write(2)` loop of the blocking lessons ([`io`]), the clock
+//! of lessons 01–02 ([`hello`]), the per-connection buffers and backpressure of the
+//! single-threaded servers ([`conn`]), the fd limit ([`limits`]), and the sans-IO codecs of
+//! the SOCKS5 lessons: RFC 1928/1929 ([`socks5`]) and the few RESP frames of lesson 13's
+//! Redis allowlist ([`resp`]).
 
 pub mod cli;
+pub mod conn;
 pub mod echo;
 pub mod errors;
 pub mod hello;
 pub mod io;
+pub mod limits;
 pub mod net;
+pub mod resp;
+pub mod socks5;
 
 /// `eprintln!` in one `write(2)`: std's stderr is unbuffered, so `eprintln!` writes each
 /// piece of its format separately, and the traces would show a log line as three writes.

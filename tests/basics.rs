@@ -205,29 +205,7 @@ fn lesson_02_fd_count_back_after_500_connections() {
 #[test]
 fn lesson_03_fd_count_back_after_500_connections() {
     let server = Server::start(exe!("lesson-03"), &[]);
-    let mut c = server.connect();
-    c.expect_welcome();
-    c.send("q\n");
-    assert!(c.closed());
-    let start = server.fd_count();
-    for i in 0..500 {
-        let mut c = server.connect();
-        c.expect_welcome();
-        match i % 3 {
-            0 => {
-                c.send("abc\nq\n");
-                assert_eq!(c.rest(), b"cba\n");
-            }
-            1 => drop(c), // leaves without q
-            _ => c.reset(),
-        }
-    }
-    // The last client may still be in the server's hands; a final q client settles it.
-    let mut last = server.connect();
-    last.expect_welcome();
-    last.send("q\n");
-    assert!(last.closed());
-    wait_fd_count(server.pid(), start);
+    common::echo_suite::fd_count_steady(&server, 500);
 }
 
 #[test]

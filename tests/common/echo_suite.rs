@@ -260,3 +260,188 @@ pub fn pipelined_10000_lines(server: Server) {
     c.send("q\n");
     assert!(c.closed());
 }
+
+// ---------------------------------------------------------------------------------------
+// Cases with a size or a setting that differs per lesson: called from each lesson's tests.
+// ---------------------------------------------------------------------------------------
+
+/// After `n` connections that end every way (q, EOF mid-line, reset), the server's fd
+/// count is back where it started: every accepted fd is closed on every path.
+pub fn fd_count_steady(server: &Server, n: usize) {
+    let mut c = server.connect();
+    c.expect_welcome();
+    c.send("q\n");
+    assert!(c.closed());
+    let start = server.fd_count();
+    for i in 0..n {
+        let mut c = server.connect();
+        c.expect_welcome();
+        match i % 3 {
+            0 => {
+                c.send("abc\nq\n");
+                assert_eq!(c.rest(), b"cba\n");
+            }
+            1 => {
+                c.send("half a line");
+                drop(c);
+            }
+            _ => c.reset(),
+        }
+    }
+    // A last client that quits cleanly: once it is closed, the server has seen all others.
+    let mut last = server.connect();
+    last.expect_welcome();
+    last.send("q\n");
+    assert!(last.closed());
+    super::wait_fd_count(server.pid(), start);
+}
+
+/// A client holding an unfinished line does not delay another client's round trip. No
+/// timing is asserted: the second client's round trip must complete while the first is
+/// still mid-line (a server stuck on the first would never answer it), and the first
+/// then finishes its line after holding it for at least `hold`.
+pub fn partial_line_holder(server: &Server, hold: Duration) {
+    let mut holder = server.connect();
+    holder.expect_welcome();
+    let started = Instant::now();
+    holder.send("slow");
+    let mut other = server.connect();
+    other.expect_welcome();
+    assert_eq!(other.round_trip("quick one"), "eno kciuq");
+    assert_eq!(other.round_trip("and another"), "rehtona dna");
+    while started.elapsed() < hold {
+        thread::sleep(Duration::from_millis(20));
+    }
+    holder.send("ly\n");
+    assert_eq!(holder.line(), "ylwols");
+}
+
+/// A client that writes up to 100 MiB of lines and never reads: the server must stop
+/// reading it once its replies back up (the writer blocks), keep its RSS under
+/// `max_rss_mib`, and still serve another client.
+pub fn backpressure(server: &Server, max_rss_mib: u64) {
+    let mut flooder = server.connect();
+    flooder.expect_welcome();
+    let mut stream = flooder.stream.try_clone().unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let writer = thread::spawn(move || {
+        let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n";
+        let chunk: Vec<u8> = line
+            .iter()
+            .copied()
+            .cycle()
+            .take(line.len() * 900)
+            .collect();
+        let mut written = 0usize;
+        while written < 100 << 20 {
+            match stream.write(&chunk) {
+                Ok(n) => written += n,
+                // Blocked for 2 s: the server has stopped reading us.
+                Err(_) => break,
+            }
+        }
+        written
+    });
+    let mut peak = 0;
+    while !writer.is_finished() {
+        peak = peak.max(super::rss_kib(server.pid()));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let written = writer.join().unwrap();
+    peak = peak.max(super::rss_kib(server.pid()));
+    assert!(
+        written < 100 << 20,
+        "the server read all 100 MiB without the flooder reading a reply"
+    );
+    assert!(
+        peak < max_rss_mib << 10,
+        "server RSS peaked at {peak} KiB with a flooding client"
+    );
+    let mut other = server.connect();
+    other.expect_welcome();
+    assert_eq!(other.round_trip("still served"), "devres llits");
+    // The replies the flooder never read are all there and correct, in order.
+    flooder.set_read_timeout(Duration::from_secs(5));
+    let first = flooder.line();
+    assert_eq!(
+        first,
+        "zyxwvutsrqponmlkjihgfedcba9876543210zyxwvutsrqponmlkjihgfedcba9876543210"
+    );
+}
+
+/// The lesson started with RLIMIT_NOFILE = `limit`, and more clients than fit: the
+/// server neither dies nor spins (its CPU time over 2 s is small), keeps serving the
+/// clients it has, and serves the waiting ones once others leave.
+pub fn emfile(exe: &str, args: &[&str], limit: u64) {
+    let mut cmd = super::server_command(exe, args);
+    let limit_c = limit as libc::rlim_t;
+    // SAFETY: pre_exec runs in the forked child before exec; setrlimit is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            let rl = libc::rlimit {
+                rlim_cur: limit_c,
+                rlim_max: limit_c,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = Server::spawn(cmd);
+    let pid = server.pid();
+    // Fill the fd table: every fd the server can still open goes to a client.
+    let mut served = Vec::new();
+    let mut waiting = Vec::new();
+    for _ in 0..limit + 20 {
+        let mut c = super::Client::connect(server.addr);
+        if c.silent_for(Duration::from_millis(300)) {
+            waiting.push(c);
+            if waiting.len() == 5 {
+                break;
+            }
+        } else {
+            c.expect_welcome();
+            served.push(c);
+        }
+    }
+    assert!(
+        waiting.len() == 5,
+        "the fd table never filled: {} served",
+        served.len()
+    );
+    server
+        .log
+        .wait_line("EMFILE reported", |l| l.contains("EMFILE"));
+    // While out of fds: no spinning, and the connected clients are still served.
+    let before = super::cpu_ticks(pid);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        for c in served.iter_mut().take(3) {
+            assert_eq!(c.round_trip("busy"), "ysub");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let used = super::cpu_ticks(pid) - before;
+    // 2 s of spinning would be ~200 ticks; a quiet loop uses a handful.
+    assert!(
+        used < 50,
+        "server used {used} clock ticks of CPU in 2 s while out of fds"
+    );
+    assert!(
+        server.wait_exit(Duration::from_millis(1)).is_none(),
+        "server died"
+    );
+    // Clients leave; the waiting ones get their welcome.
+    for mut c in served.drain(..10) {
+        c.send("q\n");
+        assert!(c.closed());
+    }
+    for c in waiting.iter_mut() {
+        c.expect_welcome();
+        assert_eq!(c.round_trip("finally"), "yllanif");
+    }
+}

@@ -546,3 +546,4 @@ pub fn syscall_of(line: &str) -> Option<String> {
 }
 
 pub mod echo_suite;
+pub mod load;

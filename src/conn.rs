@@ -1,0 +1,196 @@
+//! One echo connection's state in a single-threaded server (lessons 06–11): the protocol
+//! state, the replies not yet written, and the backpressure rule. Sans-IO like
+//! [`crate::echo`]: the lesson does the `read`/`write` (or the io_uring submissions) and
+//! tells this value what happened.
+//!
+//! Backpressure: a client that sends lines without reading the replies would make the
+//! server buffer replies without bound. [`EchoConn::wants_read`] turns false once
+//! [`HIGH_WATER`] bytes of replies are pending, so the lesson stops asking to read that
+//! client (no POLLIN / no EPOLLIN / no read submission) until the replies drain. The bytes
+//! it does not read stay in the kernel's socket buffers, the client's writes block, and the
+//! server's memory stays bounded at about `HIGH_WATER + READ_CHUNK` per connection.
+//!
+//! No allocation per request: the reply buffer keeps its capacity and is compacted in place.
+
+use crate::echo::{Echo, Status, TOO_LONG, WELCOME};
+
+/// Replies pending for one client beyond which the server stops reading from it.
+pub const HIGH_WATER: usize = 1 << 20;
+/// The most a lesson reads from one client per wake-up (its read buffer size).
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Protocol state plus pending output for one client.
+#[derive(Debug)]
+pub struct EchoConn {
+    echo: Echo,
+    out: Vec<u8>,
+    sent: usize,
+    peer_done: bool,
+}
+
+impl Default for EchoConn {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EchoConn {
+    /// A new connection, with the welcome already queued.
+    pub fn new() -> Self {
+        let mut out = Vec::with_capacity(4 * 1024);
+        out.extend_from_slice(WELCOME);
+        EchoConn {
+            echo: Echo::new(),
+            out,
+            sent: 0,
+            peer_done: false,
+        }
+    }
+
+    /// Feeds bytes the lesson read; their replies join the pending output.
+    pub fn received(&mut self, bytes: &[u8]) -> Status {
+        self.echo.feed(bytes, &mut self.out)
+    }
+
+    /// The client closed its side (read returned 0): nothing more will arrive.
+    pub fn peer_closed(&mut self) {
+        self.peer_done = true;
+    }
+
+    /// The replies not yet written, for the next `write`/`send`.
+    pub fn pending(&self) -> &[u8] {
+        &self.out[self.sent..]
+    }
+
+    /// `n` bytes of [`pending`](Self::pending) were written.
+    pub fn wrote(&mut self, n: usize) {
+        self.sent += n;
+        debug_assert!(self.sent <= self.out.len());
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        } else if self.sent >= self.out.len() / 2 {
+            // Compact: keep the tail at the front, reuse the allocation.
+            self.out.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+
+    /// True while the lesson should read from this client: the protocol is still open,
+    /// the client has not closed its side, and the pending replies are under
+    /// [`HIGH_WATER`].
+    pub fn wants_read(&self) -> bool {
+        self.echo.status().is_open() && !self.peer_done && self.pending().len() < HIGH_WATER
+    }
+
+    /// True while replies are waiting to be written.
+    pub fn wants_write(&self) -> bool {
+        !self.pending().is_empty()
+    }
+
+    /// True once the connection should be closed: the client quit, sent an over-long
+    /// line, or closed its side, and every reply has been written.
+    pub fn finished(&self) -> bool {
+        (!self.echo.status().is_open() || self.peer_done) && self.pending().is_empty()
+    }
+
+    /// The protocol status (`Open`, `Quit`, `TooLong`).
+    pub fn status(&self) -> Status {
+        self.echo.status()
+    }
+
+    /// How the connection ended, once [`finished`](Self::finished): `q`, too long, or EOF.
+    pub fn ending(&self) -> crate::echo::Ending {
+        crate::echo::Ending::from_status(self.echo.status()).unwrap_or(crate::echo::Ending::Eof)
+    }
+
+    /// Bytes held for this client (pending replies and an unfinished line).
+    pub fn held(&self) -> usize {
+        self.pending().len() + self.echo.buffered()
+    }
+}
+
+/// The largest reply one [`READ_CHUNK`] of input can produce.
+pub const MAX_REPLY_PER_READ: usize = READ_CHUNK + TOO_LONG.len();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welcome_then_replies() {
+        let mut c = EchoConn::new();
+        assert_eq!(c.pending(), WELCOME);
+        c.wrote(WELCOME.len());
+        assert!(!c.wants_write());
+        c.received(b"abc\n");
+        assert_eq!(c.pending(), b"cba\n");
+        c.wrote(1);
+        assert_eq!(c.pending(), b"ba\n");
+        c.wrote(3);
+        assert!(!c.wants_write() && c.wants_read() && !c.finished());
+    }
+
+    #[test]
+    fn quit_finishes_after_flush() {
+        let mut c = EchoConn::new();
+        c.received(b"x\nq\n");
+        assert!(!c.wants_read());
+        assert!(!c.finished(), "replies still pending");
+        let n = c.pending().len();
+        c.wrote(n);
+        assert!(c.finished());
+        assert_eq!(c.ending(), crate::echo::Ending::Quit);
+    }
+
+    #[test]
+    fn eof_finishes_after_flush() {
+        let mut c = EchoConn::new();
+        c.received(b"abc\n");
+        c.peer_closed();
+        assert!(!c.finished() && !c.wants_read());
+        let n = c.pending().len();
+        c.wrote(n);
+        assert!(c.finished());
+        assert_eq!(c.ending(), crate::echo::Ending::Eof);
+    }
+
+    #[test]
+    fn stops_reading_at_high_water_and_resumes() {
+        let mut c = EchoConn::new();
+        let chunk = b"0123456789012345678901234567890\n".repeat(READ_CHUNK / 32);
+        let mut reads = 0;
+        while c.wants_read() {
+            c.received(&chunk);
+            reads += 1;
+            assert!(reads < 10_000);
+        }
+        assert!(c.pending().len() >= HIGH_WATER);
+        assert!(c.pending().len() < HIGH_WATER + MAX_REPLY_PER_READ);
+        // The client reads half: still above? drain until under the mark.
+        while !c.wants_read() {
+            let n = c.pending().len().min(7000);
+            c.wrote(n);
+        }
+        assert!(c.pending().len() < HIGH_WATER);
+    }
+
+    #[test]
+    fn compaction_keeps_order() {
+        let mut c = EchoConn::new();
+        c.wrote(WELCOME.len());
+        let mut expected = Vec::new();
+        let mut got = Vec::new();
+        for i in 0..1000 {
+            let line = format!("{i}\n");
+            c.received(line.as_bytes());
+            expected
+                .extend(format!("{}\n", i.to_string().chars().rev().collect::<String>()).bytes());
+            let n = (c.pending().len() / 2).max(1);
+            got.extend_from_slice(&c.pending()[..n]);
+            c.wrote(n);
+        }
+        got.extend_from_slice(c.pending());
+        assert_eq!(got, expected);
+    }
+}
