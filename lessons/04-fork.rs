@@ -8,8 +8,9 @@
 //! glibc's fork is clone with SIGCHLD as the exit signal), the parent's close of the new
 //! connection, the child's close of the listener, the child's reads and writes, its
 //! exit_group, then in the parent `--- SIGCHLD ---`, the wait4(-1, …, WNOHANG) loop of the
-//! handler, and accept failing with EINTR and called again. Ctrl-C or SIGTERM prints a
-//! one-line summary (connections served, children reaped) and exits 0.
+//! handler, and the interrupted accept (strace writes `= ? ERESTARTSYS`; the program gets
+//! EINTR) called again. Ctrl-C or SIGTERM prints a one-line summary (connections served,
+//! children reaped) and exits 0.
 //!
 //! Classic mistakes it shows or avoids:
 //! - Zombies. A child that has exited stays in the process table, state Z, until its parent
@@ -179,7 +180,7 @@ fn main() {
 
     let reaped = REAPED.load(Ordering::Relaxed);
     say!(
-        "lesson 04 stopping: {served} connections served, {reaped} children reaped, {} not reaped (still running, or zombies)",
+        "lesson 04 stopping · connections served: {served} · children reaped: {reaped} · not reaped (still running, or zombies): {}",
         served.saturating_sub(reaped)
     );
     // Children still serving a client go on until it leaves; once the parent has exited,

@@ -10,10 +10,13 @@
 //! no fork, and no close of the listener: there is only one fd table.
 //!
 //! What a thread costs: its stack, a mapping of the size asked for, of which only the pages
-//! the thread touches become memory (a few KiB here; Rust asks for 2 MiB by default, so 1,000
-//! threads would reserve 2 GiB of address space), a guard page, and the kernel's task and
-//! 16 KiB kernel stack. Cheaper than a process (no copy of the page tables, no second fd
-//! table), far dearer than the few hundred bytes per client of an event loop (lessons 07–11).
+//! the thread touches become memory; a guard page; the kernel's task and its 16 KiB kernel
+//! stack. Measured here with 1,000 idle clients: about 30 KiB of RSS per client (half of it
+//! the 16 KiB read buffer on each stack) whatever the stack size, but address space of 3 GiB with
+//! Rust's default 2 MiB stacks against about 100 MiB with 64 KiB ones (glibc's per-thread
+//! malloc arenas add up to 64 MiB each on top; `MALLOC_ARENA_MAX=1` shows the stacks alone).
+//! Cheaper than a process (no copy of the page tables, no second fd table); dearer than a
+//! client's state in an event loop (lessons 07–11), which needs no stack of its own.
 //!
 //! Classic mistakes it shows or avoids:
 //! - An unbounded spawn: a thread per connection with no limit lets a flood of clients
