@@ -123,12 +123,15 @@ fn main() {
         unsafe { sigaction(Signal::SIGCHLD, &reap) }.or_die("sigaction");
     }
 
-    let pid = getpid();
-    let watch = if args.no_reap {
-        format!("--no-reap: finished children stay zombies; see them with: ps -o pid,stat,cmd --ppid {pid}")
+    let what = if args.no_reap {
+        "--no-reap: finished children stay zombies"
     } else {
-        format!("one child per client, reaped on SIGCHLD; see them with: ps -o pid,stat,cmd --ppid {pid}")
+        "one child per client, reaped on SIGCHLD"
     };
+    let watch = format!(
+        "{what}; see them with: ps -o pid,stat,cmd --ppid {}",
+        getpid()
+    );
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&watch]);
 
     let mut served = 0usize;
@@ -179,9 +182,10 @@ fn main() {
     }
 
     let reaped = REAPED.load(Ordering::Relaxed);
+    let left = served.saturating_sub(reaped);
     say!(
-        "lesson 04 stopping · connections served: {served} · children reaped: {reaped} · not reaped (still running, or zombies): {}",
-        served.saturating_sub(reaped)
+        "lesson 04 stopping · connections served: {served} · children reaped: {reaped} · \
+         not reaped (still running, or zombies): {left}"
     );
     // Children still serving a client go on until it leaves; once the parent has exited,
     // init (or the nearest subreaper) adopts and reaps them.

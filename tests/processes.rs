@@ -94,7 +94,10 @@ fn lesson_04_reaps_every_child() {
     let status = server.wait_exit(DEADLINE).expect("exits on SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     server.log.wait_line("the summary", |l| {
-        l.ends_with("connections served: 200 · children reaped: 200 · not reaped (still running, or zombies): 0")
+        l.ends_with(
+            "connections served: 200 · children reaped: 200 · \
+             not reaped (still running, or zombies): 0",
+        )
     });
 }
 
@@ -121,7 +124,10 @@ fn lesson_04_no_reap_leaves_zombies() {
     let status = server.wait_exit(DEADLINE).expect("exits on SIGINT");
     assert!(status.success(), "exit status {status:?}");
     server.log.wait_line("the summary", |l| {
-        l.ends_with("connections served: 200 · children reaped: 0 · not reaped (still running, or zombies): 200")
+        l.ends_with(
+            "connections served: 200 · children reaped: 0 · \
+             not reaped (still running, or zombies): 200",
+        )
     });
 }
 
