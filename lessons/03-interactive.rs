@@ -14,7 +14,6 @@
 //! reads instead of assuming one read is one line.
 
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use clap::Parser;
 use nix::sys::socket::{
@@ -23,7 +22,7 @@ use nix::sys::socket::{
 };
 use nix::unistd::close;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::errors::{report, OrDie};
 use sockets_by_hand::say;
 use sockets_by_hand::{blocking, net};
 
@@ -66,15 +65,9 @@ fn main() {
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
-                report("accept", errno);
-                match accept_failure(errno) {
-                    AcceptFailure::Retry => continue,
-                    AcceptFailure::Exhausted => {
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                    AcceptFailure::Fatal => fatal("accept", errno),
-                }
+                // Report; call accept again at once, or after a pause when out of fds.
+                blocking::accept_failed(errno);
+                continue;
             }
         };
         let peer = getpeername::<SockaddrStorage>(conn.as_raw_fd());

@@ -30,7 +30,6 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use clap::Parser;
 use nix::errno::Errno;
@@ -42,7 +41,7 @@ use nix::sys::socket::{
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{close, fork, getpid, ForkResult};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::errors::{report, OrDie};
 use sockets_by_hand::say;
 use sockets_by_hand::{blocking, net};
 
@@ -146,15 +145,9 @@ fn main() {
             // and call accept again.
             Err(Errno::EINTR) => continue,
             Err(errno) => {
-                report("accept", errno);
-                match accept_failure(errno) {
-                    AcceptFailure::Retry => continue,
-                    AcceptFailure::Exhausted => {
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                    AcceptFailure::Fatal => fatal("accept", errno),
-                }
+                // Report; call accept again at once, or after a pause when out of fds.
+                blocking::accept_failed(errno);
+                continue;
             }
         };
         let peer = getpeername::<SockaddrStorage>(conn.as_raw_fd());

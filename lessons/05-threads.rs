@@ -29,7 +29,6 @@
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
 
 use clap::Parser;
 use nix::errno::Errno;
@@ -39,7 +38,7 @@ use nix::sys::socket::{
 };
 use nix::unistd::{close, getpid};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::errors::{report, OrDie};
 use sockets_by_hand::say;
 use sockets_by_hand::{blocking, io, limits, net};
 
@@ -122,15 +121,9 @@ fn main() {
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
-                report("accept", errno);
-                match accept_failure(errno) {
-                    AcceptFailure::Retry => continue,
-                    AcceptFailure::Exhausted => {
-                        thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                    AcceptFailure::Fatal => fatal("accept", errno),
-                }
+                // Report; call accept again at once, or after a pause when out of fds.
+                blocking::accept_failed(errno);
+                continue;
             }
         };
         accepted += 1;

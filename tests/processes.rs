@@ -80,31 +80,37 @@ fn all_quit_together(server: &Server, n: usize) {
     }
 }
 
+/// Stops the server with `signal`: it exits 0 after its one-line summary, whose counts
+/// must be `served` and `reaped`.
+fn stop_with_summary(mut server: Server, signal: i32, served: usize, reaped: usize) {
+    server.signal(signal);
+    let status = server.wait_exit(DEADLINE).expect("exits on the signal");
+    assert!(status.success(), "exit status {status:?}");
+    let summary = format!(
+        "lesson 04 stopping · connections served: {served} · children reaped: {reaped} · \
+         not reaped (still running, or zombies): {}",
+        served - reaped
+    );
+    server.log.wait_line(&summary, |l| l == summary);
+}
+
 /// Children that exit together raise SIGCHLDs that coalesce; the handler's waitpid loop
 /// still reaps every one: no zombie is left, and the summary counts them all.
 #[test]
 fn lesson_04_reaps_every_child() {
-    let mut server = Server::start(exe!("lesson-04"), &[]);
+    let server = Server::start(exe!("lesson-04"), &[]);
     let pid = server.pid();
     all_quit_together(&server, 200);
     wait_for("every child reaped", DEADLINE, || {
         children(pid).is_empty().then_some(())
     });
-    server.signal(libc::SIGTERM);
-    let status = server.wait_exit(DEADLINE).expect("exits on SIGTERM");
-    assert!(status.success(), "exit status {status:?}");
-    server.log.wait_line("the summary", |l| {
-        l.ends_with(
-            "connections served: 200 · children reaped: 200 · \
-             not reaped (still running, or zombies): 0",
-        )
-    });
+    stop_with_summary(server, libc::SIGTERM, 200, 200);
 }
 
 /// `--no-reap`: the classic failure. Every finished child stays a zombie (state Z).
 #[test]
 fn lesson_04_no_reap_leaves_zombies() {
-    let mut server = Server::start(exe!("lesson-04"), &["--no-reap"]);
+    let server = Server::start(exe!("lesson-04"), &["--no-reap"]);
     let pid = server.pid();
     let banner = server
         .log
@@ -120,15 +126,7 @@ fn lesson_04_no_reap_leaves_zombies() {
         (zombies == 200).then_some(zombies)
     });
     assert_eq!(zombies, 200);
-    server.signal(libc::SIGINT);
-    let status = server.wait_exit(DEADLINE).expect("exits on SIGINT");
-    assert!(status.success(), "exit status {status:?}");
-    server.log.wait_line("the summary", |l| {
-        l.ends_with(
-            "connections served: 200 · children reaped: 0 · \
-             not reaped (still running, or zombies): 200",
-        )
-    });
+    stop_with_summary(server, libc::SIGINT, 200, 0);
 }
 
 // ---------------------------------------------------------------------------------------
