@@ -6,8 +6,9 @@
 //! at once. `ps -T -p PID` or `top -H -p PID` (the banner names PID) lists one thread per
 //! client, named `client-N`. `make trace-05` shows, per client: accept, then clone3 (a thread
 //! is a clone that shares the address space, the fd table and the signal handlers:
-//! CLONE_VM|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD…), and the new thread's reads and writes;
-//! no fork, and no close of the listener: there is only one fd table.
+//! CLONE_VM|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD…, and its `stack_size` is the one asked
+//! for below), and the new thread's reads and writes; no fork, and no close of the listener:
+//! there is only one fd table.
 //!
 //! What a thread costs: its stack, a mapping of the size asked for, of which only the pages
 //! the thread touches become memory; a guard page; the kernel's task and its 16 KiB kernel

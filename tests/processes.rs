@@ -47,6 +47,7 @@ fn lesson_05_partial_line_does_not_block_others() {
 fn lesson_04_parent_fd_count_steady() {
     let server = Server::start(exe!("lesson-04"), &[]);
     fd_count_steady(&server, 500);
+    assert_no_bad_fd(&server);
 }
 
 /// Every thread closes its connection on every path (one fd table for all threads).
@@ -54,6 +55,18 @@ fn lesson_04_parent_fd_count_steady() {
 fn lesson_05_fd_count_steady() {
     let server = Server::start(exe!("lesson-05"), &[]);
     fd_count_steady(&server, 500);
+    assert_no_bad_fd(&server);
+}
+
+/// No call was made on a closed fd (the talk's thread version read on after `q` had
+/// closed the socket, and got EBADF).
+fn assert_no_bad_fd(server: &Server) {
+    assert_eq!(
+        server.log.count(|l| l.contains("EBADF")),
+        0,
+        "{:?}",
+        server.log.lines()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -80,9 +93,24 @@ fn all_quit_together(server: &Server, n: usize) {
     }
 }
 
+/// Waits until `pid` sleeps in accept(2) (its /proc wchan is `inet_csk_accept`), so that a
+/// signal sent now interrupts accept. A signal that lands between the loop's check of the
+/// stop flag and accept is the race lesson 04 documents, not what these tests look at.
+/// Returns false at once where the kernel hides wchan.
+fn wait_in_accept(pid: u32) -> bool {
+    let wchan = || std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    if matches!(wchan().as_str(), "" | "0") {
+        return false;
+    }
+    wait_for("the lesson to sleep in accept", DEADLINE, || {
+        (wchan() == "inet_csk_accept").then_some(true)
+    })
+}
+
 /// Stops the server with `signal`: it exits 0 after its one-line summary, whose counts
 /// must be `served` and `reaped`.
 fn stop_with_summary(mut server: Server, signal: i32, served: usize, reaped: usize) {
+    wait_in_accept(server.pid());
     server.signal(signal);
     let status = server.wait_exit(DEADLINE).expect("exits on the signal");
     assert!(status.success(), "exit status {status:?}");
@@ -105,6 +133,23 @@ fn lesson_04_reaps_every_child() {
         children(pid).is_empty().then_some(())
     });
     stop_with_summary(server, libc::SIGTERM, 200, 200);
+}
+
+/// SIGTERM stops the parent only: a child in the middle of a conversation finishes it. The
+/// children closed their copies of the listener, so once the parent is gone the port
+/// refuses connections (a child still holding it would leave new clients queued, unanswered).
+#[test]
+fn lesson_04_children_outlive_the_parent_but_not_the_listener() {
+    let server = Server::start(exe!("lesson-04"), &[]);
+    let addr = server.addr;
+    let mut c = server.connect();
+    c.expect_welcome();
+    stop_with_summary(server, libc::SIGTERM, 1, 0);
+    let refused = std::net::TcpStream::connect(addr).expect_err("nobody listens any more");
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(c.round_trip("orphan"), "nahpro");
+    c.send("q\n");
+    assert!(c.closed());
 }
 
 /// `--no-reap`: the classic failure. Every finished child stays a zombie (state Z).
@@ -261,6 +306,7 @@ fn lesson_04_trace_fork_close_sigchld_wait4() {
     wait_for("both children reaped", DEADLINE, || {
         children(parent).is_empty().then_some(())
     });
+    let idle_in_accept = wait_in_accept(parent);
     let trace = traced.stop(libc::SIGTERM);
     assert!(trace.status.success(), "status {:?}", trace.status);
     // (A child's SIGCHLD may come before or after the next accept returns.)
@@ -327,9 +373,10 @@ fn lesson_04_trace_fork_close_sigchld_wait4() {
     // SIGTERM interrupted the idle accept (no SA_RESTART) and the loop stopped.
     assert!(by(parent, "--- SIGTERM"), "{all}");
     assert!(
-        lines
-            .iter()
-            .any(|l| pid_of(l) == parent && l.contains("accept(") && l.contains("ERESTARTSYS")),
+        !idle_in_accept
+            || lines
+                .iter()
+                .any(|l| pid_of(l) == parent && l.contains("accept(") && l.contains("ERESTARTSYS")),
         "no interrupted accept:\n{all}"
     );
 }
@@ -443,6 +490,7 @@ fn make_trace_04_shows_sigaction_fork_and_reaping() {
     wait_for("the child reaped", DEADLINE, || {
         children(lesson_pid).is_empty().then_some(())
     });
+    wait_in_accept(lesson_pid);
     // SAFETY: kill(2) on the lesson's pid, read from its own banner.
     unsafe { libc::kill(lesson_pid as i32, libc::SIGTERM) };
     let summary = next_line("summary after SIGTERM", &|l| {
