@@ -154,7 +154,9 @@ fn main() {
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
 
         // fork(2): from here on two processes run this code, each with its own copy of
-        // every fd: both hold the listener and the connection.
+        // every fd: both hold the listener and the connection. (A SIGCHLD during fork does
+        // not make it fail: the kernel starts it again, whatever SA_RESTART says; strace
+        // shows that as `= ? ERESTARTNOINTR` followed by a second clone.)
         // SAFETY: in a process with several threads, the child of fork gets only the
         // calling thread, and a lock another thread held (malloc's, stderr's) stays locked
         // forever in the child, so it may only call async-signal-safe functions. This
