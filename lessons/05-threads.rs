@@ -50,10 +50,11 @@ const LESSON: Lesson = Lesson {
     hint: Hint::Nc,
 };
 
-/// The stack each client thread asks for. The echo loop needs about 20 KiB (its 16 KiB read
-/// buffer lives on the stack); 64 KiB leaves room and is 32 times less address space than
-/// Rust's default of 2 MiB. Too small a stack is not an error but a crash (SIGSEGV on the
-/// guard page), so measure before shrinking it further.
+/// The stack each client thread asks for. The echo loop keeps its 16 KiB read buffer on the
+/// stack, with a few KiB of frames around it; 64 KiB leaves room (also for the larger frames
+/// of an unoptimised build) and is 32 times less address space than Rust's default of 2 MiB.
+/// Too small a stack is not an error a thread can handle: it overflows into the guard page,
+/// and Rust reports "has overflowed its stack" and aborts the whole server.
 const STACK_SIZE: usize = 64 * 1024;
 
 /// Sent to a client beyond `--max-clients`, just before it is closed.
@@ -163,14 +164,14 @@ fn main() {
             let served = SERVED.fetch_add(1, Ordering::SeqCst) + 1;
             say!("client disconnected: {peer} ({ending}) · {served} served so far");
         };
+        // The JoinHandle is dropped at once: the thread runs detached, nobody joins it.
         let spawned = thread::Builder::new()
             .name(format!("client-{accepted}"))
             .stack_size(STACK_SIZE)
             .spawn(client);
         if let Err(err) = spawned {
             // EAGAIN: out of threads (RLIMIT_NPROC, kernel.threads-max) or memory. The
-            // closure was dropped unrun, and with it the connection: OwnedFd's drop closed
-            // it. The handle of a spawned thread is dropped too: the thread runs detached.
+            // closure was dropped unrun, and with it the connection: OwnedFd's drop closed it.
             ACTIVE.fetch_sub(1, Ordering::SeqCst);
             report(
                 "pthread_create",
