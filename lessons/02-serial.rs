@@ -13,7 +13,6 @@
 //! client until accept fails with EMFILE; the tests count this server's fds after 500 clients.
 
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use clap::Parser;
 use nix::sys::socket::{
@@ -22,9 +21,9 @@ use nix::sys::socket::{
 };
 use nix::unistd::close;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::errors::{report, OrDie};
 use sockets_by_hand::say;
-use sockets_by_hand::{hello, io, net};
+use sockets_by_hand::{blocking, hello, io, net};
 
 const LESSON: Lesson = Lesson {
     number: "02",
@@ -66,16 +65,9 @@ fn main() {
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
-                report("accept", errno);
-                match accept_failure(errno) {
-                    AcceptFailure::Retry => continue,
-                    // Out of fds or memory: accepting again at once would fail again.
-                    AcceptFailure::Exhausted => {
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                    AcceptFailure::Fatal => fatal("accept", errno),
-                }
+                // Report; call accept again at once, or after a pause when out of fds.
+                blocking::accept_failed(errno);
+                continue;
             }
         };
         let peer = getpeername::<SockaddrStorage>(conn.as_raw_fd());

@@ -13,21 +13,18 @@
 //! half a line or many lines, so the protocol (src/echo.rs) keeps the unfinished line between
 //! reads instead of assuming one read is one line.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Duration;
+use std::os::fd::AsRawFd;
 
 use clap::Parser;
-use nix::errno::Errno;
 use nix::sys::socket::{
     accept, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag,
     SockType, SockaddrStorage,
 };
-use nix::unistd::{close, read};
+use nix::unistd::close;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::echo::{self, Echo, Ending};
-use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::errors::{report, OrDie};
 use sockets_by_hand::say;
-use sockets_by_hand::{io, net};
+use sockets_by_hand::{blocking, net};
 
 const LESSON: Lesson = Lesson {
     number: "03",
@@ -68,61 +65,24 @@ fn main() {
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
-                report("accept", errno);
-                match accept_failure(errno) {
-                    AcceptFailure::Retry => continue,
-                    AcceptFailure::Exhausted => {
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                    AcceptFailure::Fatal => fatal("accept", errno),
-                }
+                // Report; call accept again at once, or after a pause when out of fds.
+                blocking::accept_failed(errno);
+                continue;
             }
         };
         let peer = getpeername::<SockaddrStorage>(conn.as_raw_fd());
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
         say!("client connected: {peer}");
 
-        let ending = serve(&conn);
+        // The conversation: a write(2) of the welcome, then a read(2) and a write(2) per
+        // line until q, EOF or an error. The loop is src/blocking.rs, shared with lessons
+        // 04 and 05, which run the very same loop in a process or a thread per client.
+        let ending = blocking::serve_echo(&conn);
 
         // close(2) on every path: quit, EOF, reset, line too long.
         if let Err(errno) = close(conn) {
             report("close", errno);
         }
         say!("client disconnected: {peer} ({ending})");
-    }
-}
-
-/// Talks the echo protocol with one client until it quits, leaves or fails.
-fn serve(conn: &OwnedFd) -> Ending {
-    let mut session = Echo::new();
-    let mut buf = [0u8; 16 * 1024];
-    let mut replies = Vec::with_capacity(buf.len() + echo::TOO_LONG.len());
-
-    // write(2) the welcome before the client has said anything.
-    if let Err(errno) = io::write_all(conn, echo::WELCOME) {
-        return Ending::Failed("write", errno);
-    }
-    loop {
-        // read(2): sleeps until the client sends something. It returns whatever has
-        // arrived (part of a line, or many lines), 0 when the client has closed its side,
-        // or an error such as ECONNRESET when it reset the connection.
-        let n = match read(conn, &mut buf) {
-            Ok(0) => return Ending::Eof,
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(errno) => return Ending::Failed("read", errno),
-        };
-        replies.clear();
-        let status = session.feed(&buf[..n], &mut replies);
-        // write(2) the replies before reading more: a client that sends without reading
-        // fills its receive buffer, our write blocks, and we stop reading it. That
-        // blocking is this lesson's backpressure: nothing piles up in the server.
-        if let Err(errno) = io::write_all(conn, &replies) {
-            return Ending::Failed("write", errno);
-        }
-        if let Some(ending) = Ending::from_status(status) {
-            return ending;
-        }
     }
 }

@@ -4,3 +4,5 @@
 mod common;
 
 echo_suite!(lesson_03, "lesson-03");
+echo_suite!(lesson_04, "lesson-04");
+echo_suite!(lesson_05, "lesson-05");
