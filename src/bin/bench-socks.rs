@@ -621,6 +621,55 @@ fn report(rows: &[(Kind, Option<Results>, String)], args: &Args) -> String {
             if note.is_empty() { "" } else { note }
         );
     }
+    // The bars DESIGN.md sets for lesson 12, as ratios to "direct" taken in this run.
+    if let (Some(d), Some((_, Some(l), _))) = (
+        direct.as_ref(),
+        rows.iter()
+            .find(|(k, r, _)| *k == Kind::Lesson12 && r.is_some()),
+    ) {
+        let _ = writeln!(
+            md,
+            "\n## Lesson 12 against the bars (microsocks 1.0.5 as ratios to direct)\n"
+        );
+        let _ = writeln!(md, "| measure | lesson 12 | bar | met |");
+        let _ = writeln!(md, "|---|---:|---:|---|");
+        let mut bar = |name: &str, value: f64, goal: f64, higher: bool, unit: &str| {
+            let met = if higher { value >= goal } else { value < goal };
+            let _ = writeln!(
+                md,
+                "| {name} | {value:.2}{unit} | {}{goal:.2}{unit} | {} |",
+                if higher { "≥ " } else { "< " },
+                if met { "yes" } else { "no" }
+            );
+        };
+        if d.down_gbit > 0.0 {
+            bar(
+                "single stream, × direct",
+                l.down_gbit / d.down_gbit,
+                0.62,
+                true,
+                "×",
+            );
+        }
+        if d.seq_cps > 0.0 {
+            bar(
+                "conn/s sequential, × direct",
+                l.seq_cps / d.seq_cps,
+                0.28,
+                true,
+                "×",
+            );
+        }
+        if let Some(rss) = l.idle_rss_mib {
+            bar(
+                &format!("RSS with {} idle relays", args.idle),
+                rss,
+                18.0,
+                false,
+                " MiB",
+            );
+        }
+    }
     md
 }
 
