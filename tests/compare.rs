@@ -148,8 +148,7 @@ fn compare_quickest_run_writes_reports() {
         assert!(rps > 0.0, "{row}");
         let per_request = md
             .lines()
-            .filter(|l| l.starts_with(&format!("| {label} |")))
-            .last()
+            .rfind(|l| l.starts_with(&format!("| {label} |")))
             .and_then(|l| l.split('|').nth(3))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or_else(|| panic!("no system calls per request for {label}:\n{md}"));
