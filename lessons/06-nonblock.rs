@@ -1,4 +1,4 @@
-//! Lesson 06 — O_NONBLOCK busy polling: one thread serves many clients by trying everything, all the time.
+//! Lesson 06 — O_NONBLOCK busy polling: one thread tries every socket, over and over.
 //! The reverse-echo protocol for many clients at once, with no readiness API at all.
 //!
 //! Run `make lesson-06` and connect several `nc 127.0.0.1 23333` at once: all are served,
@@ -82,8 +82,10 @@ fn main() {
     set_nonblocking(&listener).or_die("fcntl(O_NONBLOCK)");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
     let note = match nap {
-        None => "this loop never sleeps: watch top show it at 100% CPU, even with no clients (try --nap 1000)".to_string(),
-        Some(nap) => format!("naps {nap:?} between rounds: less CPU, every reply up to {nap:?} later"),
+        None => "this loop never sleeps: top shows it at 100% CPU, even with no clients \
+                 (try --nap 1000)"
+            .to_string(),
+        Some(nap) => format!("naps {nap:?} between rounds: less CPU, replies up to {nap:?} later"),
     };
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
 

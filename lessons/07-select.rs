@@ -3,14 +3,15 @@
 //!
 //! Run `make lesson-07` and connect several `nc 127.0.0.1 23333` at once: all are served,
 //! by one thread, and `top` shows it at 0 % CPU while they are idle (lesson 06 burned a
-//! whole core). `make trace-07` shows the loop: a `select` that sleeps until something is
-//! ready and returns how many fds are, then only the calls that will not block: `accept4`
-//! when the listener is readable, one `read` per readable client, a `write` while replies
-//! are pending. Every round rebuilds the fd sets (select overwrites them with its answer),
-//! and asks to write to a client only while it has replies pending: asking always would
-//! wake the loop at once, every time, as a socket with room in its send buffer is always
-//! writable. A client sending lines without reading the replies stops being read once 1 MiB
-//! of replies is pending (src/conn.rs), so it cannot grow the server's memory.
+//! whole core). `make trace-07` shows the loop: a `select` (`pselect6` in the trace: glibc
+//! makes that system call for select) that sleeps until something is ready and returns how
+//! many fds are, then only the calls that will not block: `accept4` when the listener is
+//! readable, one `read` per readable client, a `write` while replies are pending. Every
+//! round rebuilds the fd sets (select overwrites them with its answer), and asks to write
+//! to a client only while it has replies pending: asking always would wake the loop at
+//! once, every time, as a socket with room in its send buffer is always writable. A client
+//! sending lines without reading the replies stops being read once 1 MiB of replies is
+//! pending (src/conn.rs), so it cannot grow the server's memory.
 //!
 //! Classic mistake it avoids: the FD_SETSIZE wall. An `fd_set` is a bitmap of FD_SETSIZE
 //! (1024) bits, so select cannot watch fd 1024 or higher. In C, `FD_SET(1500, &set)`
