@@ -1,4 +1,4 @@
-//! Lesson 07 — select: one thread sleeps in the kernel until any of its clients is ready.
+//! Lesson 07 — select: one thread sleeps in the kernel until a client is ready, below FD_SETSIZE.
 //! The reverse-echo protocol for many clients at once, multiplexed with select(2).
 //!
 //! Run `make lesson-07` and connect several `nc 127.0.0.1 23333` at once: all are served,

@@ -1,4 +1,4 @@
-//! Lesson 08 — poll: one thread sleeps in the kernel until any of its clients is ready.
+//! Lesson 08 — poll: one thread, one array of pollfds, and no FD_SETSIZE wall.
 //! The reverse-echo protocol for many clients at once, multiplexed with poll(2).
 //!
 //! Run `make lesson-08` and connect several `nc 127.0.0.1 23333` at once: all are served,
