@@ -154,7 +154,11 @@ impl<S> Clients<S> {
     }
 
     /// True while the lesson should watch (or try) the listener: accept has not run out
-    /// of fds, or a connection has closed since, or [`ACCEPT_RETRY`] has passed.
+    /// of fds, or a connection has closed since, or [`ACCEPT_RETRY`] has passed. Call it
+    /// once per round, before waiting: select leaves the listener out of its read set,
+    /// poll gives its entry no events, an epoll loop would take the listener out of its
+    /// interest list (`EPOLL_CTL_DEL`) when this turns false and add it back when it turns
+    /// true, a SIGIO or io_uring loop would not re-arm its accept.
     pub fn watch_listener(&mut self) -> bool {
         match self.accept_paused {
             Some(since) if since.elapsed() < ACCEPT_RETRY => false,
