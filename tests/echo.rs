@@ -6,3 +6,6 @@ mod common;
 echo_suite!(lesson_03, "lesson-03");
 echo_suite!(lesson_04, "lesson-04");
 echo_suite!(lesson_05, "lesson-05");
+echo_suite!(lesson_06, "lesson-06");
+echo_suite!(lesson_07, "lesson-07");
+echo_suite!(lesson_08, "lesson-08");

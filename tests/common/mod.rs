@@ -381,8 +381,8 @@ impl Client {
     /// True if nothing arrives within `wait` (the read times out).
     pub fn silent_for(&mut self, wait: Duration) -> bool {
         self.set_read_timeout(wait);
-        let mut byte = [0u8; 1];
-        let silent = match self.reader.read(&mut byte) {
+        // fill_buf, not read: whatever arrives stays buffered for the next line().
+        let silent = match self.reader.fill_buf() {
             Err(e) => matches!(
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
@@ -547,3 +547,4 @@ pub fn syscall_of(line: &str) -> Option<String> {
 
 pub mod echo_suite;
 pub mod load;
+pub mod single_thread;
