@@ -101,6 +101,8 @@ struct Counts {
 }
 
 const WELCOME: &[u8] = b"Welcome buddy!\n";
+/// Connections opened but not yet welcomed, at most.
+const MAX_HANDSHAKES: usize = 64;
 
 fn main() {
     let args = Args::parse();
@@ -136,8 +138,9 @@ fn main() {
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = vec![EpollEvent::empty(); 1024];
 
-    // Connections are opened in waves of at most 256 handshakes in flight, so a backlog of
-    // 128 is not overrun by a SYN flood of our own making.
+    // Connections are opened in waves of at most MAX_HANDSHAKES not yet welcomed, so a
+    // listen backlog of 128 is never overrun by a SYN flood of our own making (a dropped
+    // SYN is retried only after a second, and would look like a slow server).
     let mut opened = 0usize;
     let mut in_flight = 0usize;
     let mut measure_from: Option<Instant> = None;
@@ -147,7 +150,7 @@ fn main() {
     loop {
         let now = Instant::now();
         // Open more connections while the wave allows.
-        while opened < args.connections && in_flight < 256 {
+        while opened < args.connections && in_flight < MAX_HANDSHAKES {
             let fd = match socket(
                 net::family(&args.to),
                 SockType::Stream,
