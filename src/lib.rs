@@ -6,7 +6,8 @@
 //! sans-IO echo protocol ([`echo`]), TLPI-style error reporting ([`errors`]), address
 //! conversions ([`net`]), the `write(2)` loop of the blocking lessons ([`io`]), the clock
 //! of lessons 01–02 ([`hello`]), the per-connection buffers and backpressure of the
-//! single-threaded servers ([`conn`]), the fd limit ([`limits`]), and the sans-IO codecs of
+//! single-threaded servers ([`conn`]), the fd limit ([`limits`]), a
+//! reusable output buffer ([`outbuf`]), and the sans-IO codecs of
 //! the SOCKS5 lessons: RFC 1928/1929 ([`socks5`]) and the few RESP frames of lesson 13's
 //! Redis allowlist ([`resp`]).
 
@@ -18,6 +19,7 @@ pub mod hello;
 pub mod io;
 pub mod limits;
 pub mod net;
+pub mod outbuf;
 pub mod resp;
 pub mod socks5;
 

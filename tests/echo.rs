@@ -4,3 +4,6 @@
 mod common;
 
 echo_suite!(lesson_03, "lesson-03");
+echo_suite!(lesson_09, "lesson-09");
+echo_suite!(lesson_10, "lesson-10");
+echo_suite!(lesson_11, "lesson-11");

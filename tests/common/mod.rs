@@ -378,11 +378,12 @@ impl Client {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
     }
 
-    /// True if nothing arrives within `wait` (the read times out).
+    /// True if nothing arrives within `wait` (the read times out). What does arrive is
+    /// kept for the next `line`/`rest`.
     pub fn silent_for(&mut self, wait: Duration) -> bool {
         self.set_read_timeout(wait);
-        let mut byte = [0u8; 1];
-        let silent = match self.reader.read(&mut byte) {
+        // fill_buf, not read: a byte that does arrive stays in the reader for the caller.
+        let silent = match self.reader.fill_buf() {
             Err(e) => matches!(
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
