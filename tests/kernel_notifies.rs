@@ -214,3 +214,169 @@ fn lesson_09_trace_signals() {
         "no signal naming fd {accepted}:\n{waits}"
     );
 }
+
+// --------------------------------------------------------------------------------------
+// Lesson 11: io_uring.
+// --------------------------------------------------------------------------------------
+
+#[test]
+fn lesson_11_serves_500_concurrent_clients() {
+    let server = Server::start(exe!("lesson-11"), &[]);
+    load::round_trips(server.addr, 500, 20);
+    echo_suite::fd_count_steady(&server, 30);
+}
+
+#[test]
+fn lesson_11_partial_line_holder() {
+    let server = Server::start(exe!("lesson-11"), &[]);
+    echo_suite::partial_line_holder(&server, Duration::from_millis(300));
+}
+
+#[test]
+fn lesson_11_backpressure() {
+    let server = Server::start(exe!("lesson-11"), &[]);
+    echo_suite::backpressure(&server, 64);
+}
+
+#[test]
+fn lesson_11_emfile() {
+    echo_suite::emfile(exe!("lesson-11"), &[], 64);
+}
+
+#[test]
+fn lesson_11_trace_uring() {
+    let traced = Traced::start(exe!("lesson-11"), &[]);
+    let mut c = Client::connect(traced.server.addr);
+    c.expect_welcome();
+    assert_eq!(c.round_trip("uring"), "gniru");
+    c.send("q\n");
+    assert!(c.closed());
+    traced
+        .server
+        .log
+        .wait_line("disconnect", |l| l.starts_with("client disconnected"));
+    let trace = traced.stop(libc::SIGTERM);
+    trace.assert_in_order(&[
+        "socket",
+        "bind",
+        "listen",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_enter",
+        "close",
+    ]);
+    // The I/O happens inside the kernel: no readiness calls, and no accept/read/write
+    // on sockets either (the only writes are the log lines on fd 2).
+    trace.assert_absent(&[
+        "epoll_wait",
+        "epoll_pwait",
+        "poll",
+        "ppoll",
+        "select",
+        "pselect6",
+        "accept",
+        "accept4",
+        "read",
+        "recvfrom",
+        "sendto",
+    ]);
+    assert!(
+        trace
+            .lines_of("write")
+            .iter()
+            .all(|l| l.contains("write(2<")),
+        "a write other than the log's:\n{}",
+        trace.lines_of("write").join("\n")
+    );
+}
+
+/// Under load, one io_uring_enter submits many operations: the batching the lesson claims.
+#[test]
+fn lesson_11_batches_submissions() {
+    let traced = Traced::start(exe!("lesson-11"), &[]);
+    load::round_trips(traced.server.addr, 200, 3);
+    let trace = traced.stop(libc::SIGTERM);
+    // io_uring_enter(FD, TO_SUBMIT, MIN_COMPLETE, FLAGS, ...)
+    let biggest = trace
+        .lines_of("io_uring_enter")
+        .iter()
+        .filter_map(|l| l.split(", ").nth(1)?.parse::<u32>().ok())
+        .max()
+        .expect("io_uring_enter calls");
+    assert!(
+        biggest >= 20,
+        "no io_uring_enter submitted more than {biggest} operations at once"
+    );
+}
+
+/// A kernel without io_uring (ENOSYS) or a seccomp policy that forbids it (EPERM): the
+/// lesson says so in words and exits 1, without a panic. A seccomp filter installed
+/// before exec makes io_uring_setup fail with the chosen errno.
+#[test]
+fn lesson_11_without_io_uring_exits_cleanly() {
+    for (errno, words) in [
+        (libc::ENOSYS, "io_uring_setup: ENOSYS"),
+        (libc::EPERM, "io_uring_setup: EPERM"),
+    ] {
+        let mut cmd = common::server_command(exe!("lesson-11"), &[]);
+        let filter = [
+            // A = seccomp_data.nr (offset 0)
+            bpf(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+            // if A == io_uring_setup: next, else skip one
+            bpf(
+                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                0,
+                1,
+                libc::SYS_io_uring_setup as u32,
+            ),
+            bpf(
+                libc::BPF_RET | libc::BPF_K,
+                0,
+                0,
+                libc::SECCOMP_RET_ERRNO | errno as u32,
+            ),
+            bpf(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        ];
+        // SAFETY: pre_exec runs in the forked child before exec; prctl is a plain system
+        // call, and `filter` outlives the call (it is moved into the closure).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                let prog = libc::sock_fprog {
+                    len: filter.len() as u16,
+                    filter: filter.as_ptr() as *mut libc::sock_filter,
+                };
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                    || libc::prctl(
+                        libc::PR_SET_SECCOMP,
+                        libc::SECCOMP_MODE_FILTER,
+                        &prog as *const libc::sock_fprog,
+                    ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("run lesson-11");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+        assert!(stderr.contains(words), "stderr:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "stderr:\n{stderr}");
+        let explained = if errno == libc::ENOSYS {
+            "this kernel has no io_uring"
+        } else {
+            "seccomp"
+        };
+        assert!(stderr.contains(explained), "stderr:\n{stderr}");
+    }
+}
+
+fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
