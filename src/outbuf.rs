@@ -75,7 +75,8 @@ mod tests {
         let n = out.len();
         out.wrote(n);
         assert_eq!(got, want);
-        assert!(out.is_empty() && out.len() == 0 && out.pending().is_empty());
+        assert_eq!(out.len(), 0);
+        assert!(out.is_empty() && out.pending().is_empty());
     }
 
     #[test]
