@@ -96,6 +96,7 @@ fn main() {
         clients: Vec::new(),
         free: Vec::new(),
         peer: Box::new(PeerAddr {
+            // SAFETY: sockaddr_storage is plain bytes; all zeros is a valid value.
             addr: unsafe { std::mem::zeroed() },
             len: 0,
         }),

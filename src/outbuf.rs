@@ -3,7 +3,7 @@
 //!
 //! The buffer keeps its allocation: once every byte is written it is cleared, and when
 //! more than half has been written the rest moves to the front, so a steady stream of
-//! small writes does not allocate. [`crate::conn::EchoConn`] keeps its replies the same way.
+//! small writes does not allocate. [`crate::conn::EchoConn`] keeps its replies in one.
 
 /// Bytes waiting to be written, and how many of them already were.
 #[derive(Debug, Default)]
@@ -24,6 +24,18 @@ impl OutBuf {
     /// Queues `bytes` after what is pending.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Lets `append` add bytes at the end of the buffer (a sans-IO codec that writes into
+    /// a `Vec`); it must only append.
+    pub fn append_with<R>(&mut self, append: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let before = self.buf.len();
+        let result = append(&mut self.buf);
+        debug_assert!(
+            self.buf.len() >= before,
+            "OutBuf::append_with may only append"
+        );
+        result
     }
 
     /// The bytes not yet written, for the next `write`/`send`.
