@@ -161,6 +161,9 @@ struct Client {
     /// Set once the conversation is over; the fd closes when nothing is in flight.
     ending: Option<Ending>,
     cancelled: bool,
+    /// Cancel requests not yet completed. The slot is not reused before they are: a late
+    /// cancel must not hit the next client's operation with the same user_data.
+    cancels_in_flight: u8,
 }
 
 struct Server {
@@ -296,6 +299,7 @@ impl Server {
                 send_in_flight: false,
                 ending: None,
                 cancelled: false,
+                cancels_in_flight: 0,
             });
             let slot = match self.free.pop() {
                 Some(slot) => slot,
@@ -361,7 +365,8 @@ impl Server {
                     }
                 }
             }
-            _ => {} // CANCEL: its target completes (with ECANCELED, or done anyway)
+            // CANCEL: done (its target completes on its own, with ECANCELED or a result).
+            _ => client.cancels_in_flight -= 1,
         }
         self.drive(slot);
     }
@@ -399,16 +404,22 @@ impl Server {
                 client.recv_in_flight = true;
                 entries[1] = Some(entry);
             }
-        } else if client.recv_in_flight || client.send_in_flight {
+        } else if client.recv_in_flight || client.send_in_flight || client.cancels_in_flight > 0 {
             if !client.cancelled {
                 // Cancel the outstanding ops; their completions (ECANCELED, or a late
                 // result) come back to `completed`, and the fd closes after the last.
                 client.cancelled = true;
+                let n = client.recv_in_flight as u8 + client.send_in_flight as u8;
+                say!(
+                    "client {}: cancelling {n} operation(s) in flight before close",
+                    client.peer
+                );
                 for (busy, op) in [(client.recv_in_flight, RECV), (client.send_in_flight, SEND)] {
                     if busy {
                         let cancel = opcode::AsyncCancel::new(user_data(slot, op)).build();
                         let i = op as usize;
                         entries[i] = Some(cancel.user_data(user_data(slot, CANCEL)));
+                        client.cancels_in_flight += 1;
                     }
                 }
             }
