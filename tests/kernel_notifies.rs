@@ -71,6 +71,33 @@ fn slow_reader_gets_every_reply(server: &Server) {
         .wait_line("EOF logged", |l| l.contains("left without q"));
 }
 
+/// One client under strace: welcome, one round trip, `q`, the close; then the trace.
+/// Before each step it waits until the lesson sleeps in its waiting call (under strace
+/// the lesson is slow, and could otherwise find the next line already there and read it
+/// without waiting for the kernel to tell it).
+fn traced_session(exe: &str) -> common::Trace {
+    let traced = Traced::start(exe, &[]);
+    let pid = traced.lesson_pid();
+    let asleep = || {
+        common::wait_for("the lesson to sleep", DEADLINE, || {
+            (common::proc_state(pid) == Some('S')).then_some(())
+        })
+    };
+    asleep();
+    let mut c = Client::connect(traced.server.addr);
+    c.expect_welcome();
+    asleep();
+    assert_eq!(c.round_trip("kernel"), "lenrek");
+    asleep();
+    c.send("q\n");
+    assert!(c.closed());
+    traced
+        .server
+        .log
+        .wait_line("disconnect", |l| l.starts_with("client disconnected"));
+    traced.stop(libc::SIGTERM)
+}
+
 /// The cases lessons 09–11 share, with the number of concurrent clients and rounds.
 macro_rules! single_threaded_cases {
     ($module:ident, $bin:literal, $clients:expr, $rounds:expr) => {
@@ -139,17 +166,7 @@ fn lesson_10_serves_10000_concurrent_clients() {
 
 #[test]
 fn lesson_10_trace_epoll() {
-    let traced = Traced::start(exe!("lesson-10"), &[]);
-    let mut c = Client::connect(traced.server.addr);
-    c.expect_welcome();
-    assert_eq!(c.round_trip("epoll"), "llope");
-    c.send("q\n");
-    assert!(c.closed());
-    traced
-        .server
-        .log
-        .wait_line("disconnect", |l| l.starts_with("client disconnected"));
-    let trace = traced.stop(libc::SIGTERM);
+    let trace = traced_session(exe!("lesson-10"));
     let wait = if trace.calls().iter().any(|c| c == "epoll_pwait") {
         "epoll_pwait"
     } else {
@@ -218,29 +235,7 @@ fn lesson_09_signal_queue_overflow_rescans() {
 
 #[test]
 fn lesson_09_trace_signals() {
-    let traced = Traced::start(exe!("lesson-09"), &[]);
-    // Each step waits until the lesson sleeps in sigtimedwait: under strace the lesson is
-    // slow enough that it would otherwise find the next line already there and read it
-    // without ever waiting for a signal.
-    let pid = traced.lesson_pid();
-    let asleep = || {
-        common::wait_for("the lesson to sleep", DEADLINE, || {
-            (common::proc_state(pid) == Some('S')).then_some(())
-        })
-    };
-    asleep();
-    let mut c = Client::connect(traced.server.addr);
-    c.expect_welcome();
-    asleep();
-    assert_eq!(c.round_trip("sigio"), "oigis");
-    asleep();
-    c.send("q\n");
-    assert!(c.closed());
-    traced
-        .server
-        .log
-        .wait_line("disconnect", |l| l.starts_with("client disconnected"));
-    let trace = traced.stop(libc::SIGTERM);
+    let trace = traced_session(exe!("lesson-09"));
     trace.assert_in_order(&[
         "socket",
         "bind",
@@ -302,17 +297,7 @@ fn lesson_09_trace_signals() {
 
 #[test]
 fn lesson_11_trace_uring() {
-    let traced = Traced::start(exe!("lesson-11"), &[]);
-    let mut c = Client::connect(traced.server.addr);
-    c.expect_welcome();
-    assert_eq!(c.round_trip("uring"), "gniru");
-    c.send("q\n");
-    assert!(c.closed());
-    traced
-        .server
-        .log
-        .wait_line("disconnect", |l| l.starts_with("client disconnected"));
-    let trace = traced.stop(libc::SIGTERM);
+    let trace = traced_session(exe!("lesson-11"));
     trace.assert_in_order(&[
         "socket",
         "bind",
