@@ -10,9 +10,11 @@
 //! it does not read stay in the kernel's socket buffers, the client's writes block, and the
 //! server's memory stays bounded at about `HIGH_WATER + READ_CHUNK` per connection.
 //!
-//! No allocation per request: the reply buffer keeps its capacity and is compacted in place.
+//! No allocation per request: the reply buffer ([`OutBuf`]) keeps its capacity and is
+//! compacted in place.
 
 use crate::echo::{Echo, Status, TOO_LONG, WELCOME};
+use crate::outbuf::OutBuf;
 
 /// Replies pending for one client beyond which the server stops reading from it.
 pub const HIGH_WATER: usize = 1 << 20;
@@ -23,8 +25,7 @@ pub const READ_CHUNK: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct EchoConn {
     echo: Echo,
-    out: Vec<u8>,
-    sent: usize,
+    out: OutBuf,
     peer_done: bool,
 }
 
@@ -37,19 +38,19 @@ impl Default for EchoConn {
 impl EchoConn {
     /// A new connection, with the welcome already queued.
     pub fn new() -> Self {
-        let mut out = Vec::with_capacity(4 * 1024);
-        out.extend_from_slice(WELCOME);
+        let mut out = OutBuf::with_capacity(4 * 1024);
+        out.push(WELCOME);
         EchoConn {
             echo: Echo::new(),
             out,
-            sent: 0,
             peer_done: false,
         }
     }
 
     /// Feeds bytes the lesson read; their replies join the pending output.
     pub fn received(&mut self, bytes: &[u8]) -> Status {
-        self.echo.feed(bytes, &mut self.out)
+        let echo = &mut self.echo;
+        self.out.append_with(|out| echo.feed(bytes, out))
     }
 
     /// The client closed its side (read returned 0): nothing more will arrive.
@@ -59,21 +60,12 @@ impl EchoConn {
 
     /// The replies not yet written, for the next `write`/`send`.
     pub fn pending(&self) -> &[u8] {
-        &self.out[self.sent..]
+        self.out.pending()
     }
 
     /// `n` bytes of [`pending`](Self::pending) were written.
     pub fn wrote(&mut self, n: usize) {
-        self.sent += n;
-        debug_assert!(self.sent <= self.out.len());
-        if self.sent == self.out.len() {
-            self.out.clear();
-            self.sent = 0;
-        } else if self.sent >= self.out.len() / 2 {
-            // Compact: keep the tail at the front, reuse the allocation.
-            self.out.drain(..self.sent);
-            self.sent = 0;
-        }
+        self.out.wrote(n);
     }
 
     /// True while the lesson should read from this client: the protocol is still open,

@@ -6,10 +6,11 @@
 //! sans-IO echo protocol ([`echo`]), TLPI-style error reporting ([`errors`]), address
 //! conversions ([`net`]), the `write(2)` loop of the blocking lessons ([`io`]) and their
 //! echo serve loop ([`blocking`]), the clock of lessons 01–02 ([`hello`]), the
-//! per-connection buffers and backpressure of the single-threaded servers ([`conn`]) and
-//! their table of connections with its EMFILE policy ([`clients`]), the fd limit
-//! ([`limits`]), and the sans-IO codecs of the SOCKS5 lessons: RFC 1928/1929 ([`socks5`])
-//! and the few RESP frames of lesson 13's Redis allowlist ([`resp`]).
+//! per-connection buffers and backpressure of the single-threaded servers ([`conn`], over a
+//! reusable output buffer, [`outbuf`]) and their table of connections with its EMFILE
+//! policy ([`clients`]), the fd limit ([`limits`]), and the sans-IO codecs of the SOCKS5
+//! lessons: RFC 1928/1929 ([`socks5`]) and the few RESP frames of lesson 13's Redis
+//! allowlist ([`resp`]).
 
 pub mod blocking;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod hello;
 pub mod io;
 pub mod limits;
 pub mod net;
+pub mod outbuf;
 pub mod resp;
 pub mod socks5;
 

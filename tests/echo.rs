@@ -9,3 +9,6 @@ echo_suite!(lesson_05, "lesson-05");
 echo_suite!(lesson_06, "lesson-06");
 echo_suite!(lesson_07, "lesson-07");
 echo_suite!(lesson_08, "lesson-08");
+echo_suite!(lesson_09, "lesson-09");
+echo_suite!(lesson_10, "lesson-10");
+echo_suite!(lesson_11, "lesson-11");

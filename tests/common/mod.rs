@@ -378,7 +378,8 @@ impl Client {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
     }
 
-    /// True if nothing arrives within `wait` (the read times out).
+    /// True if nothing arrives within `wait` (the read times out). What does arrive is
+    /// kept for the next `line`/`rest`.
     pub fn silent_for(&mut self, wait: Duration) -> bool {
         self.set_read_timeout(wait);
         // fill_buf, not read: whatever arrives stays buffered for the next line().

@@ -1,0 +1,330 @@
+//! Lesson 09 — signal-driven I/O: the kernel queues a real-time signal that names each ready fd.
+//! No select, poll or epoll: `fcntl(F_SETOWN)`, `fcntl(F_SETSIG)` and `O_ASYNC` on every
+//! socket, and one `sigtimedwait` loop that takes the signals one by one.
+//!
+//! Stevens' fourth I/O model. Each socket gets an owner (`F_SETOWN`: this process), a
+//! signal (`F_SETSIG`: a real-time one, so that signals queue instead of merging and
+//! `siginfo.si_fd` names the fd) and `O_ASYNC`. The signals are blocked, so no handler
+//! ever runs: `sigtimedwait` takes them synchronously, like a queue of events. Each ready
+//! fd is then drained until EAGAIN, since a signal says "something happened", not how much.
+//! Why almost nobody does this for TCP: a TCP socket signals on nearly everything: a
+//! connection arriving, data arriving, a FIN, an error, and send-buffer space freeing up
+//! after every ACK. The signal does not say which (si_band only hints), so the server
+//! reads and writes to find out. And the real-time queue is finite (RLIMIT_SIGPENDING):
+//! when it is full the kernel falls back to one plain SIGIO that names nothing, and the
+//! only correct answer is to rescan every fd, which is select's O(n) again. Signal-driven
+//! I/O survives for UDP servers (a signal means a datagram) and for terminals.
+//!
+//! Run `make lesson-09` and connect with `nc 127.0.0.1 23333`. `make trace-09` shows the
+//! three fcntl calls per socket (F_SETOWN, F_SETSIG, F_SETFL with O_ASYNC), then
+//! rt_sigtimedwait returning the signal number, with read/write until EAGAIN after each.
+//! To see the overflow, shrink the queue and connect many clients at once:
+//! `prlimit --sigpending=8 target/release/lesson-09`; the server logs each rescan.
+//!
+//! Classic mistake it avoids: assuming one signal per readable line, or that a lost
+//! signal cannot happen. Coalesced events, stale signals for fds already closed (or
+//! reused), and overflow are all normal here; draining until EAGAIN and rescanning on
+//! SIGIO keep it correct.
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::socket::{
+    accept4, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog,
+    SockFlag, SockType, SockaddrStorage,
+};
+use nix::unistd::{close, read, write};
+use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
+use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
+use sockets_by_hand::echo::Ending;
+use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::{net, say};
+
+const LESSON: Lesson = Lesson {
+    number: "09",
+    title: "signal-driven I/O with F_SETSIG and sigtimedwait",
+    default_port: 23333,
+    hint: Hint::Nc,
+};
+
+/// Lesson 09: the reverse-echo protocol served by signal-driven I/O. Every socket is
+/// O_ASYNC with F_SETOWN and F_SETSIG (a real-time signal), the signals are blocked and
+/// taken with sigtimedwait; siginfo.si_fd names the ready socket. When the signal queue
+/// overflows, the kernel sends plain SIGIO and the server rescans every socket.
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    listen: Listen,
+}
+
+fn main() {
+    let args: Args = cli::parse(&LESSON);
+    let addr = args.listen.addr();
+
+    // The real-time signal the sockets will send (glibc keeps the first two for itself;
+    // SIGRTMIN() already skips them), and SIGIO, the overflow fallback.
+    let rtsig = libc::SIGRTMIN();
+    let signals = [rtsig, libc::SIGIO];
+    // sigprocmask(SIG_BLOCK) first: an unblocked real-time signal without a handler
+    // would kill the process, and a blocked one stays queued until sigtimedwait takes it.
+    // SAFETY: plain libc calls on a local sigset_t, initialised by sigemptyset.
+    let set = unsafe {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        for sig in signals {
+            libc::sigaddset(set.as_mut_ptr(), sig);
+        }
+        let set = set.assume_init();
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            fatal("sigprocmask", Errno::last());
+        }
+        set
+    };
+
+    // socket(2) with SOCK_NONBLOCK, then as in lesson 01.
+    let listener = socket(
+        net::family(&addr),
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .or_die("socket");
+    setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
+    bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
+    listen(&listener, Backlog::new(1024).or_die("listen")).or_die("listen");
+    let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
+    // A connection arriving signals on the listener, like data on a client socket.
+    signal_me(&listener, rtsig).or_die("fcntl");
+    let note = format!("signals: SIGRTMIN ({rtsig}) per event, SIGIO on queue overflow");
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
+
+    let mut server = Server {
+        listener,
+        rtsig,
+        clients: Vec::new(),
+        buf: vec![0; READ_CHUNK],
+        paused_since: None,
+    };
+    // In case a client connected before O_ASYNC was set: no signal would tell us.
+    server.accept_clients();
+    server.run(&set)
+}
+
+/// `F_SETSIG` from <fcntl.h> (Linux-specific, 10 on x86-64 and arm64); the libc crate
+/// does not export it.
+const F_SETSIG: libc::c_int = 10;
+
+/// Makes `fd` signal this process with `sig` on every I/O event.
+fn signal_me(fd: &OwnedFd, sig: libc::c_int) -> nix::Result<()> {
+    let raw = fd.as_raw_fd();
+    // fcntl(F_SETOWN): which process gets the signals (nix has no wrapper: libc).
+    // SAFETY: fcntl on an open fd with an integer argument.
+    Errno::result(unsafe { libc::fcntl(raw, libc::F_SETOWN, libc::getpid()) })?;
+    // fcntl(F_SETSIG): which signal. A real-time one queues (one per event, with
+    // si_fd set); the default, SIGIO, would merge and name nothing.
+    // SAFETY: as above.
+    Errno::result(unsafe { libc::fcntl(raw, F_SETSIG, sig) })?;
+    // fcntl(F_SETFL, O_ASYNC | O_NONBLOCK): switch the signals on; keep reads non-blocking.
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::O_ASYNC | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// The SIGIO/SIGPOLL fields of a siginfo_t (sigaction(2)): `si_band` then `si_fd` after
+/// the three ints. libc's `siginfo_t` has no accessor for them; C code says `info.si_fd`.
+#[repr(C)]
+struct SigPollInfo {
+    si_signo: libc::c_int,
+    si_errno: libc::c_int,
+    si_code: libc::c_int,
+    si_band: libc::c_long,
+    si_fd: libc::c_int,
+}
+
+struct Client {
+    fd: OwnedFd,
+    peer: String,
+    conn: EchoConn,
+}
+
+struct Server {
+    listener: OwnedFd,
+    rtsig: libc::c_int,
+    /// The clients, indexed by fd number: si_fd is the key.
+    clients: Vec<Option<Client>>,
+    buf: Vec<u8>,
+    /// Set while accept is paused after EMFILE/ENFILE.
+    paused_since: Option<Instant>,
+}
+
+impl Server {
+    fn run(&mut self, set: &libc::sigset_t) -> ! {
+        let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+        let retry = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        loop {
+            // sigtimedwait(2) (rt_sigtimedwait in strace): sleep until one of the blocked
+            // signals is pending, dequeue it and fill in its siginfo. No timeout, except
+            // while accept is paused (then 1 s, to retry it).
+            let timeout = match self.paused_since {
+                Some(_) => &retry as *const libc::timespec,
+                None => std::ptr::null(),
+            };
+            // SAFETY: `set` is initialised, `info` is a writable siginfo_t.
+            let sig = unsafe { libc::sigtimedwait(set, info.as_mut_ptr(), timeout) };
+            if sig < 0 {
+                match Errno::last() {
+                    Errno::EAGAIN | Errno::EINTR => {} // the 1 s passed, or a stop/continue
+                    errno => fatal("sigtimedwait", errno),
+                }
+            } else if sig == self.rtsig {
+                // SAFETY: the kernel filled in a SIGPOLL-style siginfo for F_SETSIG signals.
+                let fd = unsafe { (*info.as_ptr().cast::<SigPollInfo>()).si_fd };
+                self.ready(fd);
+            } else {
+                // Plain SIGIO: the real-time queue was full and events were lost. Which
+                // fds? The signal does not say: look at all of them.
+                let open = self.clients.iter().flatten().count();
+                say!("signal queue overflowed (SIGIO): rescanning the listener and {open} clients");
+                self.accept_clients();
+                for fd in 0..self.clients.len() {
+                    self.serve(fd as RawFd);
+                }
+            }
+            if self
+                .paused_since
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                self.resume_accepting();
+            }
+        }
+    }
+
+    fn ready(&mut self, fd: RawFd) {
+        if fd == self.listener.as_raw_fd() {
+            self.accept_clients();
+        } else {
+            // May be stale: the fd closed since (nothing to do), or closed and reused by
+            // a new client (draining it finds EAGAIN). Both are harmless.
+            self.serve(fd);
+        }
+    }
+
+    fn accept_clients(&mut self) {
+        if self.paused_since.is_some() {
+            return;
+        }
+        loop {
+            // accept4(2) until EAGAIN: one signal may stand for many connections.
+            let fd = match accept4(
+                &self.listener,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::EAGAIN) => return,
+                Err(errno) => {
+                    report("accept", errno);
+                    match accept_failure(errno) {
+                        AcceptFailure::Retry => continue,
+                        // EMFILE/ENFILE: accept would fail again at once. Leave the clients
+                        // in the backlog and ignore the listener's signals until a client
+                        // leaves (or 1 s passes), then accept again.
+                        AcceptFailure::Exhausted => {
+                            say!("out of file descriptors: not accepting until a client leaves (or 1 s passes)");
+                            self.paused_since = Some(Instant::now());
+                            return;
+                        }
+                        AcceptFailure::Fatal => fatal("accept", errno),
+                    }
+                }
+            };
+            if let Err(errno) = signal_me(&fd, self.rtsig) {
+                report("fcntl", errno);
+                continue; // dropping `fd` closes it
+            }
+            let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd());
+            let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
+            say!("client connected: {peer}");
+            let slot = fd.as_raw_fd() as usize;
+            if self.clients.len() <= slot {
+                self.clients.resize_with(slot + 1, || None);
+            }
+            self.clients[slot] = Some(Client {
+                fd,
+                peer,
+                conn: EchoConn::new(),
+            });
+            // Bytes that arrived before O_ASYNC was set raised no signal; the welcome is
+            // waiting too: serve it now.
+            self.serve(slot as RawFd);
+        }
+    }
+
+    fn resume_accepting(&mut self) {
+        if self.paused_since.take().is_some() {
+            // The clients waiting in the backlog raised their signals long ago.
+            self.accept_clients();
+        }
+    }
+
+    /// Serves `fd` if it is one of our clients, and closes it when the conversation ends.
+    fn serve(&mut self, fd: RawFd) {
+        let Some(client) = self.clients.get_mut(fd as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(ending) = drain(client, &mut self.buf) {
+            self.close_client(fd, ending);
+        }
+    }
+
+    fn close_client(&mut self, fd: RawFd, ending: Ending) {
+        let Some(client) = self.clients[fd as usize].take() else {
+            return;
+        };
+        // close(2): signals already queued for this fd stay queued; they are stale now.
+        if let Err(errno) = close(client.fd) {
+            report("close", errno);
+        }
+        say!("client disconnected: {} ({ending})", client.peer);
+        self.resume_accepting();
+    }
+}
+
+/// Writes and reads one client until the kernel says EAGAIN (or backpressure says stop).
+/// Returns how the conversation ended, or None while it goes on.
+fn drain(client: &mut Client, buf: &mut [u8]) -> Option<Ending> {
+    let mut writable = true;
+    loop {
+        while writable && client.conn.wants_write() {
+            // write(2) until all is out or the send buffer is full (EAGAIN); a signal
+            // comes when it has room again.
+            match write(&client.fd, client.conn.pending()) {
+                Ok(n) => client.conn.wrote(n),
+                Err(Errno::EAGAIN) => writable = false,
+                Err(Errno::EINTR) => {}
+                Err(errno) => return Some(Ending::Failed("write", errno)),
+            }
+        }
+        if client.conn.finished() {
+            return Some(client.conn.ending());
+        }
+        if !client.conn.wants_read() {
+            return None; // replies back up, or q sent: wait for room to write
+        }
+        // read(2) until EAGAIN: the signal said "something happened", not how much.
+        match read(&client.fd, buf) {
+            Ok(0) => client.conn.peer_closed(),
+            Ok(n) => {
+                client.conn.received(&buf[..n]);
+            }
+            Err(Errno::EAGAIN) => return None,
+            Err(Errno::EINTR) => {}
+            Err(errno) => return Some(Ending::Failed("read", errno)),
+        }
+    }
+}

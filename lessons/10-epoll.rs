@@ -1,0 +1,404 @@
+//! Lesson 10 — epoll event loop: EventMachine's shape (reactor, handlers, send_data) on epoll.
+//! One thread serves thousands of clients; the echo protocol is a dozen-line handler.
+//!
+//! The talk's Ruby server was `EM.start_server bind, port, Handler` with a module whose
+//! `receive_data(data)` calls `send_data` and `close_connection`. Below is that shape, built
+//! in plain sight: a small reactor (`epoll_create1`, `epoll_ctl`, an `epoll_wait` loop), a
+//! `Handler` trait (`post_init`, `receive_data`, `unbind`), and a `Connection` handle
+//! (`send_data`, `close_connection`, `close_connection_after_writing`) that owns the
+//! output buffer. Unlike select and poll (07, 08), the kernel keeps the interest list
+//! between calls and `epoll_wait` returns only the ready fds: the cost per wake-up follows
+//! the number of ready clients, not the number of connected ones. The fd limit is raised to
+//! the hard limit at start (the banner says so): 10,000 clients are 10,000 fds.
+//!
+//! Run `make lesson-10`, then `nc 127.0.0.1 23333` from several terminals. `make trace-10`
+//! shows epoll_create1, one epoll_ctl(ADD) per client, then a rhythm of epoll_wait → read →
+//! write; epoll_ctl(MOD) appears only when a client stops reading its replies (EPOLLOUT is
+//! watched only while output is pending, or epoll_wait would report every idle socket as
+//! writable, forever). `top` shows 0 % CPU while everyone is idle.
+//!
+//! Classic mistake it makes visible: one thread serves everybody, so a handler that blocks
+//! (a `sleep`, a blocking DNS lookup, a slow disk read) stalls every client at once.
+//! EventMachine's answer is `EM.defer`, a thread pool whose result wakes the loop; lesson 12
+//! uses the same idea for name resolution.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{
+    accept4, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog,
+    SockFlag, SockType, SockaddrStorage,
+};
+use nix::unistd::{close, read, write};
+use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
+use sockets_by_hand::conn::{HIGH_WATER, READ_CHUNK};
+use sockets_by_hand::echo::{self, Echo, Ending};
+use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::outbuf::OutBuf;
+use sockets_by_hand::{limits, net, say};
+
+const LESSON: Lesson = Lesson {
+    number: "10",
+    title: "event loop on epoll, EventMachine style",
+    default_port: 23333,
+    hint: Hint::Nc,
+};
+
+/// Lesson 10: the reverse-echo protocol on an epoll reactor in EventMachine's style. One
+/// thread, one epoll_wait loop, a Handler per connection (post_init, receive_data, unbind)
+/// and a Connection handle (send_data, close_connection_after_writing). The fd limit is
+/// raised to the hard limit at start, so thousands of clients fit.
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    listen: Listen,
+}
+
+fn main() {
+    let args: Args = cli::parse(&LESSON);
+    let addr = args.listen.addr();
+
+    // setrlimit(RLIMIT_NOFILE): the soft limit (often 1024) up to the hard limit.
+    let nofile = limits::nofile_note(limits::raise_nofile());
+
+    // socket(2) with SOCK_NONBLOCK: accept must never block the loop. Then as in lesson 01.
+    let listener = socket(
+        net::family(&addr),
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .or_die("socket");
+    setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
+    bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
+    // A long backlog: thousands of clients may connect within one loop turn.
+    listen(&listener, Backlog::new(4096).or_die("listen")).or_die("listen");
+    let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&nofile]);
+
+    // EM.start_server bind, port, EchoHandler
+    Reactor::<EchoHandler>::new(listener).run()
+}
+
+// ---------------------------------------------------------------------------------------
+// The application: the whole echo protocol, as the talk's Ruby `module Handler`.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct EchoHandler {
+    echo: Echo,
+    replies: Vec<u8>,
+}
+
+impl Handler for EchoHandler {
+    fn post_init(&mut self, conn: &mut Connection) {
+        say!("client connected: {}", conn.peer);
+        conn.send_data(echo::WELCOME);
+    }
+
+    fn receive_data(&mut self, conn: &mut Connection, data: &[u8]) {
+        self.replies.clear(); // keeps its capacity: no allocation per line
+        let status = self.echo.feed(data, &mut self.replies);
+        conn.send_data(&self.replies);
+        if !status.is_open() {
+            conn.close_connection_after_writing(); // after `q` or a line too long
+        }
+    }
+
+    fn unbind(&mut self, conn: &Connection) {
+        let ending = match conn.error {
+            Some((call, errno)) => Ending::Failed(call, errno),
+            None => Ending::from_status(self.echo.status()).unwrap_or(Ending::Eof),
+        };
+        say!("client disconnected: {} ({ending})", conn.peer);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The framework: what EventMachine provides, in ~150 lines.
+// ---------------------------------------------------------------------------------------
+
+/// What an application implements; one value per connection (EM mixes the module into a
+/// fresh Connection object for every client).
+trait Handler: Default {
+    /// The connection is set up (EM: `post_init`).
+    fn post_init(&mut self, _conn: &mut Connection) {}
+    /// Bytes arrived: any amount, part of a line or many lines (EM: `receive_data`).
+    fn receive_data(&mut self, conn: &mut Connection, data: &[u8]);
+    /// The connection is gone; `conn.error` says if a call failed (EM: `unbind`).
+    fn unbind(&mut self, _conn: &Connection) {}
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    No,
+    AfterWriting,
+    Now,
+}
+
+/// The handle a handler talks through. The reactor owns the fd and writes the output.
+struct Connection {
+    fd: OwnedFd,
+    peer: String,
+    out: OutBuf,
+    closing: Closing,
+    /// The events epoll is watching for on this fd (to skip needless epoll_ctl calls).
+    watching: EpollFlags,
+    /// The call that failed, if one did (EM: `error?`).
+    error: Option<(&'static str, Errno)>,
+}
+
+impl Connection {
+    /// Queues bytes for the client; the reactor writes them when the socket takes them.
+    fn send_data(&mut self, data: &[u8]) {
+        if self.closing == Closing::No {
+            self.out.push(data);
+        }
+    }
+
+    /// Closes at once; pending output is dropped.
+    #[allow(dead_code)] // part of the API; the echo handler always flushes first
+    fn close_connection(&mut self) {
+        self.closing = Closing::Now;
+    }
+
+    /// Stops reading, writes what is pending, then closes.
+    fn close_connection_after_writing(&mut self) {
+        if self.closing == Closing::No {
+            self.closing = Closing::AfterWriting;
+        }
+    }
+
+    /// What epoll should watch for now. Level-triggered: EPOLLIN while we want input
+    /// (not closing, and under the backpressure mark: a client that does not read its
+    /// replies is not read from either), EPOLLOUT only while output is pending.
+    fn interest(&self) -> EpollFlags {
+        let mut events = EpollFlags::empty();
+        if self.closing == Closing::No && self.out.len() < HIGH_WATER {
+            events |= EpollFlags::EPOLLIN;
+        }
+        if !self.out.is_empty() {
+            events |= EpollFlags::EPOLLOUT;
+        }
+        events
+    }
+}
+
+/// epoll_event.data for the listener; connections use their fd number.
+const LISTENER: u64 = u64::MAX;
+/// How many clients one wake-up accepts at most, so that a connection storm cannot starve
+/// the clients already connected (level-triggered: the rest are reported again).
+const ACCEPTS_PER_WAKEUP: usize = 256;
+
+struct Reactor<H: Handler> {
+    epoll: Epoll,
+    listener: OwnedFd,
+    /// The connection table, indexed by fd number (the kernel hands out the lowest free
+    /// fd, so the table stays dense).
+    conns: Vec<Option<(Connection, H)>>,
+    buf: Vec<u8>,
+    /// Set while accept is paused after EMFILE/ENFILE.
+    paused_since: Option<Instant>,
+}
+
+impl<H: Handler> Reactor<H> {
+    fn new(listener: OwnedFd) -> Self {
+        // epoll_create1(2): a kernel object holding the interest list and the ready list.
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).or_die("epoll_create1");
+        // epoll_ctl(EPOLL_CTL_ADD): watch the listener for incoming connections.
+        epoll
+            .add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
+            .or_die("epoll_ctl");
+        Reactor {
+            epoll,
+            listener,
+            conns: Vec::new(),
+            buf: vec![0; READ_CHUNK],
+            paused_since: None,
+        }
+    }
+
+    fn run(mut self) -> ! {
+        let mut events = vec![EpollEvent::empty(); 1024];
+        loop {
+            // epoll_wait(2): sleeps until a watched fd is ready and returns only those.
+            // While accept is paused, wake up after 1 s anyway to retry it.
+            let timeout = match self.paused_since {
+                Some(_) => EpollTimeout::from(1000u16),
+                None => EpollTimeout::NONE,
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(errno) => fatal("epoll_wait", errno),
+            };
+            for event in &events[..n] {
+                match event.data() {
+                    LISTENER => self.accept_clients(),
+                    fd => self.ready(fd as RawFd, event.events()),
+                }
+            }
+            if self
+                .paused_since
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                self.resume_accepting();
+            }
+        }
+    }
+
+    fn accept_clients(&mut self) {
+        for _ in 0..ACCEPTS_PER_WAKEUP {
+            // accept4(2) with SOCK_NONBLOCK: the new socket must not block the loop either.
+            let fd = match accept4(
+                &self.listener,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::EAGAIN) => return, // the backlog is empty
+                Err(errno) => {
+                    report("accept", errno);
+                    match accept_failure(errno) {
+                        AcceptFailure::Retry => continue,
+                        AcceptFailure::Exhausted => return self.pause_accepting(),
+                        AcceptFailure::Fatal => fatal("accept", errno),
+                    }
+                }
+            };
+            self.attach(fd);
+        }
+    }
+
+    /// EMFILE/ENFILE: the listener stays readable (level-triggered) but accept would fail
+    /// again at once, a 100 % CPU spin. So stop watching it (epoll_ctl MOD to no events)
+    /// until a client leaves, or 1 s passes; the waiting clients stay in the backlog.
+    fn pause_accepting(&mut self) {
+        say!("out of file descriptors: not accepting until a client leaves (or 1 s passes)");
+        let mut none = EpollEvent::new(EpollFlags::empty(), LISTENER);
+        self.epoll
+            .modify(&self.listener, &mut none)
+            .or_die("epoll_ctl");
+        self.paused_since = Some(Instant::now());
+    }
+
+    fn resume_accepting(&mut self) {
+        if self.paused_since.take().is_some() {
+            let mut readable = EpollEvent::new(EpollFlags::EPOLLIN, LISTENER);
+            self.epoll
+                .modify(&self.listener, &mut readable)
+                .or_die("epoll_ctl");
+        }
+    }
+
+    fn attach(&mut self, fd: OwnedFd) {
+        let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd());
+        let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
+        let raw = fd.as_raw_fd();
+        // epoll_ctl(EPOLL_CTL_ADD): watch the client for input, level-triggered.
+        // (EPOLLET would make it edge-triggered: reported once per change, not while the
+        // condition holds. Then every read and write must loop until EAGAIN, or the bytes
+        // left behind are never reported again and the client hangs. Level-triggered lets
+        // this loop read one chunk per wake-up and stay fair between clients.)
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, raw as u64);
+        if let Err(errno) = self.epoll.add(&fd, event) {
+            report("epoll_ctl", errno);
+            return; // dropping `fd` closes it
+        }
+        let mut conn = Connection {
+            fd,
+            peer,
+            out: OutBuf::with_capacity(4096),
+            closing: Closing::No,
+            watching: EpollFlags::EPOLLIN,
+            error: None,
+        };
+        let mut handler = H::default();
+        handler.post_init(&mut conn);
+        let slot = raw as usize;
+        if self.conns.len() <= slot {
+            self.conns.resize_with(slot + 1, || None);
+        }
+        self.conns[slot] = Some((conn, handler));
+        self.settle(raw);
+    }
+
+    fn ready(&mut self, fd: RawFd, events: EpollFlags) {
+        // An fd closed earlier in this batch (and perhaps reused by a new client since):
+        // at worst a read finds nothing (EAGAIN), which is harmless.
+        let Some((conn, handler)) = self.conns.get_mut(fd as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let input = EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+        if events.intersects(input) && conn.interest().contains(EpollFlags::EPOLLIN) {
+            // read(2): one chunk per wake-up; if more is waiting, level-triggered epoll
+            // reports this fd again on the next epoll_wait.
+            match read(&conn.fd, &mut self.buf) {
+                Ok(0) => conn.close_connection_after_writing(), // EOF: flush, then close
+                Ok(n) => handler.receive_data(conn, &self.buf[..n]),
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(errno) => {
+                    conn.error = Some(("read", errno));
+                    conn.closing = Closing::Now;
+                }
+            }
+        }
+        self.settle(fd);
+    }
+
+    /// After a handler ran or the socket became writable: write what is pending, close
+    /// if the connection is done, else tell epoll what to watch for now.
+    fn settle(&mut self, fd: RawFd) {
+        let Some((conn, _)) = self.conns[fd as usize].as_mut() else {
+            return;
+        };
+        while !conn.out.is_empty() && conn.closing != Closing::Now {
+            // write(2): as much as the socket's send buffer takes; EAGAIN when it is full.
+            match write(&conn.fd, conn.out.pending()) {
+                Ok(n) => conn.out.wrote(n),
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(errno) => {
+                    conn.error = Some(("write", errno));
+                    conn.closing = Closing::Now;
+                }
+            }
+        }
+        let done = match conn.closing {
+            Closing::Now => true,
+            Closing::AfterWriting => conn.out.is_empty(),
+            Closing::No => false,
+        };
+        if done {
+            return self.detach(fd);
+        }
+        let wanted = conn.interest();
+        if wanted != conn.watching {
+            // epoll_ctl(EPOLL_CTL_MOD): add EPOLLOUT while output waits, drop EPOLLIN
+            // above the backpressure mark, and back.
+            let mut event = EpollEvent::new(wanted, fd as u64);
+            match self.epoll.modify(&conn.fd, &mut event) {
+                Ok(()) => conn.watching = wanted,
+                Err(errno) => {
+                    conn.error = Some(("epoll_ctl", errno));
+                    self.detach(fd);
+                }
+            }
+        }
+    }
+
+    fn detach(&mut self, fd: RawFd) {
+        let Some((conn, mut handler)) = self.conns[fd as usize].take() else {
+            return;
+        };
+        handler.unbind(&conn);
+        // close(2) also removes the fd from the epoll interest list (it is the last
+        // reference to the socket), so no epoll_ctl(EPOLL_CTL_DEL) is needed.
+        if let Err(errno) = close(conn.fd) {
+            report("close", errno);
+        }
+        self.resume_accepting(); // a free fd: if accept was paused, it can go on
+    }
+}

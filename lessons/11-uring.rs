@@ -1,0 +1,461 @@
+//! Lesson 11 — io_uring: submit accept, recv and send, and the kernel reports them done.
+//! The fifth of Stevens' I/O models, asynchronous I/O: the server asks for the work, not
+//! for permission to do it.
+//!
+//! Lessons 06–10 are readiness models: the kernel says "you may read now" (select, poll,
+//! epoll, a signal), and then the server makes the read itself, which may still return less
+//! than hoped, or EAGAIN. Here it is completion: the server puts "recv into this buffer",
+//! "send these bytes", "accept on this socket" into a submission ring shared with the
+//! kernel, and later finds "the recv is done: 27 bytes" in the completion ring. That
+//! changes the rules. A buffer belongs to the kernel from submission until completion:
+//! it must not be freed, reused or moved (a `Vec` that grows reallocates!) in between, so
+//! each client has its own receive buffer and a separate send buffer, and replies are
+//! never appended to bytes a send is reading. Completions arrive in any order. A send may
+//! complete partially and is resubmitted for the rest. Closing means cancelling (or
+//! awaiting) the client's outstanding operations first. And the calls are batched: one
+//! `io_uring_enter` submits every queued operation and collects every finished one.
+//! The `io-uring` crate (the tokio project's) maps the rings and builds the entries; every
+//! entry it builds is visible below, and liburing's helpers would be the C equivalent.
+//!
+//! Run `make lesson-11` and connect with `nc 127.0.0.1 23333`. `make trace-11` shows
+//! socket, bind, listen, io_uring_setup, then only io_uring_enter: no accept, read or
+//! write calls at all, since they happen inside the kernel (only close and the log writes
+//! remain). Under load one io_uring_enter serves many clients (`strace -c` counts them).
+//! A kernel without io_uring (older than 5.1, or a container whose seccomp policy forbids
+//! it) gets a clear message and exit status 1.
+//!
+//! Classic mistakes it avoids: reusing or growing a buffer while the kernel still writes
+//! into it (memory corruption in C, a use-after-free the borrow checker cannot see through
+//! raw pointers); assuming completions come back in submission order; closing an fd with
+//! operations still in flight.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use io_uring::{opcode, squeue, types, IoUring};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag, SockType,
+    SockaddrLike, SockaddrStorage,
+};
+use nix::unistd::close;
+use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
+use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
+use sockets_by_hand::echo::Ending;
+use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::{net, say};
+
+const LESSON: Lesson = Lesson {
+    number: "11",
+    title: "asynchronous I/O with io_uring",
+    default_port: 23333,
+    hint: Hint::Nc,
+};
+
+/// Lesson 11: the reverse-echo protocol on io_uring. Accept, recv and send are submitted
+/// to the kernel as operations and the server reacts to their completions (asynchronous
+/// I/O, Stevens' fifth model), instead of asking which sockets are ready. Needs Linux 5.6
+/// or newer with io_uring allowed.
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    listen: Listen,
+}
+
+/// Submission queue entries (the completion queue gets twice as many).
+const RING_ENTRIES: u32 = 1024;
+/// The most one send takes from a client's pending replies.
+const SEND_CHUNK: usize = 64 * 1024;
+
+fn main() {
+    let args: Args = cli::parse(&LESSON);
+    let addr = args.listen.addr();
+
+    // socket(2), setsockopt, bind, listen, getsockname: as in lesson 01. The socket stays
+    // blocking: io_uring never blocks the caller, whatever the fd's flags.
+    let listener = socket(
+        net::family(&addr),
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .or_die("socket");
+    setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
+    bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
+    listen(&listener, Backlog::new(1024).or_die("listen")).or_die("listen");
+    let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
+
+    // io_uring_setup(2): the submission and completion rings, mapped into our memory.
+    let ring = IoUring::new(RING_ENTRIES).unwrap_or_else(|err| no_uring(err));
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
+
+    let mut server = Server {
+        ring,
+        listener,
+        clients: Vec::new(),
+        free: Vec::new(),
+        peer: Box::new(PeerAddr {
+            // SAFETY: sockaddr_storage is plain bytes; all zeros is a valid value.
+            addr: unsafe { std::mem::zeroed() },
+            len: 0,
+        }),
+        accepting: false,
+        paused_since: None,
+        retry_after: Box::new(types::Timespec::new().sec(1)),
+        done: Vec::with_capacity(2 * RING_ENTRIES as usize),
+    };
+    server.submit_accept();
+    server.run()
+}
+
+/// io_uring_setup failed: say why in words, exit 1.
+fn no_uring(err: std::io::Error) -> ! {
+    let errno = Errno::from_raw(err.raw_os_error().unwrap_or(0));
+    report("io_uring_setup", errno);
+    match errno {
+        Errno::ENOSYS => {
+            say!("this kernel has no io_uring (Linux 5.1 added it; this lesson needs 5.6)")
+        }
+        Errno::EPERM => say!(
+            "io_uring is not allowed here: a seccomp policy (many container runtimes block \
+             it) or the sysctl kernel.io_uring_disabled"
+        ),
+        _ => {}
+    }
+    std::process::exit(1)
+}
+
+// Each operation's user_data says what it was for: a client slot and the kind of
+// operation, or one of the listener's two.
+const ACCEPT: u64 = u64::MAX;
+const RETRY_ACCEPT: u64 = u64::MAX - 1;
+const RECV: u64 = 0;
+const SEND: u64 = 1;
+const CANCEL: u64 = 2;
+
+fn user_data(slot: usize, op: u64) -> u64 {
+    (slot as u64) << 2 | op
+}
+
+/// Where an accept op writes the client's address: the kernel fills it in after the
+/// submission, so it lives in a Box that never moves.
+struct PeerAddr {
+    addr: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+struct Client {
+    fd: OwnedFd,
+    peer: String,
+    conn: EchoConn,
+    /// The recv buffer: the kernel's from submission to completion.
+    recv_buf: Box<[u8]>,
+    /// A copy of the replies being sent: the kernel reads it until the send completes,
+    /// while new replies pile up in `conn` (whose Vec may grow and move meanwhile).
+    send_buf: Vec<u8>,
+    /// How much of `send_buf` the kernel has taken so far.
+    sent: usize,
+    recv_in_flight: bool,
+    send_in_flight: bool,
+    /// Set once the conversation is over; the fd closes when nothing is in flight.
+    ending: Option<Ending>,
+    cancelled: bool,
+    /// Cancel requests not yet completed. The slot is not reused before they are: a late
+    /// cancel must not hit the next client's operation with the same user_data.
+    cancels_in_flight: u8,
+}
+
+struct Server {
+    ring: IoUring,
+    listener: OwnedFd,
+    /// Clients by slot (user_data carries the slot). Boxed, so their buffers stay put
+    /// when this Vec grows.
+    clients: Vec<Option<Box<Client>>>,
+    free: Vec<usize>,
+    peer: Box<PeerAddr>,
+    /// An accept op is in flight.
+    accepting: bool,
+    /// Set while accept is paused after EMFILE/ENFILE.
+    paused_since: Option<Instant>,
+    retry_after: Box<types::Timespec>,
+    /// Completions of one round, (user_data, result); allocated once.
+    done: Vec<(u64, i32)>,
+}
+
+impl Server {
+    fn run(&mut self) -> ! {
+        loop {
+            // io_uring_enter(2): submit every operation queued since the last call and
+            // sleep until at least one has completed. One call, many operations.
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(err) if err.raw_os_error() == Some(libc::EINTR) => {}
+                Err(err) => fatal(
+                    "io_uring_enter",
+                    Errno::from_raw(err.raw_os_error().unwrap_or(0)),
+                ),
+            }
+            // Take every completion off the ring (they come in any order), then act.
+            self.done.clear();
+            self.done.extend(
+                self.ring
+                    .completion()
+                    .map(|cqe| (cqe.user_data(), cqe.result())),
+            );
+            for i in 0..self.done.len() {
+                let (user_data, result) = self.done[i];
+                match user_data {
+                    ACCEPT => self.accepted(result),
+                    RETRY_ACCEPT => {
+                        if self
+                            .paused_since
+                            .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
+                        {
+                            self.resume_accepting();
+                        }
+                    }
+                    _ => self.completed((user_data >> 2) as usize, user_data & 3, result),
+                }
+            }
+        }
+    }
+
+    /// Queues an entry for the next io_uring_enter.
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every buffer an entry points to (a client's recv_buf or send_buf,
+            // the PeerAddr, the Timespec) is boxed, owned by `self`, and neither freed,
+            // moved nor touched until that entry's completion has been taken.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // The submission ring is full: hand what it holds to the kernel now.
+            if let Err(err) = self.ring.submit() {
+                fatal(
+                    "io_uring_enter",
+                    Errno::from_raw(err.raw_os_error().unwrap_or(0)),
+                );
+            }
+        }
+    }
+
+    fn submit_accept(&mut self) {
+        if self.accepting || self.paused_since.is_some() {
+            return;
+        }
+        self.peer.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let entry = opcode::Accept::new(
+            types::Fd(self.listener.as_raw_fd()),
+            (&mut self.peer.addr as *mut libc::sockaddr_storage).cast(),
+            &mut self.peer.len,
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(ACCEPT);
+        self.push(entry);
+        self.accepting = true;
+    }
+
+    fn accepted(&mut self, result: i32) {
+        self.accepting = false;
+        if result < 0 {
+            let errno = Errno::from_raw(-result);
+            report("accept", errno);
+            match accept_failure(errno) {
+                AcceptFailure::Retry => {}
+                // EMFILE/ENFILE: another accept would fail at once. Submit none until a
+                // client leaves (or a 1 s timeout op completes); the waiting clients stay
+                // in the backlog.
+                AcceptFailure::Exhausted => {
+                    say!("out of file descriptors: not accepting until a client leaves (or 1 s passes)");
+                    self.paused_since = Some(Instant::now());
+                    let timeout = opcode::Timeout::new(&*self.retry_after).build();
+                    self.push(timeout.user_data(RETRY_ACCEPT));
+                    return;
+                }
+                AcceptFailure::Fatal => fatal("accept", errno),
+            }
+        } else {
+            // SAFETY: the accept completed, so `result` is a new fd we own, and the kernel
+            // wrote `len` bytes of the client's address into `addr`.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(result as RawFd) };
+            let peer = unsafe {
+                SockaddrStorage::from_raw(
+                    (&self.peer.addr as *const libc::sockaddr_storage).cast(),
+                    Some(self.peer.len),
+                )
+            };
+            let peer = peer.map_or_else(|| "?".to_string(), |p| net::show(&p));
+            say!("client connected: {peer}");
+            let client = Box::new(Client {
+                fd,
+                peer,
+                conn: EchoConn::new(),
+                recv_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+                send_buf: Vec::with_capacity(SEND_CHUNK),
+                sent: 0,
+                recv_in_flight: false,
+                send_in_flight: false,
+                ending: None,
+                cancelled: false,
+                cancels_in_flight: 0,
+            });
+            let slot = match self.free.pop() {
+                Some(slot) => slot,
+                None => {
+                    self.clients.push(None);
+                    self.clients.len() - 1
+                }
+            };
+            self.clients[slot] = Some(client);
+            self.drive(slot);
+        }
+        self.submit_accept(); // the next client
+    }
+
+    fn resume_accepting(&mut self) {
+        if self.paused_since.take().is_some() {
+            self.submit_accept();
+        }
+    }
+
+    /// A client's operation completed.
+    fn completed(&mut self, slot: usize, op: u64, result: i32) {
+        let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        match op {
+            RECV => {
+                client.recv_in_flight = false;
+                match result {
+                    0 => client.conn.peer_closed(),
+                    n if n > 0 => {
+                        client.conn.received(&client.recv_buf[..n as usize]);
+                    }
+                    err => match Errno::from_raw(-err) {
+                        Errno::ECANCELED | Errno::EINTR | Errno::EAGAIN => {}
+                        errno => client.end(Ending::Failed("recv", errno)),
+                    },
+                }
+            }
+            SEND => {
+                client.send_in_flight = false;
+                if result >= 0 {
+                    let n = result as usize;
+                    client.conn.wrote(n);
+                    client.sent += n;
+                    if client.sent < client.send_buf.len() && client.ending.is_none() {
+                        // A partial send: resubmit the rest, from the same buffer.
+                        let rest = &client.send_buf[client.sent..];
+                        let entry = send_entry(client, rest.as_ptr(), rest.len(), slot);
+                        client.send_in_flight = true;
+                        self.push(entry);
+                        return;
+                    }
+                } else {
+                    match Errno::from_raw(-result) {
+                        Errno::ECANCELED | Errno::EINTR | Errno::EAGAIN => {
+                            // Nothing was taken: `conn` still holds those bytes, and
+                            // the next send copies them again.
+                            client.send_buf.clear();
+                            client.sent = 0;
+                        }
+                        errno => client.end(Ending::Failed("send", errno)),
+                    }
+                }
+            }
+            // CANCEL: done (its target completes on its own, with ECANCELED or a result).
+            _ => client.cancels_in_flight -= 1,
+        }
+        self.drive(slot);
+    }
+
+    /// Submits what a client needs next (a recv, a send), or winds it down once its
+    /// conversation is over: cancel what is in flight, close when nothing is.
+    fn drive(&mut self, slot: usize) {
+        let Some(client) = self.clients[slot].as_mut() else {
+            return;
+        };
+        if client.ending.is_none() && client.conn.finished() {
+            client.ending = Some(client.conn.ending());
+        }
+        let mut entries: [Option<squeue::Entry>; 2] = [None, None];
+        if client.ending.is_none() {
+            if !client.send_in_flight && client.conn.wants_write() {
+                // Copy the next chunk of replies into send_buf (its capacity is fixed: no
+                // reallocation) and submit a send of it.
+                let pending = client.conn.pending();
+                let n = pending.len().min(SEND_CHUNK);
+                client.send_buf.clear();
+                client.send_buf.extend_from_slice(&pending[..n]);
+                client.sent = 0;
+                let entry = send_entry(client, client.send_buf.as_ptr(), n, slot);
+                client.send_in_flight = true;
+                entries[0] = Some(entry);
+            }
+            if !client.recv_in_flight && client.conn.wants_read() {
+                // Submit a recv into this client's buffer; it completes when bytes arrive.
+                let buf = client.recv_buf.as_mut_ptr();
+                let entry =
+                    opcode::Recv::new(types::Fd(client.fd.as_raw_fd()), buf, READ_CHUNK as u32)
+                        .build()
+                        .user_data(user_data(slot, RECV));
+                client.recv_in_flight = true;
+                entries[1] = Some(entry);
+            }
+        } else if client.recv_in_flight || client.send_in_flight || client.cancels_in_flight > 0 {
+            if !client.cancelled {
+                // Cancel the outstanding ops; their completions (ECANCELED, or a late
+                // result) come back to `completed`, and the fd closes after the last.
+                client.cancelled = true;
+                let n = client.recv_in_flight as u8 + client.send_in_flight as u8;
+                say!(
+                    "client {}: cancelling {n} operation(s) in flight before close",
+                    client.peer
+                );
+                for (busy, op) in [(client.recv_in_flight, RECV), (client.send_in_flight, SEND)] {
+                    if busy {
+                        let cancel = opcode::AsyncCancel::new(user_data(slot, op)).build();
+                        let i = op as usize;
+                        entries[i] = Some(cancel.user_data(user_data(slot, CANCEL)));
+                        client.cancels_in_flight += 1;
+                    }
+                }
+            }
+        } else {
+            // Nothing in flight: the buffers are ours again, and the fd can go.
+            let client = self.clients[slot].take().expect("client present");
+            self.free.push(slot);
+            // close(2)
+            if let Err(errno) = close(client.fd) {
+                report("close", errno);
+            }
+            let ending = client.ending.unwrap_or(Ending::Eof);
+            say!("client disconnected: {} ({ending})", client.peer);
+            self.resume_accepting();
+            return;
+        }
+        for entry in entries.into_iter().flatten() {
+            self.push(entry);
+        }
+    }
+}
+
+impl Client {
+    fn end(&mut self, ending: Ending) {
+        if self.ending.is_none() {
+            self.ending = Some(ending);
+        }
+    }
+}
+
+/// A send of `len` bytes at `buf` (inside the client's send_buf) on the client's socket.
+fn send_entry(client: &Client, buf: *const u8, len: usize, slot: usize) -> squeue::Entry {
+    // MSG_NOSIGNAL: a send to a reset connection fails with EPIPE instead of raising
+    // SIGPIPE (which Rust's runtime ignores anyway).
+    opcode::Send::new(types::Fd(client.fd.as_raw_fd()), buf, len as u32)
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data(slot, SEND))
+}
