@@ -461,6 +461,7 @@ fn pump(
     pool: &mut Pool,
     mut readable: bool,
 ) -> Result<(), Broken> {
+    let mut writable = true;
     for _ in 0..PUMP_ROUNDS {
         let mut progress = false;
         if readable && !flow.eof && flow.has_room() {
@@ -487,14 +488,16 @@ fn pump(
                 flow.release(pool);
             }
         }
-        if !flow.pending().is_empty() {
+        if writable && !flow.pending().is_empty() {
             // write(2) to the destination: it may take only part (its send buffer is full).
             match write(dst, flow.pending()) {
                 Ok(n) => {
                     flow.consumed(n, pool);
                     progress = true;
                 }
-                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                // Full: the rest waits for POLLOUT.
+                Err(Errno::EAGAIN) => writable = false,
+                Err(Errno::EINTR) => {}
                 Err(errno) => return Err(Broken::Write(errno)),
             }
         }
@@ -659,7 +662,8 @@ impl<A: Admission> Relay<'_, A> {
                 None => PollTimeout::NONE,
                 Some(at) => {
                     let ms = at.saturating_duration_since(Instant::now()).as_nanos();
-                    PollTimeout::try_from(ms.div_ceil(1_000_000).min(60_000)).unwrap_or(PollTimeout::MAX)
+                    PollTimeout::try_from(ms.div_ceil(1_000_000).min(60_000))
+                        .unwrap_or(PollTimeout::MAX)
                 }
             };
 
@@ -670,7 +674,10 @@ impl<A: Admission> Relay<'_, A> {
                 Err(errno) => fatal("poll", errno),
             }
             revents.clear();
-            revents.extend(fds.iter().map(|fd| fd.revents().unwrap_or(PollFlags::empty())));
+            revents.extend(
+                fds.iter()
+                    .map(|fd| fd.revents().unwrap_or(PollFlags::empty())),
+            );
             drop(fds);
             let now = Instant::now();
 
@@ -791,9 +798,11 @@ impl<A: Admission> Relay<'_, A> {
                     self.connect_done(slot);
                 }
             }
-            State::Relaying | State::HalfClosed => {
-                self.relay(slot, client.intersects(readable), upstream.intersects(readable))
-            }
+            State::Relaying | State::HalfClosed => self.relay(
+                slot,
+                client.intersects(readable),
+                upstream.intersects(readable),
+            ),
             State::Refusing => self.refusing(slot),
         }
     }
@@ -997,7 +1006,11 @@ impl<A: Admission> Relay<'_, A> {
             }
         }
         let errno = conn.last_error;
-        self.refuse(slot, Reply::from_errno(errno as i32), describe("connect", errno));
+        self.refuse(
+            slot,
+            Reply::from_errno(errno as i32),
+            describe("connect", errno),
+        );
     }
 
     /// POLLOUT (or an error) on a connecting socket: did it work?
@@ -1031,8 +1044,10 @@ impl<A: Admission> Relay<'_, A> {
             .ok()
             .and_then(|ss| net::std_addr(&ss))
             .unwrap_or(socks5::UNSPECIFIED_BND);
-        conn.down
-            .push(encode_reply(Reply::Succeeded, bnd).as_bytes(), &mut self.pool);
+        conn.down.push(
+            encode_reply(Reply::Succeeded, bnd).as_bytes(),
+            &mut self.pool,
+        );
         conn.addrs = VecDeque::new();
         conn.state = State::Relaying;
         conn.deadline = None;
@@ -1051,15 +1066,29 @@ impl<A: Admission> Relay<'_, A> {
         let pool = &mut self.pool;
         let up = pump(&conn.client, upstream, &mut conn.up, pool, client_readable);
         let down = match up {
-            Ok(()) => pump(upstream, &conn.client, &mut conn.down, pool, upstream_readable),
+            Ok(()) => pump(
+                upstream,
+                &conn.client,
+                &mut conn.down,
+                pool,
+                upstream_readable,
+            ),
             Err(_) => Ok(()),
         };
         // A reset (or a dead socket) on one side resets the other.
         let broken = match (up, down) {
-            (Err(Broken::Read(e)), _) => Some((true, format!("client reset ({})", describe("read", e)))),
-            (Err(Broken::Write(e)), _) => Some((false, format!("target gone ({})", describe("write", e)))),
-            (_, Err(Broken::Read(e))) => Some((false, format!("target reset ({})", describe("read", e)))),
-            (_, Err(Broken::Write(e))) => Some((true, format!("client gone ({})", describe("write", e)))),
+            (Err(Broken::Read(e)), _) => {
+                Some((true, format!("client reset ({})", describe("read", e))))
+            }
+            (Err(Broken::Write(e)), _) => {
+                Some((false, format!("target gone ({})", describe("write", e))))
+            }
+            (_, Err(Broken::Read(e))) => {
+                Some((false, format!("target reset ({})", describe("read", e))))
+            }
+            (_, Err(Broken::Write(e))) => {
+                Some((true, format!("client gone ({})", describe("write", e))))
+            }
             _ => None,
         };
         if let Some((client_broke, why)) = broken {

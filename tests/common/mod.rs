@@ -549,3 +549,4 @@ pub fn syscall_of(line: &str) -> Option<String> {
 pub mod echo_suite;
 pub mod load;
 pub mod single_thread;
+pub mod socks5;
