@@ -237,6 +237,8 @@ pub fn serve<A: Admission>(
     }
     lines.extend(notes.iter().cloned());
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    // The resolver (its pipe and thread) exists before the banner says we are ready.
+    let resolver = Resolver::spawn();
     cli::banner(lesson, net::std_addr(&local).unwrap_or(addr), &lines);
 
     let mut relay = Relay {
@@ -246,7 +248,7 @@ pub fn serve<A: Admission>(
         free: Vec::new(),
         serial: 0,
         pool: Pool { spare: Vec::new() },
-        resolver: Resolver::spawn(),
+        resolver,
         paused_until: None,
         hs_out: Vec::with_capacity(socks5::MAX_ENCODED_REPLY_LEN),
         admission,
@@ -699,7 +701,9 @@ impl<A: Admission> Relay<'_, A> {
                     self.events(w.slot, w.serial, client, upstream);
                 }
             }
-            self.expire(Instant::now());
+            if next.is_some_and(|at| at <= Instant::now()) {
+                self.expire(Instant::now());
+            }
         }
     }
 

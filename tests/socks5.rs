@@ -68,13 +68,14 @@ fn thousand_concurrent_relays() {
     let echo = s5::echo_target();
     let before = proxy.fd_count();
     let mut relays: Vec<TcpStream> = (0..1000).map(|_| s5::open(proxy.addr, echo)).collect();
-    for (i, s) in relays.iter_mut().enumerate() {
-        s.write_all(format!("{i:04}").as_bytes()).unwrap();
-    }
-    for (i, s) in relays.iter_mut().enumerate() {
-        let mut got = [0u8; 4];
+    // Every relay carries 32 KiB each way (so a relay that kept its buffers afterwards
+    // would hold touched memory), then goes idle.
+    let data = pseudo_random(32 << 10, 4);
+    let mut got = vec![0u8; data.len()];
+    for s in relays.iter_mut() {
+        s.write_all(&data).unwrap();
         s.read_exact(&mut got).unwrap();
-        assert_eq!(got, *format!("{i:04}").as_bytes());
+        assert!(got == data, "relayed bytes differ");
     }
     assert_eq!(proxy.fd_count(), before + 2000, "two fds per relay");
     let rss = common::rss_kib(proxy.pid());
@@ -82,6 +83,40 @@ fn thousand_concurrent_relays() {
     assert!(rss < 18 << 10, "RSS {rss} KiB with 1,000 idle relays");
     drop(relays);
     common::wait_fd_count(proxy.pid(), before);
+}
+
+/// A target that never reads: the client's writes stop (the proxy stops reading it once
+/// its buffer toward the target is full) and the proxy's memory stays bounded.
+#[test]
+fn backpressure_bounds_memory() {
+    let proxy = start(&[]);
+    let (listener, sink) = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    };
+    let holder = thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        thread::sleep(Duration::from_secs(30));
+        drop(conn);
+    });
+    let mut s = s5::open(proxy.addr, sink);
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let mut written = 0usize;
+    while written < 512 << 20 {
+        match s.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break, // blocked for 2 s: nobody reads any more
+        }
+    }
+    assert!(
+        written < 512 << 20,
+        "512 MiB went into a target that never reads"
+    );
+    let rss = common::rss_kib(proxy.pid());
+    assert!(rss < 16 << 10, "proxy RSS {rss} KiB while backed up");
+    drop(holder);
 }
 
 /// 300 clients that send one byte and stall do not stop a normal client's round trip, and
@@ -309,4 +344,75 @@ fn trace_poll_and_nonblocking_connect() {
         "select",
         "pselect6",
     ]);
+}
+
+/// `-u` without `-P` (and the reverse) is a usage error, as in microsocks.
+#[test]
+fn user_without_password_is_a_usage_error() {
+    for args in [&["-u", "bob"][..], &["-P", "secret"][..]] {
+        let out = std::process::Command::new(exe!("lesson-12"))
+            .args(args)
+            .args(["-p", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("required"));
+    }
+}
+
+/// `-b ADDR`: outgoing connections come from that address, and the reply's BND says so.
+#[test]
+fn outgoing_address() {
+    let proxy = start(&["-b", "127.0.0.2"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let mut s = s5::connect(proxy.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let cmd = sockets_by_hand::socks5::Command::Connect;
+    let (rep, bnd) = s5::request(&mut s, cmd, &Target::Ip(target));
+    assert_eq!(rep, sockets_by_hand::socks5::Reply::Succeeded);
+    let (_, from) = listener.accept().unwrap();
+    assert_eq!(from.ip().to_string(), "127.0.0.2");
+    assert_eq!(
+        bnd,
+        Target::Ip(from),
+        "BND is the outgoing socket's address"
+    );
+}
+
+/// A target that never answers the SYN (its accept queue is full, so the kernel drops it):
+/// after --connect-timeout the client gets 0x06, and the proxy is fine.
+#[test]
+fn connect_timeout() {
+    use nix::sys::socket::{
+        bind, getsockname, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
+        SockaddrStorage,
+    };
+    use std::os::fd::AsRawFd;
+    let full = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(full.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    listen(&full, Backlog::new(0).unwrap()).unwrap();
+    let ss: SockaddrStorage = getsockname(full.as_raw_fd()).unwrap();
+    let target = std::net::SocketAddr::from(*ss.as_sockaddr_in().unwrap());
+    // Fill the accept queue (never accepted); further SYNs are dropped.
+    let fillers: Vec<_> = (0..3)
+        .filter_map(|_| TcpStream::connect_timeout(&target, Duration::from_millis(200)).ok())
+        .collect();
+    assert!(!fillers.is_empty());
+    let proxy = start(&["--connect-timeout", "0.5"]);
+    let mut s = s5::connect(proxy.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let cmd = sockets_by_hand::socks5::Command::Connect;
+    let (rep, _) = s5::request(&mut s, cmd, &Target::Ip(target));
+    assert_eq!(rep, sockets_by_hand::socks5::Reply::TtlExpired);
+    assert!(s5::closes(&mut s));
+    proxy
+        .log
+        .wait_line("timeout logged", |l| l.contains("ETIMEDOUT"));
 }

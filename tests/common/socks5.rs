@@ -232,11 +232,24 @@ pub fn reset(stream: TcpStream) {
     assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
 }
 
-/// A port on loopback where nothing listens (bound once, then closed).
-pub fn closed_port() -> SocketAddr {
-    let (listener, addr) = loopback_listener();
-    drop(listener);
-    addr
+/// A port on loopback where nothing listens: a socket bound to it but not listening, so
+/// the kernel answers a SYN with RST, and no other test can be given the port meanwhile.
+/// Keep the returned fd while the port is in use.
+pub fn closed_port() -> (std::os::fd::OwnedFd, SocketAddr) {
+    use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType};
+    use nix::sys::socket::{SockaddrIn, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(sock.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    let ss: SockaddrStorage = getsockname(sock.as_raw_fd()).unwrap();
+    let addr = SocketAddr::from(*ss.as_sockaddr_in().unwrap());
+    (sock, addr)
 }
 
 /// `len` pseudo-random bytes (xorshift, seeded): reproducible test data.
@@ -503,7 +516,8 @@ pub fn bad_version_closes_next_served(proxy: SocketAddr) {
 pub fn closed_port_refused(proxy: SocketAddr) {
     let mut s = connect(proxy);
     assert_eq!(greet(&mut s, &[0]), 0);
-    let (rep, _) = request(&mut s, Cmd::Connect, &Target::Ip(closed_port()));
+    let (_reserved, port) = closed_port();
+    let (rep, _) = request(&mut s, Cmd::Connect, &Target::Ip(port));
     assert_eq!(rep, Reply::ConnectionRefused);
     assert!(closes(&mut s));
 }
