@@ -169,6 +169,8 @@ fn garbage_leaves_fd_count_steady() {
     let proxy = start(&[]);
     let echo = s5::echo_target();
     drop(s5::open(proxy.addr, echo));
+    // Count fds once that first relay is closed (and logged).
+    proxy.log.wait_line("the first relay closed", |l| l.ends_with("closed"));
     let before = proxy.fd_count();
     let mut seed = 7u64;
     let mut sent = 0;
@@ -194,7 +196,7 @@ fn garbage_leaves_fd_count_steady() {
             .collect();
         for (i, s) in batch.into_iter().enumerate() {
             match i % 3 {
-                0 => s5::reset(s),
+                0 => common::reset(s),
                 1 => {
                     let _ = s.shutdown(Shutdown::Write);
                 }
@@ -215,22 +217,9 @@ fn garbage_leaves_fd_count_steady() {
 /// its relays, and serves the clients waiting in the backlog once fds free up.
 #[test]
 fn emfile_neither_spins_nor_crashes() {
-    let limit: libc::rlim_t = 32;
-    let mut cmd = common::server_command(exe!("lesson-12"), &["--handshake-timeout", "60"]);
-    // SAFETY: pre_exec runs in the forked child before exec; setrlimit is async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            let rl = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let limit = 32;
+    let args = ["--handshake-timeout", "60"];
+    let cmd = common::single_thread::nofile_command(exe!("lesson-12"), &args, limit, limit);
     let mut proxy = Server::spawn(cmd);
     let echo = s5::echo_target();
     let mut relay = s5::open(proxy.addr, echo);
@@ -297,14 +286,13 @@ fn trace_poll_and_nonblocking_connect() {
     let (rep, _) = s5::request(&mut s, sockets_by_hand::socks5::Command::Connect, &name);
     assert_eq!(rep, sockets_by_hand::socks5::Reply::Succeeded);
     drop(s);
-    common::wait_for("two relays logged", DEADLINE, || {
-        (traced
-            .server
-            .log
-            .count(|l| l.starts_with("client disconnected"))
-            == 2)
-            .then_some(())
-    });
+    for target in [
+        format!("→ {echo} "),
+        format!("→ localhost:{} ", echo.port()),
+    ] {
+        let log = &traced.server.log;
+        log.wait_line("both relays logged", |l| l.contains(&target));
+    }
     let trace = traced.stop(libc::SIGTERM);
     trace.assert_in_order(&[
         "socket",

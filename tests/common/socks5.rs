@@ -207,29 +207,9 @@ pub fn resetting_target() -> SocketAddr {
     serve_each(listener, |mut conn| {
         let mut buf = [0u8; 64];
         let _ = conn.read(&mut buf);
-        reset(conn);
+        super::reset(conn);
     });
     addr
-}
-
-/// Closes `stream` with an RST instead of a FIN (SO_LINGER 0, then close).
-pub fn reset(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on our own open socket with a correctly sized linger struct.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
 }
 
 /// A port on loopback where nothing listens: a socket bound to it but not listening, so
