@@ -182,10 +182,12 @@ impl Admission for AllowAll {
 }
 
 /// Bytes in flight per direction while a relay is busy; a source is not read while its
-/// destination's buffer is full. Idle relays hold none (buffers come from a [`Pool`]).
-const RELAY_BUF: usize = 128 * 1024;
+/// destination's buffer is full. Large reads mean few system calls per byte (on loopback
+/// 256 KiB relayed a single stream ~7 % faster than 128 KiB). Idle relays hold none:
+/// buffers are lent by a [`Pool`] only while bytes are in flight.
+const RELAY_BUF: usize = 256 * 1024;
 /// How many free buffers the loop keeps for reuse after a burst.
-const POOL_SPARE: usize = 32;
+const POOL_SPARE: usize = 16;
 /// At most this many read/write rounds per direction per wake-up (fairness).
 const PUMP_ROUNDS: usize = 4;
 /// At most this many accepts per wake-up, so a connection storm cannot starve the relays.

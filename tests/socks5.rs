@@ -170,7 +170,9 @@ fn garbage_leaves_fd_count_steady() {
     let echo = s5::echo_target();
     drop(s5::open(proxy.addr, echo));
     // Count fds once that first relay is closed (and logged).
-    proxy.log.wait_line("the first relay closed", |l| l.ends_with("closed"));
+    proxy
+        .log
+        .wait_line("the first relay closed", |l| l.ends_with("closed"));
     let before = proxy.fd_count();
     let mut seed = 7u64;
     let mut sent = 0;
