@@ -109,6 +109,16 @@ macro_rules! socks5_suite {
                 cases::half_close(addr(&p))
             }
             #[test]
+            fn half_close_from_target() {
+                let p = $start(&[]);
+                cases::half_close_from_target(addr(&p))
+            }
+            #[test]
+            fn client_reset_reaches_target() {
+                let p = $start(&[]);
+                cases::client_reset_reaches_target(addr(&p))
+            }
+            #[test]
             fn target_reset_reaches_client() {
                 let p = $start(&[]);
                 cases::target_reset_reaches_client(addr(&p))
@@ -599,4 +609,57 @@ pub fn ipv6_target(proxy: SocketAddr) {
     let mut got = String::new();
     s.read_to_string(&mut got).unwrap();
     assert_eq!(got, "six\n");
+}
+
+/// A target that reports, through a channel, what its read of the relayed stream ended
+/// with: the bytes it got, then EOF (Ok) or an error. `first` is sent to the client first,
+/// and with `shut` the target half-closes right after it.
+fn reporting_target(
+    first: &'static [u8],
+    shut: bool,
+) -> (
+    SocketAddr,
+    std::sync::mpsc::Receiver<std::io::Result<usize>>,
+) {
+    let (listener, addr) = loopback_listener();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(DEADLINE)).unwrap();
+        conn.write_all(first).unwrap();
+        if shut {
+            conn.shutdown(Shutdown::Write).unwrap();
+        }
+        let mut got = Vec::new();
+        let _ = tx.send(conn.read_to_end(&mut got).map(|_| got.len()));
+    });
+    (addr, rx)
+}
+
+/// The target half-closes first: the client sees EOF and can still send, and the target
+/// gets every byte and then the client's EOF.
+pub fn half_close_from_target(proxy: SocketAddr) {
+    let (target, report) = reporting_target(b"bye\n", true);
+    let mut s = open(proxy, target);
+    let mut first = Vec::new();
+    s.read_to_end(&mut first).unwrap();
+    assert_eq!(first, b"bye\n");
+    s.write_all(&pseudo_random(50_000, 8)).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let got = report.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(got.unwrap(), 50_000);
+}
+
+/// The client resets: the target sees a reset too, not a clean EOF.
+pub fn client_reset_reaches_target(proxy: SocketAddr) {
+    let (target, report) = reporting_target(b"hi", false);
+    let mut s = open(proxy, target);
+    let mut hi = [0u8; 2];
+    s.read_exact(&mut hi).unwrap();
+    super::reset(s);
+    let err = report
+        .recv_timeout(DEADLINE)
+        .unwrap()
+        .expect_err("the target saw a clean EOF instead of a reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 }
