@@ -629,7 +629,10 @@ impl<A: Admission> Relay<'_, A> {
         loop {
             // Build this round's pollfd array: the resolver's pipe, the listener (unless
             // paused by EMFILE), the admission hook's fds, then each connection's sockets.
-            // Rebuilding it every round is poll's O(n) cost (lesson 10's epoll avoids it).
+            // Unlike lesson 08's array, kept across rounds, this one is rebuilt every round:
+            // a connection has two sockets whose interest changes with its state, and
+            // rebuilding costs O(n), like the kernel's own scan of the array in poll
+            // (lesson 10's epoll avoids both).
             watched.clear();
             let mut next = self.paused_until;
             let mut fds: Vec<PollFd> = Vec::with_capacity(3 + 2 * self.conns.len());
