@@ -356,22 +356,7 @@ impl Client {
 
     /// Closes with an RST instead of a FIN (SO_LINGER 0, then close).
     pub fn reset(self) {
-        use std::os::fd::AsRawFd;
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt on our own open socket with a correctly sized linger struct.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                &linger as *const libc::linger as *const libc::c_void,
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+        reset(self.stream);
     }
 
     pub fn set_read_timeout(&self, timeout: Duration) {
@@ -393,6 +378,27 @@ impl Client {
         self.set_read_timeout(DEADLINE);
         silent
     }
+}
+
+/// Closes `stream` with an RST instead of a FIN (SO_LINGER 0, then close; any clone of
+/// it must be gone too).
+pub fn reset(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on our own open socket with a correctly sized linger struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
 }
 
 /// A strace'd run of a lesson: `strace -f -o FILE -e trace=... exe args`.
@@ -549,3 +555,4 @@ pub fn syscall_of(line: &str) -> Option<String> {
 pub mod echo_suite;
 pub mod load;
 pub mod single_thread;
+pub mod socks5;

@@ -1,0 +1,665 @@
+//! The SOCKS5 suite: protocol cases with real clients (curl and raw bytes) that every SOCKS5
+//! lesson passes. Lesson 12 joins in tests/socks5.rs with `socks5_suite!(lesson_12, start)`,
+//! where `start(&[flags])` starts the proxy and returns anything that implements [`Proxy`]
+//! (lesson 13 returns a guard that also owns its redis-server, with the test client allowed).
+//!
+//! Also here: loopback targets for the proxy to connect to (an HTTP file server, an echo
+//! server, a "reply after EOF" server), and a small SOCKS5 client built on the sans-IO
+//! helpers of `sockets_by_hand::socks5::client`.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use sockets_by_hand::socks5::{client, Command as Cmd, Reply, Target};
+
+use super::{Server, DEADLINE};
+
+/// A running proxy under test.
+pub trait Proxy {
+    fn proxy_addr(&self) -> SocketAddr;
+}
+
+impl Proxy for Server {
+    fn proxy_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Credentials the auth cases start the proxy with.
+pub const USER: &str = "alice";
+pub const PASS: &str = "s3cret";
+
+/// Generates one `#[test]` per SOCKS5 case. `$start` is a `fn(&[&str]) -> impl Proxy`.
+#[macro_export]
+macro_rules! socks5_suite {
+    ($module:ident, $start:path) => {
+        mod $module {
+            use super::common::socks5 as cases;
+            use super::common::socks5::Proxy;
+            fn addr(p: &impl Proxy) -> std::net::SocketAddr {
+                p.proxy_addr()
+            }
+            #[test]
+            fn curl_socks5() {
+                let p = $start(&[]);
+                cases::curl_socks5(addr(&p))
+            }
+            #[test]
+            fn curl_socks5_hostname() {
+                let p = $start(&[]);
+                cases::curl_socks5_hostname(addr(&p))
+            }
+            #[test]
+            fn curl_socks5h_with_password() {
+                let p = $start(&["-u", cases::USER, "-P", cases::PASS]);
+                cases::curl_socks5h_with_password(addr(&p))
+            }
+            #[test]
+            fn greeting_byte_by_byte() {
+                let p = $start(&[]);
+                cases::greeting_byte_by_byte(addr(&p))
+            }
+            #[test]
+            fn everything_in_one_write() {
+                let p = $start(&[]);
+                cases::everything_in_one_write(addr(&p))
+            }
+            #[test]
+            fn only_password_offered_without_auth() {
+                let p = $start(&[]);
+                cases::only_password_offered_without_auth(addr(&p))
+            }
+            #[test]
+            fn bind_not_supported() {
+                let p = $start(&[]);
+                cases::bind_not_supported(addr(&p))
+            }
+            #[test]
+            fn unknown_address_type() {
+                let p = $start(&[]);
+                cases::unknown_address_type(addr(&p))
+            }
+            #[test]
+            fn bad_version_closes_next_served() {
+                let p = $start(&[]);
+                cases::bad_version_closes_next_served(addr(&p))
+            }
+            #[test]
+            fn closed_port_refused() {
+                let p = $start(&[]);
+                cases::closed_port_refused(addr(&p))
+            }
+            #[test]
+            fn unknown_host() {
+                let p = $start(&[]);
+                cases::unknown_host(addr(&p))
+            }
+            #[test]
+            fn auth_right_and_wrong() {
+                let p = $start(&["-u", cases::USER, "-P", cases::PASS]);
+                cases::auth_right_and_wrong(addr(&p))
+            }
+            #[test]
+            fn half_close() {
+                let p = $start(&[]);
+                cases::half_close(addr(&p))
+            }
+            #[test]
+            fn half_close_from_target() {
+                let p = $start(&[]);
+                cases::half_close_from_target(addr(&p))
+            }
+            #[test]
+            fn client_reset_reaches_target() {
+                let p = $start(&[]);
+                cases::client_reset_reaches_target(addr(&p))
+            }
+            #[test]
+            fn target_reset_reaches_client() {
+                let p = $start(&[]);
+                cases::target_reset_reaches_client(addr(&p))
+            }
+            #[test]
+            fn ipv6_target() {
+                let p = $start(&[]);
+                cases::ipv6_target(addr(&p))
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Targets on loopback.
+// ---------------------------------------------------------------------------------------
+
+/// Accepts on `listener` forever, one thread (small stack) per connection.
+fn serve_each(listener: TcpListener, handle: impl Fn(TcpStream) + Send + Sync + 'static) {
+    let handle = Arc::new(handle);
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let handle = handle.clone();
+            let _ = thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || handle(conn));
+        }
+    });
+}
+
+fn loopback_listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// An HTTP/1.0-style server that answers every request with `body`.
+pub fn http_target(body: Arc<Vec<u8>>) -> SocketAddr {
+    let (listener, addr) = loopback_listener();
+    serve_each(listener, move |mut conn| {
+        // Read the request head (up to the blank line).
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut byte) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&byte[..n]),
+            }
+        }
+        let header = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = conn.write_all(header.as_bytes());
+        let _ = conn.write_all(&body);
+    });
+    addr
+}
+
+/// Echoes every byte back; passes the client's EOF on as its own.
+pub fn echo_target() -> SocketAddr {
+    let (listener, addr) = loopback_listener();
+    serve_each(listener, |mut conn| {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if conn.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = conn.shutdown(Shutdown::Write);
+    });
+    addr
+}
+
+/// Reads until EOF and only then answers `got N bytes`, and closes.
+pub fn reply_after_eof_target() -> SocketAddr {
+    let (listener, addr) = loopback_listener();
+    serve_each(listener, |mut conn| {
+        let mut all = Vec::new();
+        if conn.read_to_end(&mut all).is_ok() {
+            let _ = conn.write_all(format!("got {} bytes\n", all.len()).as_bytes());
+        }
+    });
+    addr
+}
+
+/// Accepts, reads a line, then resets the connection (SO_LINGER 0 and close).
+pub fn resetting_target() -> SocketAddr {
+    let (listener, addr) = loopback_listener();
+    serve_each(listener, |mut conn| {
+        let mut buf = [0u8; 64];
+        let _ = conn.read(&mut buf);
+        super::reset(conn);
+    });
+    addr
+}
+
+/// A port on loopback where nothing listens: a socket bound to it but not listening, so
+/// the kernel answers a SYN with RST, and no other test can be given the port meanwhile.
+/// Keep the returned fd while the port is in use.
+pub fn closed_port() -> (std::os::fd::OwnedFd, SocketAddr) {
+    use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType};
+    use nix::sys::socket::{SockaddrIn, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(sock.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    let ss: SockaddrStorage = getsockname(sock.as_raw_fd()).unwrap();
+    let addr = SocketAddr::from(*ss.as_sockaddr_in().unwrap());
+    (sock, addr)
+}
+
+/// `len` pseudo-random bytes (xorshift, seeded): reproducible test data.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// A SOCKS5 client (raw bytes), built on the sans-IO client helpers.
+// ---------------------------------------------------------------------------------------
+
+pub fn connect(proxy: SocketAddr) -> TcpStream {
+    let s = super::wait_for("connect to the proxy", DEADLINE, || {
+        TcpStream::connect(proxy).ok()
+    });
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.set_write_timeout(Some(DEADLINE)).unwrap();
+    s
+}
+
+/// Reads until `parse` says a whole message is there; returns the parsed value. Panics on
+/// EOF before that.
+fn read_message<T>(
+    s: &mut TcpStream,
+    parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, sockets_by_hand::socks5::Error>,
+) -> T {
+    let mut buf = Vec::new();
+    loop {
+        if let Some((value, used)) = parse(&buf).expect("a well-formed SOCKS5 answer") {
+            assert_eq!(used, buf.len(), "the proxy sent more than one message");
+            return value;
+        }
+        let mut byte = [0u8; 1];
+        // One byte at a time: nothing after the message is consumed.
+        match s.read(&mut byte) {
+            Ok(0) => panic!("the proxy closed after {buf:?}"),
+            Ok(_) => buf.push(byte[0]),
+            Err(e) => panic!("reading a SOCKS5 answer: {e} (after {buf:?})"),
+        }
+    }
+}
+
+/// Greeting → the method the proxy chose.
+pub fn greet(s: &mut TcpStream, methods: &[u8]) -> u8 {
+    s.write_all(&client::greeting(methods).unwrap()).unwrap();
+    read_message(s, client::parse_method_selection)
+}
+
+/// RFC 1929 → accepted?
+pub fn login(s: &mut TcpStream, user: &str, pass: &str) -> bool {
+    s.write_all(&client::auth(user.as_bytes(), pass.as_bytes()).unwrap())
+        .unwrap();
+    read_message(s, client::parse_auth_reply)
+}
+
+/// Sends a request and reads the reply: (REP, BND).
+pub fn request(s: &mut TcpStream, cmd: Cmd, target: &Target) -> (Reply, Target) {
+    s.write_all(&client::request(cmd, target).unwrap()).unwrap();
+    reply(s)
+}
+
+/// Reads one reply.
+pub fn reply(s: &mut TcpStream) -> (Reply, Target) {
+    read_message(s, |b| {
+        Ok(client::parse_reply(b)?.map(|(rep, bnd, used)| ((rep, bnd), used)))
+    })
+}
+
+/// A relayed connection to `target` through `proxy` (no auth), with the success reply read.
+pub fn open(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[0]), 0);
+    let (rep, bnd) = request(&mut s, Cmd::Connect, &Target::Ip(target));
+    assert_eq!(rep, Reply::Succeeded);
+    assert_bnd_is_outgoing(&bnd);
+    s
+}
+
+/// BND must be the relay's real outgoing address: loopback and a real port, not 0.0.0.0:0.
+pub fn assert_bnd_is_outgoing(bnd: &Target) {
+    match bnd {
+        Target::Ip(a) => assert!(
+            a.ip().is_loopback() && a.port() != 0,
+            "BND {a} is not the outgoing socket's address"
+        ),
+        other => panic!("BND as a name: {other}"),
+    }
+}
+
+/// True if the peer closes (EOF or reset) without sending anything more.
+pub fn closes(s: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) => rest.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset && rest.is_empty(),
+    }
+}
+
+fn curl(args: &[String]) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl is installed (make test installs it)");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+// ---------------------------------------------------------------------------------------
+// The cases.
+// ---------------------------------------------------------------------------------------
+
+fn served_file() -> (Arc<Vec<u8>>, SocketAddr) {
+    let body = Arc::new(pseudo_random(3 << 20, 12));
+    let addr = http_target(body.clone());
+    (body, addr)
+}
+
+fn assert_same_file(got: &[u8], want: &[u8]) {
+    assert_eq!(got.len(), want.len(), "downloaded size");
+    assert!(got == want, "downloaded bytes differ from the served file");
+}
+
+/// `curl --socks5` (the client resolves; ATYP 1).
+pub fn curl_socks5(proxy: SocketAddr) {
+    let (body, http) = served_file();
+    let got = curl(&[
+        "--socks5".into(),
+        proxy.to_string(),
+        format!("http://{http}/file.bin"),
+    ]);
+    assert_same_file(&got, &body);
+}
+
+/// `curl --socks5-hostname` (the proxy resolves; ATYP 3 with "localhost").
+pub fn curl_socks5_hostname(proxy: SocketAddr) {
+    let (body, http) = served_file();
+    let got = curl(&[
+        "--socks5-hostname".into(),
+        proxy.to_string(),
+        format!("http://localhost:{}/file.bin", http.port()),
+    ]);
+    assert_same_file(&got, &body);
+}
+
+/// `socks5h://user:pass@` against a proxy started with -u/-P; a wrong password fails.
+pub fn curl_socks5h_with_password(proxy: SocketAddr) {
+    let (body, http) = served_file();
+    let url = format!("http://localhost:{}/file.bin", http.port());
+    let got = curl(&[
+        "-x".into(),
+        format!("socks5h://{USER}:{PASS}@{proxy}"),
+        url.clone(),
+    ]);
+    assert_same_file(&got, &body);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-x"])
+        .arg(format!("socks5h://{USER}:wrong@{proxy}"))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "curl with a wrong password succeeded"
+    );
+}
+
+/// The greeting and the request sent one byte per segment: the same answers.
+pub fn greeting_byte_by_byte(proxy: SocketAddr) {
+    let echo = echo_target();
+    let mut s = connect(proxy);
+    s.set_nodelay(true).unwrap();
+    let mut bytes = client::greeting(&[0]).unwrap();
+    bytes.extend(client::connect_request(&Target::Ip(echo)).unwrap());
+    for (i, b) in bytes.iter().enumerate() {
+        s.write_all(&[*b]).unwrap();
+        // Make separate reads likely (nothing to wait for: no answer is due yet).
+        thread::sleep(Duration::from_millis(3));
+        if i == 2 {
+            assert_eq!(read_message(&mut s, client::parse_method_selection), 0);
+        }
+    }
+    let (rep, bnd) = reply(&mut s);
+    assert_eq!(rep, Reply::Succeeded);
+    assert_bnd_is_outgoing(&bnd);
+    s.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+}
+
+/// Greeting + request + first payload in one write: the payload reaches the target.
+pub fn everything_in_one_write(proxy: SocketAddr) {
+    let echo = echo_target();
+    let mut s = connect(proxy);
+    let mut bytes = client::greeting(&[0]).unwrap();
+    bytes.extend(client::connect_request(&Target::Ip(echo)).unwrap());
+    let payload = pseudo_random(20_000, 3);
+    bytes.extend_from_slice(&payload);
+    s.write_all(&bytes).unwrap();
+    assert_eq!(read_message(&mut s, client::parse_method_selection), 0);
+    let (rep, _) = reply(&mut s);
+    assert_eq!(rep, Reply::Succeeded);
+    let mut got = vec![0u8; payload.len()];
+    s.read_exact(&mut got).unwrap();
+    assert!(got == payload, "early payload not delivered intact");
+}
+
+/// Only 0x02 offered to a proxy without -u/-P: 0xFF, then close.
+pub fn only_password_offered_without_auth(proxy: SocketAddr) {
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[2]), 0xFF);
+    assert!(closes(&mut s));
+}
+
+/// BIND: 0x07, then close.
+pub fn bind_not_supported(proxy: SocketAddr) {
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[0]), 0);
+    let target = Target::Ip("127.0.0.1:9".parse().unwrap());
+    let (rep, _) = request(&mut s, Cmd::Bind, &target);
+    assert_eq!(rep, Reply::CommandNotSupported);
+    assert!(closes(&mut s));
+}
+
+/// ATYP 5: 0x08, then close.
+pub fn unknown_address_type(proxy: SocketAddr) {
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[0]), 0);
+    s.write_all(&[5, 1, 0, 5, 1, 2, 3, 4, 0, 80]).unwrap();
+    assert_eq!(reply(&mut s).0, Reply::AddressTypeNotSupported);
+    assert!(closes(&mut s));
+}
+
+/// A SOCKS4 greeting (version 4): closed without a word; the next client is served.
+pub fn bad_version_closes_next_served(proxy: SocketAddr) {
+    let echo = echo_target();
+    let mut s = connect(proxy);
+    s.write_all(&[4, 1, 0, 80, 127, 0, 0, 1, 0]).unwrap();
+    assert!(closes(&mut s));
+    let mut next = open(proxy, echo);
+    next.write_all(b"next").unwrap();
+    let mut got = [0u8; 4];
+    next.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"next");
+}
+
+/// Nothing listens on the target port: 0x05 (connection refused), not "success".
+pub fn closed_port_refused(proxy: SocketAddr) {
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[0]), 0);
+    let (_reserved, port) = closed_port();
+    let (rep, _) = request(&mut s, Cmd::Connect, &Target::Ip(port));
+    assert_eq!(rep, Reply::ConnectionRefused);
+    assert!(closes(&mut s));
+}
+
+/// A name that cannot resolve (`.invalid` is reserved, RFC 6761): 0x04, and the proxy lives.
+pub fn unknown_host(proxy: SocketAddr) {
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[0]), 0);
+    let target = Target::Domain("nonexistent.invalid".into(), 80);
+    let (rep, _) = request(&mut s, Cmd::Connect, &target);
+    assert_eq!(rep, Reply::HostUnreachable);
+    assert!(closes(&mut s));
+    let echo = echo_target();
+    drop(open_with_auth(proxy, echo, None));
+}
+
+/// The right password opens a relay; a wrong one gets status 1 and a close; 0x00 alone is
+/// not enough when a password is required.
+pub fn auth_right_and_wrong(proxy: SocketAddr) {
+    let echo = echo_target();
+    let mut s = open_with_auth(proxy, echo, Some((USER, PASS)));
+    s.write_all(b"authed").unwrap();
+    let mut got = [0u8; 6];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"authed");
+
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[0, 2]), 2);
+    assert!(!login(&mut s, USER, "wrong"));
+    assert!(closes(&mut s));
+
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[0]), 0xFF);
+    assert!(closes(&mut s));
+}
+
+/// Greeting (with optional RFC 1929 login) and CONNECT; success asserted.
+pub fn open_with_auth(
+    proxy: SocketAddr,
+    target: SocketAddr,
+    creds: Option<(&str, &str)>,
+) -> TcpStream {
+    let mut s = connect(proxy);
+    match creds {
+        None => assert_eq!(greet(&mut s, &[0]), 0),
+        Some((u, p)) => {
+            assert_eq!(greet(&mut s, &[2]), 2);
+            assert!(login(&mut s, u, p), "login refused");
+        }
+    }
+    let (rep, _) = request(&mut s, Cmd::Connect, &Target::Ip(target));
+    assert_eq!(rep, Reply::Succeeded);
+    s
+}
+
+/// The client sends, then half-closes; the target answers only after that EOF, and the
+/// answer still reaches the client.
+pub fn half_close(proxy: SocketAddr) {
+    let target = reply_after_eof_target();
+    let mut s = open(proxy, target);
+    s.write_all(&pseudo_random(100_000, 5)).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "got 100000 bytes\n");
+}
+
+/// The target resets the connection: the client sees a reset too, not a clean EOF.
+pub fn target_reset_reaches_client(proxy: SocketAddr) {
+    let target = resetting_target();
+    let mut s = open(proxy, target);
+    s.write_all(b"hello\n").unwrap();
+    let mut buf = [0u8; 16];
+    let err = loop {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("clean EOF instead of a reset"),
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}
+
+/// ATYP 4: an IPv6 target (skipped where ::1 is not configured).
+pub fn ipv6_target(proxy: SocketAddr) {
+    let Ok(listener) = TcpListener::bind("[::1]:0") else {
+        eprintln!("no ::1 here; skipping");
+        return;
+    };
+    let addr = listener.local_addr().unwrap();
+    serve_each(listener, |mut conn| {
+        let _ = conn.write_all(b"six\n");
+    });
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[0]), 0);
+    let (rep, bnd) = request(&mut s, Cmd::Connect, &Target::Ip(addr));
+    assert_eq!(rep, Reply::Succeeded);
+    assert_bnd_is_outgoing(&bnd);
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "six\n");
+}
+
+/// A target that reports, through a channel, what its read of the relayed stream ended
+/// with: the bytes it got, then EOF (Ok) or an error. `first` is sent to the client first,
+/// and with `shut` the target half-closes right after it.
+fn reporting_target(
+    first: &'static [u8],
+    shut: bool,
+) -> (
+    SocketAddr,
+    std::sync::mpsc::Receiver<std::io::Result<usize>>,
+) {
+    let (listener, addr) = loopback_listener();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(DEADLINE)).unwrap();
+        conn.write_all(first).unwrap();
+        if shut {
+            conn.shutdown(Shutdown::Write).unwrap();
+        }
+        let mut got = Vec::new();
+        let _ = tx.send(conn.read_to_end(&mut got).map(|_| got.len()));
+    });
+    (addr, rx)
+}
+
+/// The target half-closes first: the client sees EOF and can still send, and the target
+/// gets every byte and then the client's EOF.
+pub fn half_close_from_target(proxy: SocketAddr) {
+    let (target, report) = reporting_target(b"bye\n", true);
+    let mut s = open(proxy, target);
+    let mut first = Vec::new();
+    s.read_to_end(&mut first).unwrap();
+    assert_eq!(first, b"bye\n");
+    s.write_all(&pseudo_random(50_000, 8)).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let got = report.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(got.unwrap(), 50_000);
+}
+
+/// The client resets: the target sees a reset too, not a clean EOF.
+pub fn client_reset_reaches_target(proxy: SocketAddr) {
+    let (target, report) = reporting_target(b"hi", false);
+    let mut s = open(proxy, target);
+    let mut hi = [0u8; 2];
+    s.read_exact(&mut hi).unwrap();
+    super::reset(s);
+    let err = report
+        .recv_timeout(DEADLINE)
+        .unwrap()
+        .expect_err("the target saw a clean EOF instead of a reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}

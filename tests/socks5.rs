@@ -1,0 +1,408 @@
+//! Lesson 12, the SOCKS5 relay on poll: the shared SOCKS5 suite (tests/common/socks5.rs,
+//! real curl and raw-byte clients) plus what is particular to lesson 12: volume, a thousand
+//! relays and their memory, slowloris, garbage, EMFILE, and the strace check.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::socks5::{self as s5, pseudo_random};
+use common::{Server, Traced, DEADLINE};
+use sockets_by_hand::socks5::{Handshake, Step, Target};
+
+fn start(args: &[&str]) -> Server {
+    Server::start(exe!("lesson-12"), args)
+}
+
+socks5_suite!(lesson_12, super::start);
+
+/// 64 MiB each way at the same time through one relay (an echo target), every byte
+/// checked; the log line counts them.
+#[test]
+fn volume_64_mib_each_way() {
+    const LEN: usize = 64 << 20;
+    let proxy = start(&[]);
+    let echo = s5::echo_target();
+    let s = s5::open(proxy.addr, echo);
+    let data = std::sync::Arc::new(pseudo_random(LEN, 99));
+    let mut writer = s.try_clone().unwrap();
+    let sent = data.clone();
+    let feeder = thread::spawn(move || {
+        for chunk in sent.chunks(256 * 1024) {
+            writer.write_all(chunk).unwrap();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut reader = s;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(got + n <= LEN, "more bytes came back than were sent");
+        assert!(
+            buf[..n] == data[got..got + n],
+            "bytes differ at offset {got}"
+        );
+        got += n;
+    }
+    feeder.join().unwrap();
+    assert_eq!(got, LEN);
+    proxy.log.wait_line("the relay's log line", |l| {
+        l.contains(&format!("up {LEN} B, down {LEN} B")) && l.ends_with("closed")
+    });
+}
+
+/// 1,000 relays open at once, each used, then idle: the proxy's RSS stays far below
+/// microsocks' 18.6 MiB (idle relays hold no buffers), and closing them all brings the
+/// fd count back.
+#[test]
+fn thousand_concurrent_relays() {
+    common::load::raise_nofile();
+    let proxy = start(&[]);
+    let echo = s5::echo_target();
+    let before = proxy.fd_count();
+    let mut relays: Vec<TcpStream> = (0..1000).map(|_| s5::open(proxy.addr, echo)).collect();
+    // Every relay carries 32 KiB each way (so a relay that kept its buffers afterwards
+    // would hold touched memory), then goes idle.
+    let data = pseudo_random(32 << 10, 4);
+    let mut got = vec![0u8; data.len()];
+    for s in relays.iter_mut() {
+        s.write_all(&data).unwrap();
+        s.read_exact(&mut got).unwrap();
+        assert!(got == data, "relayed bytes differ");
+    }
+    assert_eq!(proxy.fd_count(), before + 2000, "two fds per relay");
+    let rss = common::rss_kib(proxy.pid());
+    eprintln!("lesson-12 RSS with 1,000 idle relays: {rss} KiB");
+    assert!(rss < 18 << 10, "RSS {rss} KiB with 1,000 idle relays");
+    drop(relays);
+    common::wait_fd_count(proxy.pid(), before);
+}
+
+/// A target that never reads: the client's writes stop (the proxy stops reading it once
+/// its buffer toward the target is full) and the proxy's memory stays bounded.
+#[test]
+fn backpressure_bounds_memory() {
+    let proxy = start(&[]);
+    let (listener, sink) = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    };
+    let holder = thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        thread::sleep(Duration::from_secs(30));
+        drop(conn);
+    });
+    let mut s = s5::open(proxy.addr, sink);
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let mut written = 0usize;
+    while written < 512 << 20 {
+        match s.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break, // blocked for 2 s: nobody reads any more
+        }
+    }
+    assert!(
+        written < 512 << 20,
+        "512 MiB went into a target that never reads"
+    );
+    let rss = common::rss_kib(proxy.pid());
+    assert!(rss < 16 << 10, "proxy RSS {rss} KiB while backed up");
+    drop(holder);
+}
+
+/// 300 clients that send one byte and stall do not stop a normal client's round trip, and
+/// they are still connected afterwards (no timeout did the work).
+#[test]
+fn slowloris_does_not_block_others() {
+    common::load::raise_nofile();
+    let proxy = start(&["--handshake-timeout", "60"]);
+    let echo = s5::echo_target();
+    let stalled: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = s5::connect(proxy.addr);
+            s.write_all(&[5]).unwrap();
+            s
+        })
+        .collect();
+    let mut s = s5::open(proxy.addr, echo);
+    s.write_all(b"round trip").unwrap();
+    let mut got = [0u8; 10];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"round trip");
+    for mut st in stalled {
+        st.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let e = st
+            .read(&mut byte)
+            .expect_err("a stalled client was answered or closed");
+        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+    }
+}
+
+/// The handshake deadline closes a client that stalls mid-greeting.
+#[test]
+fn handshake_deadline() {
+    let proxy = start(&["--handshake-timeout", "0.5"]);
+    let mut s = s5::connect(proxy.addr);
+    s.write_all(&[5, 2]).unwrap();
+    assert!(s5::closes(&mut s));
+    proxy
+        .log
+        .wait_line("timeout logged", |l| l.contains("handshake timed out"));
+}
+
+/// 2,000 connections of random bytes (some reset, some half-close): the fd count comes
+/// back to where it started and the proxy still serves. Inputs that would complete a
+/// CONNECT are skipped (checked with the sans-IO machine) so nothing leaves the machine.
+#[test]
+fn garbage_leaves_fd_count_steady() {
+    common::load::raise_nofile();
+    let proxy = start(&[]);
+    let echo = s5::echo_target();
+    drop(s5::open(proxy.addr, echo));
+    // Count fds once that first relay is closed (and logged).
+    proxy
+        .log
+        .wait_line("the first relay closed", |l| l.ends_with("closed"));
+    let before = proxy.fd_count();
+    let mut seed = 7u64;
+    let mut sent = 0;
+    while sent < 2000 {
+        let batch: Vec<TcpStream> = (0..100)
+            .map(|i| {
+                seed += 1;
+                let mut bytes = pseudo_random(1 + (seed as usize * 37) % 700, seed);
+                if i % 2 == 0 {
+                    bytes[0] = 5; // look like SOCKS5 for a while
+                }
+                let mut out = Vec::new();
+                if matches!(
+                    Handshake::new(None).feed(&bytes, &mut out),
+                    Step::Connect { .. }
+                ) {
+                    bytes.truncate(1);
+                }
+                let mut s = s5::connect(proxy.addr);
+                let _ = s.write_all(&bytes);
+                s
+            })
+            .collect();
+        for (i, s) in batch.into_iter().enumerate() {
+            match i % 3 {
+                0 => common::reset(s),
+                1 => {
+                    let _ = s.shutdown(Shutdown::Write);
+                }
+                _ => drop(s),
+            }
+        }
+        sent += 100;
+    }
+    let mut s = s5::open(proxy.addr, echo);
+    s.write_all(b"ok").unwrap();
+    let mut got = [0u8; 2];
+    s.read_exact(&mut got).unwrap();
+    drop(s);
+    common::wait_fd_count(proxy.pid(), before);
+}
+
+/// Out of fds (RLIMIT_NOFILE 32): the proxy stops accepting without spinning, keeps serving
+/// its relays, and serves the clients waiting in the backlog once fds free up.
+#[test]
+fn emfile_neither_spins_nor_crashes() {
+    let limit = 32;
+    let args = ["--handshake-timeout", "60"];
+    let cmd = common::single_thread::nofile_command(exe!("lesson-12"), &args, limit, limit);
+    let mut proxy = Server::spawn(cmd);
+    let echo = s5::echo_target();
+    let mut relay = s5::open(proxy.addr, echo);
+    let mut held = Vec::new();
+    let mut waiting = Vec::new();
+    for _ in 0..limit + 10 {
+        let mut s = s5::connect(proxy.addr);
+        s.write_all(&[5, 1, 0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut answer = [0u8; 2];
+        match s.read_exact(&mut answer) {
+            Ok(()) => held.push(s),
+            Err(_) => {
+                waiting.push(s);
+                if waiting.len() == 3 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(waiting.len(), 3, "the fd table never filled");
+    proxy
+        .log
+        .wait_line("EMFILE reported", |l| l.contains("EMFILE"));
+    let ticks = common::cpu_ticks(proxy.pid());
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        relay.write_all(b"busy").unwrap();
+        let mut got = [0u8; 4];
+        relay.read_exact(&mut got).unwrap();
+        thread::sleep(Duration::from_millis(100));
+    }
+    let used = common::cpu_ticks(proxy.pid()) - ticks;
+    assert!(
+        used < 50,
+        "{used} clock ticks of CPU in 2 s while out of fds"
+    );
+    assert!(proxy.wait_exit(Duration::from_millis(1)).is_none(), "died");
+    held.truncate(held.len() - 5);
+    for s in &mut waiting {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut answer = [0u8; 2];
+        s.read_exact(&mut answer).unwrap();
+        assert_eq!(answer, [5, 0]);
+    }
+}
+
+/// Under strace: poll is the only readiness call; the upstream connect is non-blocking
+/// (EINPROGRESS), finished by poll and getsockopt(SO_ERROR); BND comes from getsockname.
+#[test]
+fn trace_poll_and_nonblocking_connect() {
+    let traced = Traced::start(exe!("lesson-12"), &[]);
+    let echo = s5::echo_target();
+    let mut s = s5::open(traced.server.addr, echo);
+    s.write_all(b"traced").unwrap();
+    let mut got = [0u8; 6];
+    s.read_exact(&mut got).unwrap();
+    drop(s);
+    // And a name, through the resolver thread.
+    let mut s = s5::connect(traced.server.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let name = Target::Domain("localhost".into(), echo.port());
+    let (rep, _) = s5::request(&mut s, sockets_by_hand::socks5::Command::Connect, &name);
+    assert_eq!(rep, sockets_by_hand::socks5::Reply::Succeeded);
+    drop(s);
+    for target in [
+        format!("→ {echo} "),
+        format!("→ localhost:{} ", echo.port()),
+    ] {
+        let log = &traced.server.log;
+        log.wait_line("both relays logged", |l| l.contains(&target));
+    }
+    let trace = traced.stop(libc::SIGTERM);
+    trace.assert_in_order(&[
+        "socket",
+        "setsockopt",
+        "bind",
+        "listen",
+        "poll",
+        "accept4",
+        "read",
+        "socket",
+        "connect",
+        "poll",
+        "getsockopt",
+        "getsockname",
+        "write",
+        "shutdown",
+        "close",
+    ]);
+    let connects = trace.lines_of("connect");
+    assert!(
+        connects.iter().any(|l| l.contains("EINPROGRESS")),
+        "no connect returned EINPROGRESS:\n{}",
+        connects.join("\n")
+    );
+    assert!(
+        trace
+            .lines_of("getsockopt")
+            .iter()
+            .any(|l| l.contains("SO_ERROR")),
+        "no getsockopt(SO_ERROR)"
+    );
+    trace.assert_absent(&[
+        "epoll_create1",
+        "epoll_ctl",
+        "epoll_wait",
+        "epoll_pwait",
+        "select",
+        "pselect6",
+    ]);
+}
+
+/// `-u` without `-P` (and the reverse) is a usage error, as in microsocks.
+#[test]
+fn user_without_password_is_a_usage_error() {
+    for args in [&["-u", "bob"][..], &["-P", "secret"][..]] {
+        let out = std::process::Command::new(exe!("lesson-12"))
+            .args(args)
+            .args(["-p", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("required"));
+    }
+}
+
+/// `-b ADDR`: outgoing connections come from that address, and the reply's BND says so.
+#[test]
+fn outgoing_address() {
+    let proxy = start(&["-b", "127.0.0.2"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let mut s = s5::connect(proxy.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let cmd = sockets_by_hand::socks5::Command::Connect;
+    let (rep, bnd) = s5::request(&mut s, cmd, &Target::Ip(target));
+    assert_eq!(rep, sockets_by_hand::socks5::Reply::Succeeded);
+    let (_, from) = listener.accept().unwrap();
+    assert_eq!(from.ip().to_string(), "127.0.0.2");
+    assert_eq!(
+        bnd,
+        Target::Ip(from),
+        "BND is the outgoing socket's address"
+    );
+}
+
+/// A target that never answers the SYN (its accept queue is full, so the kernel drops it):
+/// after --connect-timeout the client gets 0x06, and the proxy is fine.
+#[test]
+fn connect_timeout() {
+    use nix::sys::socket::{
+        bind, getsockname, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
+        SockaddrStorage,
+    };
+    use std::os::fd::AsRawFd;
+    let full = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(full.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    listen(&full, Backlog::new(0).unwrap()).unwrap();
+    let ss: SockaddrStorage = getsockname(full.as_raw_fd()).unwrap();
+    let target = std::net::SocketAddr::from(*ss.as_sockaddr_in().unwrap());
+    // Fill the accept queue (never accepted); further SYNs are dropped.
+    let fillers: Vec<_> = (0..3)
+        .filter_map(|_| TcpStream::connect_timeout(&target, Duration::from_millis(200)).ok())
+        .collect();
+    assert!(!fillers.is_empty());
+    let proxy = start(&["--connect-timeout", "0.5"]);
+    let mut s = s5::connect(proxy.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let cmd = sockets_by_hand::socks5::Command::Connect;
+    let (rep, _) = s5::request(&mut s, cmd, &Target::Ip(target));
+    assert_eq!(rep, sockets_by_hand::socks5::Reply::TtlExpired);
+    assert!(s5::closes(&mut s));
+    proxy
+        .log
+        .wait_line("timeout logged", |l| l.contains("ETIMEDOUT"));
+}
