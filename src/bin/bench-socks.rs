@@ -130,12 +130,14 @@ fn main() {
     });
 
     let kinds = [Kind::Direct, Kind::Lesson12, Kind::Microsocks, Kind::Dante];
+    // Every proxy's port is picked now, before any load has filled the port space.
+    let ports: Vec<u16> = kinds.iter().map(|_| free_port()).collect();
     let mut rows: Vec<(Kind, Option<Results>, String)> = Vec::new();
-    for kind in kinds {
+    for (kind, port) in kinds.into_iter().zip(ports) {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == kind.name()) {
             continue;
         }
-        let proxy = match start_proxy(kind, &bin_dir) {
+        let proxy = match start_proxy(kind, &bin_dir, port) {
             Ok(p) => p,
             Err(note) => {
                 eprintln!("bench-socks: {} skipped: {note}", kind.name());
@@ -215,8 +217,7 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-fn start_proxy(kind: Kind, bin_dir: &Path) -> Result<Proxy, String> {
-    let port = free_port();
+fn start_proxy(kind: Kind, bin_dir: &Path, port: u16) -> Result<Proxy, String> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let (mut cmd, conf) = match kind {
         Kind::Direct => {
@@ -250,7 +251,7 @@ fn start_proxy(kind: Kind, bin_dir: &Path) -> Result<Proxy, String> {
             let conf = std::env::temp_dir()
                 .join(format!("bench-socks-danted-{}.conf", std::process::id()));
             let text = format!(
-                "logoutput: /dev/null\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
+                "logoutput: /dev/null\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.3\n\
                  socksmethod: none\nclientmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
                  client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
                  socks pass {{ from: 127.0.0.0/8 to: 127.0.0.0/8 command: connect }}\n"
@@ -447,6 +448,10 @@ fn conn_rate(
                     s.set_read_timeout(Some(Duration::from_secs(5)))?;
                     s.write_all(&payload)?;
                     s.read_exact(&mut back)?;
+                    // Close with a reset (SO_LINGER 0): tens of thousands of client-side
+                    // TIME_WAITs would otherwise use up the ephemeral ports and fail the
+                    // servers measured next. The same for every server.
+                    linger_zero(&s);
                     Ok(back == payload)
                 });
                 match ok {
@@ -472,6 +477,25 @@ fn conn_rate(
         let _ = h.join();
     }
     n as f64 / secs
+}
+
+/// SO_LINGER {on, 0}: the next close sends RST and leaves no TIME_WAIT.
+fn linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an open socket with a correctly sized struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 /// RSS (MiB, summed over the proxy's processes) with `n` idle relayed connections open.
