@@ -1,4 +1,4 @@
-//! Lesson 13 — stateful SOCKS5 proxy: lesson 12's relay, admitting only clients that a Redis allowlist names.
+//! Lesson 13 — stateful SOCKS5 proxy: lesson 12's relay, with an allowlist kept in Redis.
 //! The proxy is a server and, in the same poll loop, a client of Redis: before a CONNECT it
 //! asks `GET allowed:<client ip>` on ONE persistent, non-blocking Redis connection. A client
 //! is allowed iff the key exists and its value is not "0" (an empty value counts as allowed);
@@ -71,7 +71,12 @@ struct Args {
     relay: RelayArgs,
 
     /// The Redis server holding the allowlist (a host name is resolved once, at start).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:6379", value_parser = redis_addr)]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:6379",
+        value_parser = redis_addr
+    )]
     redis: SocketAddr,
 }
 
@@ -106,7 +111,8 @@ fn main() {
             "allowlist: Redis at {} (key allowed:<client ip>; no cache, asked per connection)",
             args.redis
         ),
-        format!("allow: redis-cli -p {port} set allowed:127.0.0.1 1 · deny: redis-cli -p {port} del allowed:127.0.0.1"),
+        format!("allow: redis-cli -p {port} set allowed:127.0.0.1 1"),
+        format!("deny:  redis-cli -p {port} del allowed:127.0.0.1"),
     ];
     relay::serve(&LESSON, &args.relay, &notes, &mut allowlist);
 }
