@@ -199,7 +199,6 @@ impl Allowlist {
         };
         say!("allowlist: connected to Redis at {}", self.redis);
         self.link = Link::Up(sock);
-        self.trouble.clear();
     }
 
     /// The connection failed or broke: close it, answer every waiting client "unavailable"
@@ -271,8 +270,10 @@ impl Allowlist {
                 Ok(None) => break,
                 Ok(Some((value, n))) => {
                     used += n;
-                    // Redis answers: the next outage starts again from the shortest wait.
+                    // Redis answers: the next outage starts again from the shortest wait
+                    // (and is logged again).
                     self.backoff = FIRST_RETRY;
+                    self.trouble.clear();
                     let Some((waiter, _)) = self.waiting.pop_front() else {
                         let why = "a reply nobody asked for".to_string();
                         return self.lost(now, why, verdicts);

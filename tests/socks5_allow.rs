@@ -229,20 +229,35 @@ fn redis_restart() {
     p.proxy.log.wait_line("the refusal logged", |l| {
         l.contains("(0x01): allowlist unavailable")
     });
-    // Down for a while: the backoff reaches its 1 s cap, and the proxy neither exits nor
-    // blocks (a greeting is answered at once throughout).
+    // Down for a while: in Redis' place, a listener that hangs up on every connection
+    // and notes when it came. The proxy neither exits nor blocks (greetings are answered
+    // throughout), and its attempts never stop: at most 1 s apart once the backoff is capped.
+    let port = p.redis.port;
+    let hangup = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    hangup.set_nonblocking(true).unwrap();
     let down = Instant::now();
-    while down.elapsed() < Duration::from_millis(1500) {
+    let mut attempts = Vec::new();
+    while down.elapsed() < Duration::from_millis(4000) {
         let mut s = s5::connect(p.proxy.addr);
         assert_eq!(s5::greet(&mut s, &[0]), 0);
-        std::thread::sleep(Duration::from_millis(100));
+        while let Ok((conn, _)) = hangup.accept() {
+            attempts.push(down.elapsed());
+            drop(conn);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    drop(hangup);
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(attempts.len() >= 4, "attempts at {attempts:?}");
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_millis(1500)),
+        "reconnect attempts at {attempts:?}: more than 1 s apart"
+    );
     assert!(
         p.proxy.wait_exit(Duration::from_millis(1)).is_none(),
         "the proxy died"
     );
 
-    let port = p.redis.port;
     let mut redis = Redis::start_on(port).expect("redis-server again on the same port");
     redis.set("allowed:127.0.0.1", "1");
     let back = Instant::now();
