@@ -105,14 +105,17 @@ const READ_CHUNK: usize = 16 * 1024;
 fn main() {
     let args: Args = cli::parse(&LESSON);
     let mut allowlist = Allowlist::new(args.redis);
-    let port = args.redis.port();
+    let cli = match args.redis.to_string().as_str() {
+        "127.0.0.1:6379" => "redis-cli".to_string(),
+        _ => format!("redis-cli -h {} -p {}", args.redis.ip(), args.redis.port()),
+    };
     let notes = [
         format!(
             "allowlist: Redis at {} (key allowed:<client ip>; no cache, asked per connection)",
             args.redis
         ),
-        format!("allow: redis-cli -p {port} set allowed:127.0.0.1 1"),
-        format!("deny:  redis-cli -p {port} del allowed:127.0.0.1"),
+        format!("allow: {cli} set allowed:127.0.0.1 1"),
+        format!("deny:  {cli} del allowed:127.0.0.1"),
     ];
     relay::serve(&LESSON, &args.relay, &notes, &mut allowlist);
 }

@@ -219,6 +219,10 @@ fn redis_restart() {
     let mut p = start_allowed(&[]);
     let echo = s5::echo_target();
     assert_eq!(verdict(p.proxy.addr, echo), Reply::Succeeded);
+    p.proxy
+        .log
+        .wait_line("the relay closed", |l| l.ends_with("· closed"));
+    let fds = p.proxy.fd_count();
     p.redis.kill();
     for _ in 0..5 {
         assert_eq!(verdict(p.proxy.addr, echo), Reply::GeneralFailure);
@@ -276,6 +280,8 @@ fn redis_restart() {
     p.proxy
         .log
         .wait_line("reconnect logged", |l| l.contains("connected to Redis"));
+    // Every failed attempt closed its socket: the fd count is back where it was.
+    common::wait_fd_count(p.proxy.pid(), fds);
     p.redis = redis;
 }
 
@@ -453,6 +459,23 @@ fn leaver_keeps_the_fifo_aligned() {
     let mut method = [0u8; 2];
     denied.read_exact(&mut method).unwrap();
     assert_eq!(s5::reply(&mut denied).0, Reply::NotAllowed);
+}
+
+/// A dual-stack listener (`-i ::`) sees an IPv4 client as ::ffff:127.0.0.1; the key is
+/// still allowed:127.0.0.1 (skipped where IPv6 is off).
+#[test]
+fn ipv4_mapped_client_uses_the_ipv4_key() {
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("no IPv6 here; skipping");
+        return;
+    }
+    let p = start_allowed(&["-i", "::"]);
+    let echo = s5::echo_target();
+    let v4 = SocketAddr::from(([127, 0, 0, 1], p.proxy.addr.port()));
+    assert_eq!(verdict(v4, echo), Reply::Succeeded);
+    p.proxy.log.wait_line("the client logged as mapped", |l| {
+        l.contains("[::ffff:127.0.0.1]:") && l.ends_with("· closed")
+    });
 }
 
 /// Under strace: the Redis connect (non-blocking, EINPROGRESS), its writes of GETs and its
