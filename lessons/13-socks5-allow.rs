@@ -1,0 +1,410 @@
+//! Lesson 13 — stateful SOCKS5 proxy: lesson 12's relay, with an allowlist kept in Redis.
+//! The proxy is a server and, in the same poll loop, a client of Redis: before a CONNECT it
+//! asks `GET allowed:<client ip>` on ONE persistent, non-blocking Redis connection. A client
+//! is allowed iff the key exists and its value is not "0" (an empty value counts as allowed);
+//! every connection asks again, so `SET`/`DEL` apply to the next client, with no restart and
+//! no cache. Denied: REP 0x02 ("connection not allowed by ruleset") and a close. Redis down or
+//! answering errors: REP 0x01 and a log line saying the allowlist is unavailable (fail closed);
+//! the proxy keeps accepting and answering, and redials Redis with a backoff capped at 1 s.
+//!
+//! Run `make lesson-13` (it starts a private redis-server on 127.0.0.1:6379 if nothing answers
+//! there), then: `curl --socks5-hostname 127.0.0.1:1080 http://example.com/` is refused;
+//! `redis-cli set allowed:127.0.0.1 1` lets the next one through; `redis-cli del
+//! allowed:127.0.0.1` (or `set allowed:127.0.0.1 0`) refuses it again. Stop Redis
+//! (`redis-cli shutdown`) and watch the proxy refuse with 0x01, stay up, and come back by itself
+//! when Redis does. `--redis HOST:PORT` names another Redis.
+//!
+//! `make trace-13` shows what is new next to lesson 12's calls: one more `socket` and a
+//! `connect` = -1 EINPROGRESS to port 6379, made by the loop itself (same pid as the `poll`
+//! calls); then per client one `write` of `GET allowed:…` to that socket, batched when several
+//! clients ask in the same round (pipelining: many requests in flight, the replies come back
+//! in order), and a `read` of the replies when poll says it is readable. Kill Redis and the
+//! trace shows `read` = 0, `close`, and a few reconnect attempts (ECONNREFUSED via
+//! `getsockopt(SO_ERROR)`), never a new thread: the only `clone3` is lesson 12's resolver.
+//!
+//! Classic mistakes it avoids (the talk's `StatefulHandler` made the first two): a new Redis
+//! connection per check, on a thread pool (here one connection, pipelined, in the loop); a
+//! server that dies when Redis is down (here: every Redis failure is a state, never an exit);
+//! failing open, letting everyone in when the allowlist cannot be read (here: REP 0x01).
+//! Also: a reply matched to the wrong client once a client leaves mid-lookup (the FIFO keeps
+//! the leaver's slot, and its reply is read and dropped); a blocking connect to Redis that
+//! freezes every relay; unbounded buffers toward a Redis that stopped reading.
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::socket::{connect, getsockopt, socket, sockopt, SockFlag, SockType};
+use nix::unistd::{close, read, write};
+use sockets_by_hand::cli::{self, Hint, Lesson};
+use sockets_by_hand::errors::describe;
+use sockets_by_hand::resp::{self, allowlist_key, allowlist_verdict, encode_command, parse};
+use sockets_by_hand::socks5::Reply;
+use sockets_by_hand::{net, say};
+
+// Lesson 12's relay, reused as it is (not copied): its flags, its loop, its Admission hook.
+#[allow(dead_code)]
+#[path = "12-socks5.rs"]
+mod relay;
+
+use relay::{Admission, ConnId, RelayArgs, Target, Verdict};
+
+const LESSON: Lesson = Lesson {
+    number: "13",
+    title: "stateful SOCKS5 proxy with a Redis allowlist",
+    default_port: 1080,
+    hint: Hint::Socks5,
+};
+
+/// Lesson 13: lesson 12's SOCKS5 proxy, plus an allowlist in Redis. Before each CONNECT it
+/// asks `GET allowed:<client ip>` on one persistent Redis connection inside the same poll
+/// loop (lookups pipelined). Allowed iff the key exists and is not "0"; denied clients get
+/// REP 0x02; while Redis is down everyone gets REP 0x01 (fail closed) and the proxy keeps
+/// running and reconnects. Allow yourself: redis-cli set allowed:127.0.0.1 1
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    relay: RelayArgs,
+
+    /// The Redis server holding the allowlist (a host name is resolved once, at start).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:6379",
+        value_parser = redis_addr
+    )]
+    redis: SocketAddr,
+}
+
+fn redis_addr(text: &str) -> Result<SocketAddr, String> {
+    let mut addrs = text.to_socket_addrs().map_err(|e| e.to_string())?;
+    addrs.next().ok_or_else(|| format!("{text}: no address"))
+}
+
+/// Longest wait between two connection attempts (the backoff starts at [`FIRST_RETRY`] and
+/// doubles up to this).
+const MAX_RETRY: Duration = Duration::from_secs(1);
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+/// A connect(2) to Redis that takes longer than this is given up (and retried).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A lookup unanswered for this long means Redis hangs: drop the connection, fail closed.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of commands not yet taken by the kernel; above it new lookups are refused (0x01)
+/// instead of buffered without bound (a Redis that stopped reading).
+const MAX_OUTBOX: usize = 256 * 1024;
+/// Lookups in flight at most (the FIFO's bound).
+const MAX_IN_FLIGHT: usize = 8192;
+/// Bytes read from Redis per read(2). The inbox is bounded by `resp::MAX_FRAME_LEN`: a
+/// longer frame is a protocol error.
+const READ_CHUNK: usize = 16 * 1024;
+
+fn main() {
+    let args: Args = cli::parse(&LESSON);
+    let mut allowlist = Allowlist::new(args.redis);
+    let cli = match args.redis.to_string().as_str() {
+        "127.0.0.1:6379" => "redis-cli".to_string(),
+        _ => format!("redis-cli -h {} -p {}", args.redis.ip(), args.redis.port()),
+    };
+    let notes = [
+        format!(
+            "allowlist: Redis at {} (key allowed:<client ip>; no cache, asked per connection)",
+            args.redis
+        ),
+        format!("allow: {cli} set allowed:127.0.0.1 1"),
+        format!("deny:  {cli} del allowed:127.0.0.1"),
+    ];
+    relay::serve(&LESSON, &args.relay, &notes, &mut allowlist);
+}
+
+/// The Redis connection's state: one of these at any time, none of them fatal.
+enum Link {
+    /// No connection; dial again at `retry`.
+    Down { retry: Instant },
+    /// A non-blocking connect(2) in flight since `since` (POLLOUT says it finished).
+    Connecting { sock: OwnedFd, since: Instant },
+    /// Connected: commands go out, replies come in.
+    Up(OwnedFd),
+}
+
+/// The admission hook: owns the Redis connection, the commands not yet written (`outbox`),
+/// the reply bytes not yet parsed (`inbox`) and the FIFO of clients waiting for a reply.
+struct Allowlist {
+    redis: SocketAddr,
+    link: Link,
+    backoff: Duration,
+    outbox: Vec<u8>,
+    inbox: Vec<u8>,
+    /// One entry per GET sent, in order: Redis answers in order, so the front entry owns
+    /// the next reply. A client that left keeps its entry as `None` (its reply must still
+    /// be read and dropped, or every later reply would go to the wrong client).
+    waiting: VecDeque<(Option<ConnId>, Instant)>,
+    /// Why Redis is unavailable (for the refusals' log lines); logged when it changes.
+    trouble: String,
+}
+
+impl Allowlist {
+    fn new(redis: SocketAddr) -> Allowlist {
+        Allowlist {
+            redis,
+            // The first dial happens inside the loop, at its first round.
+            link: Link::Down {
+                retry: Instant::now(),
+            },
+            backoff: FIRST_RETRY,
+            outbox: Vec::new(),
+            inbox: Vec::new(),
+            waiting: VecDeque::new(),
+            trouble: String::new(),
+        }
+    }
+
+    fn unavailable(&self) -> Verdict {
+        let why = format!("allowlist unavailable ({})", self.trouble);
+        Verdict::Refuse(Reply::GeneralFailure, why)
+    }
+
+    /// Starts a non-blocking connect(2) to Redis.
+    fn dial(&mut self, now: Instant, verdicts: &mut Vec<(ConnId, Verdict)>) {
+        // socket(SOCK_NONBLOCK): the connect below returns at once.
+        let sock = match socket(
+            net::family(&self.redis),
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        ) {
+            Ok(sock) => sock,
+            Err(errno) => return self.lost(now, describe("socket", errno), verdicts),
+        };
+        // connect(2) = -1 EINPROGRESS: the handshake goes on while the loop serves clients.
+        match connect(sock.as_raw_fd(), net::sockaddr(self.redis).as_ref()) {
+            Ok(()) => {
+                self.link = Link::Connecting { sock, since: now };
+                self.connected(now);
+            }
+            Err(Errno::EINPROGRESS) => self.link = Link::Connecting { sock, since: now },
+            Err(errno) => {
+                let _ = close(sock);
+                self.lost(now, describe("connect", errno), verdicts)
+            }
+        }
+    }
+
+    /// The connect finished: the lookups queued meanwhile go out at the next POLLOUT.
+    fn connected(&mut self, now: Instant) {
+        let link = std::mem::replace(&mut self.link, Link::Down { retry: now });
+        let Link::Connecting { sock, .. } = link else {
+            self.link = link;
+            return;
+        };
+        say!("allowlist: connected to Redis at {}", self.redis);
+        self.link = Link::Up(sock);
+    }
+
+    /// The connection failed or broke: close it, answer every waiting client "unavailable"
+    /// now (never leave one hanging), and schedule the next attempt.
+    fn lost(&mut self, now: Instant, why: String, verdicts: &mut Vec<(ConnId, Verdict)>) {
+        let why = format!("Redis at {}: {why}", self.redis);
+        if why != self.trouble {
+            say!("allowlist unavailable: {why}; refusing clients (0x01), retrying every ≤1 s");
+        }
+        self.trouble = why;
+        let link = std::mem::replace(
+            &mut self.link,
+            Link::Down {
+                retry: now + self.backoff,
+            },
+        );
+        if let Link::Connecting { sock, .. } | Link::Up(sock) = link {
+            // close(2) the broken connection.
+            let _ = close(sock);
+        }
+        self.backoff = (self.backoff * 2).min(MAX_RETRY);
+        self.outbox.clear();
+        self.inbox.clear();
+        let refusal = self.unavailable();
+        for (id, _) in self.waiting.drain(..) {
+            if let Some(id) = id {
+                verdicts.push((id, refusal.clone()));
+            }
+        }
+    }
+
+    /// POLLOUT: write(2) as much of the outbox as the socket takes (several GETs at once).
+    fn send(&mut self, now: Instant, verdicts: &mut Vec<(ConnId, Verdict)>) {
+        let Link::Up(sock) = &self.link else { return };
+        let mut sent = 0;
+        while sent < self.outbox.len() {
+            match write(sock, &self.outbox[sent..]) {
+                Ok(n) => sent += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(errno) => return self.lost(now, describe("write", errno), verdicts),
+            }
+        }
+        self.outbox.drain(..sent);
+    }
+
+    /// POLLIN: read(2) replies and hand each to the client at the front of the FIFO.
+    fn receive(&mut self, now: Instant, verdicts: &mut Vec<(ConnId, Verdict)>) {
+        let Link::Up(sock) = &self.link else { return };
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match read(sock.as_fd(), &mut chunk) {
+                Ok(0) => return self.lost(now, "it closed the connection".into(), verdicts),
+                Ok(n) => {
+                    self.inbox.extend_from_slice(&chunk[..n]);
+                    if n < chunk.len() || self.inbox.len() >= resp::MAX_FRAME_LEN {
+                        break;
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(errno) => return self.lost(now, describe("read", errno), verdicts),
+            }
+        }
+        // Replies come back in the order the GETs went out; a pipelined read holds several.
+        let mut used = 0;
+        loop {
+            match parse(&self.inbox[used..]) {
+                Ok(None) => break,
+                Ok(Some((value, n))) => {
+                    used += n;
+                    // Redis answers: the next outage starts again from the shortest wait
+                    // (and is logged again).
+                    self.backoff = FIRST_RETRY;
+                    self.trouble.clear();
+                    let Some((waiter, _)) = self.waiting.pop_front() else {
+                        let why = "a reply nobody asked for".to_string();
+                        return self.lost(now, why, verdicts);
+                    };
+                    if let Some(id) = waiter {
+                        verdicts.push((id, self.verdict(&value)));
+                    }
+                }
+                Err(err) => return self.lost(now, err.to_string(), verdicts),
+            }
+        }
+        self.inbox.drain(..used);
+    }
+
+    /// The rule (src/resp.rs): allowed iff the key exists and is not "0".
+    fn verdict(&self, value: &resp::Value) -> Verdict {
+        match allowlist_verdict(value) {
+            resp::Verdict::Allowed => Verdict::Allow,
+            resp::Verdict::Denied => Verdict::Refuse(
+                Reply::NotAllowed,
+                "not on the allowlist (key missing or \"0\")".into(),
+            ),
+            resp::Verdict::Unavailable => Verdict::Refuse(
+                Reply::GeneralFailure,
+                format!("allowlist unavailable (Redis answered {value:?})"),
+            ),
+        }
+    }
+}
+
+impl Admission for Allowlist {
+    /// A client asks to CONNECT: queue `GET allowed:<ip>` (sent at the next POLLOUT) and
+    /// answer later; while Redis is down, refuse at once.
+    fn admit(&mut self, id: ConnId, client: SocketAddr, _target: &Target) -> Verdict {
+        if let Link::Down { .. } = self.link {
+            return self.unavailable();
+        }
+        let key = allowlist_key(client.ip());
+        if self.waiting.len() >= MAX_IN_FLIGHT || self.outbox.len() >= MAX_OUTBOX {
+            let why = "allowlist unavailable (too many lookups waiting for Redis)";
+            return Verdict::Refuse(Reply::GeneralFailure, why.into());
+        }
+        encode_command(&[b"GET", key.as_bytes()], &mut self.outbox);
+        self.waiting.push_back((Some(id), Instant::now()));
+        Verdict::Later
+    }
+
+    /// The Redis socket joins the poll set: POLLOUT while connecting or while commands wait,
+    /// POLLIN while replies are due.
+    fn watch<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
+        match &self.link {
+            Link::Down { .. } => {}
+            Link::Connecting { sock, .. } => {
+                fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLOUT))
+            }
+            Link::Up(sock) => {
+                // Always POLLIN: an EOF (Redis went away) must be seen even when idle.
+                let mut events = PollFlags::POLLIN;
+                if !self.outbox.is_empty() {
+                    events |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(sock.as_fd(), events));
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match &self.link {
+            Link::Down { retry } => Some(*retry),
+            Link::Connecting { since, .. } => Some(*since + CONNECT_TIMEOUT),
+            Link::Up(_) => self.waiting.front().map(|(_, at)| *at + REPLY_TIMEOUT),
+        }
+    }
+
+    fn ready(
+        &mut self,
+        now: Instant,
+        revents: &[PollFlags],
+        verdicts: &mut Vec<(ConnId, Verdict)>,
+    ) {
+        let events = revents.first().copied().unwrap_or(PollFlags::empty());
+        match &self.link {
+            Link::Down { retry } => {
+                if *retry <= now {
+                    self.dial(now, verdicts);
+                }
+            }
+            Link::Connecting { sock, since } => {
+                let outcome = if !events.is_empty() {
+                    // getsockopt(SO_ERROR): how the non-blocking connect ended (0 = connected).
+                    match getsockopt(sock, sockopt::SocketError) {
+                        Ok(0) => Ok(()),
+                        Ok(code) => Err(describe("connect", Errno::from_raw(code))),
+                        Err(errno) => Err(describe("getsockopt", errno)),
+                    }
+                } else if *since + CONNECT_TIMEOUT <= now {
+                    Err(describe("connect", Errno::ETIMEDOUT))
+                } else {
+                    return;
+                };
+                match outcome {
+                    Ok(()) => self.connected(now),
+                    Err(why) => self.lost(now, why, verdicts),
+                }
+            }
+            Link::Up(_) => {
+                if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                    self.receive(now, verdicts);
+                }
+                if events.contains(PollFlags::POLLOUT) {
+                    self.send(now, verdicts);
+                }
+                if self
+                    .waiting
+                    .front()
+                    .is_some_and(|(_, at)| *at + REPLY_TIMEOUT <= now)
+                {
+                    let why = format!("no reply for {} s", REPLY_TIMEOUT.as_secs());
+                    self.lost(now, why, verdicts);
+                }
+            }
+        }
+    }
+
+    /// A waiting client left: keep its FIFO entry (its reply will still come), drop its id.
+    fn forget(&mut self, id: ConnId) {
+        if let Some(entry) = self.waiting.iter_mut().find(|(w, _)| *w == Some(id)) {
+            entry.0 = None;
+        }
+    }
+}
