@@ -4,6 +4,8 @@
 #   make trace-NN  [ARGS="..."]   the same under strace, from the lesson's first socket()
 #   make test                     install the tools the tests need, then run every test
 #   make lint                     cargo fmt --check and clippy -D warnings
+#   make compare [QUICK=1]        the I/O models side by side (target/compare/report.*)
+#   make bench-socks              lesson 12 against microsocks, dante and no proxy
 #
 # Every lessons/NN-topic.rs gets its lesson-NN and trace-NN targets from the pattern rules
 # below; a new lesson needs no edit here (at most a TRACE_NN line for its strace filter).
@@ -35,7 +37,7 @@ TRACE_04 := $(TRACE_03),rt_sigaction,clone,clone3,fork,vfork,wait4
 trace_filter = $(or $(TRACE_$(1)),$(TRACE_DEFAULT))
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint tools build
+.PHONY: help test lint tools build compare bench-socks
 
 help:
 	@echo "sockets-by-hand: TCP socket programming on Linux from the system calls up"
@@ -49,6 +51,8 @@ help:
 	@echo "  make trace-NN    run lesson NN under strace (make trace-03)"
 	@echo "  make test        install strace, nc, curl, redis-server if missing; run every test"
 	@echo "  make lint        cargo fmt --check and cargo clippy -D warnings"
+	@echo "  make compare     the I/O models side by side (QUICK=1: under a minute)"
+	@echo "  make bench-socks lesson 12 against microsocks, dante and no proxy"
 	@echo
 	@echo "  Flags go in ARGS: make lesson-03 ARGS='-p 4000'; every lesson has --help."
 
@@ -90,3 +94,14 @@ test: tools
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The comparison harness: every echo lesson and the tokio reference under the same load.
+compare: tools
+	$(CARGO) build -q --release --bins
+	target/release/compare $(if $(QUICK),--quick) $(COMPARE_ARGS)
+
+# The relay benchmark; microsocks and dante are installed if possible, skipped otherwise.
+bench-socks:
+	@scripts/ensure-tools.sh --bench
+	$(CARGO) build -q --release --bins
+	target/release/bench-socks $(BENCH_ARGS)

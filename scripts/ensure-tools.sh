@@ -7,6 +7,25 @@ set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
+# --bench: the other SOCKS5 servers `make bench-socks` compares with. Optional: where they
+# cannot be installed, the benchmark skips them with a note, so this never fails.
+if [ "${1:-}" = "--bench" ]; then
+  want=()
+  have microsocks || want+=(microsocks)
+  { have danted || [ -x /usr/sbin/danted ]; } || want+=(dante-server)
+  if [ ${#want[@]} -gt 0 ]; then
+    echo "ensure-tools: installing ${want[*]} for the benchmark" >&2
+    if [ "$(id -u)" = 0 ] && have apt-get; then
+      export DEBIAN_FRONTEND=noninteractive
+      { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null; } ||
+        echo "ensure-tools: could not install ${want[*]}; bench-socks will skip them" >&2
+    else
+      echo "ensure-tools: not root; bench-socks will skip ${want[*]} (sudo apt-get install -y ${want[*]})" >&2
+    fi
+  fi
+  exit 0
+fi
+
 missing=()
 have strace || missing+=(strace)
 # The tests use OpenBSD nc's -N (shutdown the socket after EOF on stdin).

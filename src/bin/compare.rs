@@ -1,0 +1,728 @@
+//! compare: `make compare`, the I/O models side by side on the same protocol (not a lesson).
+//!
+//! For each echo lesson (03–11) and the tokio reference, and for each concurrency level, it
+//! starts a fresh server pinned to one core, runs `loadgen` pinned to the other, and records
+//! requests/s, p50/p99 latency, the server's CPU seconds (utime + stime of it and its
+//! children, from /proc), its peak RSS summed over its processes, its thread and process
+//! count, and what failed (a serial server starving clients, select's FD_SETSIZE wall). A
+//! separate short run under `strace -c -f` with a fixed request count gives system calls
+//! per request. Results: a table on the terminal, `target/compare/report.md` and
+//! `target/compare/report.svg` (requests/s against clients, log x axis).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+/// Runs every echo lesson and the tokio reference under the same load and writes a report
+/// (terminal table, target/compare/report.md, target/compare/report.svg).
+#[derive(Parser, Debug)]
+#[command(name = "compare")]
+struct Args {
+    /// The quick mode of `make compare QUICK=1`: fewer levels, shorter runs.
+    #[arg(long)]
+    quick: bool,
+    /// Only these servers (lesson numbers such as 03,10, or "tokio").
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Concurrency levels (default 1,10,100,1000,5000; quick: 10,1000).
+    #[arg(long, value_delimiter = ',')]
+    levels: Vec<usize>,
+    /// Seconds measured per run (default 2; quick: 0.5).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds of warm-up per run (default 0.5; quick: 0.2).
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Requests in the strace -c run (default 20000; quick: 3000; 0 skips it).
+    #[arg(long)]
+    strace_requests: Option<u64>,
+    /// Where the reports go.
+    #[arg(long, default_value = "target/compare")]
+    out: PathBuf,
+}
+
+/// One server under test.
+struct Spec {
+    key: &'static str,
+    bin: &'static str,
+    label: &'static str,
+    /// The highest level the model is run at, and why not higher.
+    max_level: usize,
+    why_not: &'static str,
+}
+
+const SPECS: &[Spec] = &[
+    Spec {
+        key: "03",
+        bin: "lesson-03",
+        label: "03 serial",
+        max_level: 100,
+        why_not: "one client at a time: the rest starve",
+    },
+    Spec {
+        key: "04",
+        bin: "lesson-04",
+        label: "04 fork",
+        max_level: 1000,
+        why_not: "5,000 processes",
+    },
+    Spec {
+        key: "05",
+        bin: "lesson-05",
+        label: "05 threads",
+        max_level: 1000,
+        why_not: "--max-clients 1000",
+    },
+    Spec {
+        key: "06",
+        bin: "lesson-06",
+        label: "06 nonblock",
+        max_level: 1000,
+        why_not: "a spin over 5,000 fds",
+    },
+    Spec {
+        key: "07",
+        bin: "lesson-07",
+        label: "07 select",
+        max_level: 5000,
+        why_not: "",
+    },
+    Spec {
+        key: "08",
+        bin: "lesson-08",
+        label: "08 poll",
+        max_level: 5000,
+        why_not: "",
+    },
+    Spec {
+        key: "09",
+        bin: "lesson-09",
+        label: "09 sigio",
+        max_level: 5000,
+        why_not: "",
+    },
+    Spec {
+        key: "10",
+        bin: "lesson-10",
+        label: "10 epoll",
+        max_level: 5000,
+        why_not: "",
+    },
+    Spec {
+        key: "11",
+        bin: "lesson-11",
+        label: "11 io_uring",
+        max_level: 5000,
+        why_not: "",
+    },
+    Spec {
+        key: "tokio",
+        bin: "tokio-echo",
+        label: "tokio (current-thread)",
+        max_level: 5000,
+        why_not: "",
+    },
+];
+
+/// What loadgen printed, as key → value.
+type Fields = BTreeMap<String, f64>;
+
+#[derive(Clone, Default)]
+struct Row {
+    label: String,
+    level: usize,
+    load: Fields,
+    cpu_s: f64,
+    peak_rss_mib: f64,
+    threads: u64,
+    procs: u64,
+    failure: String,
+    skipped: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let levels = if !args.levels.is_empty() {
+        args.levels.clone()
+    } else if args.quick {
+        vec![10, 1000]
+    } else {
+        vec![1, 10, 100, 1000, 5000]
+    };
+    let duration = args.duration.unwrap_or(if args.quick { 0.5 } else { 2.0 });
+    let warmup = args.warmup.unwrap_or(if args.quick { 0.2 } else { 0.5 });
+    let strace_requests = args
+        .strace_requests
+        .unwrap_or(if args.quick { 3000 } else { 20_000 });
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let loadgen = bin_dir.join("loadgen");
+    if !loadgen.exists() {
+        fail(&format!(
+            "{} is missing: build with `cargo build --release --bins`",
+            loadgen.display()
+        ));
+    }
+    let cpus = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let pin = cpus >= 2;
+    let started = Instant::now();
+
+    let specs: Vec<&Spec> = SPECS
+        .iter()
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s.key || o == s.bin))
+        .filter(|s| {
+            let found = bin_dir.join(s.bin).exists();
+            if !found {
+                eprintln!("compare: {} not built, skipped", s.bin);
+            }
+            found
+        })
+        .collect();
+    if specs.is_empty() {
+        fail("no server to compare");
+    }
+    eprintln!(
+        "compare: {} servers × levels {:?}, {warmup} s warm-up + {duration} s each; server on CPU 0, load on CPU 1{}",
+        specs.len(),
+        levels,
+        if pin { "" } else { " (only one CPU: not pinned)" }
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut syscalls: Vec<(String, usize, Option<f64>)> = Vec::new();
+    for spec in &specs {
+        for &level in &levels {
+            if level > spec.max_level {
+                rows.push(Row {
+                    label: spec.label.to_string(),
+                    level,
+                    skipped: Some(spec.why_not.to_string()),
+                    ..Row::default()
+                });
+                continue;
+            }
+            let row = run_one(spec, level, &bin_dir, &loadgen, pin, warmup, duration);
+            print_row(&row);
+            rows.push(row);
+        }
+        if strace_requests > 0 {
+            let level = 100
+                .min(spec.max_level)
+                .min(*levels.iter().max().unwrap_or(&100))
+                .max(1);
+            let level = if spec.key == "03" { 1 } else { level };
+            let per = syscalls_per_request(spec, level, &bin_dir, &loadgen, strace_requests);
+            match per {
+                Some(v) => eprintln!(
+                    "  {:<24} {v:>6.2} system calls per request at {level} clients",
+                    spec.label
+                ),
+                None => eprintln!("  {:<24} strace run failed", spec.label),
+            }
+            syscalls.push((spec.label.to_string(), level, per));
+        }
+    }
+    fs::create_dir_all(&args.out)
+        .unwrap_or_else(|e| fail(&format!("mkdir {}: {e}", args.out.display())));
+    let md = report_md(
+        &rows,
+        &syscalls,
+        &levels,
+        warmup,
+        duration,
+        pin,
+        started.elapsed(),
+    );
+    let md_path = args.out.join("report.md");
+    fs::write(&md_path, &md).unwrap_or_else(|e| fail(&format!("write {}: {e}", md_path.display())));
+    let svg_path = args.out.join("report.svg");
+    if let Err(e) = chart(&rows, &svg_path) {
+        fail(&format!("chart {}: {e}", svg_path.display()));
+    }
+    println!("\n{md}");
+    eprintln!(
+        "compare: wrote {} and {} in {:.0} s",
+        md_path.display(),
+        svg_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("compare: {msg}");
+    std::process::exit(1)
+}
+
+/// A server process, its stderr drained by a thread (its log lines must not fill a pipe).
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        let kids = descendants(pid);
+        // SAFETY: kill(2) on our child and its descendants.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        for k in kids {
+            unsafe { libc::kill(k as i32, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn pinned(mut cmd: Command, cpu: Option<usize>) -> Command {
+    if let Some(cpu) = cpu {
+        // SAFETY: pre_exec runs in the child between fork and exec; sched_setaffinity is a
+        // plain system call.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).map_err(std::io::Error::from)?;
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    cmd
+}
+
+fn start_server(mut cmd: Command) -> Option<Running> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().ok()?;
+    let stderr = child.stderr.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !sent && line.contains("listening on ") {
+                let addr = line
+                    .split("listening on ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
+                let _ = tx.send(addr);
+                sent = true;
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).ok().flatten();
+    let running = Running {
+        child,
+        addr: addr.unwrap_or_else(|| "0.0.0.0:0".parse().unwrap()),
+    };
+    addr.map(|_| running)
+}
+
+fn run_loadgen(
+    loadgen: &Path,
+    addr: SocketAddr,
+    clients: usize,
+    extra: &[String],
+    pin: bool,
+) -> Option<Fields> {
+    let mut cmd = pinned(Command::new(loadgen), pin.then_some(1));
+    cmd.args([
+        "--to",
+        &addr.to_string(),
+        "-c",
+        &clients.to_string(),
+        "--connect-timeout",
+        "1",
+        "--max-time",
+        "60",
+    ]);
+    cmd.args(extra);
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Fields = text
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse::<f64>().ok()?)))
+        .collect();
+    (!fields.is_empty()).then_some(fields)
+}
+
+fn run_one(
+    spec: &Spec,
+    level: usize,
+    bin_dir: &Path,
+    loadgen: &Path,
+    pin: bool,
+    warmup: f64,
+    duration: f64,
+) -> Row {
+    let mut row = Row {
+        label: spec.label.to_string(),
+        level,
+        ..Row::default()
+    };
+    let cmd = pinned(Command::new(bin_dir.join(spec.bin)), pin.then_some(0));
+    let mut cmd = cmd;
+    cmd.args(["-p", "0"]);
+    let Some(server) = start_server(cmd) else {
+        row.failure = "server did not start".into();
+        return row;
+    };
+    let pid = server.child.id();
+    let cpu_before = cpu_seconds(pid);
+    // Sample memory and thread/process counts while the load runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(Mutex::new((0u64, 0u64, 0u64)));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let (rss, threads, procs) = tree_usage(pid);
+                let mut p = peak.lock().unwrap();
+                *p = (p.0.max(rss), p.1.max(threads), p.2.max(procs));
+                drop(p);
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let extra = vec![
+        "--warmup".to_string(),
+        warmup.to_string(),
+        "--duration".to_string(),
+        duration.to_string(),
+    ];
+    let load = run_loadgen(loadgen, server.addr, level, &extra, pin);
+    let cpu_after = cpu_seconds(pid);
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    let (rss_kib, threads, procs) = *peak.lock().unwrap();
+    drop(server);
+    row.cpu_s = (cpu_after - cpu_before).max(0.0);
+    row.peak_rss_mib = rss_kib as f64 / 1024.0;
+    row.threads = threads;
+    row.procs = procs;
+    match load {
+        Some(f) => {
+            let get = |k: &str| f.get(k).copied().unwrap_or(0.0);
+            let mut failures = Vec::new();
+            if get("starved") > 0.0 {
+                failures.push(format!("{} of {level} starved", get("starved")));
+            }
+            if get("rejected") > 0.0 {
+                failures.push(format!("{} refused by the server", get("rejected")));
+            }
+            for k in ["errors", "refused", "closed", "timeouts"] {
+                if get(k) > 0.0 {
+                    failures.push(format!("{} {k}", get(k)));
+                }
+            }
+            row.failure = failures.join(", ");
+            row.load = f;
+        }
+        None => row.failure = "loadgen failed".into(),
+    }
+    row
+}
+
+fn syscalls_per_request(
+    spec: &Spec,
+    level: usize,
+    bin_dir: &Path,
+    loadgen: &Path,
+    requests: u64,
+) -> Option<f64> {
+    let path = std::env::temp_dir().join(format!(
+        "compare-strace-{}-{}.txt",
+        spec.bin,
+        std::process::id()
+    ));
+    let mut cmd = Command::new("strace");
+    cmd.args(["-c", "-f", "-o"])
+        .arg(&path)
+        .arg(bin_dir.join(spec.bin))
+        .args(["-p", "0"]);
+    let server = start_server(cmd)?;
+    let extra = vec![
+        "--warmup".to_string(),
+        "0".to_string(),
+        "--requests".to_string(),
+        requests.to_string(),
+    ];
+    let load = run_loadgen(loadgen, server.addr, level, &extra, false)?;
+    // strace writes its summary when the traced processes end: SIGTERM the lesson (not
+    // strace), then wait for strace.
+    let mut server = server;
+    let kids = descendants(server.child.id());
+    for k in &kids {
+        // SAFETY: kill(2) on processes we started.
+        unsafe { libc::kill(*k as i32, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = server.child.try_wait() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    drop(server);
+    let text = fs::read_to_string(&path).ok()?;
+    let _ = fs::remove_file(&path);
+    let total: f64 = text
+        .lines()
+        .find(|l| l.trim_end().ends_with("total"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    let done = load.get("requests").copied().unwrap_or(0.0)
+        + load.get("warm_requests").copied().unwrap_or(0.0);
+    (done > 0.0).then(|| total / done)
+}
+
+/// CPU seconds of `pid` and its children (reaped: cutime/cstime; live: their own times).
+fn cpu_seconds(pid: u32) -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    };
+    let own = stat_fields(pid)
+        .map(|f| f[11] + f[12] + f[13] + f[14])
+        .unwrap_or(0);
+    let kids: u64 = descendants(pid)
+        .iter()
+        .filter_map(|&k| stat_fields(k).map(|f| f[11] + f[12]))
+        .sum();
+    (own + kids) as f64 / ticks
+}
+
+/// The numeric fields of /proc/PID/stat after the command name (index 0 = field 3).
+fn stat_fields(pid: u32) -> Option<Vec<u64>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// All descendants of `pid`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(text) = fs::read_to_string(t.path().join("children")) {
+                    for c in text
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok())
+                    {
+                        out.push(c);
+                        todo.push(c);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// (RSS KiB summed, threads summed, processes) over `pid` and its descendants.
+fn tree_usage(pid: u32) -> (u64, u64, u64) {
+    let mut rss = 0;
+    let mut threads = 0;
+    let mut procs = 0;
+    for p in std::iter::once(pid).chain(descendants(pid)) {
+        if let Ok(status) = fs::read_to_string(format!("/proc/{p}/status")) {
+            procs += 1;
+            for line in status.lines() {
+                let num = |l: &str| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                if line.starts_with("VmRSS:") {
+                    rss += num(line);
+                } else if line.starts_with("Threads:") {
+                    threads += num(line);
+                }
+            }
+        }
+    }
+    (rss, threads, procs)
+}
+
+fn print_row(r: &Row) {
+    let get = |k: &str| r.load.get(k).copied().unwrap_or(0.0);
+    eprintln!(
+        "  {:<24} {:>5} clients {:>9.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs  cpu {:>5.2} s  rss {:>7.1} MiB  {} thr/{} proc  {}",
+        r.label,
+        r.level,
+        get("rps"),
+        get("p50_us"),
+        get("p99_us"),
+        r.cpu_s,
+        r.peak_rss_mib,
+        r.threads,
+        r.procs,
+        r.failure
+    );
+}
+
+fn report_md(
+    rows: &[Row],
+    syscalls: &[(String, usize, Option<f64>)],
+    levels: &[usize],
+    warmup: f64,
+    duration: f64,
+    pin: bool,
+    took: Duration,
+) -> String {
+    let mut md = String::new();
+    let host = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cpus = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let _ = writeln!(
+        md,
+        "# I/O models compared: the echo protocol, 32-byte lines\n"
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {cpus} CPUs ({host}), Linux {}. {warmup} s warm-up + {duration} s measured per run, levels {levels:?}; {}. Run took {:.0} s.\n",
+        kernel.trim(),
+        if pin { "server pinned to CPU 0, loadgen to CPU 1" } else { "not pinned (one CPU)" },
+        took.as_secs_f64()
+    );
+    let _ = writeln!(md, "| server | clients | requests/s | p50 µs | p99 µs | server CPU s | peak RSS MiB | threads | processes | failures |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in rows {
+        if let Some(why) = &r.skipped {
+            let _ = writeln!(
+                md,
+                "| {} | {} | — | — | — | — | — | — | — | not run: {why} |",
+                r.label, r.level
+            );
+            continue;
+        }
+        let get = |k: &str| r.load.get(k).copied().unwrap_or(0.0);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {} | {} |",
+            r.label,
+            r.level,
+            get("rps"),
+            get("p50_us"),
+            get("p99_us"),
+            r.cpu_s,
+            r.peak_rss_mib,
+            r.threads,
+            r.procs,
+            if r.failure.is_empty() {
+                "—"
+            } else {
+                &r.failure
+            }
+        );
+    }
+    if !syscalls.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## System calls per request (strace -c -f, fixed request count)\n"
+        );
+        let _ = writeln!(md, "| server | clients | system calls per request |");
+        let _ = writeln!(md, "|---|---:|---:|");
+        for (label, level, per) in syscalls {
+            let v = per.map_or("strace failed".to_string(), |v| format!("{v:.2}"));
+            let _ = writeln!(md, "| {label} | {level} | {v} |");
+        }
+    }
+    md
+}
+
+fn chart(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let mut series: BTreeMap<&str, Vec<(usize, f64)>> = BTreeMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    for r in rows.iter().filter(|r| r.skipped.is_none()) {
+        if !order.contains(&r.label.as_str()) {
+            order.push(&r.label);
+        }
+        series
+            .entry(&r.label)
+            .or_default()
+            .push((r.level, r.load.get("rps").copied().unwrap_or(0.0)));
+    }
+    let max_level = rows.iter().map(|r| r.level).max().unwrap_or(10).max(10);
+    let ymax = series.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (1000, 620)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Echo requests/s by concurrent clients (higher is better)",
+            ("sans-serif", 22),
+        )
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d((1usize..max_level).log_scale(), 0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrent clients (log scale)")
+        .y_desc("requests/s")
+        .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
+        .draw()?;
+    for (i, label) in order.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points = series[label].clone();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(label.to_string())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

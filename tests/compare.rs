@@ -1,0 +1,194 @@
+//! The comparison tools: loadgen's reply check, the compare harness in its quickest mode,
+//! and bench-socks against "direct". (Their numbers are measured by `make compare` and
+//! `make bench-socks`, never asserted here.)
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::thread;
+
+fn fields(stdout: &[u8]) -> HashMap<String, f64> {
+    String::from_utf8_lossy(stdout)
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// A deliberately wrong echo server: it welcomes, then sends each line back unreversed.
+#[test]
+fn loadgen_reports_wrong_replies_as_errors() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let _ = out.write_all(b"Welcome buddy!\n");
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if out.write_all(format!("{line}\n").as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let out = Command::new(exe!("loadgen"))
+        .args([
+            "--to",
+            &addr.to_string(),
+            "-c",
+            "3",
+            "--warmup",
+            "0",
+            "--duration",
+            "0.3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = fields(&out.stdout);
+    assert_eq!(f["welcomed"], 3.0, "{f:?}");
+    assert_eq!(
+        f["errors"], 3.0,
+        "every connection's first reply is wrong: {f:?}"
+    );
+    assert_eq!(f["requests"], 0.0, "{f:?}");
+}
+
+#[test]
+fn loadgen_counts_real_replies_and_refuses_other_networks() {
+    let server = common::Server::start(exe!("lesson-05"), &[]);
+    let out = Command::new(exe!("loadgen"))
+        .args([
+            "--to",
+            &server.addr.to_string(),
+            "-c",
+            "4",
+            "--warmup",
+            "0.1",
+            "--duration",
+            "0.3",
+        ])
+        .output()
+        .unwrap();
+    let f = fields(&out.stdout);
+    assert!(
+        f["requests"] > 0.0 && f["errors"] == 0.0 && f["welcomed"] == 4.0,
+        "{f:?}"
+    );
+    // A serial server starves all clients but one, and loadgen says so.
+    let serial = common::Server::start(exe!("lesson-03"), &[]);
+    let out = Command::new(exe!("loadgen"))
+        .args([
+            "--to",
+            &serial.addr.to_string(),
+            "-c",
+            "3",
+            "--warmup",
+            "0",
+            "--duration",
+            "0.2",
+            "--connect-timeout",
+            "0.3",
+        ])
+        .output()
+        .unwrap();
+    let f = fields(&out.stdout);
+    assert_eq!((f["welcomed"], f["starved"]), (1.0, 2.0), "{f:?}");
+    // Only loopback.
+    let out = Command::new(exe!("loadgen"))
+        .args(["--to", "192.0.2.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn compare_quickest_run_writes_reports() {
+    let dir = std::env::temp_dir().join(format!("compare-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(exe!("compare"))
+        .args([
+            "--only",
+            "03,tokio",
+            "--levels",
+            "1",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0.1",
+            "--strace-requests",
+            "300",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for label in ["03 serial", "tokio (current-thread)"] {
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label} | 1 |")))
+            .unwrap_or_else(|| panic!("no row for {label}:\n{md}"));
+        let rps: f64 = row.split('|').nth(3).unwrap().trim().parse().unwrap();
+        assert!(rps > 0.0, "{row}");
+        let per_request = md
+            .lines()
+            .rfind(|l| l.starts_with(&format!("| {label} |")))
+            .and_then(|l| l.split('|').nth(3))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no system calls per request for {label}:\n{md}"));
+        assert!(per_request > 0.5, "{label}: {per_request}");
+    }
+    let svg = std::fs::read_to_string(dir.join("report.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("tokio (current-thread)"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_socks_direct_row() {
+    let dir = std::env::temp_dir().join(format!("bench-socks-smoke-{}", std::process::id()));
+    let out = Command::new(exe!("bench-socks"))
+        .args([
+            "--only",
+            "direct",
+            "--seconds",
+            "0.2",
+            "--idle",
+            "10",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| direct |"))
+        .unwrap_or_else(|| panic!("{md}"));
+    let upload: f64 = row.split('|').nth(2).unwrap().trim().parse().unwrap();
+    assert!(upload > 0.0, "{row}");
+    assert!(std::fs::read_to_string(dir.join("report.svg"))
+        .unwrap()
+        .starts_with("<svg"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
