@@ -95,12 +95,16 @@ fn main() {
         listener,
         clients: Vec::new(),
         free: Vec::new(),
-        peer: Box::new(PeerAddr {
-            // SAFETY: sockaddr_storage is plain bytes; all zeros is a valid value.
-            addr: unsafe { std::mem::zeroed() },
-            len: 0,
-        }),
-        accepting: false,
+        peers: (0..ACCEPTS)
+            .map(|_| {
+                Box::new(PeerAddr {
+                    // SAFETY: sockaddr_storage is plain bytes; all zeros is a valid value.
+                    addr: unsafe { std::mem::zeroed() },
+                    len: 0,
+                })
+            })
+            .collect(),
+        accepting: [false; ACCEPTS],
         paused_since: None,
         retry_after: Box::new(types::Timespec::new().sec(1)),
         done: Vec::with_capacity(2 * RING_ENTRIES as usize),
@@ -128,8 +132,13 @@ fn no_uring(err: std::io::Error) -> ! {
 
 // Each operation's user_data says what it was for: a client slot and the kind of
 // operation, or one of the listener's two.
-const ACCEPT: u64 = u64::MAX;
-const RETRY_ACCEPT: u64 = u64::MAX - 1;
+const RETRY_ACCEPT: u64 = u64::MAX;
+/// Accept i (of ACCEPTS) carries ACCEPT_BASE + i.
+const ACCEPT_BASE: u64 = u64::MAX - 64;
+/// Accepts kept in flight at once. With one, a loaded loop takes one new client per
+/// io_uring_enter round trip, and under thousands of busy clients a round trip is a
+/// millisecond or more: newcomers would wait seconds in the backlog.
+const ACCEPTS: usize = 16;
 const RECV: u64 = 0;
 const SEND: u64 = 1;
 const CANCEL: u64 = 2;
@@ -173,9 +182,10 @@ struct Server {
     /// when this Vec grows.
     clients: Vec<Option<Box<Client>>>,
     free: Vec<usize>,
-    peer: Box<PeerAddr>,
-    /// An accept op is in flight.
-    accepting: bool,
+    /// Where accept i writes its client's address.
+    peers: Vec<Box<PeerAddr>>,
+    /// Accept i is in flight.
+    accepting: [bool; ACCEPTS],
     /// Set while accept is paused after EMFILE/ENFILE.
     paused_since: Option<Instant>,
     retry_after: Box<types::Timespec>,
@@ -206,7 +216,9 @@ impl Server {
             for i in 0..self.done.len() {
                 let (user_data, result) = self.done[i];
                 match user_data {
-                    ACCEPT => self.accepted(result),
+                    u if (ACCEPT_BASE..ACCEPT_BASE + ACCEPTS as u64).contains(&u) => {
+                        self.accepted((u - ACCEPT_BASE) as usize, result)
+                    }
                     RETRY_ACCEPT => {
                         if self
                             .paused_since
@@ -240,29 +252,40 @@ impl Server {
         }
     }
 
+    /// Puts every accept that is not in flight back in flight (unless paused).
     fn submit_accept(&mut self) {
-        if self.accepting || self.paused_since.is_some() {
+        if self.paused_since.is_some() {
             return;
         }
-        self.peer.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let entry = opcode::Accept::new(
-            types::Fd(self.listener.as_raw_fd()),
-            (&mut self.peer.addr as *mut libc::sockaddr_storage).cast(),
-            &mut self.peer.len,
-        )
-        .flags(libc::SOCK_CLOEXEC)
-        .build()
-        .user_data(ACCEPT);
-        self.push(entry);
-        self.accepting = true;
+        for i in 0..ACCEPTS {
+            if self.accepting[i] {
+                continue;
+            }
+            let peer = &mut self.peers[i];
+            peer.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let entry = opcode::Accept::new(
+                types::Fd(self.listener.as_raw_fd()),
+                (&mut peer.addr as *mut libc::sockaddr_storage).cast(),
+                &mut peer.len,
+            )
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ACCEPT_BASE + i as u64);
+            self.push(entry);
+            self.accepting[i] = true;
+        }
     }
 
-    fn accepted(&mut self, result: i32) {
-        self.accepting = false;
+    fn accepted(&mut self, i: usize, result: i32) {
+        self.accepting[i] = false;
         if result < 0 {
             let errno = Errno::from_raw(-result);
+            let failure = accept_failure(errno);
+            if failure == AcceptFailure::Exhausted && self.paused_since.is_some() {
+                return; // one of the other accepts in flight, failing for the same reason
+            }
             report("accept", errno);
-            match accept_failure(errno) {
+            match failure {
                 AcceptFailure::Retry => {}
                 // EMFILE/ENFILE: another accept would fail at once. Submit none until a
                 // client leaves (or a 1 s timeout op completes); the waiting clients stay
@@ -282,8 +305,8 @@ impl Server {
             let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(result as RawFd) };
             let peer = unsafe {
                 SockaddrStorage::from_raw(
-                    (&self.peer.addr as *const libc::sockaddr_storage).cast(),
-                    Some(self.peer.len),
+                    (&self.peers[i].addr as *const libc::sockaddr_storage).cast(),
+                    Some(self.peers[i].len),
                 )
             };
             let peer = peer.map_or_else(|| "?".to_string(), |p| net::show(&p));
