@@ -37,13 +37,13 @@ struct Args {
     /// Concurrency levels (default 1,10,100,1000,5000; quick: 10,1000).
     #[arg(long, value_delimiter = ',')]
     levels: Vec<usize>,
-    /// Seconds measured per run (default 2; quick: 0.5).
+    /// Seconds measured per run (default 1.5; quick: 0.5).
     #[arg(long)]
     duration: Option<f64>,
     /// Seconds of warm-up per run (default 0.5; quick: 0.2).
     #[arg(long)]
     warmup: Option<f64>,
-    /// Requests in the strace -c run (default 20000; quick: 3000; 0 skips it).
+    /// Requests in the strace -c run (default 10000; quick: 3000; 0 skips it).
     #[arg(long)]
     strace_requests: Option<u64>,
     /// Where the reports go.
@@ -159,7 +159,7 @@ fn main() {
     } else {
         vec![1, 10, 100, 1000, 5000]
     };
-    let duration = args.duration.unwrap_or(if args.quick { 0.5 } else { 2.0 });
+    let duration = args.duration.unwrap_or(if args.quick { 0.5 } else { 1.5 });
     let warmup = args.warmup.unwrap_or(if args.quick { 0.2 } else { 0.5 });
     let strace_requests = args
         .strace_requests
@@ -347,7 +347,7 @@ fn run_loadgen(
         "-c",
         &clients.to_string(),
         "--connect-timeout",
-        "1",
+        "2",
         "--max-time",
         "60",
     ]);

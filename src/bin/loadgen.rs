@@ -370,6 +370,7 @@ fn main() {
         ("connections", args.connections.to_string()),
         ("welcomed", counts.welcomed.to_string()),
         ("requests", counts.requests.to_string()),
+        ("warm_requests", counts.warm_requests.to_string()),
         ("seconds", format!("{secs:.3}")),
         ("rps", format!("{rps:.0}")),
         ("p50_us", format!("{:.1}", q(0.50))),
