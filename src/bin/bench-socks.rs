@@ -738,12 +738,18 @@ fn chart(
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(5)
+        // Ticks every 0.5: the label goes under the middle of each group.
+        .x_labels(11)
         .x_label_formatter(&|x| {
-            metrics
-                .get(x.floor() as usize)
-                .map(|m| m.to_string())
-                .unwrap_or_default()
+            let i = x.floor();
+            if (x - i - 0.5).abs() < 0.01 {
+                metrics
+                    .get(i as usize)
+                    .map(|m| m.to_string())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            }
         })
         .y_desc("fraction of the best")
         .draw()?;

@@ -684,7 +684,8 @@ fn chart(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
             .push((r.level, r.load.get("rps").copied().unwrap_or(0.0)));
     }
     let max_level = rows.iter().map(|r| r.level).max().unwrap_or(10).max(10);
-    let ymax = series.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    // Headroom above the highest point for the legend.
+    let ymax = series.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.45;
     let root = SVGBackend::new(path, (1000, 620)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -695,7 +696,7 @@ fn chart(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(80)
-        .build_cartesian_2d((1usize..max_level).log_scale(), 0f64..ymax)?;
+        .build_cartesian_2d((1usize..max_level * 3 / 2).log_scale(), 0f64..ymax)?;
     chart
         .configure_mesh()
         .x_desc("concurrent clients (log scale)")
