@@ -96,12 +96,10 @@ fn main() {
         clients: Vec::new(),
         free: Vec::new(),
         peers: (0..ACCEPTS)
-            .map(|_| {
-                Box::new(PeerAddr {
-                    // SAFETY: sockaddr_storage is plain bytes; all zeros is a valid value.
-                    addr: unsafe { std::mem::zeroed() },
-                    len: 0,
-                })
+            .map(|_| PeerAddr {
+                // SAFETY: sockaddr_storage is plain bytes; all zeros is a valid value.
+                addr: unsafe { std::mem::zeroed() },
+                len: 0,
             })
             .collect(),
         accepting: [false; ACCEPTS],
@@ -182,8 +180,9 @@ struct Server {
     /// when this Vec grows.
     clients: Vec<Option<Box<Client>>>,
     free: Vec<usize>,
-    /// Where accept i writes its client's address.
-    peers: Vec<Box<PeerAddr>>,
+    /// Where accept i writes its client's address: a boxed slice, which can never grow
+    /// and move while the kernel holds pointers into it.
+    peers: Box<[PeerAddr]>,
     /// Accept i is in flight.
     accepting: [bool; ACCEPTS],
     /// Set while accept is paused after EMFILE/ENFILE.

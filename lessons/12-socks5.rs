@@ -950,7 +950,7 @@ impl<A: Admission> Relay<'_, A> {
                     // With -b, only addresses of the outgoing address's family can work.
                     conn.addrs = addrs
                         .into_iter()
-                        .filter(|a| outgoing.map_or(true, |ip| ip.is_ipv4() == a.is_ipv4()))
+                        .filter(|a| outgoing.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4()))
                         .collect();
                     self.connect_next(id.slot);
                 }
@@ -1159,7 +1159,7 @@ impl<A: Admission> Relay<'_, A> {
             let Some(conn) = &mut self.conns[slot] else {
                 continue;
             };
-            if conn.deadline.map_or(true, |at| at > now) {
+            if conn.deadline.is_none_or(|at| at > now) {
                 continue;
             }
             match conn.state {

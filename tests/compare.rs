@@ -128,6 +128,8 @@ fn compare_quickest_run_writes_reports() {
             "0.1",
             "--strace-requests",
             "300",
+            "--idle",
+            "200",
             "--out",
         ])
         .arg(&dir)
@@ -154,6 +156,14 @@ fn compare_quickest_run_writes_reports() {
             .unwrap_or_else(|| panic!("no system calls per request for {label}:\n{md}"));
         assert!(per_request > 0.5, "{label}: {per_request}");
     }
+    // The idle-cost section: tokio with 100 busy clients beside 200 idle ones.
+    let idle_row = md
+        .lines()
+        .skip_while(|l| !l.starts_with("## What idle connections cost"))
+        .find(|l| l.starts_with("| tokio (current-thread) |"))
+        .unwrap_or_else(|| panic!("no idle-cost row:\n{md}"));
+    let rps: f64 = idle_row.split('|').nth(3).unwrap().trim().parse().unwrap();
+    assert!(rps > 0.0 && idle_row.ends_with("| — |"), "{idle_row}");
     let svg = std::fs::read_to_string(dir.join("report.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("tokio (current-thread)"));
     let _ = std::fs::remove_dir_all(&dir);

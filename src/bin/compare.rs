@@ -37,7 +37,7 @@ struct Args {
     /// Concurrency levels (default 1,10,100,1000,5000; quick: 10,1000).
     #[arg(long, value_delimiter = ',')]
     levels: Vec<usize>,
-    /// Seconds measured per run (default 1.5; quick: 0.5).
+    /// Seconds measured per run (default 1; quick: 0.5).
     #[arg(long)]
     duration: Option<f64>,
     /// Seconds of warm-up per run (default 0.5; quick: 0.2).
@@ -46,6 +46,10 @@ struct Args {
     /// Requests in the strace -c run (default 10000; quick: 3000; 0 skips it).
     #[arg(long)]
     strace_requests: Option<u64>,
+    /// Idle connections beside 100 busy clients in the idle-cost runs (default 5000;
+    /// quick: 0, which skips them).
+    #[arg(long)]
+    idle: Option<usize>,
     /// Where the reports go.
     #[arg(long, default_value = "target/compare")]
     out: PathBuf,
@@ -134,6 +138,9 @@ const SPECS: &[Spec] = &[
     },
 ];
 
+/// The servers of the idle-cost runs.
+const IDLE_COST: &[&str] = &["06", "08", "09", "10", "11", "tokio"];
+
 /// What loadgen printed, as key → value.
 type Fields = BTreeMap<String, f64>;
 
@@ -159,11 +166,12 @@ fn main() {
     } else {
         vec![1, 10, 100, 1000, 5000]
     };
-    let duration = args.duration.unwrap_or(if args.quick { 0.5 } else { 1.5 });
+    let duration = args.duration.unwrap_or(if args.quick { 0.5 } else { 1.0 });
     let warmup = args.warmup.unwrap_or(if args.quick { 0.2 } else { 0.5 });
     let strace_requests = args
         .strace_requests
-        .unwrap_or(if args.quick { 3000 } else { 20_000 });
+        .unwrap_or(if args.quick { 3000 } else { 10_000 });
+    let idle = args.idle.unwrap_or(if args.quick { 0 } else { 5000 });
     let bin_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -204,6 +212,7 @@ fn main() {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut syscalls: Vec<(String, usize, Option<f64>)> = Vec::new();
+    let mut idle_rows: Vec<Row> = Vec::new();
     for spec in &specs {
         for &level in &levels {
             if level > spec.max_level {
@@ -215,9 +224,18 @@ fn main() {
                 });
                 continue;
             }
-            let row = run_one(spec, level, &bin_dir, &loadgen, pin, warmup, duration);
+            let row = run_one(spec, level, 0, &bin_dir, &loadgen, pin, warmup, duration);
             print_row(&row);
             rows.push(row);
+        }
+        // What idle connections cost: 100 busy clients beside `idle` silent ones. A wait
+        // that scans every connection (06's loop, poll) pays for the silent ones on every
+        // wake-up; epoll and io_uring do not. select cannot hold them (FD_SETSIZE).
+        if idle > 0 && IDLE_COST.contains(&spec.key) {
+            let row = run_one(spec, 100, idle, &bin_dir, &loadgen, pin, warmup, duration);
+            eprint!("  with {idle} idle:");
+            print_row(&row);
+            idle_rows.push(row);
         }
         if strace_requests > 0 {
             let level = 100
@@ -240,6 +258,8 @@ fn main() {
         .unwrap_or_else(|e| fail(&format!("mkdir {}: {e}", args.out.display())));
     let md = report_md(
         &rows,
+        &idle_rows,
+        idle,
         &syscalls,
         &levels,
         warmup,
@@ -366,9 +386,11 @@ fn run_loadgen(
     (!fields.is_empty()).then_some(fields)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     spec: &Spec,
     level: usize,
+    idle: usize,
     bin_dir: &Path,
     loadgen: &Path,
     pin: bool,
@@ -409,6 +431,8 @@ fn run_one(
         warmup.to_string(),
         "--duration".to_string(),
         duration.to_string(),
+        "--idle".to_string(),
+        idle.to_string(),
     ];
     let load = run_loadgen(loadgen, server.addr, level, &extra, pin);
     let cpu_after = cpu_seconds(pid);
@@ -591,8 +615,11 @@ fn print_row(r: &Row) {
     );
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report_md(
     rows: &[Row],
+    idle_rows: &[Row],
+    idle: usize,
     syscalls: &[(String, usize, Option<f64>)],
     levels: &[usize],
     warmup: f64,
@@ -654,6 +681,42 @@ fn report_md(
                 &r.failure
             }
         );
+    }
+    if !idle_rows.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## What idle connections cost: 100 busy clients beside {idle} idle ones\n"
+        );
+        let _ = writeln!(
+            md,
+            "| server | requests/s, no idle | requests/s, {idle} idle | ratio | p99 µs with idle | server CPU s with idle | failures |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|");
+        for r in idle_rows {
+            let base = rows
+                .iter()
+                .find(|b| b.label == r.label && b.level == 100 && b.skipped.is_none())
+                .and_then(|b| b.load.get("rps").copied());
+            let rps = r.load.get("rps").copied().unwrap_or(0.0);
+            let mut failure = r.failure.clone();
+            let idle_ok = r.load.get("idle").copied().unwrap_or(0.0);
+            if idle_ok < idle as f64 {
+                failure = format!("{failure} only {idle_ok} idle connected")
+                    .trim()
+                    .to_string();
+            }
+            let _ = writeln!(
+                md,
+                "| {} | {} | {rps:.0} | {} | {:.1} | {:.2} | {} |",
+                r.label,
+                base.map_or("—".to_string(), |b| format!("{b:.0}")),
+                base.filter(|b| *b > 0.0)
+                    .map_or("—".to_string(), |b| format!("{:.2}×", rps / b)),
+                r.load.get("p99_us").copied().unwrap_or(0.0),
+                r.cpu_s,
+                if failure.is_empty() { "—" } else { &failure }
+            );
+        }
     }
     if !syscalls.is_empty() {
         let _ = writeln!(

@@ -56,6 +56,10 @@ struct Args {
     /// Hard bound on the whole run, in seconds.
     #[arg(long, default_value_t = 120.0)]
     max_time: f64,
+    /// Extra connections that take the welcome and then sit idle (opened first): what an
+    /// O(connections) wait such as poll pays for and epoll does not.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
     /// Print JSON instead of key=value.
     #[arg(long)]
     json: bool,
@@ -69,6 +73,8 @@ enum State {
     Welcome,
     /// A request is (partly) written or its reply is (partly) read.
     Busy,
+    /// An idle connection, welcomed, sending nothing.
+    Idle,
     /// Done: closed by us or by the server, or failed.
     Dead,
 }
@@ -85,11 +91,14 @@ struct Conn {
     want_out: bool,
     /// Its index in the table, registered with epoll as the event's data.
     token: u64,
+    /// One of the `--idle` connections.
+    idle: bool,
 }
 
 #[derive(Default)]
 struct Counts {
     welcomed: u64,
+    idle: u64,
     requests: u64,
     warm_requests: u64,
     refused: u64,
@@ -133,7 +142,8 @@ fn main() {
     let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
     let reply_timeout = Duration::from_secs_f64(args.reply_timeout);
     let mut counts = Counts::default();
-    let mut conns: Vec<Conn> = Vec::with_capacity(args.connections);
+    let total = args.connections + args.idle;
+    let mut conns: Vec<Conn> = Vec::with_capacity(total);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = vec![EpollEvent::empty(); 1024];
@@ -150,7 +160,7 @@ fn main() {
     loop {
         let now = Instant::now();
         // Open more connections while the wave allows.
-        while opened < args.connections && in_flight < MAX_HANDSHAKES {
+        while opened < total && in_flight < MAX_HANDSHAKES {
             let fd = match socket(
                 net::family(&args.to),
                 SockType::Stream,
@@ -185,6 +195,7 @@ fn main() {
                 since: now,
                 want_out: true,
                 token,
+                idle: opened < args.idle,
             });
             opened += 1;
             in_flight += 1;
@@ -192,7 +203,7 @@ fn main() {
         }
         // All opened and either welcomed or given up on: start the clock.
         if measure_from.is_none()
-            && opened == args.connections
+            && opened == total
             && (in_flight == 0 || now.duration_since(last_open) > connect_timeout)
         {
             let from = now + Duration::from_secs_f64(args.warmup);
@@ -208,7 +219,11 @@ fn main() {
         if finished || now >= hard_stop {
             break;
         }
-        if measure_from.is_some() && conns.iter().all(|c| c.state == State::Dead) {
+        if measure_from.is_some()
+            && conns
+                .iter()
+                .all(|c| matches!(c.state, State::Dead | State::Idle))
+        {
             break; // nothing left to drive
         }
 
@@ -235,6 +250,10 @@ fn main() {
                     Ok(0) => {
                         c.state = State::Welcome;
                         c.matched = 0;
+                        // Connected: from now on EPOLLOUT only while a request is unsent.
+                        let _ =
+                            epoll.modify(&c.fd, &mut EpollEvent::new(EpollFlags::EPOLLIN, c.token));
+                        c.want_out = false;
                     }
                     Ok(err) => {
                         if Errno::from_raw(err) == Errno::ECONNREFUSED {
@@ -301,8 +320,13 @@ fn main() {
                 }
                 // A whole line matched.
                 if c.state == State::Welcome {
-                    counts.welcomed += 1;
                     in_flight -= 1;
+                    if c.idle {
+                        counts.idle += 1;
+                        c.state = State::Idle;
+                        break;
+                    }
+                    counts.welcomed += 1;
                 } else {
                     if measure_from.is_some_and(|from| c.since >= from)
                         && measure_until.is_none_or(|u| now <= u)
@@ -331,7 +355,7 @@ fn main() {
             let limit = match c.state {
                 State::Connecting | State::Welcome => connect_timeout,
                 State::Busy => reply_timeout,
-                State::Dead => continue,
+                State::Dead | State::Idle => continue,
             };
             if now.duration_since(c.since) > limit {
                 if c.state == State::Busy {
@@ -369,6 +393,7 @@ fn main() {
     let fields: Vec<(&str, String)> = vec![
         ("connections", args.connections.to_string()),
         ("welcomed", counts.welcomed.to_string()),
+        ("idle", counts.idle.to_string()),
         ("requests", counts.requests.to_string()),
         ("warm_requests", counts.warm_requests.to_string()),
         ("seconds", format!("{secs:.3}")),
