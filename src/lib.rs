@@ -23,6 +23,7 @@ pub mod io;
 pub mod limits;
 pub mod net;
 pub mod outbuf;
+pub mod procfs;
 pub mod resp;
 pub mod socks5;
 

@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use sockets_by_hand::procfs::{descendants, tree_usage};
 use sockets_by_hand::socks5::{client, Reply, Target};
 
 /// Benchmarks lesson 12 against microsocks, dante and a direct connection, all on loopback.
@@ -519,7 +520,7 @@ fn idle_rss(
     let mut peak = 0u64;
     let mut procs = 0u64;
     for _ in 0..10 {
-        let (rss, p) = tree_rss(pid);
+        let (rss, p) = procfs_rss(pid);
         peak = peak.max(rss);
         procs = procs.max(p);
         thread::sleep(Duration::from_millis(50));
@@ -529,45 +530,9 @@ fn idle_rss(
     (ok.then_some(peak as f64 / 1024.0), procs)
 }
 
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                if let Ok(text) = fs::read_to_string(t.path().join("children")) {
-                    for c in text
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok())
-                    {
-                        out.push(c);
-                        todo.push(c);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 /// (VmRSS KiB summed, process count) over `pid` and its descendants.
-fn tree_rss(pid: u32) -> (u64, u64) {
-    let mut rss = 0;
-    let mut procs = 0;
-    for p in std::iter::once(pid).chain(descendants(pid)) {
-        if let Ok(f) = fs::File::open(format!("/proc/{p}/status")) {
-            procs += 1;
-            for line in BufReader::new(f).lines().map_while(Result::ok) {
-                if let Some(v) = line.strip_prefix("VmRSS:") {
-                    rss += v
-                        .split_whitespace()
-                        .next()
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0);
-                }
-            }
-        }
-    }
+fn procfs_rss(pid: u32) -> (u64, u64) {
+    let (rss, _threads, procs) = tree_usage(pid);
     (rss, procs)
 }
 

@@ -22,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use sockets_by_hand::procfs::{cpu_seconds, descendants, tree_usage};
 
 /// Runs every echo lesson and the tokio reference under the same load and writes a report
 /// (terminal table, target/compare/report.md, target/compare/report.svg).
@@ -520,82 +521,6 @@ fn syscalls_per_request(
     let done = load.get("requests").copied().unwrap_or(0.0)
         + load.get("warm_requests").copied().unwrap_or(0.0);
     (done > 0.0).then(|| total / done)
-}
-
-/// CPU seconds of `pid` and its children (reaped: cutime/cstime; live: their own times).
-fn cpu_seconds(pid: u32) -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
-        t if t > 0 => t as f64,
-        _ => 100.0,
-    };
-    let own = stat_fields(pid)
-        .map(|f| f[11] + f[12] + f[13] + f[14])
-        .unwrap_or(0);
-    let kids: u64 = descendants(pid)
-        .iter()
-        .filter_map(|&k| stat_fields(k).map(|f| f[11] + f[12]))
-        .sum();
-    (own + kids) as f64 / ticks
-}
-
-/// The numeric fields of /proc/PID/stat after the command name (index 0 = field 3).
-fn stat_fields(pid: u32) -> Option<Vec<u64>> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    Some(
-        rest.split_whitespace()
-            .map(|f| f.parse::<u64>().unwrap_or(0))
-            .collect(),
-    )
-}
-
-/// All descendants of `pid`.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                if let Ok(text) = fs::read_to_string(t.path().join("children")) {
-                    for c in text
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok())
-                    {
-                        out.push(c);
-                        todo.push(c);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// (RSS KiB summed, threads summed, processes) over `pid` and its descendants.
-fn tree_usage(pid: u32) -> (u64, u64, u64) {
-    let mut rss = 0;
-    let mut threads = 0;
-    let mut procs = 0;
-    for p in std::iter::once(pid).chain(descendants(pid)) {
-        if let Ok(status) = fs::read_to_string(format!("/proc/{p}/status")) {
-            procs += 1;
-            for line in status.lines() {
-                let num = |l: &str| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                if line.starts_with("VmRSS:") {
-                    rss += num(line);
-                } else if line.starts_with("Threads:") {
-                    threads += num(line);
-                }
-            }
-        }
-    }
-    (rss, threads, procs)
 }
 
 fn print_row(r: &Row) {
