@@ -77,10 +77,11 @@ tools:
 
 # Lesson 13 keeps its allowlist in Redis: before lesson-13 and trace-13 (whose recipes are
 # the pattern rules above), make sure a Redis answers, starting a private, memory-only one
-# if none does, and print the redis-cli lines that allow and deny 127.0.0.1.
+# if none does (installing redis-server first if missing, like `make tools`), and print
+# the redis-cli lines that allow and deny 127.0.0.1.
 .PHONY: redis-13
 lesson-13 trace-13: redis-13
-redis-13:
+redis-13: tools
 	@scripts/redis-13.sh $(ARGS)
 
 test: tools
