@@ -87,7 +87,19 @@ fn main() {
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
 
     // io_uring_setup(2): the submission and completion rings, mapped into our memory.
-    let ring = IoUring::new(RING_ENTRIES).unwrap_or_else(|err| no_uring(err));
+    // SINGLE_ISSUER + DEFER_TASKRUN (Linux 6.1+): only this thread submits, and the kernel
+    // finishes completed operations when we call io_uring_enter to wait, in one batch,
+    // instead of interrupting us for each one as it happens (≈ +30 % requests/s here). An
+    // older kernel says EINVAL to those flags: then a plain ring.
+    let ring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(RING_ENTRIES)
+        .or_else(|err| match err.raw_os_error() {
+            Some(libc::EINVAL) => IoUring::new(RING_ENTRIES),
+            _ => Err(err),
+        })
+        .unwrap_or_else(|err| no_uring(err));
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
 
     let mut server = Server {
