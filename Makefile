@@ -93,6 +93,9 @@ test: tools
 	fi
 
 lint:
+	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || \
+	  rustup component add rustfmt clippy || \
+	  { echo "lint needs rustfmt and clippy: rustup component add rustfmt clippy" >&2; exit 1; }
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 

@@ -552,8 +552,11 @@ type Lookup = (ConnId, std::io::Result<Vec<SocketAddr>>);
 /// getaddrinfo(3) has no non-blocking form: a lookup can take seconds. The loop hands names
 /// to a helper thread and goes on; the thread writes one byte to a pipe when an answer is
 /// ready, and the pipe's read end is in the poll set (EventMachine's `EM.defer`).
+/// A lookup to do: for whom, what, and until when the client waits for it.
+type Job = (ConnId, String, u16, Instant);
+
 struct Resolver {
-    jobs: mpsc::Sender<(ConnId, String, u16)>,
+    jobs: mpsc::Sender<Job>,
     answers: mpsc::Receiver<Lookup>,
     /// The pipe's read end, watched by poll.
     wake: OwnedFd,
@@ -564,12 +567,18 @@ impl Resolver {
         // pipe2(O_NONBLOCK): the loop drains it without blocking; a full pipe means a
         // wake-up is already pending, so the thread's write may fail with EAGAIN.
         let (wake, waker) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).or_die("pipe2");
-        let (jobs, job_queue) = mpsc::channel::<(ConnId, String, u16)>();
+        let (jobs, job_queue) = mpsc::channel::<Job>();
         let (answer, answers) = mpsc::channel::<Lookup>();
         let thread = std::thread::Builder::new()
             .name("resolver".into())
             .spawn(move || {
-                for (id, name, port) in job_queue {
+                for (id, name, port, until) in job_queue {
+                    // A client whose lookup waited past its deadline has been answered
+                    // (0x04) and closed already: skip it, so one slow name does not make
+                    // every lookup queued behind it late too.
+                    if Instant::now() >= until {
+                        continue;
+                    }
                     // getaddrinfo(3), through std: may block here, never in the loop.
                     let addrs = (name.as_str(), port)
                         .to_socket_addrs()
@@ -917,10 +926,11 @@ impl<A: Admission> Relay<'_, A> {
                 let Target::Domain(name, port) = &target else {
                     return;
                 };
-                let job = (conn.id(slot), name.clone(), *port);
+                let until = Instant::now() + self.args.connect_timeout;
+                let job = (conn.id(slot), name.clone(), *port, until);
                 conn.target = Some(target);
                 conn.state = State::Resolving;
-                conn.deadline = Some(Instant::now() + self.args.connect_timeout);
+                conn.deadline = Some(until);
                 if self.resolver.jobs.send(job).is_err() {
                     self.refuse(slot, Reply::GeneralFailure, "resolver thread gone".into());
                 }
