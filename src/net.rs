@@ -71,6 +71,17 @@ pub fn dialable(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
+/// setsockopt(SO_LINGER, {on, 0 s}): the next close sends RST instead of FIN and leaves no
+/// TIME_WAIT. For the tools and tests that reset connections on purpose; lesson 12 makes
+/// this call itself, where relaying a reset is what it teaches.
+pub fn linger_zero<F: std::os::fd::AsFd>(fd: &F) -> nix::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::Linger, &linger)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

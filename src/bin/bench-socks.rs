@@ -452,7 +452,7 @@ fn conn_rate(
                     // Close with a reset (SO_LINGER 0): tens of thousands of client-side
                     // TIME_WAITs would otherwise use up the ephemeral ports and fail the
                     // servers measured next. The same for every server.
-                    linger_zero(&s);
+                    let _ = sockets_by_hand::net::linger_zero(&s);
                     Ok(back == payload)
                 });
                 match ok {
@@ -478,25 +478,6 @@ fn conn_rate(
         let _ = h.join();
     }
     n as f64 / secs
-}
-
-/// SO_LINGER {on, 0}: the next close sends RST and leaves no TIME_WAIT.
-fn linger_zero(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an open socket with a correctly sized struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
 }
 
 /// RSS (MiB, summed over the proxy's processes) with `n` idle relayed connections open.

@@ -383,22 +383,8 @@ impl Client {
 /// Closes `stream` with an RST instead of a FIN (SO_LINGER 0, then close; any clone of
 /// it must be gone too).
 pub fn reset(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on our own open socket with a correctly sized linger struct.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+    sockets_by_hand::net::linger_zero(&stream).expect("setsockopt(SO_LINGER)");
+    drop(stream);
 }
 
 /// A strace'd run of a lesson: `strace -f -o FILE -e trace=... exe args`.
