@@ -7,8 +7,10 @@
 #   make compare [QUICK=1]        the I/O models side by side (target/compare/report.*)
 #   make bench-socks              lesson 12 against microsocks, dante and no proxy
 #
-# Every lessons/NN-topic.rs gets its lesson-NN and trace-NN targets from the pattern rules
-# below; a new lesson needs no edit here (at most a TRACE_NN line for its strace filter).
+# Every lesson, a file lessons/NN-topic.rs or a folder lessons/NN-topic/ (main.rs + modules),
+# gets its lesson-NN and trace-NN targets from the pattern rules below; a new lesson needs no
+# edit here (at most a TRACE_NN line for its strace filter). The title `make help` prints
+# is the first line of the lesson's header, the one place a lesson describes itself.
 
 CARGO   ?= cargo
 PROFILE ?= release
@@ -21,7 +23,9 @@ CARGO_PROFILE := --profile $(PROFILE)
 endif
 BIN_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
-LESSON_FILES := $(sort $(wildcard lessons/[0-9][0-9]-*.rs))
+# A lesson's main file: lessons/NN-topic.rs, or lessons/NN-topic/main.rs.
+LESSON_FILES := $(sort $(wildcard lessons/[0-9][0-9]-*.rs lessons/[0-9][0-9]-*/main.rs))
+lesson_file = $(firstword $(wildcard lessons/$(1)-*.rs lessons/$(1)-*/main.rs))
 
 # strace filters (-e trace=...). TRACE_NN overrides TRACE_DEFAULT for lesson NN. The Rust
 # runtime's start-up calls are cut off anyway: the trace is shown from the first socket().
@@ -43,8 +47,8 @@ help:
 	@echo "sockets-by-hand: TCP socket programming on Linux from the system calls up"
 	@echo
 	@for f in $(LESSON_FILES); do \
-	  n=$$(basename $$f | cut -c1-2); \
-	  title=$$(sed -n '1s|^//! *Lesson [0-9]* — *||p' $$f | sed 's/\..*//'); \
+	  n=$$(echo $$f | cut -d/ -f2 | cut -c1-2); \
+	  title=$$(sed -n '1s|^//! *Lesson [0-9]* — *||p' $$f | sed 's/\.$$//'); \
 	  printf '  make lesson-%s   %s\n' "$$n" "$$title"; \
 	done
 	@echo
@@ -57,9 +61,11 @@ help:
 	@echo "  Flags go in ARGS: make lesson-03 ARGS='-p 4000'; every lesson has --help."
 
 build:
-	$(CARGO) build $(CARGO_PROFILE) --bins
+	$(CARGO) build $(CARGO_PROFILE) --workspace --bins
 
-lesson-%: lessons/%-*.rs
+# Builds the lessons package only (none of the tools' dependencies).
+lesson-%:
+	@test -n "$(call lesson_file,$*)" || { echo "no lesson $* (make help lists them)" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) --bin lesson-$*
 	@echo "running lesson $* (Ctrl-C stops it); it prints how to connect:" >&2
 	$(BIN_DIR)/lesson-$* $(ARGS)
@@ -67,7 +73,8 @@ lesson-%: lessons/%-*.rs
 # strace -f: follow forks and threads; -yy: show sockets with their addresses;
 # -o '|sed ...': print from the first socket() on, hiding the runtime's start-up, and
 # leave out the lesson's own log lines (writes to fd 2), which the terminal shows anyway.
-trace-%: lessons/%-*.rs tools
+trace-%: tools
+	@test -n "$(call lesson_file,$*)" || { echo "no lesson $* (make help lists them)" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) --bin lesson-$*
 	strace -f -yy -q -e trace=$(call trace_filter,$*) \
 	  -o '|sed -u -n "/socket(/,\$$ { /write(2</d; p; }"' $(BIN_DIR)/lesson-$* $(ARGS)
@@ -97,15 +104,15 @@ lint:
 	  rustup component add rustfmt clippy || \
 	  { echo "lint needs rustfmt and clippy: rustup component add rustfmt clippy" >&2; exit 1; }
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The comparison harness: every echo lesson and the tokio reference under the same load.
 compare: tools
-	$(CARGO) build -q --release --bins
+	$(CARGO) build -q --release --workspace --bins
 	target/release/compare $(if $(QUICK),--quick) $(COMPARE_ARGS)
 
 # The relay benchmark; microsocks and dante are installed if possible, skipped otherwise.
 bench-socks:
 	@scripts/ensure-tools.sh --bench
-	$(CARGO) build -q --release --bins
+	$(CARGO) build -q --release --workspace --bins
 	target/release/bench-socks $(BENCH_ARGS)

@@ -1,4 +1,5 @@
-//! Lesson 00 — the client side: what you type goes to the server, what it sends is printed.
+//! Lesson 00 — the client side.
+//! What you type goes to the server, what it sends is printed.
 //! It notices the server closing even while you are not typing.
 //!
 //! Run a server (`make lesson-03`), then `make lesson-00` (or `lesson-00 --to HOST:PORT`);
@@ -29,15 +30,11 @@ use nix::sys::socket::{
 use nix::unistd::{close, read, write};
 use sockets_by_hand::cli::{self, Hint, Lesson};
 use sockets_by_hand::errors::{describe, fatal, report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::say;
 use sockets_by_hand::{io, net};
 
-const LESSON: Lesson = Lesson {
-    number: "00",
-    title: "client",
-    default_port: 23333,
-    hint: Hint::None,
-};
+const LESSON: Lesson = lesson!(23333, Hint::None);
 
 /// Lesson 00: a line client for the lessons' servers. It connects, sends what you type
 /// (or what is piped in), prints what the server sends, and exits 0 when the server
@@ -55,7 +52,8 @@ fn main() {
     let sock = connect_to(&args.to);
     let local = getsockname::<SockaddrStorage>(sock.as_raw_fd()).or_die("getsockname");
     say!(
-        "lesson 00 · client · connected to {} from {} · type lines, q to quit, Ctrl-D to end input",
+        "lesson 00 · {} · connected to {} from {} · type lines, q to quit, Ctrl-D to end input",
+        LESSON.title(),
         args.to,
         net::show(&local)
     );

@@ -1,4 +1,5 @@
-//! Lesson 01 — hello: the smallest TCP server. It accepts one client, writes
+//! Lesson 01 — hello, one client and done.
+//! Hello: the smallest TCP server. It accepts one client, writes
 //! `Hello there! <local time>` to it, closes both sockets and exits 0.
 //!
 //! Run `make lesson-01`, then in a second terminal `nc 127.0.0.1 23333` (or `make lesson-00`).
@@ -25,15 +26,11 @@ use nix::sys::socket::{
 use nix::unistd::close;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{fatal, report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::say;
 use sockets_by_hand::{hello, io, net};
 
-const LESSON: Lesson = Lesson {
-    number: "01",
-    title: "hello, one client and done",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// Lesson 01: a one-shot blocking TCP server. It waits for one client, writes
 /// "Hello there! <local time, RFC 3339>", closes the connection and the listening socket,

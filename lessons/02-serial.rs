@@ -1,4 +1,5 @@
-//! Lesson 02 — serial: lesson 01 in an accept loop. Each client gets
+//! Lesson 02 — serial hello, one client after another.
+//! Serial: lesson 01 in an accept loop. Each client gets
 //! `Hello there! <local time>` and is closed; then the server accepts the next one.
 //!
 //! Run `make lesson-02`, then connect as often as you like: `nc 127.0.0.1 23333`.
@@ -20,17 +21,14 @@ use nix::sys::socket::{
     SockType, SockaddrStorage,
 };
 use nix::unistd::close;
+use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::say;
-use sockets_by_hand::{blocking, hello, io, net};
+use sockets_by_hand::{hello, io, net};
 
-const LESSON: Lesson = Lesson {
-    number: "02",
-    title: "serial hello, one client after another",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// Lesson 02: a serial blocking TCP server. It accepts clients one after another, writes
 /// "Hello there! <local time, RFC 3339>" to each and closes the connection. Stop it with
@@ -60,13 +58,15 @@ fn main() {
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
 
+    let mut pause = AcceptPause::new(BLOCKING_RETRY);
     loop {
         // accept(2): the next client in the backlog, or sleep until one arrives.
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
-                // Report; call accept again at once, or after a pause when out of fds.
-                blocking::accept_failed(errno);
+                // Report; accept again at once, or after a pause when out of fds.
+                pause.failed(errno);
+                pause.sleep_if_paused();
                 continue;
             }
         };

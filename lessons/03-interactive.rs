@@ -1,4 +1,5 @@
-//! Lesson 03 — interactive: the reverse-echo protocol, served by one blocking loop.
+//! Lesson 03 — interactive reverse echo, one client at a time.
+//! Interactive: the reverse-echo protocol, served by one blocking loop.
 //! A client gets `Welcome buddy!`, then every line it types comes back reversed; `q` ends it.
 //!
 //! Run `make lesson-03`, connect with `nc 127.0.0.1 23333` (or `make lesson-00`), type a few
@@ -21,17 +22,14 @@ use nix::sys::socket::{
     SockType, SockaddrStorage,
 };
 use nix::unistd::close;
+use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::say;
 use sockets_by_hand::{blocking, net};
 
-const LESSON: Lesson = Lesson {
-    number: "03",
-    title: "interactive reverse echo, one client at a time",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// Lesson 03: the reverse-echo protocol on a serial blocking server. Each client gets
 /// "Welcome buddy!", every line it sends comes back reversed, and "q" closes the
@@ -60,13 +58,15 @@ fn main() {
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
 
+    let mut pause = AcceptPause::new(BLOCKING_RETRY);
     loop {
         // accept(2): the next client. While we serve it, others wait in the backlog.
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
-                // Report; call accept again at once, or after a pause when out of fds.
-                blocking::accept_failed(errno);
+                // Report; accept again at once, or after a pause when out of fds.
+                pause.failed(errno);
+                pause.sleep_if_paused();
                 continue;
             }
         };

@@ -1,4 +1,5 @@
-//! Lesson 04 — fork: a process per connection, and a SIGCHLD handler that reaps them.
+//! Lesson 04 — reverse echo, a process per client (fork).
+//! Fork: a process per connection, and a SIGCHLD handler that reaps them.
 //! The parent only accepts; each client gets its own child process, a copy of the server,
 //! which talks the echo protocol of lesson 03 with blocking reads and writes and then exits.
 //!
@@ -40,17 +41,14 @@ use nix::sys::socket::{
 };
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{close, fork, getpid, ForkResult};
+use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::say;
 use sockets_by_hand::{blocking, net};
 
-const LESSON: Lesson = Lesson {
-    number: "04",
-    title: "reverse echo, a process per client (fork)",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// Lesson 04: the reverse-echo protocol with a child process per client. The parent
 /// accepts and forks; the child serves its client with blocking reads and writes and
@@ -134,6 +132,7 @@ fn main() {
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&watch]);
 
     let mut served = 0usize;
+    let mut pause = AcceptPause::new(BLOCKING_RETRY);
     // A stop request that lands after this check but before accept goes to sleep is seen
     // only when accept next returns (a client or a child's exit): the classic race that
     // pselect(2), ppoll(2) and signalfd(2) exist to close.
@@ -145,8 +144,9 @@ fn main() {
             // and call accept again.
             Err(Errno::EINTR) => continue,
             Err(errno) => {
-                // Report; call accept again at once, or after a pause when out of fds.
-                blocking::accept_failed(errno);
+                // Report; accept again at once, or after a pause when out of fds.
+                pause.failed(errno);
+                pause.sleep_if_paused();
                 continue;
             }
         };

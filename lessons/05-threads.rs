@@ -1,4 +1,5 @@
-//! Lesson 05 — threads: a thread per connection, at most `--max-clients` of them.
+//! Lesson 05 — reverse echo, a thread per client.
+//! Threads: a thread per connection, at most `--max-clients` of them.
 //! The main thread only accepts; each client gets its own thread, which talks the echo
 //! protocol of lesson 03 with blocking reads and writes, and ends when the client leaves.
 //!
@@ -38,17 +39,14 @@ use nix::sys::socket::{
     SockType, SockaddrStorage,
 };
 use nix::unistd::{close, getpid};
+use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::say;
 use sockets_by_hand::{blocking, io, limits, net};
 
-const LESSON: Lesson = Lesson {
-    number: "05",
-    title: "reverse echo, a thread per client",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// The stack each client thread asks for. The echo loop keeps its 16 KiB read buffer on the
 /// stack, with a few KiB of frames around it; 64 KiB leaves room (also for the larger frames
@@ -118,13 +116,15 @@ fn main() {
     );
 
     let mut accepted = 0u64;
+    let mut pause = AcceptPause::new(BLOCKING_RETRY);
     loop {
         // accept(2): the next client. Only this thread accepts; the others each own a client.
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
-                // Report; call accept again at once, or after a pause when out of fds.
-                blocking::accept_failed(errno);
+                // Report; accept again at once, or after a pause when out of fds.
+                pause.failed(errno);
+                pause.sleep_if_paused();
                 continue;
             }
         };

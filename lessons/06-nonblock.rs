@@ -1,4 +1,5 @@
-//! Lesson 06 — O_NONBLOCK busy polling: one thread tries every socket, over and over.
+//! Lesson 06 — O_NONBLOCK busy polling, many clients on one thread.
+//! O_NONBLOCK busy polling: one thread tries every socket, over and over.
 //! The reverse-echo protocol for many clients at once, with no readiness API at all.
 //!
 //! Run `make lesson-06` and connect several `nc 127.0.0.1 23333` at once: all are served,
@@ -33,17 +34,13 @@ use nix::unistd::{close, read, write};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::clients::{Client, Clients};
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
-use sockets_by_hand::echo::Ending;
+use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::net;
 use sockets_by_hand::say;
 
-const LESSON: Lesson = Lesson {
-    number: "06",
-    title: "O_NONBLOCK busy polling, many clients on one thread",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// Lesson 06: the reverse-echo protocol for many clients on one thread, with non-blocking
 /// sockets and no readiness API: the loop tries accept, read and write on everything, over

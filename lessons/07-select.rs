@@ -1,4 +1,5 @@
-//! Lesson 07 — select: one thread sleeps in the kernel until a client is ready, below FD_SETSIZE.
+//! Lesson 07 — select, many clients on one thread.
+//! Select: one thread sleeps in the kernel until a client is ready, below FD_SETSIZE.
 //! The reverse-echo protocol for many clients at once, multiplexed with select(2).
 //!
 //! Run `make lesson-07` and connect several `nc 127.0.0.1 23333` at once: all are served,
@@ -36,17 +37,13 @@ use nix::unistd::{close, read, write};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::clients::{Client, Clients};
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
-use sockets_by_hand::echo::Ending;
+use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::net;
 use sockets_by_hand::say;
 
-const LESSON: Lesson = Lesson {
-    number: "07",
-    title: "select, many clients on one thread",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// What a client on an fd select cannot watch is told before it is closed.
 const FULL: &[u8] = b"error: server full (FD_SETSIZE)\n";

@@ -1,4 +1,5 @@
-//! Lesson 08 — poll: one thread, one array of pollfds, and no FD_SETSIZE wall.
+//! Lesson 08 — poll, many clients on one thread.
+//! Poll: one thread, one array of pollfds, and no FD_SETSIZE wall.
 //! The reverse-echo protocol for many clients at once, multiplexed with poll(2).
 //!
 //! Run `make lesson-08` and connect several `nc 127.0.0.1 23333` at once: all are served,
@@ -36,17 +37,13 @@ use nix::unistd::{close, read, write};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::clients::{Client, Clients};
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
-use sockets_by_hand::echo::Ending;
+use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::say;
 use sockets_by_hand::{limits, net};
 
-const LESSON: Lesson = Lesson {
-    number: "08",
-    title: "poll, many clients on one thread",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// Lesson 08: the reverse-echo protocol for many clients on one thread, multiplexed with
 /// poll(2) over an array of pollfds, one per client. No FD_SETSIZE wall: the only limit is

@@ -1,4 +1,5 @@
-//! Lesson 09 — signal-driven I/O: the kernel queues a real-time signal that names each ready fd.
+//! Lesson 09 — signal-driven I/O with F_SETSIG and sigtimedwait.
+//! Signal-driven I/O: the kernel queues a real-time signal that names each ready fd.
 //! No select, poll or epoll: `fcntl(F_SETOWN)`, `fcntl(F_SETSIG)` and `O_ASYNC` on every
 //! socket, and one `sigtimedwait` loop that takes the signals one by one.
 //!
@@ -38,18 +39,15 @@ use nix::sys::socket::{
     SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, read, write};
+use sockets_by_hand::accept::AcceptFailure;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
-use sockets_by_hand::echo::Ending;
-use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::ending::Ending;
+use sockets_by_hand::errors::{fatal, report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::{net, say};
 
-const LESSON: Lesson = Lesson {
-    number: "09",
-    title: "signal-driven I/O with F_SETSIG and sigtimedwait",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// Lesson 09: the reverse-echo protocol served by signal-driven I/O. Every socket is
 /// O_ASYNC with F_SETOWN and F_SETSIG (a real-time signal), the signals are blocked and
@@ -229,7 +227,7 @@ impl Server {
                 Err(Errno::EAGAIN) => return,
                 Err(errno) => {
                     report("accept", errno);
-                    match accept_failure(errno) {
+                    match AcceptFailure::of(errno) {
                         AcceptFailure::Retry => continue,
                         // EMFILE/ENFILE: accept would fail again at once. Leave the clients
                         // in the backlog and ignore the listener's signals until a client

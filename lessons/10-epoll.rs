@@ -1,4 +1,5 @@
-//! Lesson 10 — epoll event loop: EventMachine's shape (reactor, handlers, send_data) on epoll.
+//! Lesson 10 — event loop on epoll, EventMachine style.
+//! Epoll event loop: EventMachine's shape (reactor, handlers, send_data) on epoll.
 //! One thread serves thousands of clients; the echo protocol is a dozen-line handler.
 //!
 //! The talk's Ruby server was `EM.start_server bind, port, Handler` with a module whose
@@ -33,19 +34,17 @@ use nix::sys::socket::{
     SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, read, write};
+use protocols::echo::{self, Echo};
+use sockets_by_hand::accept::AcceptFailure;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::conn::{HIGH_WATER, READ_CHUNK};
-use sockets_by_hand::echo::{self, Echo, Ending};
-use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::ending::Ending;
+use sockets_by_hand::errors::{fatal, report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::outbuf::OutBuf;
 use sockets_by_hand::{limits, net, say};
 
-const LESSON: Lesson = Lesson {
-    number: "10",
-    title: "event loop on epoll, EventMachine style",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// Lesson 10: the reverse-echo protocol on an epoll reactor in EventMachine's style. One
 /// thread, one epoll_wait loop, a Handler per connection (post_init, receive_data, unbind)
@@ -261,7 +260,7 @@ impl<H: Handler> Reactor<H> {
                 Err(Errno::EAGAIN) => return, // the backlog is empty
                 Err(errno) => {
                     report("accept", errno);
-                    match accept_failure(errno) {
+                    match AcceptFailure::of(errno) {
                         AcceptFailure::Retry => continue,
                         AcceptFailure::Exhausted => return self.pause_accepting(),
                         AcceptFailure::Fatal => fatal("accept", errno),

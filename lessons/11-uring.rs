@@ -1,4 +1,5 @@
-//! Lesson 11 — io_uring: submit accept, recv and send, and the kernel reports them done.
+//! Lesson 11 — asynchronous I/O with io_uring.
+//! Io_uring: submit accept, recv and send, and the kernel reports them done.
 //! The fifth of Stevens' I/O models, asynchronous I/O: the server asks for the work, not
 //! for permission to do it.
 //!
@@ -40,18 +41,15 @@ use nix::sys::socket::{
     SockaddrLike, SockaddrStorage,
 };
 use nix::unistd::close;
+use sockets_by_hand::accept::AcceptFailure;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
-use sockets_by_hand::echo::Ending;
-use sockets_by_hand::errors::{accept_failure, fatal, report, AcceptFailure, OrDie};
+use sockets_by_hand::ending::Ending;
+use sockets_by_hand::errors::{fatal, report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::{net, say};
 
-const LESSON: Lesson = Lesson {
-    number: "11",
-    title: "asynchronous I/O with io_uring",
-    default_port: 23333,
-    hint: Hint::Nc,
-};
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// Lesson 11: the reverse-echo protocol on io_uring. Accept, recv and send are submitted
 /// to the kernel as operations and the server reacts to their completions (asynchronous
@@ -291,7 +289,7 @@ impl Server {
         self.accepting[i] = false;
         if result < 0 {
             let errno = Errno::from_raw(-result);
-            let failure = accept_failure(errno);
+            let failure = AcceptFailure::of(errno);
             if failure == AcceptFailure::Exhausted && self.paused_since.is_some() {
                 return; // one of the other accepts in flight, failing for the same reason
             }

@@ -1,4 +1,5 @@
-//! Lesson 12 — SOCKS5 relay on poll: a real SOCKS5 proxy that relays every client in one thread.
+//! Lesson 12 — SOCKS5 relay on poll.
+//! SOCKS5 relay on poll: a real SOCKS5 proxy that relays every client in one thread.
 //! It speaks RFC 1928 (CONNECT, IPv4, IPv6 and host names) and RFC 1929 (with `-u/-P`), and
 //! takes microsocks' flags, so `-i ADDR -p PORT [-u USER -P PASS] [-b OUTGOING_ADDR]` work.
 //!
@@ -44,19 +45,16 @@ use nix::sys::socket::{
     socket, sockopt, Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, pipe2, read, write};
+use protocols::socks5::{self, encode_error_reply, encode_reply, Handshake, Reply, Step};
+use sockets_by_hand::accept::AcceptFailure;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::errors::{accept_failure, describe, fatal, report, AcceptFailure, OrDie};
-use sockets_by_hand::socks5::{self, encode_error_reply, encode_reply, Handshake, Reply, Step};
+use sockets_by_hand::errors::{describe, fatal, report, OrDie};
+use sockets_by_hand::lesson;
 use sockets_by_hand::{limits, net, say};
 
-pub use sockets_by_hand::socks5::Target;
+pub use protocols::socks5::Target;
 
-const LESSON: Lesson = Lesson {
-    number: "12",
-    title: "SOCKS5 relay on poll",
-    default_port: 1080,
-    hint: Hint::Socks5,
-};
+const LESSON: Lesson = lesson!(1080, Hint::Socks5);
 
 /// Lesson 12: a SOCKS5 proxy (RFC 1928; RFC 1929 username/password with -u/-P) that relays
 /// all its clients in one thread with poll(2): non-blocking connects with a timeout, host
@@ -743,7 +741,7 @@ impl<A: Admission> Relay<'_, A> {
             match accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
                 Ok(client) => self.add(client, now),
                 Err(Errno::EAGAIN) => return,
-                Err(errno) => match accept_failure(errno) {
+                Err(errno) => match AcceptFailure::of(errno) {
                     AcceptFailure::Retry => continue,
                     AcceptFailure::Exhausted => {
                         say!(
@@ -1033,7 +1031,7 @@ impl<A: Admission> Relay<'_, A> {
         let errno = conn.last_error;
         self.refuse(
             slot,
-            Reply::from_errno(errno as i32),
+            Reply::from_io_error(&errno.into()),
             describe("connect", errno),
         );
     }

@@ -1,4 +1,5 @@
-//! Lesson 13 — stateful SOCKS5 proxy: lesson 12's relay, with an allowlist kept in Redis.
+//! Lesson 13 — stateful SOCKS5 proxy with a Redis allowlist.
+//! Stateful SOCKS5 proxy: lesson 12's relay, with an allowlist kept in Redis.
 //! The proxy is a server and, in the same poll loop, a client of Redis: before a CONNECT it
 //! asks `GET allowed:<client ip>` on ONE persistent, non-blocking Redis connection. A client
 //! is allowed iff the key exists and its value is not "0" (an empty value counts as allowed);
@@ -40,10 +41,11 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{connect, getsockopt, socket, sockopt, SockFlag, SockType};
 use nix::unistd::{close, read, write};
+use protocols::resp::{self, allowlist_key, allowlist_verdict, encode_command, parse};
+use protocols::socks5::Reply;
 use sockets_by_hand::cli::{self, Hint, Lesson};
 use sockets_by_hand::errors::describe;
-use sockets_by_hand::resp::{self, allowlist_key, allowlist_verdict, encode_command, parse};
-use sockets_by_hand::socks5::Reply;
+use sockets_by_hand::lesson;
 use sockets_by_hand::{net, say};
 
 // Lesson 12's relay, reused as it is (not copied): its flags, its loop, its Admission hook.
@@ -53,12 +55,7 @@ mod relay;
 
 use relay::{Admission, ConnId, RelayArgs, Target, Verdict};
 
-const LESSON: Lesson = Lesson {
-    number: "13",
-    title: "stateful SOCKS5 proxy with a Redis allowlist",
-    default_port: 1080,
-    hint: Hint::Socks5,
-};
+const LESSON: Lesson = lesson!(1080, Hint::Socks5);
 
 /// Lesson 13: lesson 12's SOCKS5 proxy, plus an allowlist in Redis. Before each CONNECT it
 /// asks `GET allowed:<client ip>` on one persistent Redis connection inside the same poll

@@ -1,6 +1,5 @@
 //! The blocking serve loop of the echo protocol: one client, one thread of control, plain
-//! `read(2)` and `write(2)` that sleep until they can go on; and what a blocking accept loop
-//! does when `accept(2)` fails.
+//! `read(2)` and `write(2)` that sleep until they can go on.
 //!
 //! Lessons 03 (serial), 04 (a process per client) and 05 (a thread per client) differ in who
 //! runs this loop, not in the loop itself, so it lives here once; each lesson's own file
@@ -8,14 +7,13 @@
 //! wrappers, so `strace` shows a `read` and a `write` per line whichever lesson runs it.
 
 use std::os::fd::AsFd;
-use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::unistd::read;
 
-use crate::echo::{self, Echo, Ending};
-use crate::errors::{accept_failure, fatal, report, AcceptFailure};
+use crate::ending::Ending;
 use crate::io;
+use protocols::echo::{self, Echo};
 
 /// Talks the echo protocol with one client until it quits, leaves or fails: writes the
 /// welcome, then reads whatever arrives and writes the replies, until `q`, an over-long
@@ -51,19 +49,5 @@ pub fn serve_echo<Fd: AsFd>(conn: Fd) -> Ending {
         if let Some(ending) = Ending::from_status(status) {
             return ending;
         }
-    }
-}
-
-/// What a blocking accept loop does after `accept(2)` failed with `errno`: report it, then
-/// return so that the loop calls accept again, at once after a transient error (EINTR,
-/// ECONNABORTED, …), or after a 100 ms pause when the process is out of fds or memory
-/// (EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at once would fail again, and a loop
-/// that does so spins at 100 % CPU); or exit when the listener itself is broken.
-pub fn accept_failed(errno: Errno) {
-    report("accept", errno);
-    match accept_failure(errno) {
-        AcceptFailure::Retry => {}
-        AcceptFailure::Exhausted => std::thread::sleep(Duration::from_millis(100)),
-        AcceptFailure::Fatal => fatal("accept", errno),
     }
 }

@@ -12,16 +12,88 @@ use clap::{ArgMatches, CommandFactory};
 use crate::net;
 
 /// What a lesson says about itself on the command line and in its banner.
+///
+/// A lesson is described in one place: the `//!` header at the top of its source file.
+/// Its first line, `//! Lesson 03 — interactive reverse echo, one client at a time.`, gives
+/// the number and the title (the banner, `make help` and the README table use them); the
+/// paragraph under it is `-h`'s text, and the whole header is `--help`'s. Build one with
+/// [`lesson!`](crate::lesson), which includes the calling file's text.
 #[derive(Debug, Clone, Copy)]
 pub struct Lesson {
-    /// Two digits, as in `lesson-03`.
-    pub number: &'static str,
-    /// A few words, as in the README's lesson table.
-    pub title: &'static str,
+    /// The text of the lesson's main source file; only its `//!` header is read.
+    pub source: &'static str,
     /// The port `-p` defaults to.
     pub default_port: u16,
     /// How the banner suggests talking to the lesson.
     pub hint: Hint,
+}
+
+/// The [`Lesson`] of the file it is written in: `const LESSON: Lesson = lesson!(23333,
+/// Hint::Nc);`. Works in the lessons package (the workspace root), whose `file!()` paths
+/// are relative to the manifest directory.
+#[macro_export]
+macro_rules! lesson {
+    ($default_port:expr, $hint:expr) => {
+        $crate::cli::Lesson {
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", file!())),
+            default_port: $default_port,
+            hint: $hint,
+        }
+    };
+}
+
+impl Lesson {
+    /// The header's lines, without their `//!` (and the one space after it).
+    fn header(&self) -> impl Iterator<Item = &'static str> {
+        header_lines(self.source)
+    }
+
+    /// `Lesson 03` from the first line (or whatever names the program there).
+    fn name(&self) -> &'static str {
+        let first = self.header().next().unwrap_or("");
+        first.split_once(" — ").map_or(first, |(name, _)| name)
+    }
+
+    /// `03`: the two digits of `lesson-03` (for a tool, its name).
+    pub fn number(&self) -> &'static str {
+        let name = self.name();
+        name.strip_prefix("Lesson ").unwrap_or(name)
+    }
+
+    /// The title: the first line after the dash, without its full stop.
+    pub fn title(&self) -> &'static str {
+        let first = self.header().next().unwrap_or("");
+        let title = first.split_once(" — ").map_or("", |(_, title)| title);
+        title.strip_suffix('.').unwrap_or(title)
+    }
+
+    /// The program's name on the command line: `lesson-03` (or the tool's own name).
+    pub fn program(&self) -> String {
+        match self.name().strip_prefix("Lesson ") {
+            Some(number) => format!("lesson-{number}"),
+            None => self.name().to_string(),
+        }
+    }
+
+    /// `-h`: the first line and the paragraph under it.
+    pub fn about(&self) -> String {
+        let lines: Vec<&str> = self.header().take_while(|l| !l.is_empty()).collect();
+        lines.join("\n")
+    }
+
+    /// `--help`: the whole header.
+    pub fn long_about(&self) -> String {
+        let lines: Vec<&str> = self.header().collect();
+        lines.join("\n").trim_end().to_string()
+    }
+}
+
+/// The `//!` lines at the top of `source`, without the marker.
+pub fn header_lines(source: &str) -> impl Iterator<Item = &str> {
+    source
+        .lines()
+        .map_while(|line| line.strip_prefix("//!"))
+        .map(|line| line.strip_prefix(' ').unwrap_or(line))
 }
 
 /// The "try:" part of the banner.
@@ -70,7 +142,10 @@ pub fn parse<A: clap::Parser>(lesson: &Lesson) -> A {
 
 /// The clap command [`parse`] runs: `A`'s, renamed, with the lesson's default port.
 pub fn command<A: CommandFactory>(lesson: &Lesson) -> clap::Command {
-    let mut command = A::command().name(format!("lesson-{}", lesson.number));
+    let mut command = A::command()
+        .name(lesson.program())
+        .about(lesson.about())
+        .long_about(lesson.long_about());
     if command.get_arguments().any(|arg| arg.get_id() == "port") {
         let port = lesson.default_port.to_string();
         command = command.mut_arg("port", |arg| arg.default_value(port).required(false));
@@ -83,8 +158,9 @@ pub fn command<A: CommandFactory>(lesson: &Lesson) -> clap::Command {
 /// port it picked). Tests read the address from this line.
 pub fn banner_line(lesson: &Lesson, local: SocketAddr) -> String {
     let mut line = format!(
-        "lesson {} · {} · listening on {local}",
-        lesson.number, lesson.title
+        "{} · {} · listening on {local}",
+        lesson.name().to_lowercase(),
+        lesson.title()
     );
     let to = net::dialable(local);
     match lesson.hint {
@@ -119,11 +195,31 @@ mod tests {
     use clap::FromArgMatches;
 
     const L: Lesson = Lesson {
-        number: "03",
-        title: "interactive reverse echo",
+        source: "//! Lesson 03 — interactive reverse echo.\n//! Lines come back reversed.\n//! q ends.\n//!\n//! Run `make lesson-03`.\n\nfn main() {}\n",
         default_port: 23333,
         hint: Hint::Nc,
     };
+
+    #[test]
+    fn the_header_describes_the_lesson() {
+        assert_eq!(L.number(), "03");
+        assert_eq!(L.title(), "interactive reverse echo");
+        assert_eq!(L.program(), "lesson-03");
+        assert_eq!(
+            L.about(),
+            "Lesson 03 — interactive reverse echo.\nLines come back reversed.\nq ends."
+        );
+        assert!(L.long_about().ends_with("Run `make lesson-03`."));
+        let tool = Lesson {
+            source: "//! tokio-echo — reference echo.\n",
+            ..L
+        };
+        assert_eq!(
+            (tool.number(), tool.program().as_str()),
+            ("tokio-echo", "tokio-echo")
+        );
+        assert_eq!(tool.title(), "reference echo");
+    }
 
     #[test]
     fn banner_names_real_address_and_hint() {

@@ -1,5 +1,5 @@
-//! The table of connections a single-threaded server keeps (lessons 06–11), and its policy
-//! for `accept(2)` failing with EMFILE.
+//! The table of connections the select and poll lessons keep (06–08), with the accept
+//! pause after EMFILE.
 //!
 //! [`Clients`] is a slab keyed by file descriptor: the entry for fd 7 is slot 7. Every
 //! readiness API names connections by fd (select's bit sets, a pollfd's `fd`, the `si_fd`
@@ -10,28 +10,17 @@
 //! [`EchoConn`](crate::conn::EchoConn) by default). The table makes no system calls: the
 //! lesson accepts, reads, writes and closes, and tells the table what it did.
 //!
-//! **EMFILE policy: stop watching the listener.** When `accept` fails because the process
-//! or the system is out of fds (or memory), the connection stays in the listen backlog and
-//! the listener stays readable, so a server that goes back to select/poll/epoll at once is
-//! woken at once, fails again, and spins at 100 % CPU. Instead, after
-//! [`Clients::accept_failed`] the lesson stops asking about the listener
-//! ([`Clients::watch_listener`] turns false) until a connection closes
-//! ([`Clients::remove`] frees an fd), with a fallback retry after [`ACCEPT_RETRY`] in case
-//! fds were freed some other way (another process, for ENFILE). The clients that could not
-//! be accepted wait in the backlog (the kernel has completed their handshake) and are
-//! served as soon as an fd is free. The other classic answer, keeping a spare fd open to
-//! close, accept and close again (libev, nginx), turns waiting clients away instead.
+//! **EMFILE:** the table holds the lesson's [`AcceptPause`] (src/accept.rs says why a loop
+//! stops watching the listener when accept runs out of fds) and resumes it whenever a
+//! connection is removed, since a close frees an fd.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+use crate::accept::{AcceptPause, RETRY};
 use crate::conn::EchoConn;
-use crate::errors::{accept_failure, fatal, report, AcceptFailure};
-
-/// How long the listener stays unwatched after EMFILE if no connection closes meanwhile.
-pub const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
 /// One connection: its socket, the peer's address (for log lines) and its state.
 #[derive(Debug)]
@@ -50,8 +39,8 @@ pub struct Client<S = EchoConn> {
 pub struct Clients<S = EchoConn> {
     slots: Vec<Option<Client<S>>>,
     count: usize,
-    /// Set when accept ran out of fds; cleared when a connection closes or on retry.
-    accept_paused: Option<Instant>,
+    /// Whether accept is paused after running out of fds.
+    pause: AcceptPause,
 }
 
 impl<S> Default for Clients<S> {
@@ -66,7 +55,7 @@ impl<S> Clients<S> {
         Clients {
             slots: Vec::new(),
             count: 0,
-            accept_paused: None,
+            pause: AcceptPause::new(RETRY),
         }
     }
 
@@ -100,7 +89,7 @@ impl<S> Clients<S> {
         let slot = usize::try_from(fd).ok()?;
         let client = self.slots.get_mut(slot)?.take()?;
         self.count -= 1;
-        self.accept_paused = None;
+        self.pause.resume();
         // Keep the slab no longer than the highest fd in use, so scans over `fds()` stay short.
         while matches!(self.slots.last(), Some(None)) {
             self.slots.pop();
@@ -130,55 +119,23 @@ impl<S> Clients<S> {
         self.slots.iter().flatten()
     }
 
-    /// `accept(2)` failed with `errno`: report it and apply the policy. EAGAIN (nothing
-    /// to accept) is not a failure; the lesson handles it before calling this.
-    /// - out of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): stop watching the
-    ///   listener until a connection closes or [`ACCEPT_RETRY`] passes (see the module
-    ///   documentation for why);
-    /// - the connection died in the queue, or a signal interrupted the call: nothing to do,
-    ///   the next wake-up accepts the next one;
-    /// - the listener itself is broken (EBADF, EINVAL, …): exit with the error.
+    /// `accept(2)` failed with `errno`: report it and apply the policy of
+    /// [`AcceptPause::failed`]. EAGAIN (nothing to accept) is no failure; the lesson handles
+    /// it before calling this.
     pub fn accept_failed(&mut self, errno: Errno) {
-        match accept_failure(errno) {
-            AcceptFailure::Retry => {
-                if errno != Errno::EINTR && errno != Errno::EAGAIN {
-                    report("accept", errno);
-                }
-            }
-            AcceptFailure::Exhausted => {
-                report("accept", errno);
-                self.accept_paused = Some(Instant::now());
-            }
-            AcceptFailure::Fatal => fatal("accept", errno),
-        }
+        self.pause.failed(errno);
     }
 
-    /// True while the lesson should watch (or try) the listener: accept has not run out
-    /// of fds, or a connection has closed since, or [`ACCEPT_RETRY`] has passed. Call it
-    /// once per round, before waiting: select leaves the listener out of its read set,
-    /// poll gives its entry no events, an epoll loop would take the listener out of its
-    /// interest list (`EPOLL_CTL_DEL`) when this turns false and add it back when it turns
-    /// true, a SIGIO or io_uring loop would not re-arm its accept.
+    /// True while the lesson should watch (or try) the listener ([`AcceptPause::watching`]).
+    /// Call it once per round, before waiting: select leaves the listener out of its read
+    /// set, poll gives its entry no events.
     pub fn watch_listener(&mut self) -> bool {
-        match self.accept_paused {
-            Some(since) if since.elapsed() < ACCEPT_RETRY => false,
-            Some(_) => {
-                self.accept_paused = None;
-                true
-            }
-            None => true,
-        }
+        self.pause.watching(Instant::now())
     }
 
-    /// The longest the lesson may sleep in select/poll/epoll_wait: until the fallback
-    /// retry while the listener is unwatched (rounded up to whole milliseconds, so a
-    /// millisecond timeout does not wake early and spin), otherwise no limit.
+    /// The longest the lesson may sleep in select or poll ([`AcceptPause::wait_limit`]).
     pub fn wait_limit(&self) -> Option<Duration> {
-        let since = self.accept_paused?;
-        let left = ACCEPT_RETRY.saturating_sub(since.elapsed());
-        Some(Duration::from_millis(
-            u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
-        ))
+        self.pause.wait_limit(Instant::now())
     }
 }
 
@@ -229,7 +186,7 @@ mod tests {
         clients.accept_failed(Errno::EMFILE);
         assert!(!clients.watch_listener());
         let limit = clients.wait_limit().unwrap();
-        assert!(limit > Duration::ZERO && limit <= ACCEPT_RETRY);
+        assert!(limit > Duration::ZERO && limit <= RETRY);
         clients.remove(fd).unwrap();
         assert!(clients.watch_listener(), "a close resumes accepting");
         clients.accept_failed(Errno::ECONNABORTED);

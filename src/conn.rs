@@ -1,6 +1,6 @@
 //! One echo connection's state in a single-threaded server (lessons 06–11): the protocol
 //! state, the replies not yet written, and the backpressure rule. Sans-IO like
-//! [`crate::echo`]: the lesson does the `read`/`write` (or the io_uring submissions) and
+//! [`protocols::echo`]: the lesson does the `read`/`write` (or the io_uring submissions) and
 //! tells this value what happened.
 //!
 //! Backpressure: a client that sends lines without reading the replies would make the
@@ -13,8 +13,8 @@
 //! No allocation per request: the reply buffer ([`OutBuf`]) keeps its capacity and is
 //! compacted in place.
 
-use crate::echo::{Echo, Status, TOO_LONG, WELCOME};
 use crate::outbuf::OutBuf;
+use protocols::echo::{Echo, Status, TOO_LONG, WELCOME};
 
 /// Replies pending for one client beyond which the server stops reading from it.
 pub const HIGH_WATER: usize = 1 << 20;
@@ -92,8 +92,8 @@ impl EchoConn {
     }
 
     /// How the connection ended, once [`finished`](Self::finished): `q`, too long, or EOF.
-    pub fn ending(&self) -> crate::echo::Ending {
-        crate::echo::Ending::from_status(self.echo.status()).unwrap_or(crate::echo::Ending::Eof)
+    pub fn ending(&self) -> crate::ending::Ending {
+        crate::ending::Ending::from_status(self.echo.status()).unwrap_or(crate::ending::Ending::Eof)
     }
 
     /// Bytes held for this client (pending replies and an unfinished line).
@@ -132,7 +132,7 @@ mod tests {
         let n = c.pending().len();
         c.wrote(n);
         assert!(c.finished());
-        assert_eq!(c.ending(), crate::echo::Ending::Quit);
+        assert_eq!(c.ending(), crate::ending::Ending::Quit);
     }
 
     #[test]
@@ -144,7 +144,7 @@ mod tests {
         let n = c.pending().len();
         c.wrote(n);
         assert!(c.finished());
-        assert_eq!(c.ending(), crate::echo::Ending::Eof);
+        assert_eq!(c.ending(), crate::ending::Ending::Eof);
     }
 
     #[test]

@@ -35,41 +35,6 @@ impl<T> OrDie<T> for nix::Result<T> {
     }
 }
 
-/// What a server should do after `accept(2)` failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcceptFailure {
-    /// Nothing is wrong with the listener: a signal interrupted the call, or the connection
-    /// died in the queue (ECONNABORTED), or Linux passed a pending network error on
-    /// (accept(2), "Error handling"). Call accept again.
-    Retry,
-    /// The process or the system is out of something (EMFILE, ENFILE, ENOBUFS, ENOMEM).
-    /// Calling accept again at once fails again: a loop that does so spins at 100 % CPU.
-    /// Wait for a connection to close (or a short while), then try again.
-    Exhausted,
-    /// The listener itself is unusable (EBADF, EINVAL, ENOTSOCK, …): give up.
-    Fatal,
-}
-
-/// Sorts an `accept(2)` errno into [`AcceptFailure`].
-pub fn accept_failure(errno: Errno) -> AcceptFailure {
-    match errno {
-        Errno::EINTR
-        | Errno::EAGAIN
-        | Errno::ECONNABORTED
-        | Errno::EPROTO
-        | Errno::EPERM
-        | Errno::ENETDOWN
-        | Errno::ENOPROTOOPT
-        | Errno::EHOSTDOWN
-        | Errno::ENONET
-        | Errno::EHOSTUNREACH
-        | Errno::EOPNOTSUPP
-        | Errno::ENETUNREACH => AcceptFailure::Retry,
-        Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM => AcceptFailure::Exhausted,
-        _ => AcceptFailure::Fatal,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,14 +49,5 @@ mod tests {
             describe("bind", Errno::EADDRINUSE),
             "bind: EADDRINUSE (Address already in use)"
         );
-    }
-
-    #[test]
-    fn accept_failures_are_sorted() {
-        assert_eq!(accept_failure(Errno::EINTR), AcceptFailure::Retry);
-        assert_eq!(accept_failure(Errno::ECONNABORTED), AcceptFailure::Retry);
-        assert_eq!(accept_failure(Errno::EMFILE), AcceptFailure::Exhausted);
-        assert_eq!(accept_failure(Errno::ENFILE), AcceptFailure::Exhausted);
-        assert_eq!(accept_failure(Errno::EBADF), AcceptFailure::Fatal);
     }
 }

@@ -12,20 +12,19 @@
 //! lessons: RFC 1928/1929 ([`socks5`]) and the few RESP frames of lesson 13's Redis
 //! allowlist ([`resp`]).
 
+pub mod accept;
 pub mod blocking;
 pub mod cli;
 pub mod clients;
 pub mod conn;
-pub mod echo;
+pub mod ending;
 pub mod errors;
 pub mod hello;
 pub mod io;
 pub mod limits;
 pub mod net;
 pub mod outbuf;
-pub mod procfs;
-pub mod resp;
-pub mod socks5;
+pub mod stop;
 
 /// `eprintln!` in one `write(2)`: std's stderr is unbuffered, so `eprintln!` writes each
 /// piece of its format separately, and the traces would show a log line as three writes.

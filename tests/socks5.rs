@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::socks5::{self as s5, pseudo_random};
 use common::{Server, Traced, DEADLINE};
-use sockets_by_hand::socks5::{Handshake, Step, Target};
+use protocols::socks5::{Handshake, Step, Target};
 
 fn start(args: &[&str]) -> Server {
     Server::start(exe!("lesson-12"), args)
@@ -292,8 +292,8 @@ fn trace_poll_and_nonblocking_connect() {
     let mut s = s5::connect(traced.server.addr);
     assert_eq!(s5::greet(&mut s, &[0]), 0);
     let name = Target::Domain("localhost".into(), echo.port());
-    let (rep, _) = s5::request(&mut s, sockets_by_hand::socks5::Command::Connect, &name);
-    assert_eq!(rep, sockets_by_hand::socks5::Reply::Succeeded);
+    let (rep, _) = s5::request(&mut s, protocols::socks5::Command::Connect, &name);
+    assert_eq!(rep, protocols::socks5::Reply::Succeeded);
     drop(s);
     for target in [
         format!("→ {echo} "),
@@ -365,9 +365,9 @@ fn outgoing_address() {
     let target = listener.local_addr().unwrap();
     let mut s = s5::connect(proxy.addr);
     assert_eq!(s5::greet(&mut s, &[0]), 0);
-    let cmd = sockets_by_hand::socks5::Command::Connect;
+    let cmd = protocols::socks5::Command::Connect;
     let (rep, bnd) = s5::request(&mut s, cmd, &Target::Ip(target));
-    assert_eq!(rep, sockets_by_hand::socks5::Reply::Succeeded);
+    assert_eq!(rep, protocols::socks5::Reply::Succeeded);
     let (_, from) = listener.accept().unwrap();
     assert_eq!(from.ip().to_string(), "127.0.0.2");
     assert_eq!(
@@ -405,9 +405,9 @@ fn connect_timeout() {
     let proxy = start(&["--connect-timeout", "0.5"]);
     let mut s = s5::connect(proxy.addr);
     assert_eq!(s5::greet(&mut s, &[0]), 0);
-    let cmd = sockets_by_hand::socks5::Command::Connect;
+    let cmd = protocols::socks5::Command::Connect;
     let (rep, _) = s5::request(&mut s, cmd, &Target::Ip(target));
-    assert_eq!(rep, sockets_by_hand::socks5::Reply::TtlExpired);
+    assert_eq!(rep, protocols::socks5::Reply::TtlExpired);
     assert!(s5::closes(&mut s));
     proxy
         .log

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::socks5::{self as s5, Proxy};
 use common::{wait_for, Server, Traced, DEADLINE};
-use sockets_by_hand::resp::{encode_command, parse, Value};
-use sockets_by_hand::socks5::{client, Command as Cmd, Reply, Target};
+use protocols::resp::{encode_command, parse, Value};
+use protocols::socks5::{client, Command as Cmd, Reply, Target};
 
 /// A redis-server child on 127.0.0.1:`port`, and one client connection to it.
 struct Redis {

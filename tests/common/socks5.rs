@@ -5,7 +5,7 @@
 //!
 //! Also here: loopback targets for the proxy to connect to (an HTTP file server, an echo
 //! server, a "reply after EOF" server), and a small SOCKS5 client built on the sans-IO
-//! helpers of `sockets_by_hand::socks5::client`.
+//! helpers of `protocols::socks5::client`.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use sockets_by_hand::socks5::{client, Command as Cmd, Reply, Target};
+use protocols::socks5::{client, Command as Cmd, Reply, Target};
 
 use super::{Server, DEADLINE};
 
@@ -273,7 +273,7 @@ pub fn connect(proxy: SocketAddr) -> TcpStream {
 /// EOF before that.
 fn read_message<T>(
     s: &mut TcpStream,
-    parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, sockets_by_hand::socks5::Error>,
+    parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, protocols::socks5::Error>,
 ) -> T {
     let mut buf = Vec::new();
     loop {

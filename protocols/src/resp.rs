@@ -79,7 +79,7 @@
 //! # Example: the shape of the proxy's loop
 //!
 //! ```
-//! use sockets_by_hand::resp::{
+//! use protocols::resp::{
 //!     allowlist_key, allowlist_verdict, encode_command, parse, Verdict,
 //! };
 //! use std::net::IpAddr;

@@ -2,6 +2,7 @@
 //! and bench-socks against "direct". (Their numbers are measured by `make compare` and
 //! `make bench-socks`, never asserted here.)
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
@@ -66,7 +67,7 @@ fn loadgen_reports_wrong_replies_as_errors() {
 
 #[test]
 fn loadgen_counts_real_replies_and_refuses_other_networks() {
-    let server = common::Server::start(exe!("lesson-05"), &[]);
+    let server = common::Server::start(&tools::lesson_bin("lesson-05"), &[]);
     let out = Command::new(exe!("loadgen"))
         .args([
             "--to",
@@ -86,7 +87,7 @@ fn loadgen_counts_real_replies_and_refuses_other_networks() {
         "{f:?}"
     );
     // A serial server starves all clients but one, and loadgen says so.
-    let serial = common::Server::start(exe!("lesson-03"), &[]);
+    let serial = common::Server::start(&tools::lesson_bin("lesson-03"), &[]);
     let out = Command::new(exe!("loadgen"))
         .args([
             "--to",

@@ -10,7 +10,7 @@
 //! to microsocks, `target/bench-socks/report.md` and `target/bench-socks/report.svg`.
 //!
 //! The client side is this program's own (std sockets plus the sans-IO
-//! `sockets_by_hand::socks5::client`), not iperf3 through proxychains: the same client for
+//! `protocols::socks5::client`), not iperf3 through proxychains: the same client for
 //! every server, no LD_PRELOAD in the measured path.
 
 use std::fmt::Write as _;
@@ -25,8 +25,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sockets_by_hand::procfs::{descendants, tree_usage};
-use sockets_by_hand::socks5::{client, Reply, Target};
+use protocols::socks5::{client, Reply, Target};
+use tools::procfs::{descendants, tree_usage};
 
 /// Benchmarks lesson 12 against microsocks, dante and a direct connection, all on loopback.
 #[derive(Parser, Debug)]
@@ -102,10 +102,7 @@ struct Results {
 fn main() {
     let args = Args::parse();
     let _ = sockets_by_hand::limits::raise_nofile();
-    let bin_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
+    let bin_dir = tools::bin_dir();
     let seconds = Duration::from_secs_f64(args.seconds);
 
     // The targets: a sink (upload), a source (download), an echo server, an idle holder.

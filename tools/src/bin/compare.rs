@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sockets_by_hand::procfs::{cpu_seconds, descendants, tree_usage};
+use tools::procfs::{cpu_seconds, descendants, tree_usage};
 
 /// Runs every echo lesson and the tokio reference under the same load and writes a report
 /// (terminal table, target/compare/report.md, target/compare/report.svg).
@@ -173,10 +173,7 @@ fn main() {
         .strace_requests
         .unwrap_or(if args.quick { 3000 } else { 10_000 });
     let idle = args.idle.unwrap_or(if args.quick { 0 } else { 5000 });
-    let bin_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
+    let bin_dir = tools::bin_dir();
     let loadgen = bin_dir.join("loadgen");
     if !loadgen.exists() {
         fail(&format!(

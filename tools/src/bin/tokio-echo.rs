@@ -1,26 +1,26 @@
-//! tokio-echo: the reference row of `make compare` (not a lesson). The same reverse-echo
-//! protocol ([`sockets_by_hand::echo`]) on tokio's current-thread runtime: single-threaded
+//! tokio-echo — reference reverse echo on tokio (current-thread).
+//! The reference row of `make compare` (not a lesson). The same reverse-echo
+//! protocol ([`protocols::echo`]) on tokio's current-thread runtime: single-threaded
 //! like the event-loop lessons, and what a Rust developer would write instead of them.
 //! Same flags and banner as the lessons; `nc 127.0.0.1 23333` talks to it.
 
 use std::net::SocketAddr;
 
 use clap::Parser;
+use protocols::echo::{Echo, WELCOME};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::echo::{Echo, Ending, WELCOME};
+use sockets_by_hand::ending::Ending;
 use sockets_by_hand::say;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Described, like the lessons, by this file's header.
 const REFERENCE: Lesson = Lesson {
-    number: "tokio",
-    title: "reference reverse echo on tokio (current-thread)",
+    source: include_str!("tokio-echo.rs"),
     default_port: 23333,
     hint: Hint::Nc,
 };
 
-/// The echo protocol on tokio's current-thread runtime: the reference that `make compare`
-/// measures the lessons against.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]

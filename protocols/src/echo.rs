@@ -16,12 +16,6 @@
 //! Memory is bounded: at most `MAX_LINE + 1` bytes of an unfinished line are held, and the
 //! replies to one `feed` are never longer than its input plus [`TOO_LONG`].
 
-use std::fmt;
-
-use nix::errno::Errno;
-
-use crate::errors;
-
 /// Sent once, as soon as a connection is accepted.
 pub const WELCOME: &[u8] = b"Welcome buddy!\n";
 /// The longest line (without its `\n` and `\r`) that gets an answer.
@@ -168,41 +162,6 @@ pub fn reverse_into(line: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// How a connection ended, for the `client disconnected: ADDR (…)` log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// The client sent `q`.
-    Quit,
-    /// The client sent a line over [`MAX_LINE`].
-    TooLong,
-    /// `read(2)` returned 0: the client closed (or shut down) its side without `q`.
-    Eof,
-    /// A call on the connection failed, e.g. `read: ECONNRESET` after the client reset.
-    Failed(&'static str, Errno),
-}
-
-impl Ending {
-    /// The ending a [`Status`] other than `Open` asks for.
-    pub fn from_status(status: Status) -> Option<Ending> {
-        match status {
-            Status::Open => None,
-            Status::Quit => Some(Ending::Quit),
-            Status::TooLong => Some(Ending::TooLong),
-        }
-    }
-}
-
-impl fmt::Display for Ending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ending::Quit => f.write_str("sent q"),
-            Ending::TooLong => f.write_str("line too long"),
-            Ending::Eof => f.write_str("left without q"),
-            Ending::Failed(call, errno) => f.write_str(&errors::describe(call, *errno)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,15 +270,6 @@ mod tests {
         }
         assert_eq!(status, Status::TooLong);
         assert_eq!(out, TOO_LONG);
-    }
-
-    #[test]
-    fn endings_read_well() {
-        assert_eq!(Ending::Quit.to_string(), "sent q");
-        assert_eq!(
-            Ending::Failed("read", Errno::ECONNRESET).to_string(),
-            "read: ECONNRESET (Connection reset by peer)"
-        );
     }
 
     /// Input streams that reach every branch: ASCII, UTF-8, invalid bytes, CR, empty lines,

@@ -125,18 +125,6 @@ const _: () = assert!(MAX_MESSAGE_LEN >= MAX_GREETING_LEN && MAX_MESSAGE_LEN >= 
 /// BND.ADDR:BND.PORT for replies sent when no upstream socket exists.
 pub const UNSPECIFIED_BND: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
-// errno values, as on Linux (asm-generic/errno.h). std has no `libc`, so we
-// name the few we need. Other systems number them differently.
-
-/// `ECONNREFUSED` on Linux.
-pub const ECONNREFUSED: i32 = 111;
-/// `ENETUNREACH` on Linux.
-pub const ENETUNREACH: i32 = 101;
-/// `EHOSTUNREACH` on Linux.
-pub const EHOSTUNREACH: i32 = 113;
-/// `ETIMEDOUT` on Linux.
-pub const ETIMEDOUT: i32 = 110;
-
 // ---------------------------------------------------------------------------
 // Reply codes (RFC 1928 §6)
 // ---------------------------------------------------------------------------
@@ -187,25 +175,13 @@ impl Reply {
         })
     }
 
-    /// The reply for a failed non-blocking `connect(2)` (the errno from
-    /// `SO_ERROR`, Linux numbering). RFC 1928 has no "timed out" code, so
-    /// `ETIMEDOUT` maps to `0x06`, as most servers do.
-    pub const fn from_errno(errno: i32) -> Reply {
-        match errno {
-            ECONNREFUSED => Reply::ConnectionRefused,
-            ENETUNREACH => Reply::NetworkUnreachable,
-            EHOSTUNREACH => Reply::HostUnreachable,
-            ETIMEDOUT => Reply::TtlExpired,
-            _ => Reply::GeneralFailure,
-        }
-    }
-
-    /// Like [`Reply::from_errno`], for an `io::Error` (uses the raw errno when
-    /// there is one, else the error kind).
+    /// The reply for a failed `connect(2)`. The protocol names no errno: the caller turns
+    /// its errno into an [`io::Error`] (`io::Error::from_raw_os_error`, or nix's
+    /// `Errno` with `.into()`), and std sorts it into a portable [`io::ErrorKind`]:
+    /// ECONNREFUSED → `0x05`, ENETUNREACH → `0x03`, EHOSTUNREACH → `0x04`, and ETIMEDOUT →
+    /// `0x06` (RFC 1928 has no "timed out" code; most servers send this one). Anything
+    /// else is `0x01`.
     pub fn from_io_error(err: &io::Error) -> Reply {
-        if let Some(errno) = err.raw_os_error() {
-            return Reply::from_errno(errno);
-        }
         match err.kind() {
             io::ErrorKind::ConnectionRefused => Reply::ConnectionRefused,
             io::ErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
@@ -1365,16 +1341,16 @@ mod tests {
     }
 
     #[test]
-    fn from_errno_table() {
-        assert_eq!(Reply::from_errno(111), Reply::ConnectionRefused);
-        assert_eq!(Reply::from_errno(101), Reply::NetworkUnreachable);
-        assert_eq!(Reply::from_errno(113), Reply::HostUnreachable);
-        assert_eq!(Reply::from_errno(110), Reply::TtlExpired);
+    fn connect_errors_map_to_replies() {
+        // Linux's numbers: ECONNREFUSED 111, ENETUNREACH 101, EHOSTUNREACH 113, ETIMEDOUT 110.
+        let reply = |errno| Reply::from_io_error(&io::Error::from_raw_os_error(errno));
+        assert_eq!(reply(111), Reply::ConnectionRefused);
+        assert_eq!(reply(101), Reply::NetworkUnreachable);
+        assert_eq!(reply(113), Reply::HostUnreachable);
+        assert_eq!(reply(110), Reply::TtlExpired);
         for other in [0, 1, 2, 4, 11, 22, 104, 112, -1, i32::MAX, i32::MIN] {
-            assert_eq!(Reply::from_errno(other), Reply::GeneralFailure, "{other}");
+            assert_eq!(reply(other), Reply::GeneralFailure, "{other}");
         }
-        let e = io::Error::from_raw_os_error(ECONNREFUSED);
-        assert_eq!(Reply::from_io_error(&e), Reply::ConnectionRefused);
         let e = io::Error::from(io::ErrorKind::TimedOut);
         assert_eq!(Reply::from_io_error(&e), Reply::TtlExpired);
         let e = io::Error::other("boom");

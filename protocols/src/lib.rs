@@ -1,0 +1,12 @@
+//! The protocols of sockets-by-hand, sans-IO: each takes the bytes a connection received
+//! and returns the bytes to send and what to do next. None of them touches a file
+//! descriptor (this crate depends on std alone), so every I/O model runs the same code and
+//! the tests cover it without sockets.
+//!
+//! - [`echo`]: the reverse-echo line protocol of lessons 03–11;
+//! - [`socks5`]: the RFC 1928 handshake with RFC 1929 username/password, lessons 12–13;
+//! - [`resp`]: the few RESP frames lesson 13 needs for its Redis allowlist.
+
+pub mod echo;
+pub mod resp;
+pub mod socks5;
