@@ -41,14 +41,9 @@ fn main() {
     let addr = args.listen.addr();
     hello::load_time_zone(); // before socket(), so the trace shows only what follows
 
-    // socket(2): a TCP endpoint (SOCK_STREAM) of the address's family, bound to nothing yet.
-    let listener = socket(
-        net::family(&addr),
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .or_die("socket");
+    let family = net::family(&addr); // AF_INET or AF_INET6
+                                     // socket(2): a TCP endpoint (SOCK_STREAM) of that family, bound to nothing yet.
+    let listener = socket(family, SockType::Stream, SockFlag::empty(), None).or_die("socket");
     if !args.no_reuseaddr {
         // setsockopt(SO_REUSEADDR): bind even while old connections on this port are in
         // TIME_WAIT, so the server can be restarted at once.

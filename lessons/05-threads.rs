@@ -61,13 +61,8 @@ fn main() {
     let nofile = limits::nofile_note(limits::raise_nofile());
 
     // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01.
-    let listener = socket(
-        net::family(&addr),
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .or_die("socket");
+    let family = net::family(&addr);
+    let listener = socket(family, SockType::Stream, SockFlag::empty(), None).or_die("socket");
     setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
