@@ -60,7 +60,7 @@ fn main() {
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
 
     // sigaction(2) without SA_RESTART: a signal makes the sleeping accept fail with EINTR, so
-    // the loop sees STOP at once (signal-hook's handlers restart it; see the lesson's doc).
+    // the loop sees STOP at once (signal-hook sets SA_RESTART: see docs/lessons/04-fork.md).
     let stop = SigAction::new(
         SigHandler::Handler(request_stop),
         SaFlags::empty(),
