@@ -148,7 +148,13 @@ fn connect_to(target: &str) -> OwnedFd {
         // connect(2): the three-way handshake (ECONNREFUSED if nothing listens there).
         match connect(sock.as_raw_fd(), net::sockaddr(addr).as_ref()) {
             Ok(()) => return sock,
-            Err(errno) => last = format!("{} to {addr}", describe("connect", errno)),
+            Err(errno) => {
+                last = format!("{} to {addr}", describe("connect", errno));
+                // close(2) this socket; the next address gets a new one.
+                if let Err(errno) = close(sock) {
+                    report("close", errno);
+                }
+            }
         }
     }
     say!("{last}");
