@@ -3,19 +3,12 @@
 //! It notices the server closing even while you are not typing.
 //!
 //! Run a server (`make lesson-03`), then `make lesson-00` (or `lesson-00 --to HOST:PORT`);
-//! type lines, `q` to quit, or Ctrl-D to finish. It is scriptable:
-//! `printf 'abc\nq\n' | lesson-00` prints the welcome and `cba`, and exits 0 when the server
-//! closes. `make trace-00` shows socket → connect, then a `poll` over stdin and the socket that
-//! wakes for whichever is ready, the reads and writes, `shutdown(SHUT_WR)` when stdin ends,
-//! and the final read that returns 0.
+//! type lines, `q` to quit, Ctrl-D to end input. `make trace-00` shows socket → connect, a
+//! `poll` over stdin and the socket that wakes for whichever is ready, the reads and writes,
+//! `shutdown(SHUT_WR)` when stdin ends, and the last read, which returns 0.
 //!
-//! Classic mistake it avoids: a client that blocks in `read` on stdin cannot see the server
-//! close (Stevens' str_cli, section 5.12): it only learns of it at the next write. Waiting
-//! for both with `poll` fixes that. Two more: on stdin EOF it does not `close` (which would
-//! throw away the replies still on their way) but `shutdown(SHUT_WR)`, a half-close that
-//! sends FIN and keeps reading until the server has answered everything and closed; and its
-//! socket is non-blocking with a bounded buffer, so piping a big file in cannot deadlock with
-//! a server that is blocked writing replies we are not reading.
+//! Classic failure (Stevens' str_cli): a client asleep in `read` on stdin cannot see the
+//! server close. Waiting on both with `poll` fixes it. More: docs/lessons/00-client.md.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -30,16 +23,10 @@ use nix::sys::socket::{
 use nix::unistd::{close, read, write};
 use sockets_by_hand::cli::{self, Hint, Lesson};
 use sockets_by_hand::errors::{describe, fatal, report, OrDie};
-use sockets_by_hand::lesson;
-use sockets_by_hand::say;
-use sockets_by_hand::{io, net};
+use sockets_by_hand::{lesson, net, say};
 
 const LESSON: Lesson = lesson!(23333, Hint::None);
 
-/// Lesson 00: a line client for the lessons' servers. It connects, sends what you type
-/// (or what is piped in), prints what the server sends, and exits 0 when the server
-/// closes. At the end of input (Ctrl-D) it half-closes (shutdown SHUT_WR) and keeps
-/// printing until the server is done.
 #[derive(Parser)]
 struct Args {
     /// The server to connect to, as HOST:PORT (an IPv6 literal as [::1]:23333).
@@ -58,8 +45,8 @@ fn main() {
         net::show(&local)
     );
 
-    // fcntl(O_NONBLOCK) on the socket: a write that cannot complete returns EAGAIN instead
-    // of blocking us while the server's replies pile up unread.
+    // fcntl(O_NONBLOCK): a write the socket cannot take returns EAGAIN instead of blocking
+    // us while the server's replies pile up unread.
     let flags = OFlag::from_bits_retain(fcntl(&sock, FcntlArg::F_GETFL).or_die("fcntl(F_GETFL)"));
     fcntl(&sock, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).or_die("fcntl(F_SETFL)");
 
@@ -67,21 +54,17 @@ fn main() {
     let stdout = std::io::stdout();
     let mut stdin_open = true;
     let mut buf = vec![0u8; 64 * 1024];
-    // Bytes read from stdin and not yet taken by the socket: at most one read's worth,
-    // because stdin is not read again until they are gone.
-    let mut pending: Vec<u8> = Vec::with_capacity(buf.len());
+    let mut pending: Vec<u8> = Vec::with_capacity(buf.len()); // read from stdin, not yet sent
 
     loop {
-        // poll(2): sleep until the socket has something to read (or has closed), the socket
-        // can take more of `pending`, or stdin has a line. Watch stdin only while nothing
-        // is pending, so our buffer never holds more than one read.
+        // poll(2): sleep until the socket is readable (or closed) or can take `pending`, or
+        // stdin has input; stdin only while nothing is pending, so we hold one read at most.
         let mut socket_events = PollFlags::POLLIN;
         if !pending.is_empty() {
             socket_events |= PollFlags::POLLOUT;
         }
         let mut fds = vec![PollFd::new(sock.as_fd(), socket_events)];
-        let watch_stdin = stdin_open && pending.is_empty();
-        if watch_stdin {
+        if stdin_open && pending.is_empty() {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
         }
         match poll(&mut fds, PollTimeout::NONE) {
@@ -90,37 +73,26 @@ fn main() {
             Err(errno) => fatal("poll", errno),
         }
         let sock_ready = fds[0].revents().unwrap_or(PollFlags::empty());
-        let stdin_ready = if watch_stdin {
-            fds[1].revents().unwrap_or(PollFlags::empty())
-        } else {
-            PollFlags::empty()
-        };
-        drop(fds);
+        let stdin_ready = fds.get(1).and_then(PollFd::any).unwrap_or(false);
 
         // The socket first: a server that closed is noticed even while stdin is idle.
         if sock_ready.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             match read(&sock, &mut buf) {
-                // read(2) returned 0: the server closed the connection. We are done.
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Err(errno) = io::write_all(&stdout, &buf[..n]) {
-                        fatal("write(stdout)", errno);
-                    }
-                }
+                Ok(0) => break, // read(2) returned 0: the server closed the connection
+                Ok(n) => write_out(&stdout, &buf[..n]),
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
                 Err(errno) => fatal("read", errno),
             }
         }
 
-        if sock_ready.contains(PollFlags::POLLOUT) && !pending.is_empty() {
+        if sock_ready.contains(PollFlags::POLLOUT) {
             // write(2) as much as the socket's send buffer takes now; keep the rest.
             match write(&sock, &pending) {
                 Ok(n) => {
                     pending.drain(..n);
                 }
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
-                // The server is gone; what it sent before leaving is still readable, so
-                // stop sending and keep reading until it says EOF or reset.
+                // The server is gone: stop sending, keep reading what it sent before leaving.
                 Err(errno) => {
                     report("write", errno);
                     pending.clear();
@@ -129,22 +101,21 @@ fn main() {
             }
         }
 
-        if stdin_ready.intersects(
-            PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL,
-        ) {
+        if stdin_ready {
             // read(2) from stdin: a line from the terminal, or a chunk of a pipe.
             match read(&stdin, &mut buf) {
-                Ok(0) => {
-                    // End of input. shutdown(SHUT_WR) sends FIN: "no more from me".
-                    stdin_open = false;
-                    half_close(&sock);
-                }
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
-                Err(errno) => {
-                    report("read(stdin)", errno);
+                end => {
+                    if let Err(errno) = end {
+                        report("read(stdin)", errno);
+                    }
+                    // End of input: shutdown(SHUT_WR) sends FIN ("no more from me"); the
+                    // replies still on their way keep coming.
                     stdin_open = false;
-                    half_close(&sock);
+                    if let Err(errno) = shutdown(sock.as_raw_fd(), Shutdown::Write) {
+                        report("shutdown", errno); // ENOTCONN: the server reset us already
+                    }
                 }
             }
         }
@@ -174,21 +145,29 @@ fn connect_to(target: &str) -> OwnedFd {
             None,
         )
         .or_die("socket");
-        // connect(2): the three-way handshake; returns when the server's kernel has
-        // answered (ECONNREFUSED if nothing listens there).
+        // connect(2): the three-way handshake (ECONNREFUSED if nothing listens there).
         match connect(sock.as_raw_fd(), net::sockaddr(addr).as_ref()) {
             Ok(()) => return sock,
-            Err(errno) => last = format!("{} to {addr}", describe("connect", errno)),
+            Err(errno) => {
+                last = format!("{} to {addr}", describe("connect", errno));
+                // close(2) this socket; the next address gets a new one.
+                if let Err(errno) = close(sock) {
+                    report("close", errno);
+                }
+            }
         }
     }
     say!("{last}");
     std::process::exit(1);
 }
 
-/// shutdown(SHUT_WR) once `pending` has drained: FIN after the last byte, reads go on.
-fn half_close(sock: &OwnedFd) {
-    if let Err(errno) = shutdown(sock.as_raw_fd(), Shutdown::Write) {
-        // ENOTCONN: the server already reset the connection; the next read says so.
-        report("shutdown", errno);
+/// write(2) all of `bytes` to stdout, again after a short write.
+fn write_out(stdout: &std::io::Stdout, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match write(stdout, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(errno) => fatal("write(stdout)", errno),
+        }
     }
 }

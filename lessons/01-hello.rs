@@ -2,18 +2,13 @@
 //! Hello: the smallest TCP server. It accepts one client, writes
 //! `Hello there! <local time>` to it, closes both sockets and exits 0.
 //!
-//! Run `make lesson-01`, then in a second terminal `nc 127.0.0.1 23333` (or `make lesson-00`).
-//! `make trace-01` shows the whole life of a server in eight calls: socket → setsockopt
-//! (SO_REUSEADDR) → bind → listen → accept (it sleeps here until a client arrives) → write →
-//! close, close → exit_group(0). The second number in `accept`'s result is the new connected
-//! socket: the listening socket stays as it was, ready for the next client.
+//! Run `make lesson-01`, then `nc 127.0.0.1 23333` (or `make lesson-00`) in a second
+//! terminal. `make trace-01` shows a server's whole life: socket → setsockopt(SO_REUSEADDR) →
+//! bind → listen → accept (asleep until a client comes) → write → close, close → exit_group.
 //!
-//! Classic mistakes it makes visible: run it twice in a row with `--no-reuseaddr` and the
-//! second `bind` fails with EADDRINUSE, because the first run's connection still sits in
-//! TIME_WAIT on this port (the side that closes first keeps it for a minute); SO_REUSEADDR is
-//! the fix every server uses. And the backlog passed to `listen` is the queue of finished
-//! handshakes that wait for `accept`: clients that connect while the server is busy wait
-//! there, and `ss -ltn` shows its fill (Recv-Q) and size (Send-Q).
+//! Classic failure: run it twice in a row with `--no-reuseaddr`, and the second `bind` fails
+//! with EADDRINUSE: the first run's connection still sits in TIME_WAIT on this port.
+//! More: docs/lessons/01-hello.md.
 
 use std::os::fd::AsRawFd;
 
@@ -23,18 +18,13 @@ use nix::sys::socket::{
     accept, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag,
     SockType, SockaddrStorage,
 };
-use nix::unistd::close;
+use nix::unistd::{close, write};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{fatal, report, OrDie};
-use sockets_by_hand::lesson;
-use sockets_by_hand::say;
-use sockets_by_hand::{hello, io, net};
+use sockets_by_hand::{hello, lesson, net, say};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
-/// Lesson 01: a one-shot blocking TCP server. It waits for one client, writes
-/// "Hello there! <local time, RFC 3339>", closes the connection and the listening socket,
-/// and exits 0. Watch it with `make trace-01`.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -51,23 +41,18 @@ fn main() {
     let addr = args.listen.addr();
     hello::load_time_zone(); // before socket(), so the trace shows only what follows
 
-    // socket(2): a TCP endpoint (SOCK_STREAM) of the address's family, bound to nothing yet.
-    let listener = socket(
-        net::family(&addr),
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .or_die("socket");
+    let family = net::family(&addr); // AF_INET or AF_INET6
+                                     // socket(2): a TCP endpoint (SOCK_STREAM) of that family, bound to nothing yet.
+    let listener = socket(family, SockType::Stream, SockFlag::empty(), None).or_die("socket");
     if !args.no_reuseaddr {
-        // setsockopt(SO_REUSEADDR): let bind succeed while old connections on this port
-        // are still in TIME_WAIT, so the server can be restarted at once.
+        // setsockopt(SO_REUSEADDR): bind even while old connections on this port are in
+        // TIME_WAIT, so the server can be restarted at once.
         setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
     }
     // bind(2): give the socket its local address and port.
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
-    // listen(2): make it a listening socket; the kernel now completes handshakes for us
-    // and queues up to 128 finished connections until we accept them.
+    // listen(2): the kernel now completes handshakes for us and queues up to 128 finished
+    // connections until we accept them.
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
     // getsockname(2): the address really bound (with -p 0 the kernel chose the port).
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
@@ -77,7 +62,7 @@ fn main() {
     let conn = loop {
         match accept(&listener) {
             Ok(conn) => break conn,
-            // A signal or a connection that died in the queue: nothing wrong, try again.
+            // A signal, or a connection that died in the queue: nothing wrong, try again.
             Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
             Err(errno) => fatal("accept", errno),
         }
@@ -86,10 +71,18 @@ fn main() {
     let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
     say!("client connected: {peer}");
 
-    // write(2): the greeting. A client that already left makes this fail (EPIPE or
-    // ECONNRESET; Rust ignores SIGPIPE, so it is an error, not a dead server).
-    if let Err(errno) = io::write_all(&conn, hello::greeting().as_bytes()) {
-        report("write", errno);
+    // write(2) the greeting, again if the socket took only part of it (a short write). A
+    // client that already left makes it fail: EPIPE or ECONNRESET, an error, not a signal.
+    let greeting = hello::greeting();
+    let mut rest = greeting.as_bytes();
+    while !rest.is_empty() {
+        match write(&conn, rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(errno) => {
+                report("write", errno);
+                break;
+            }
+        }
     }
 
     // close(2) both sockets: the connection first (this sends our FIN), then the listener.

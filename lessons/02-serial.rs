@@ -3,15 +3,12 @@
 //! `Hello there! <local time>` and is closed; then the server accepts the next one.
 //!
 //! Run `make lesson-02`, then connect as often as you like: `nc 127.0.0.1 23333`.
-//! `make trace-02` shows socket → setsockopt → bind → listen once, then the same
-//! accept → write → close for every client, each `accept` returning a new fd (always the
-//! same number, because the previous one was closed: the kernel hands out the lowest free fd).
+//! `make trace-02` shows socket → setsockopt → bind → listen once, then accept → write →
+//! close for every client, each accept returning the same fd number (the lowest free one).
 //!
-//! Classic mistake it makes visible: one client at a time. This server answers at once, so
-//! nobody notices; but every client waits for the one before, queued in the listen backlog,
-//! and lesson 03, whose clients stay connected, shows what that costs. The other classic bug
-//! a loop like this invites, forgetting to close the accepted fd, would leak one fd per
-//! client until accept fails with EMFILE; the tests count this server's fds after 500 clients.
+//! Classic failure: one client at a time. Every client waits, in the listen backlog, for the
+//! one before; this server answers so fast that nobody notices, lesson 03 shows the cost.
+//! More: docs/lessons/02-serial.md.
 
 use std::os::fd::AsRawFd;
 
@@ -20,19 +17,14 @@ use nix::sys::socket::{
     accept, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag,
     SockType, SockaddrStorage,
 };
-use nix::unistd::close;
+use nix::unistd::{close, write};
 use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::lesson;
-use sockets_by_hand::say;
-use sockets_by_hand::{hello, io, net};
+use sockets_by_hand::{hello, lesson, net, say};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
-/// Lesson 02: a serial blocking TCP server. It accepts clients one after another, writes
-/// "Hello there! <local time, RFC 3339>" to each and closes the connection. Stop it with
-/// Ctrl-C. Watch it with `make trace-02`.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -45,13 +37,8 @@ fn main() {
     hello::load_time_zone(); // before socket(), so the trace shows only what follows
 
     // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01.
-    let listener = socket(
-        net::family(&addr),
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .or_die("socket");
+    let family = net::family(&addr);
+    let listener = socket(family, SockType::Stream, SockFlag::empty(), None).or_die("socket");
     setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
@@ -64,8 +51,7 @@ fn main() {
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
-                // Report; accept again at once, or after a pause when out of fds.
-                pause.failed(errno);
+                pause.failed(errno); // reported; out of fds, it pauses before the next try
                 pause.sleep_if_paused();
                 continue;
             }
@@ -74,9 +60,17 @@ fn main() {
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
         say!("client connected: {peer}");
 
-        // write(2) the greeting; a client that already left only costs us this error.
-        if let Err(errno) = io::write_all(&conn, hello::greeting().as_bytes()) {
-            report("write", errno);
+        // write(2) the greeting, all of it; a client that already left costs only an error.
+        let greeting = hello::greeting();
+        let mut rest = greeting.as_bytes();
+        while !rest.is_empty() {
+            match write(&conn, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(errno) => {
+                    report("write", errno);
+                    break;
+                }
+            }
         }
         // close(2): without it, every client would leak one fd.
         if let Err(errno) = close(conn) {

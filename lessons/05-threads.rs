@@ -1,32 +1,18 @@
 //! Lesson 05 — reverse echo, a thread per client.
-//! Threads: a thread per connection, at most `--max-clients` of them.
-//! The main thread only accepts; each client gets its own thread, which talks the echo
-//! protocol of lesson 03 with blocking reads and writes, and ends when the client leaves.
+//! Threads: the main thread accepts; each client gets a thread that runs lesson 03's loop.
+//! At most `--max-clients` at once: one more is told `error: server full` and closed.
 //!
-//! Run `make lesson-05`, connect with several `nc 127.0.0.1 23333` at once: all are answered
-//! at once. `ps -T -p PID` or `top -H -p PID` (the banner names PID) lists one thread per
-//! client, named `client-N`. `make trace-05` shows, per client: accept, then clone3 (a thread
-//! is a clone that shares the address space, the fd table and the signal handlers:
-//! CLONE_VM|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD…, and its `stack_size` is the one asked
-//! for below), and the new thread's reads and writes; no fork, and no close of the listener:
-//! there is only one fd table.
+//! Run `make lesson-05` and several `nc 127.0.0.1 23333` at once: all are answered.
+//! `ps -T -p PID` lists a thread `client-N` per client. `make trace-05` shows, per client,
+//! accept, clone3 (a thread: it shares memory, fds and signal handlers) and that thread's
+//! reads and writes; no fork, and no close of the listener: there is one fd table.
 //!
-//! What a thread costs: its stack, a mapping of the size asked for, of which only the pages
-//! the thread touches become memory; a guard page; the kernel's task and its 16 KiB kernel
-//! stack. Measured here with 1,000 idle clients: about 30 KiB of RSS per client (half of it
-//! the 16 KiB read buffer on each stack) whatever the stack size, but address space of 3 GiB with
-//! Rust's default 2 MiB stacks against about 100 MiB with 64 KiB ones (glibc's per-thread
-//! malloc arenas add up to 64 MiB each on top; `MALLOC_ARENA_MAX=1` shows the stacks alone).
-//! Cheaper than a process (no copy of the page tables, no second fd table); dearer than a
-//! client's state in an event loop (lessons 07–11), which needs no stack of its own.
-//!
-//! Classic mistakes it shows or avoids:
-//! - An unbounded spawn: a thread per connection with no limit lets a flood of clients
-//!   exhaust memory or the thread limit. Here client N+1 gets `error: server full` and is
-//!   closed (try `--max-clients 2` and three `nc`).
-//! - A shared counter updated without synchronisation: see [`SERVED`].
-//! - A thread that goes on reading a socket after `q` closed it (the talk's version): here
-//!   the thread closes the connection exactly once, after its last read, and ends.
+//! Classic failure: shared state. Two threads that each do `SERVED += 1` on a plain integer
+//! can lose an update; see `SERVED`. More: docs/lessons/05-threads.md.
+
+// The echo loop, a read(2) and a write(2) per line, is lesson 03's: 03-interactive/serve.rs.
+#[path = "03-interactive/serve.rs"]
+mod serve;
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,30 +24,19 @@ use nix::sys::socket::{
     accept, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag,
     SockType, SockaddrStorage,
 };
-use nix::unistd::{close, getpid};
+use nix::unistd::{close, getpid, write};
 use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::lesson;
-use sockets_by_hand::say;
-use sockets_by_hand::{blocking, io, limits, net};
+use sockets_by_hand::{lesson, limits, net, say};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
-/// The stack each client thread asks for. The echo loop keeps its 16 KiB read buffer on the
-/// stack, with a few KiB of frames around it; 64 KiB leaves room (also for the larger frames
-/// of an unoptimised build) and is 32 times less address space than Rust's default of 2 MiB.
-/// Too small a stack is not an error a thread can handle: it overflows into the guard page,
-/// and Rust reports "has overflowed its stack" and aborts the whole server.
+/// Each client thread's stack: room for the loop's 16 KiB buffer, 1/32 of Rust's 2 MiB.
 const STACK_SIZE: usize = 64 * 1024;
-
 /// Sent to a client beyond `--max-clients`, just before it is closed.
 const FULL: &[u8] = b"error: server full\n";
 
-/// Lesson 05: the reverse-echo protocol with a thread per client. The main thread accepts
-/// and spawns; each thread serves its client with blocking reads and writes. At most
-/// --max-clients clients are served at once; one more gets "error: server full" and is
-/// closed. Watch the threads with `ps -T -p PID` and the clone3 calls with `make trace-05`.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -73,16 +48,9 @@ struct Args {
     max_clients: u32,
 }
 
-/// Clients being served now: one per client thread. Only the main thread adds to it (before
-/// it spawns), and each client thread subtracts its own one as it ends, so the check against
-/// --max-clients followed by the add cannot let two clients past the bound.
+/// Clients being served now: the main thread adds before it spawns, each thread subtracts.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// Clients served to the end, by all threads together: the shared-state example. With a plain
-/// `static mut SERVED: usize` and `SERVED += 1` in each thread, two threads could both load
-/// 41, both add one and both store 42: one client lost. (Rust rejects that without `unsafe`
-/// because it is a data race, which is undefined behaviour.) `fetch_add` is one indivisible
-/// read-modify-write (`lock xadd` on x86), so no update is lost.
+/// Clients served to the end, by all threads: `fetch_add` is one indivisible update.
 static SERVED: AtomicUsize = AtomicUsize::new(0);
 
 fn main() {
@@ -93,13 +61,8 @@ fn main() {
     let nofile = limits::nofile_note(limits::raise_nofile());
 
     // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01.
-    let listener = socket(
-        net::family(&addr),
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .or_die("socket");
+    let family = net::family(&addr);
+    let listener = socket(family, SockType::Stream, SockFlag::empty(), None).or_die("socket");
     setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
@@ -122,8 +85,7 @@ fn main() {
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
-                // Report; accept again at once, or after a pause when out of fds.
-                pause.failed(errno);
+                pause.failed(errno); // reported; out of fds, it pauses before the next try
                 pause.sleep_if_paused();
                 continue;
             }
@@ -132,10 +94,10 @@ fn main() {
         let peer = getpeername::<SockaddrStorage>(conn.as_raw_fd());
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
 
-        // The bound: beyond --max-clients, write(2) the refusal and close(2), no thread.
         let active = ACTIVE.load(Ordering::SeqCst);
         if active >= max_clients {
-            if let Err(errno) = io::write_all(&conn, FULL) {
+            // write(2) the refusal (one call: 19 bytes fit an empty send buffer), close(2).
+            if let Err(errno) = write(&conn, FULL) {
                 report("write", errno);
             }
             if let Err(errno) = close(conn) {
@@ -145,38 +107,29 @@ fn main() {
             continue;
         }
         ACTIVE.fetch_add(1, Ordering::SeqCst);
-        say!(
-            "client connected: {peer} (client-{accepted}, {} active)",
-            active + 1
-        );
+        let n = active + 1;
+        say!("client connected: {peer} (client-{accepted}, {n} active)");
 
-        // clone3(2), through pthread_create: a new thread with a stack of STACK_SIZE. The
-        // connection moves into it; the thread closes it.
-        let client = move || {
-            // The echo conversation, the same blocking read/write loop as lesson 03
-            // (src/blocking.rs); only this thread sleeps in its reads.
-            let ending = blocking::serve_echo(&conn);
-            // close(2): once, after the last read; then the thread ends.
-            if let Err(errno) = close(conn) {
-                report("close", errno);
-            }
-            ACTIVE.fetch_sub(1, Ordering::SeqCst);
-            let served = SERVED.fetch_add(1, Ordering::SeqCst) + 1;
-            say!("client disconnected: {peer} ({ending}) · {served} served so far");
-        };
-        // The JoinHandle is dropped at once: the thread runs detached, nobody joins it.
+        // clone3(2), through pthread_create: a thread with a STACK_SIZE stack that owns conn.
         let spawned = thread::Builder::new()
             .name(format!("client-{accepted}"))
             .stack_size(STACK_SIZE)
-            .spawn(client);
+            .spawn(move || {
+                // The conversation: read(2) and write(2) per line, lesson 03's loop.
+                let ending = serve::serve_echo(&conn);
+                // close(2): once, after the last read; then the thread ends.
+                if let Err(errno) = close(conn) {
+                    report("close", errno);
+                }
+                ACTIVE.fetch_sub(1, Ordering::SeqCst);
+                let served = SERVED.fetch_add(1, Ordering::SeqCst) + 1;
+                say!("client disconnected: {peer} ({ending}) · {served} served so far");
+            });
+        // EAGAIN: out of threads or memory. The unrun closure was dropped, closing conn.
         if let Err(err) = spawned {
-            // EAGAIN: out of threads (RLIMIT_NPROC, kernel.threads-max) or memory. The
-            // closure was dropped unrun, and with it the connection: OwnedFd's drop closed it.
             ACTIVE.fetch_sub(1, Ordering::SeqCst);
-            report(
-                "pthread_create",
-                Errno::from_raw(err.raw_os_error().unwrap_or(libc::EAGAIN)),
-            );
+            let errno = Errno::from_raw(err.raw_os_error().unwrap_or(libc::EAGAIN));
+            report("pthread_create", errno);
         }
     }
 }

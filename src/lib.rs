@@ -1,26 +1,27 @@
-//! `sockets_by_hand`: what the lessons share.
+//! `sockets_by_hand`: the plumbing the lessons share.
 //!
-//! Nothing here makes a lesson's system calls for it: every `socket`, `bind`, `listen`,
-//! `accept`, `read`, `write`, `close` (and `poll`, `fork`, …) is written out in the lesson file
-//! under `lessons/`. This crate holds the rest: the command line and banner ([`cli`]), the
-//! sans-IO echo protocol ([`echo`]), TLPI-style error reporting ([`errors`]), address
-//! conversions ([`net`]), the `write(2)` loop of the blocking lessons ([`io`]) and their
-//! echo serve loop ([`blocking`]), the clock of lessons 01–02 ([`hello`]), the
-//! per-connection buffers and backpressure of the single-threaded servers ([`conn`], over a
-//! reusable output buffer, [`outbuf`]) and their table of connections with its EMFILE
-//! policy ([`clients`]), the fd limit ([`limits`]), and the sans-IO codecs of the SOCKS5
-//! lessons: RFC 1928/1929 ([`socks5`]) and the few RESP frames of lesson 13's Redis
-//! allowlist ([`resp`]).
+//! Nothing here makes a lesson's defining calls for it: every `socket`, `bind`, `listen`,
+//! `accept`, `connect`, `read`, `write`, `close` (and `poll`, `fork`, `epoll_wait`, …) a
+//! lesson teaches is written out in that lesson's own files under `lessons/`. The one shared
+//! loop is a lesson's too: lesson 03's read/write loop, `lessons/03-interactive/serve.rs`,
+//! which lessons 04 and 05 mount with `#[path]`.
+//!
+//! This crate holds the rest: the command line, the banner and each lesson's title and
+//! `--help` from its header ([`cli`]); TLPI-style error reporting ([`errors`]); address
+//! conversions ([`net`]); how a connection ended, for the log ([`ending`]); the one
+//! accept-failure policy, sans-IO ([`accept`]); the self-pipe Ctrl-C of the single-threaded
+//! loops ([`stop`]); the clock of lessons 01–02 ([`hello`]); the per-connection buffers and
+//! backpressure of the single-threaded servers ([`conn`], over a reusable output buffer,
+//! [`outbuf`]) and their table of connections ([`clients`]); and the fd limit ([`limits`]).
+//! The protocols themselves (echo, SOCKS5, RESP) are the std-only `protocols` crate.
 
 pub mod accept;
-pub mod blocking;
 pub mod cli;
 pub mod clients;
 pub mod conn;
 pub mod ending;
 pub mod errors;
 pub mod hello;
-pub mod io;
 pub mod limits;
 pub mod net;
 pub mod outbuf;

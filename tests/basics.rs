@@ -1,4 +1,4 @@
-//! Lessons 00–03: what is particular to each (the echo protocol itself is tests/echo.rs).
+//! Lessons 00–03: what is particular to each (and 00–05's headers) (the echo protocol itself is tests/echo.rs).
 
 mod common;
 
@@ -144,6 +144,50 @@ fn help_explains_and_bad_flags_exit_2() {
         help.contains("-i, --bind <ADDR>") && help.contains("[default: 23333]"),
         "{help}"
     );
+}
+
+/// Lessons 00–05 describe themselves in a TLPI-size header (`--help` prints it whole) whose
+/// link to the longer explanation, `docs/lessons/NN-topic.md`, names a file that exists.
+#[test]
+fn help_is_a_short_header_linking_to_the_lessons_doc() {
+    let lessons = [
+        ("00", exe!("lesson-00")),
+        ("01", exe!("lesson-01")),
+        ("02", exe!("lesson-02")),
+        ("03", exe!("lesson-03")),
+        ("04", exe!("lesson-04")),
+        ("05", exe!("lesson-05")),
+    ];
+    for (nn, exe) in lessons {
+        let out = Command::new(exe).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let header: Vec<&str> = help
+            .lines()
+            .take_while(|l| !l.starts_with("Usage:"))
+            .collect();
+        assert!(
+            header[0].starts_with(&format!("Lesson {nn} — ")),
+            "{exe}: {help}"
+        );
+        assert!(
+            header.len() <= 13,
+            "{exe}: header of {} lines",
+            header.len()
+        );
+        let prefix = format!("docs/lessons/{nn}-");
+        let at = help
+            .find(&prefix)
+            .unwrap_or_else(|| panic!("{exe}: no {prefix}*.md link"));
+        let end = help[at..].find(".md").expect("link ends in .md") + 3;
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&help[at..at + end]);
+        let text = std::fs::read_to_string(&doc)
+            .unwrap_or_else(|err| panic!("{exe} links {}: {err}", doc.display()));
+        assert!(
+            text.starts_with(&format!("# Lesson {nn} — ")),
+            "{}",
+            doc.display()
+        );
+    }
 }
 
 #[test]
