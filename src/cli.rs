@@ -1,9 +1,9 @@
 //! The command line every lesson shares, and the banner it prints on start.
 //!
-//! Each lesson declares its own clap `Args` struct, whose doc comment is the `--help`
-//! paragraph, and flattens [`Listen`] into it for `-i/--bind` and `-p/--port`. [`parse`]
-//! names the command `lesson-NN` and gives `--port` the lesson's default (23333 for the
-//! echo lessons, 1080 for the SOCKS5 ones).
+//! Each lesson declares its own clap `Args` struct (its fields' doc comments are the flags'
+//! help) and flattens [`Listen`] into it for `-i/--bind` and `-p/--port`. [`parse`] names the
+//! command `lesson-NN`, takes `-h`/`--help`'s text from the lesson's header ([`Lesson`]) and
+//! gives `--port` the lesson's default (23333 for the echo lessons, 1080 for the SOCKS5 ones).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -133,8 +133,8 @@ impl Listen {
 }
 
 /// Parses the command line for `lesson`: the program is named `lesson-NN` and `--port`
-/// (where the lesson has one) defaults to the lesson's port. `--help` prints the doc
-/// comment of the lesson's `Args` struct; a bad flag exits with clap's message and status 2.
+/// (where the lesson has one) defaults to the lesson's port. `-h` prints the header's first
+/// paragraph, `--help` the whole header; a bad flag exits with clap's message and status 2.
 pub fn parse<A: clap::Parser>(lesson: &Lesson) -> A {
     let matches: ArgMatches = command::<A>(lesson).get_matches();
     A::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
