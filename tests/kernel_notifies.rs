@@ -134,6 +134,12 @@ macro_rules! single_threaded_cases {
             fn emfile() {
                 echo_suite::emfile(exe!($bin), &[], 64);
             }
+
+            /// Ctrl-C closes the clients, prints the summary last and exits 0.
+            #[test]
+            fn stops_on_ctrl_c() {
+                echo_suite::stops_on_ctrl_c(exe!($bin));
+            }
         }
     };
 }
