@@ -1,24 +1,14 @@
 //! Lesson 06 — O_NONBLOCK busy polling, many clients on one thread.
-//! O_NONBLOCK busy polling: one thread tries every socket, over and over.
-//! The reverse-echo protocol for many clients at once, with no readiness API at all.
+//! Every socket is non-blocking, so accept, read and write fail at once with EAGAIN when
+//! there is nothing to do; one thread tries them all, over and over, with no readiness API.
 //!
-//! Run `make lesson-06` and connect several `nc 127.0.0.1 23333` at once: all are served,
-//! by one thread. Every socket is non-blocking (`fcntl(F_SETFL, O_NONBLOCK)`), so `accept`,
-//! `read` and `write` never sleep: when there is nothing to do they fail at once with
-//! EAGAIN ("try again later"). The loop tries accept, then a read and a pending write on
-//! every client, and starts over. `make trace-06` shows the cost: a torrent of
-//! `accept(...) = -1 EAGAIN` and `read(...) = -1 EAGAIN`, thousands a second, even with
-//! nobody connected; `top` shows the lesson at 100 % of a core while it does nothing.
-//! `--nap MICROS` sleeps between rounds: the CPU use falls, and every reply waits up to
-//! that long. There is no good setting, and that is the lesson: the kernel knows when a
-//! socket is ready, and lessons 07–11 ask it instead of guessing.
+//! Run `make lesson-06` and connect several `nc 127.0.0.1 23333`; `make trace-06` shows a
+//! torrent of `accept(...) = -1 EAGAIN` and `read(...) = -1 EAGAIN`, even with nobody
+//! connected. Ctrl-C closes every client, prints a summary and exits 0.
 //!
-//! Classic mistake it shows: busy polling (100 % CPU while idle). Mistakes it avoids:
-//! forgetting that an accepted socket does not inherit the listener's O_NONBLOCK on Linux
-//! (one blocking read would freeze every client); treating EAGAIN as an error; buffering
-//! without bound for a client that sends without reading (it stops being read once 1 MiB of
-//! replies is pending, src/conn.rs); and spinning on accept when out of fds (EMFILE): the
-//! loop stops trying the listener until a client leaves.
+//! Classic failure: busy polling. `top` shows the loop at 100 % of a core while idle;
+//! `--nap MICROS` trades that CPU for latency, and no setting is good.
+//! More: docs/lessons/06-nonblock.md
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -38,14 +28,10 @@ use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{report, OrDie};
 use sockets_by_hand::lesson;
 use sockets_by_hand::net;
-use sockets_by_hand::say;
+use sockets_by_hand::{say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
-/// Lesson 06: the reverse-echo protocol for many clients on one thread, with non-blocking
-/// sockets and no readiness API: the loop tries accept, read and write on everything, over
-/// and over, and treats EAGAIN as "nothing yet". It uses a whole CPU core even when idle;
-/// --nap trades that CPU for latency.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -63,6 +49,8 @@ fn main() {
         .nap
         .filter(|&micros| micros > 0)
         .map(Duration::from_micros);
+    // Ctrl-C writes a byte to this pipe (src/stop.rs); the loop tries it like a socket.
+    let stop = stop::stop_pipe();
 
     // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01.
     let listener = socket(
@@ -87,18 +75,14 @@ fn main() {
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
 
     let mut clients: Clients = Clients::new();
-    // One read buffer for every client: a read's bytes are fed to that client's protocol
-    // state at once, so nothing needs to stay in it between reads.
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut served = 0;
 
-    loop {
-        // Try the listener, unless accept ran out of fds (EMFILE) and no client has left
-        // since: trying again at once would only fail again.
+    // Every round tries everything, ready or not: most of these calls return EAGAIN.
+    while !stop::stop_requested(&stop) {
         if clients.watch_listener() {
-            accept_clients(&listener, &mut clients);
+            served += accept_clients(&listener, &mut clients);
         }
-        // Then every client, ready or not: most of these reads and writes return EAGAIN.
-        // fds() is a range of fd numbers, so a client can be removed during the walk.
         for fd in clients.fds() {
             let Some(client) = clients.get_mut(fd) else {
                 continue;
@@ -112,24 +96,28 @@ fn main() {
             std::thread::sleep(nap);
         }
     }
+    close_all(clients, served);
 }
 
-/// fcntl(F_GETFL), then fcntl(F_SETFL) with O_NONBLOCK added: from now on, a call on this
-/// fd that would sleep fails with EAGAIN instead.
+/// fcntl(F_GETFL), then fcntl(F_SETFL) with O_NONBLOCK added.
 fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
     let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
 }
 
-/// Accepts every connection waiting in the backlog (until accept says EAGAIN).
-fn accept_clients(listener: &OwnedFd, clients: &mut Clients) {
+/// Accepts every connection waiting in the backlog; returns how many.
+fn accept_clients(listener: &OwnedFd, clients: &mut Clients) -> u64 {
+    let mut accepted = 0;
     loop {
         // accept(2) on the non-blocking listener: a connection, or EAGAIN at once.
         let fd = match accept(listener) {
             Ok(fd) => fd,
-            Err(Errno::EAGAIN) => return,
-            Err(errno) => return clients.accept_failed(errno),
+            Err(Errno::EAGAIN) => return accepted,
+            Err(errno) => {
+                clients.accept_failed(errno);
+                return accepted;
+            }
         };
         let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd());
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
@@ -144,17 +132,15 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients) {
         }
         say!("client connected: {peer}");
         clients.insert(fd, peer, EchoConn::new());
+        accepted += 1;
     }
 }
 
-/// One client's turn: read(2) once if it is readable and its input is wanted, then write(2)
-/// what is pending if it is writable or was just read (the replies just made usually fit
-/// in the send buffer at once). Returns how the connection ended, once it has.
+/// One client's turn: a read if it is readable, then a write of what is pending.
+/// Returns how the connection ended, once it has.
 fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) -> Option<Ending> {
     if readable && client.conn.wants_read() {
-        // read(2) at most one buffer, so one busy client cannot keep the others waiting.
-        // 0: the client closed its side; ECONNRESET: it reset the connection; EAGAIN:
-        // nothing has arrived yet, the answer to almost every read this lesson makes.
+        // read(2) one buffer at most, so one busy client cannot hold up the others.
         match read(&client.fd, buf) {
             Ok(0) => client.conn.peer_closed(),
             Ok(n) => {
@@ -165,8 +151,7 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
         }
     }
     if (readable || writable) && client.conn.wants_write() {
-        // write(2) as much as the send buffer takes now; the rest waits for the next round.
-        // A client that is gone gives EPIPE or ECONNRESET (Rust ignores SIGPIPE for us).
+        // write(2) what the send buffer takes now; the rest waits for the next round.
         match write(&client.fd, client.conn.pending()) {
             Ok(n) => client.conn.wrote(n),
             Err(Errno::EAGAIN | Errno::EINTR) => {}
@@ -181,10 +166,22 @@ fn drop_client(clients: &mut Clients, fd: RawFd, ending: Ending) {
     let Some(client) = clients.remove(fd) else {
         return;
     };
-    // close(2) on every path: quit, EOF, reset, line too long. The fd number is free for
-    // the next accept (and, after EMFILE, the listener is tried again).
+    // close(2) on every path: quit, EOF, reset, line too long.
     if let Err(errno) = close(client.fd) {
         report("close", errno);
     }
     say!("client disconnected: {} ({ending})", client.peer);
+}
+
+/// Ctrl-C: closes every client (each reads EOF) and prints the summary.
+fn close_all(mut clients: Clients, served: u64) {
+    let open = clients.len();
+    for fd in clients.fds() {
+        if let Some(client) = clients.remove(fd) {
+            if let Err(errno) = close(client.fd) {
+                report("close", errno);
+            }
+        }
+    }
+    say!("{}", stop::summary(&LESSON, served, open));
 }

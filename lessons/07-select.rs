@@ -1,27 +1,15 @@
 //! Lesson 07 — select, many clients on one thread.
-//! Select: one thread sleeps in the kernel until a client is ready, below FD_SETSIZE.
-//! The reverse-echo protocol for many clients at once, multiplexed with select(2).
+//! One thread sleeps in select(2) until a client is ready, then makes only the calls that
+//! will not block; the fd sets are rebuilt every round, and only fds below FD_SETSIZE fit.
 //!
-//! Run `make lesson-07` and connect several `nc 127.0.0.1 23333` at once: all are served,
-//! by one thread, and `top` shows it at 0 % CPU while they are idle (lesson 06 burned a
-//! whole core). `make trace-07` shows the loop: a `select` (`pselect6` in the trace: glibc
-//! makes that system call for select) that sleeps until something is ready and returns how
-//! many fds are, then only the calls that will not block: `accept4` when the listener is
-//! readable, one `read` per readable client, a `write` while replies are pending. Every
-//! round rebuilds the fd sets (select overwrites them with its answer), and asks to write
-//! to a client only while it has replies pending: asking always would wake the loop at
-//! once, every time, as a socket with room in its send buffer is always writable. A client
-//! sending lines without reading the replies stops being read once 1 MiB of replies is
-//! pending (src/conn.rs), so it cannot grow the server's memory.
+//! Run `make lesson-07` and connect several `nc 127.0.0.1 23333`: `top` shows 0 % CPU while
+//! they are idle. `make trace-07` shows `pselect6` (glibc's select), then `accept4`, `read`
+//! and `write` only on the fds it reported. Ctrl-C closes every client, prints a summary and
+//! exits 0.
 //!
-//! Classic mistake it avoids: the FD_SETSIZE wall. An `fd_set` is a bitmap of FD_SETSIZE
-//! (1024) bits, so select cannot watch fd 1024 or higher. In C, `FD_SET(1500, &set)`
-//! silently writes past the end of the bitmap and corrupts the stack; nix's
-//! `FdSet::insert` panics instead, which would kill the server for every client. This lesson
-//! checks each accepted fd first: a client on fd ≥ FD_SETSIZE gets
-//! `error: server full (FD_SETSIZE)` and is closed (try it with `ulimit -n 2048` and 1,100
-//! clients). Lesson 08's poll has no such wall. Also shown: out of fds (EMFILE), the loop
-//! stops watching the listener until a client leaves, instead of spinning on it.
+//! Classic failure: the FD_SETSIZE (1024) wall. C's FD_SET past it corrupts memory; here a
+//! client on fd ≥ 1024 is told `error: server full (FD_SETSIZE)` and closed.
+//! More: docs/lessons/07-select.md
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
@@ -41,17 +29,13 @@ use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
 use sockets_by_hand::lesson;
 use sockets_by_hand::net;
-use sockets_by_hand::say;
+use sockets_by_hand::{say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
 /// What a client on an fd select cannot watch is told before it is closed.
 const FULL: &[u8] = b"error: server full (FD_SETSIZE)\n";
 
-/// Lesson 07: the reverse-echo protocol for many clients on one thread, multiplexed with
-/// select(2). Each round rebuilds the read and write fd sets and sleeps in select until a
-/// client is ready. select cannot watch fds at or above FD_SETSIZE (1024): a client that
-/// lands on one is told "error: server full (FD_SETSIZE)" and closed.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -61,10 +45,11 @@ struct Args {
 fn main() {
     let args: Args = cli::parse(&LESSON);
     let addr = args.listen.addr();
+    // Ctrl-C writes a byte to this pipe (src/stop.rs); select watches it like a socket.
+    let stop = stop::stop_pipe();
 
-    // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01, but the
-    // listener is non-blocking (SOCK_NONBLOCK): accept returns EAGAIN once the backlog is
-    // empty, and a client that vanished between select and accept cannot block the loop.
+    // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01, but
+    // non-blocking, so an accept with nobody waiting returns EAGAIN instead of sleeping.
     let listener = socket(
         net::family(&addr),
         SockType::Stream,
@@ -82,18 +67,17 @@ fn main() {
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
 
     let mut clients: Clients = Clients::new();
-    // One read buffer for every client: a read's bytes are fed to that client's protocol
-    // state at once, so nothing needs to stay in it between reads.
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut served = 0;
     // The clients select found ready, as (fd, readable, writable); reused every round.
     let mut ready: Vec<(RawFd, bool, bool)> = Vec::new();
 
     loop {
-        // The fd sets, rebuilt every round: select overwrites them with its answer, and
-        // what each client wants changes as it goes. Read interest only while a client's
-        // replies are under the backpressure mark; write interest only while some are pending.
+        // The fd sets, rebuilt every round: select overwrites them with its answer. Write
+        // interest only while replies are pending, or select would return at once, always.
         let mut read_set = FdSet::new();
         let mut write_set = FdSet::new();
+        read_set.insert(stop.as_fd());
         let watch_listener = clients.watch_listener();
         if watch_listener {
             read_set.insert(listener.as_fd());
@@ -110,16 +94,19 @@ fn main() {
             .wait_limit()
             .map(|limit| TimeVal::milliseconds(limit.as_millis() as i64));
 
-        // select(2): sleep until a watched fd is ready (or, after EMFILE, until the retry).
-        // nix passes nfds = highest fd + 1; the kernel scans every fd below it, and returns
-        // how many are ready, an fd ready both ways counting twice.
+        // select(2): sleep until a watched fd is ready (or, after EMFILE, until the retry);
+        // it returns how many are, an fd ready both ways counting twice.
         let mut nready = match select(None, &mut read_set, &mut write_set, None, timeout.as_mut()) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(errno) => fatal("select", errno),
         };
+        let stop_ready = read_set.contains(stop.as_fd());
+        if stop_ready && stop::stop_requested(&stop) {
+            break;
+        }
         let listener_ready = watch_listener && read_set.contains(listener.as_fd());
-        nready -= i32::from(listener_ready);
+        nready -= i32::from(stop_ready) + i32::from(listener_ready);
         // Which clients are ready: test each one's bits, lowest fd first, and stop once all
         // `nready` are found. The answers are copied out before anyone is served, because
         // the sets borrow the sockets they hold, and serving a client may close its socket.
@@ -146,27 +133,29 @@ fn main() {
         }
 
         if listener_ready {
-            accept_clients(&listener, &mut clients);
+            served += accept_clients(&listener, &mut clients);
         }
     }
+    close_all(clients, served);
 }
 
-/// Accepts every connection waiting in the backlog (until accept says EAGAIN).
-fn accept_clients(listener: &OwnedFd, clients: &mut Clients) {
+/// Accepts every connection waiting in the backlog; returns how many.
+fn accept_clients(listener: &OwnedFd, clients: &mut Clients) -> u64 {
+    let mut accepted = 0;
     loop {
-        // accept4(2) with SOCK_NONBLOCK: the connection comes out non-blocking (lesson 06's
-        // fcntl, in the same call), so no read or write on it can put the loop to sleep.
+        // accept4(2) with SOCK_NONBLOCK: lesson 06's accept and fcntl in one call.
         let fd = match accept4(listener, SockFlag::SOCK_NONBLOCK) {
             Ok(fd) => fd,
-            Err(Errno::EAGAIN) => return,
-            Err(errno) => return clients.accept_failed(errno),
+            Err(Errno::EAGAIN) => return accepted,
+            Err(errno) => {
+                clients.accept_failed(errno);
+                return accepted;
+            }
         };
         let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd());
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
-        // The FD_SETSIZE wall: select's sets have FD_SETSIZE bits, so this fd could never
-        // be watched. C's FD_SET would write past the end of the set and corrupt memory;
-        // nix's FdSet::insert would panic. Refuse the client before it gets near a set:
-        // write(2) the message (a new socket's send buffer has room for it), then close(2).
+        // The FD_SETSIZE wall: no fd_set can hold this fd (nix's FdSet::insert would
+        // panic), so write(2) the refusal, close(2), and never let it near a set.
         if fd.as_raw_fd() >= FD_SETSIZE as RawFd {
             if let Err(errno) = write(&fd, FULL) {
                 report("write", errno);
@@ -179,16 +168,15 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients) {
         }
         say!("client connected: {peer}");
         clients.insert(fd, peer, EchoConn::new());
+        accepted += 1;
     }
 }
 
-/// One client's turn: read(2) once if it is readable and its input is wanted, then write(2)
-/// what is pending if it is writable or was just read (the replies just made usually fit
-/// in the send buffer at once). Returns how the connection ended, once it has.
+/// One client's turn: a read if it is readable, then a write of what is pending.
+/// Returns how the connection ended, once it has.
 fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) -> Option<Ending> {
     if readable && client.conn.wants_read() {
-        // read(2) at most one buffer, so one busy client cannot keep the others waiting.
-        // 0: the client closed its side; ECONNRESET: it reset the connection.
+        // read(2) one buffer at most, so one busy client cannot hold up the others.
         match read(&client.fd, buf) {
             Ok(0) => client.conn.peer_closed(),
             Ok(n) => {
@@ -199,8 +187,7 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
         }
     }
     if (readable || writable) && client.conn.wants_write() {
-        // write(2) as much as the send buffer takes now; the rest waits for the next round.
-        // A client that is gone gives EPIPE or ECONNRESET (Rust ignores SIGPIPE for us).
+        // write(2) what the send buffer takes now; the rest waits for the next round.
         match write(&client.fd, client.conn.pending()) {
             Ok(n) => client.conn.wrote(n),
             Err(Errno::EAGAIN | Errno::EINTR) => {}
@@ -215,10 +202,22 @@ fn drop_client(clients: &mut Clients, fd: RawFd, ending: Ending) {
     let Some(client) = clients.remove(fd) else {
         return;
     };
-    // close(2) on every path: quit, EOF, reset, line too long. The fd number is free for
-    // the next accept (and, after EMFILE, the listener is watched again).
+    // close(2) on every path: quit, EOF, reset, line too long.
     if let Err(errno) = close(client.fd) {
         report("close", errno);
     }
     say!("client disconnected: {} ({ending})", client.peer);
+}
+
+/// Ctrl-C: closes every client (each reads EOF) and prints the summary.
+fn close_all(mut clients: Clients, served: u64) {
+    let open = clients.len();
+    for fd in clients.fds() {
+        if let Some(client) = clients.remove(fd) {
+            if let Err(errno) = close(client.fd) {
+                report("close", errno);
+            }
+        }
+    }
+    say!("{}", stop::summary(&LESSON, served, open));
 }

@@ -1,28 +1,15 @@
 //! Lesson 08 — poll, many clients on one thread.
-//! Poll: one thread, one array of pollfds, and no FD_SETSIZE wall.
-//! The reverse-echo protocol for many clients at once, multiplexed with poll(2).
+//! One thread sleeps in poll(2) over an array of pollfds, one per client, kept across
+//! rounds: select's loop without the FD_SETSIZE wall.
 //!
-//! Run `make lesson-08` and connect several `nc 127.0.0.1 23333` at once: all are served,
-//! by one thread, and `top` shows it at 0 % CPU while they are idle. `make trace-08` shows
-//! the loop: a `poll` over the whole pollfd array that sleeps until something is ready and
-//! returns how many entries are, then only the calls that will not block: `accept4` when
-//! the listener has POLLIN, one `read` per client with POLLIN (or POLLHUP/POLLERR), a
-//! `write` while replies are pending. The array lives across rounds: an entry is added on
-//! accept, its `events` change as the client goes (POLLOUT only while replies are pending:
-//! a socket with room in its send buffer is always writable, and asking always would wake
-//! the loop at once, every time), and it is removed on close. A client sending lines
-//! without reading the replies stops being read once 1 MiB of replies is pending
-//! (src/conn.rs), so it cannot grow the server's memory.
+//! Run `make lesson-08` and connect several `nc 127.0.0.1 23333`: `top` shows 0 % CPU while
+//! they are idle. `make trace-08` shows `poll` over the whole array, then `accept4`, `read`
+//! and `write` only on the entries it reported. Ctrl-C closes every client, prints a
+//! summary and exits 0.
 //!
-//! What changed from lesson 07: no FD_SETSIZE wall (an entry names its fd as a number, so
-//! fd 5000 is as good as fd 5), and the array is not rebuilt each round. The limit left is
-//! RLIMIT_NOFILE, which the lesson raises to its hard limit at start (the banner says so).
-//! What did not change: every poll still hands the kernel the whole array, and the loop
-//! walks it after, so each wake-up costs O(clients), busy or idle: lesson 10's epoll fixes
-//! that. Classic mistake it avoids: removing a closed client's entry by moving the last
-//! entry into its slot and then stepping past that slot, which skips the moved client for a
-//! round (Beej's pollserver.c did exactly this until 2025). Also shown: out of fds (EMFILE),
-//! the loop stops asking about the listener until a client leaves, instead of spinning.
+//! Classic failure: every poll hands the kernel the whole array and the loop walks it
+//! after, O(clients) per wake-up, busy or idle (lesson 10's epoll fixes that).
+//! More: docs/lessons/08-poll.md
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -40,14 +27,11 @@ use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
 use sockets_by_hand::lesson;
-use sockets_by_hand::say;
 use sockets_by_hand::{limits, net};
+use sockets_by_hand::{say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
-/// Lesson 08: the reverse-echo protocol for many clients on one thread, multiplexed with
-/// poll(2) over an array of pollfds, one per client. No FD_SETSIZE wall: the only limit is
-/// RLIMIT_NOFILE, which the lesson raises to its hard limit at start.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -60,10 +44,11 @@ fn main() {
 
     // setrlimit(RLIMIT_NOFILE): the soft limit up to the hard limit, the only wall left.
     let nofile = limits::nofile_note(limits::raise_nofile());
+    // Ctrl-C writes a byte to this pipe (src/stop.rs); poll watches it like a socket.
+    let stop = stop::stop_pipe();
 
-    // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01, but the
-    // listener is non-blocking (SOCK_NONBLOCK): accept returns EAGAIN once the backlog is
-    // empty, and a client that vanished between poll and accept cannot block the loop.
+    // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01, but
+    // non-blocking, so an accept with nobody waiting returns EAGAIN instead of sleeping.
     let listener = socket(
         net::family(&addr),
         SockType::Stream,
@@ -78,15 +63,17 @@ fn main() {
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&nofile]);
 
     let mut clients: Clients = Clients::new();
-    // One read buffer for every client: a read's bytes are fed to that client's protocol
-    // state at once, so nothing needs to stay in it between reads.
     let mut buf = vec![0u8; READ_CHUNK];
-    // The pollfd array, kept across rounds: the listener first, then one entry per client.
-    let mut pollfds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    let mut served = 0;
+    // The pollfd array, kept across rounds: the listener, the stop pipe, then the clients.
+    let mut pollfds = vec![
+        PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+        PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+    ];
 
     loop {
-        // The listener's entry asks for POLLIN only while accept has fds to give out; the
-        // clients' entries were brought up to date when each was last served.
+        // The listener's entry asks for nothing while accept is out of fds; the clients'
+        // entries were brought up to date when each was last served.
         let watch_listener = clients.watch_listener();
         let listen_events = if watch_listener {
             PollFlags::POLLIN
@@ -98,19 +85,22 @@ fn main() {
             PollTimeout::try_from(limit).unwrap_or(PollTimeout::MAX)
         });
 
-        // poll(2): sleep until an entry is ready (or, after EMFILE, until the retry). The
-        // kernel checks every entry, and fills in its `revents`; it returns how many
-        // entries have some. POLLHUP and POLLERR come whether asked for or not.
+        // poll(2): sleep until an entry is ready (or, after EMFILE, until the retry); it
+        // fills in every entry's `revents` and returns how many have some.
         let mut nready = match poll(&mut pollfds, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(errno) => fatal("poll", errno),
         };
+        let stop_revents = pollfds[1].revents().unwrap_or(PollFlags::empty());
+        if !stop_revents.is_empty() && stop::stop_requested(&stop) {
+            break;
+        }
         let listen_revents = pollfds[0].revents().unwrap_or(PollFlags::empty());
         let listener_ready = watch_listener && listen_revents.contains(PollFlags::POLLIN);
-        nready -= i32::from(!listen_revents.is_empty());
+        nready -= i32::from(!stop_revents.is_empty()) + i32::from(!listen_revents.is_empty());
         // Which clients are ready: walk the array, and stop once all `nready` are found.
-        let mut i = 1;
+        let mut i = 2;
         while i < pollfds.len() && nready > 0 {
             let revents = pollfds[i].revents().unwrap_or(PollFlags::empty());
             if revents.is_empty() {
@@ -133,10 +123,8 @@ fn main() {
                     i += 1;
                 }
                 Some(ending) => {
-                    // The entry goes before the fd is closed (the array must never name a
-                    // closed fd, or a reused one): swap_remove moves the last entry into
-                    // slot i. So i stays: that entry has not been looked at yet. Stepping
-                    // past it (Beej's bug) would leave it for the next round.
+                    // The entry goes before its fd closes; swap_remove moves the last entry
+                    // into slot i, so i stays: stepping past it would skip it this round.
                     pollfds.swap_remove(i);
                     drop_client(&mut clients, fd, ending);
                 }
@@ -144,9 +132,10 @@ fn main() {
         }
 
         if listener_ready {
-            accept_clients(&listener, &mut clients, &mut pollfds);
+            served += accept_clients(&listener, &mut clients, &mut pollfds);
         }
     }
+    close_all(clients, served);
 }
 
 /// The events a client's pollfd asks for: POLLIN while its input is wanted (not past the
@@ -162,15 +151,18 @@ fn interest(conn: &EchoConn) -> PollFlags {
     events
 }
 
-/// Accepts every connection waiting in the backlog (until accept says EAGAIN).
-fn accept_clients(listener: &OwnedFd, clients: &mut Clients, pollfds: &mut Vec<PollFd>) {
+/// Accepts every connection waiting in the backlog; returns how many.
+fn accept_clients(listener: &OwnedFd, clients: &mut Clients, pollfds: &mut Vec<PollFd>) -> u64 {
+    let mut accepted = 0;
     loop {
-        // accept4(2) with SOCK_NONBLOCK: the connection comes out non-blocking (lesson 06's
-        // fcntl, in the same call), so no read or write on it can put the loop to sleep.
+        // accept4(2) with SOCK_NONBLOCK: lesson 06's accept and fcntl in one call.
         let fd = match accept4(listener, SockFlag::SOCK_NONBLOCK) {
             Ok(fd) => fd,
-            Err(Errno::EAGAIN) => return,
-            Err(errno) => return clients.accept_failed(errno),
+            Err(Errno::EAGAIN) => return accepted,
+            Err(errno) => {
+                clients.accept_failed(errno);
+                return accepted;
+            }
         };
         let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd());
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
@@ -178,21 +170,18 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients, pollfds: &mut Vec<P
         let conn = EchoConn::new();
         let events = interest(&conn);
         let fd = clients.insert(fd, peer, conn);
-        // A new entry at the end of the array. It names the fd without owning it (the
-        // table does), so Rust cannot check that the fd outlives the entry.
-        // SAFETY: the fd stays open while its entry exists: the scan in main removes the
+        // SAFETY: the entry names an fd the table owns; the scan in main removes the
         // entry before drop_client closes the fd.
         pollfds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, events));
+        accepted += 1;
     }
 }
 
-/// One client's turn: read(2) once if it is readable and its input is wanted, then write(2)
-/// what is pending if it is writable or was just read (the replies just made usually fit
-/// in the send buffer at once). Returns how the connection ended, once it has.
+/// One client's turn: a read if it is readable, then a write of what is pending.
+/// Returns how the connection ended, once it has.
 fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) -> Option<Ending> {
     if readable && client.conn.wants_read() {
-        // read(2) at most one buffer, so one busy client cannot keep the others waiting.
-        // 0: the client closed its side; ECONNRESET: it reset the connection.
+        // read(2) one buffer at most, so one busy client cannot hold up the others.
         match read(&client.fd, buf) {
             Ok(0) => client.conn.peer_closed(),
             Ok(n) => {
@@ -203,8 +192,7 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
         }
     }
     if (readable || writable) && client.conn.wants_write() {
-        // write(2) as much as the send buffer takes now; the rest waits for the next round.
-        // A client that is gone gives EPIPE or ECONNRESET (Rust ignores SIGPIPE for us).
+        // write(2) what the send buffer takes now; the rest waits for the next round.
         match write(&client.fd, client.conn.pending()) {
             Ok(n) => client.conn.wrote(n),
             Err(Errno::EAGAIN | Errno::EINTR) => {}
@@ -219,10 +207,22 @@ fn drop_client(clients: &mut Clients, fd: RawFd, ending: Ending) {
     let Some(client) = clients.remove(fd) else {
         return;
     };
-    // close(2) on every path: quit, EOF, reset, line too long. The fd number is free for
-    // the next accept (and, after EMFILE, the listener is watched again).
+    // close(2) on every path: quit, EOF, reset, line too long.
     if let Err(errno) = close(client.fd) {
         report("close", errno);
     }
     say!("client disconnected: {} ({ending})", client.peer);
+}
+
+/// Ctrl-C: closes every client (each reads EOF) and prints the summary.
+fn close_all(mut clients: Clients, served: u64) {
+    let open = clients.len();
+    for fd in clients.fds() {
+        if let Some(client) = clients.remove(fd) {
+            if let Err(errno) = close(client.fd) {
+                report("close", errno);
+            }
+        }
+    }
+    say!("{}", stop::summary(&LESSON, served, open));
 }

@@ -1,35 +1,19 @@
 //! Lesson 09 — signal-driven I/O with F_SETSIG and sigtimedwait.
-//! Signal-driven I/O: the kernel queues a real-time signal that names each ready fd.
-//! No select, poll or epoll: `fcntl(F_SETOWN)`, `fcntl(F_SETSIG)` and `O_ASYNC` on every
-//! socket, and one `sigtimedwait` loop that takes the signals one by one.
+//! Every socket gets an owner (F_SETOWN), a real-time signal (F_SETSIG) and O_ASYNC; the
+//! signals stay blocked, and one sigtimedwait loop takes them in turn, si_fd naming the fd.
 //!
-//! Stevens' fourth I/O model. Each socket gets an owner (`F_SETOWN`: this process), a
-//! signal (`F_SETSIG`: a real-time one, so that signals queue instead of merging and
-//! `siginfo.si_fd` names the fd) and `O_ASYNC`. The signals are blocked, so no handler
-//! ever runs: `sigtimedwait` takes them synchronously, like a queue of events. Each ready
-//! fd is then drained until EAGAIN, since a signal says "something happened", not how much.
-//! Why almost nobody does this for TCP: a TCP socket signals on nearly everything: a
-//! connection arriving, data arriving, a FIN, an error, and send-buffer space freeing up
-//! after every ACK. The signal does not say which (si_band only hints), so the server
-//! reads and writes to find out. And the real-time queue is finite (RLIMIT_SIGPENDING):
-//! when it is full the kernel falls back to one plain SIGIO that names nothing, and the
-//! only correct answer is to rescan every fd, which is select's O(n) again. Signal-driven
-//! I/O survives for UDP servers (a signal means a datagram) and for terminals.
+//! Run `make lesson-09` and connect with `nc 127.0.0.1 23333`. `make trace-09` shows three
+//! fcntl calls per socket, then `rt_sigtimedwait` returning the signal, with read and write
+//! until EAGAIN after each. Ctrl-C closes every client, prints a summary and exits 0.
 //!
-//! Run `make lesson-09` and connect with `nc 127.0.0.1 23333`. `make trace-09` shows the
-//! three fcntl calls per socket (F_SETOWN, F_SETSIG, F_SETFL with O_ASYNC), then
-//! rt_sigtimedwait returning the signal number, with read/write until EAGAIN after each.
-//! To see the overflow, shrink the queue and connect many clients at once:
-//! `prlimit --sigpending=8 target/release/lesson-09`; the server logs each rescan.
-//!
-//! Classic mistake it avoids: assuming one signal per readable line, or that a lost
-//! signal cannot happen. Coalesced events, stale signals for fds already closed (or
-//! reused), and overflow are all normal here; draining until EAGAIN and rescanning on
-//! SIGIO keep it correct.
+//! Classic failure: the real-time signal queue is finite. When it overflows the kernel sends
+//! one plain SIGIO that names nothing, and the server must rescan every fd: try
+//! `prlimit --sigpending=8 target/release/lesson-09` with many clients at once.
+//! More: docs/lessons/09-sigio.md
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
 use nix::errno::Errno;
@@ -39,20 +23,16 @@ use nix::sys::socket::{
     SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, read, write};
-use sockets_by_hand::accept::AcceptFailure;
+use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
 use sockets_by_hand::lesson;
-use sockets_by_hand::{net, say};
+use sockets_by_hand::{net, say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
-/// Lesson 09: the reverse-echo protocol served by signal-driven I/O. Every socket is
-/// O_ASYNC with F_SETOWN and F_SETSIG (a real-time signal), the signals are blocked and
-/// taken with sigtimedwait; siginfo.si_fd names the ready socket. When the signal queue
-/// overflows, the kernel sends plain SIGIO and the server rescans every socket.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -62,6 +42,8 @@ struct Args {
 fn main() {
     let args: Args = cli::parse(&LESSON);
     let addr = args.listen.addr();
+    // Ctrl-C writes a byte to this pipe (src/stop.rs); it signals like a socket (below).
+    let stop = stop::stop_pipe();
 
     // The real-time signal the sockets will send (glibc keeps the first two for itself;
     // SIGRTMIN() already skips them), and SIGIO, the overflow fallback.
@@ -97,19 +79,25 @@ fn main() {
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
     // A connection arriving signals on the listener, like data on a client socket.
     signal_me(&listener, rtsig).or_die("fcntl");
+    // A pipe supports signal-driven I/O too: Ctrl-C's byte raises the same signal.
+    signal_me(&stop, rtsig).or_die("fcntl");
     let note = format!("signals: SIGRTMIN ({rtsig}) per event, SIGIO on queue overflow");
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
 
     let mut server = Server {
         listener,
+        stop,
         rtsig,
         clients: Vec::new(),
         buf: vec![0; READ_CHUNK],
-        paused_since: None,
+        pause: AcceptPause::new(RETRY),
+        served: 0,
+        stopping: false,
     };
     // In case a client connected before O_ASYNC was set: no signal would tell us.
     server.accept_clients();
-    server.run(&set)
+    server.run(&set);
+    server.close_all();
 }
 
 /// `F_SETSIG` from <fcntl.h> (Linux-specific, 10 on x86-64 and arm64); the libc crate
@@ -119,11 +107,11 @@ const F_SETSIG: libc::c_int = 10;
 /// Makes `fd` signal this process with `sig` on every I/O event.
 fn signal_me(fd: &OwnedFd, sig: libc::c_int) -> nix::Result<()> {
     let raw = fd.as_raw_fd();
-    // fcntl(F_SETOWN): which process gets the signals (nix has no wrapper: libc).
+    // fcntl(F_SETOWN): which process gets the signals (nix has no wrapper).
     // SAFETY: fcntl on an open fd with an integer argument.
     Errno::result(unsafe { libc::fcntl(raw, libc::F_SETOWN, libc::getpid()) })?;
-    // fcntl(F_SETSIG): which signal. A real-time one queues (one per event, with
-    // si_fd set); the default, SIGIO, would merge and name nothing.
+    // fcntl(F_SETSIG): a real-time signal queues, one per event with si_fd set; the
+    // default, SIGIO, would merge and name nothing.
     // SAFETY: as above.
     Errno::result(unsafe { libc::fcntl(raw, F_SETSIG, sig) })?;
     // fcntl(F_SETFL, O_ASYNC | O_NONBLOCK): switch the signals on; keep reads non-blocking.
@@ -150,34 +138,34 @@ struct Client {
 
 struct Server {
     listener: OwnedFd,
+    stop: OwnedFd,
     rtsig: libc::c_int,
     /// The clients, indexed by fd number: si_fd is the key.
     clients: Vec<Option<Client>>,
     buf: Vec<u8>,
-    /// Set while accept is paused after EMFILE/ENFILE.
-    paused_since: Option<Instant>,
+    pause: AcceptPause,
+    served: u64,
+    stopping: bool,
 }
 
 impl Server {
-    fn run(&mut self, set: &libc::sigset_t) -> ! {
+    fn run(&mut self, set: &libc::sigset_t) {
         let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
-        let retry = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        loop {
-            // sigtimedwait(2) (rt_sigtimedwait in strace): sleep until one of the blocked
-            // signals is pending, dequeue it and fill in its siginfo. No timeout, except
-            // while accept is paused (then 1 s, to retry it).
-            let timeout = match self.paused_since {
-                Some(_) => &retry as *const libc::timespec,
-                None => std::ptr::null(),
-            };
+        while !self.stopping {
+            // No timeout, except while accept is paused after EMFILE: then until the retry.
+            let paused = self.pause.wait_limit(Instant::now());
+            let retry = paused.map(|limit| libc::timespec {
+                tv_sec: limit.as_secs() as libc::time_t,
+                tv_nsec: limit.subsec_nanos() as libc::c_long,
+            });
+            let timeout = retry.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+            // sigtimedwait(2) (rt_sigtimedwait in strace): sleep until a blocked signal is
+            // pending, dequeue it and fill in its siginfo.
             // SAFETY: `set` is initialised, `info` is a writable siginfo_t.
             let sig = unsafe { libc::sigtimedwait(set, info.as_mut_ptr(), timeout) };
             if sig < 0 {
                 match Errno::last() {
-                    Errno::EAGAIN | Errno::EINTR => {} // the 1 s passed, or a stop/continue
+                    Errno::EAGAIN | Errno::EINTR => {} // the retry is due, or a Ctrl-C
                     errno => fatal("sigtimedwait", errno),
                 }
             } else if sig == self.rtsig {
@@ -189,16 +177,16 @@ impl Server {
                 // fds? The signal does not say: look at all of them.
                 let open = self.clients.iter().flatten().count();
                 say!("signal queue overflowed (SIGIO): rescanning the listener and {open} clients");
+                self.ready(self.stop.as_raw_fd());
                 self.accept_clients();
                 for fd in 0..self.clients.len() {
                     self.serve(fd as RawFd);
                 }
             }
-            if self
-                .paused_since
-                .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
-            {
-                self.resume_accepting();
+            // Accept was paused and a client left, or the retry is due: the clients waiting
+            // in the backlog raised their signals long ago, so try the listener now.
+            if paused.is_some() && self.pause.watching(Instant::now()) {
+                self.accept_clients();
             }
         }
     }
@@ -206,6 +194,8 @@ impl Server {
     fn ready(&mut self, fd: RawFd) {
         if fd == self.listener.as_raw_fd() {
             self.accept_clients();
+        } else if fd == self.stop.as_raw_fd() {
+            self.stopping |= stop::stop_requested(&self.stop);
         } else {
             // May be stale: the fd closed since (nothing to do), or closed and reused by
             // a new client (draining it finds EAGAIN). Both are harmless.
@@ -214,7 +204,8 @@ impl Server {
     }
 
     fn accept_clients(&mut self) {
-        if self.paused_since.is_some() {
+        // Out of fds (EMFILE): the listener's signals are ignored until a client leaves.
+        if self.stopping || !self.pause.watching(Instant::now()) {
             return;
         }
         loop {
@@ -226,28 +217,24 @@ impl Server {
                 Ok(fd) => fd,
                 Err(Errno::EAGAIN) => return,
                 Err(errno) => {
-                    report("accept", errno);
-                    match AcceptFailure::of(errno) {
-                        AcceptFailure::Retry => continue,
-                        // EMFILE/ENFILE: accept would fail again at once. Leave the clients
-                        // in the backlog and ignore the listener's signals until a client
-                        // leaves (or 1 s passes), then accept again.
-                        AcceptFailure::Exhausted => {
-                            say!("out of file descriptors: not accepting until a client leaves (or 1 s passes)");
-                            self.paused_since = Some(Instant::now());
-                            return;
-                        }
-                        AcceptFailure::Fatal => fatal("accept", errno),
+                    self.pause.failed(errno);
+                    if AcceptFailure::of(errno) == AcceptFailure::Exhausted {
+                        return;
                     }
+                    continue;
                 }
             };
             if let Err(errno) = signal_me(&fd, self.rtsig) {
                 report("fcntl", errno);
-                continue; // dropping `fd` closes it
+                if let Err(errno) = close(fd) {
+                    report("close", errno);
+                }
+                continue;
             }
             let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd());
             let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
             say!("client connected: {peer}");
+            self.served += 1;
             let slot = fd.as_raw_fd() as usize;
             if self.clients.len() <= slot {
                 self.clients.resize_with(slot + 1, || None);
@@ -260,13 +247,6 @@ impl Server {
             // Bytes that arrived before O_ASYNC was set raised no signal; the welcome is
             // waiting too: serve it now.
             self.serve(slot as RawFd);
-        }
-    }
-
-    fn resume_accepting(&mut self) {
-        if self.paused_since.take().is_some() {
-            // The clients waiting in the backlog raised their signals long ago.
-            self.accept_clients();
         }
     }
 
@@ -289,7 +269,18 @@ impl Server {
             report("close", errno);
         }
         say!("client disconnected: {} ({ending})", client.peer);
-        self.resume_accepting();
+        self.pause.resume(); // a free fd: the end of the round tries the listener
+    }
+
+    /// Ctrl-C: closes every client (each reads EOF) and prints the summary.
+    fn close_all(&mut self) {
+        let open = self.clients.iter().flatten().count();
+        for client in self.clients.drain(..).flatten() {
+            if let Err(errno) = close(client.fd) {
+                report("close", errno);
+            }
+        }
+        say!("{}", stop::summary(&LESSON, self.served, open));
     }
 }
 

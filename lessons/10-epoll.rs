@@ -1,30 +1,18 @@
 //! Lesson 10 — event loop on epoll, EventMachine style.
-//! Epoll event loop: EventMachine's shape (reactor, handlers, send_data) on epoll.
-//! One thread serves thousands of clients; the echo protocol is a dozen-line handler.
+//! The talk's `EM.start_server` built in plain sight: a reactor on epoll (epoll_create1,
+//! epoll_ctl, an epoll_wait loop) that calls a Handler (post_init, receive_data, unbind);
+//! the whole echo protocol is a handler of about 30 lines.
 //!
-//! The talk's Ruby server was `EM.start_server bind, port, Handler` with a module whose
-//! `receive_data(data)` calls `send_data` and `close_connection`. Below is that shape, built
-//! in plain sight: a small reactor (`epoll_create1`, `epoll_ctl`, an `epoll_wait` loop), a
-//! `Handler` trait (`post_init`, `receive_data`, `unbind`), and a `Connection` handle
-//! (`send_data`, `close_connection`, `close_connection_after_writing`) that owns the
-//! output buffer. Unlike select and poll (07, 08), the kernel keeps the interest list
-//! between calls and `epoll_wait` returns only the ready fds: the cost per wake-up follows
-//! the number of ready clients, not the number of connected ones. The fd limit is raised to
-//! the hard limit at start (the banner says so): 10,000 clients are 10,000 fds.
+//! Run `make lesson-10` and connect several `nc 127.0.0.1 23333`. `make trace-10` shows
+//! epoll_create1, one epoll_ctl(ADD) per client, then epoll_wait → read → write: the kernel
+//! keeps the interest list, so a wake-up costs the ready clients, not all of them. Ctrl-C
+//! closes every client, prints a summary and exits 0.
 //!
-//! Run `make lesson-10`, then `nc 127.0.0.1 23333` from several terminals. `make trace-10`
-//! shows epoll_create1, one epoll_ctl(ADD) per client, then a rhythm of epoll_wait → read →
-//! write; epoll_ctl(MOD) appears only when a client stops reading its replies (EPOLLOUT is
-//! watched only while output is pending, or epoll_wait would report every idle socket as
-//! writable, forever). `top` shows 0 % CPU while everyone is idle.
-//!
-//! Classic mistake it makes visible: one thread serves everybody, so a handler that blocks
-//! (a `sleep`, a blocking DNS lookup, a slow disk read) stalls every client at once.
-//! EventMachine's answer is `EM.defer`, a thread pool whose result wakes the loop; lesson 12
-//! uses the same idea for name resolution.
+//! Classic failure: one thread serves everybody, so a handler that blocks (a sleep, a DNS
+//! lookup, a slow disk) stalls every client at once. More: docs/lessons/10-epoll.md
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
 use nix::errno::Errno;
@@ -35,21 +23,17 @@ use nix::sys::socket::{
 };
 use nix::unistd::{close, read, write};
 use protocols::echo::{self, Echo};
-use sockets_by_hand::accept::AcceptFailure;
+use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::conn::{HIGH_WATER, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
 use sockets_by_hand::lesson;
 use sockets_by_hand::outbuf::OutBuf;
-use sockets_by_hand::{limits, net, say};
+use sockets_by_hand::{limits, net, say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
-/// Lesson 10: the reverse-echo protocol on an epoll reactor in EventMachine's style. One
-/// thread, one epoll_wait loop, a Handler per connection (post_init, receive_data, unbind)
-/// and a Connection handle (send_data, close_connection_after_writing). The fd limit is
-/// raised to the hard limit at start, so thousands of clients fit.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -62,6 +46,8 @@ fn main() {
 
     // setrlimit(RLIMIT_NOFILE): the soft limit (often 1024) up to the hard limit.
     let nofile = limits::nofile_note(limits::raise_nofile());
+    // Ctrl-C writes a byte to this pipe (src/stop.rs); epoll watches it like a socket.
+    let stop = stop::stop_pipe();
 
     // socket(2) with SOCK_NONBLOCK: accept must never block the loop. Then as in lesson 01.
     let listener = socket(
@@ -79,7 +65,7 @@ fn main() {
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&nofile]);
 
     // EM.start_server bind, port, EchoHandler
-    Reactor::<EchoHandler>::new(listener).run()
+    Reactor::<EchoHandler>::new(listener, stop).run()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -117,7 +103,7 @@ impl Handler for EchoHandler {
 }
 
 // ---------------------------------------------------------------------------------------
-// The framework: what EventMachine provides, in ~150 lines.
+// The framework: what EventMachine provides, in about 300 lines.
 // ---------------------------------------------------------------------------------------
 
 /// What an application implements; one value per connection (EM mixes the module into a
@@ -186,8 +172,9 @@ impl Connection {
     }
 }
 
-/// epoll_event.data for the listener; connections use their fd number.
+/// epoll_event.data for the listener and the stop pipe; connections use their fd number.
 const LISTENER: u64 = u64::MAX;
+const STOP: u64 = u64::MAX - 1;
 /// How many clients one wake-up accepts at most, so that a connection storm cannot starve
 /// the clients already connected (level-triggered: the rest are reported again).
 const ACCEPTS_PER_WAKEUP: usize = 256;
@@ -195,40 +182,50 @@ const ACCEPTS_PER_WAKEUP: usize = 256;
 struct Reactor<H: Handler> {
     epoll: Epoll,
     listener: OwnedFd,
-    /// The connection table, indexed by fd number (the kernel hands out the lowest free
-    /// fd, so the table stays dense).
+    stop: OwnedFd,
+    /// The connection table, indexed by fd number.
     conns: Vec<Option<(Connection, H)>>,
     buf: Vec<u8>,
-    /// Set while accept is paused after EMFILE/ENFILE.
-    paused_since: Option<Instant>,
+    /// The accept pause after EMFILE (src/accept.rs), and whether epoll watches the listener.
+    pause: AcceptPause,
+    listening: bool,
+    served: u64,
 }
 
 impl<H: Handler> Reactor<H> {
-    fn new(listener: OwnedFd) -> Self {
+    fn new(listener: OwnedFd, stop: OwnedFd) -> Self {
         // epoll_create1(2): a kernel object holding the interest list and the ready list.
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).or_die("epoll_create1");
-        // epoll_ctl(EPOLL_CTL_ADD): watch the listener for incoming connections.
-        epoll
-            .add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
-            .or_die("epoll_ctl");
+        // epoll_ctl(EPOLL_CTL_ADD): watch the listener for connections, the pipe for Ctrl-C.
+        for (fd, data) in [(&listener, LISTENER), (&stop, STOP)] {
+            let event = EpollEvent::new(EpollFlags::EPOLLIN, data);
+            epoll.add(fd, event).or_die("epoll_ctl");
+        }
         Reactor {
             epoll,
             listener,
+            stop,
             conns: Vec::new(),
             buf: vec![0; READ_CHUNK],
-            paused_since: None,
+            pause: AcceptPause::new(RETRY),
+            listening: true,
+            served: 0,
         }
     }
 
-    fn run(mut self) -> ! {
+    fn run(mut self) {
         let mut events = vec![EpollEvent::empty(); 1024];
-        loop {
-            // epoll_wait(2): sleeps until a watched fd is ready and returns only those.
-            // While accept is paused, wake up after 1 s anyway to retry it.
-            let timeout = match self.paused_since {
-                Some(_) => EpollTimeout::from(1000u16),
-                None => EpollTimeout::NONE,
-            };
+        let mut stopping = false;
+        while !stopping {
+            self.watch_listener();
+            let timeout = self
+                .pause
+                .wait_limit(Instant::now())
+                .map_or(EpollTimeout::NONE, |limit| {
+                    EpollTimeout::try_from(limit).unwrap_or(EpollTimeout::MAX)
+                });
+            // epoll_wait(2): sleep until a watched fd is ready (or the accept retry is due);
+            // only the ready ones come back.
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
@@ -237,15 +234,30 @@ impl<H: Handler> Reactor<H> {
             for event in &events[..n] {
                 match event.data() {
                     LISTENER => self.accept_clients(),
+                    STOP => stopping = stop::stop_requested(&self.stop),
                     fd => self.ready(fd as RawFd, event.events()),
                 }
             }
-            if self
-                .paused_since
-                .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
-            {
-                self.resume_accepting();
-            }
+        }
+        self.close_all();
+    }
+
+    /// Out of fds (EMFILE) the listener stays readable, but accept would fail at once: a
+    /// 100 % CPU spin. So epoll stops watching it until a client leaves or the retry is due.
+    fn watch_listener(&mut self) {
+        let watching = self.pause.watching(Instant::now());
+        if watching != self.listening {
+            let events = if watching {
+                EpollFlags::EPOLLIN
+            } else {
+                EpollFlags::empty()
+            };
+            // epoll_ctl(EPOLL_CTL_MOD): the listener's events to none, or back to EPOLLIN.
+            let mut event = EpollEvent::new(events, LISTENER);
+            self.epoll
+                .modify(&self.listener, &mut event)
+                .or_die("epoll_ctl");
+            self.listening = watching;
         }
     }
 
@@ -259,36 +271,14 @@ impl<H: Handler> Reactor<H> {
                 Ok(fd) => fd,
                 Err(Errno::EAGAIN) => return, // the backlog is empty
                 Err(errno) => {
-                    report("accept", errno);
-                    match AcceptFailure::of(errno) {
-                        AcceptFailure::Retry => continue,
-                        AcceptFailure::Exhausted => return self.pause_accepting(),
-                        AcceptFailure::Fatal => fatal("accept", errno),
+                    self.pause.failed(errno);
+                    if AcceptFailure::of(errno) == AcceptFailure::Exhausted {
+                        return;
                     }
+                    continue;
                 }
             };
             self.attach(fd);
-        }
-    }
-
-    /// EMFILE/ENFILE: the listener stays readable (level-triggered) but accept would fail
-    /// again at once, a 100 % CPU spin. So stop watching it (epoll_ctl MOD to no events)
-    /// until a client leaves, or 1 s passes; the waiting clients stay in the backlog.
-    fn pause_accepting(&mut self) {
-        say!("out of file descriptors: not accepting until a client leaves (or 1 s passes)");
-        let mut none = EpollEvent::new(EpollFlags::empty(), LISTENER);
-        self.epoll
-            .modify(&self.listener, &mut none)
-            .or_die("epoll_ctl");
-        self.paused_since = Some(Instant::now());
-    }
-
-    fn resume_accepting(&mut self) {
-        if self.paused_since.take().is_some() {
-            let mut readable = EpollEvent::new(EpollFlags::EPOLLIN, LISTENER);
-            self.epoll
-                .modify(&self.listener, &mut readable)
-                .or_die("epoll_ctl");
         }
     }
 
@@ -296,16 +286,16 @@ impl<H: Handler> Reactor<H> {
         let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd());
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
         let raw = fd.as_raw_fd();
-        // epoll_ctl(EPOLL_CTL_ADD): watch the client for input, level-triggered.
-        // (EPOLLET would make it edge-triggered: reported once per change, not while the
-        // condition holds. Then every read and write must loop until EAGAIN, or the bytes
-        // left behind are never reported again and the client hangs. Level-triggered lets
-        // this loop read one chunk per wake-up and stay fair between clients.)
+        // epoll_ctl(EPOLL_CTL_ADD): watch the client for input, level-triggered (no EPOLLET).
         let event = EpollEvent::new(EpollFlags::EPOLLIN, raw as u64);
         if let Err(errno) = self.epoll.add(&fd, event) {
             report("epoll_ctl", errno);
-            return; // dropping `fd` closes it
+            if let Err(errno) = close(fd) {
+                report("close", errno);
+            }
+            return;
         }
+        self.served += 1;
         let mut conn = Connection {
             fd,
             peer,
@@ -393,11 +383,21 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         handler.unbind(&conn);
-        // close(2) also removes the fd from the epoll interest list (it is the last
-        // reference to the socket), so no epoll_ctl(EPOLL_CTL_DEL) is needed.
+        // close(2): the last reference to the socket, so epoll forgets it too (no CTL_DEL).
         if let Err(errno) = close(conn.fd) {
             report("close", errno);
         }
-        self.resume_accepting(); // a free fd: if accept was paused, it can go on
+        self.pause.resume(); // a free fd: if accept was paused, it can go on
+    }
+
+    /// Ctrl-C: closes every connection (each client reads EOF) and prints the summary.
+    fn close_all(mut self) {
+        let open = self.conns.iter().flatten().count();
+        for (conn, _) in self.conns.drain(..).flatten() {
+            if let Err(errno) = close(conn.fd) {
+                report("close", errno);
+            }
+        }
+        say!("{}", stop::summary(&LESSON, self.served, open));
     }
 }

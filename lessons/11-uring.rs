@@ -1,37 +1,17 @@
 //! Lesson 11 — asynchronous I/O with io_uring.
-//! Io_uring: submit accept, recv and send, and the kernel reports them done.
-//! The fifth of Stevens' I/O models, asynchronous I/O: the server asks for the work, not
-//! for permission to do it.
+//! Stevens' fifth model: the server submits accept, recv and send to a ring it shares with
+//! the kernel, and reacts to their completions, instead of asking which sockets are ready.
 //!
-//! Lessons 06–10 are readiness models: the kernel says "you may read now" (select, poll,
-//! epoll, a signal), and then the server makes the read itself, which may still return less
-//! than hoped, or EAGAIN. Here it is completion: the server puts "recv into this buffer",
-//! "send these bytes", "accept on this socket" into a submission ring shared with the
-//! kernel, and later finds "the recv is done: 27 bytes" in the completion ring. That
-//! changes the rules. A buffer belongs to the kernel from submission until completion:
-//! it must not be freed, reused or moved (a `Vec` that grows reallocates!) in between, so
-//! each client has its own receive buffer and a separate send buffer, and replies are
-//! never appended to bytes a send is reading. Completions arrive in any order. A send may
-//! complete partially and is resubmitted for the rest. Closing means cancelling (or
-//! awaiting) the client's outstanding operations first. And the calls are batched: one
-//! `io_uring_enter` submits every queued operation and collects every finished one.
-//! The `io-uring` crate (the tokio project's) maps the rings and builds the entries; every
-//! entry it builds is visible below, and liburing's helpers would be the C equivalent.
+//! Run `make lesson-11` and connect with `nc 127.0.0.1 23333`. `make trace-11` shows socket,
+//! bind, listen, io_uring_setup, then only io_uring_enter: the accepts, reads and writes
+//! happen inside the kernel. Ctrl-C closes every client, prints a summary and exits 0.
 //!
-//! Run `make lesson-11` and connect with `nc 127.0.0.1 23333`. `make trace-11` shows
-//! socket, bind, listen, io_uring_setup, then only io_uring_enter: no accept, read or
-//! write calls at all, since they happen inside the kernel (only close and the log writes
-//! remain). Under load one io_uring_enter serves many clients (`strace -c` counts them).
-//! A kernel without io_uring (older than 5.1, or a container whose seccomp policy forbids
-//! it) gets a clear message and exit status 1.
-//!
-//! Classic mistakes it avoids: reusing or growing a buffer while the kernel still writes
-//! into it (memory corruption in C, a use-after-free the borrow checker cannot see through
-//! raw pointers); assuming completions come back in submission order; closing an fd with
-//! operations still in flight.
+//! Classic failure: a buffer belongs to the kernel from submission to completion; reusing,
+//! growing or freeing it in between corrupts memory, and so does closing an fd with
+//! operations in flight. Completions come in any order. More: docs/lessons/11-uring.md
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
 use io_uring::{opcode, squeue, types, IoUring};
@@ -41,20 +21,16 @@ use nix::sys::socket::{
     SockaddrLike, SockaddrStorage,
 };
 use nix::unistd::close;
-use sockets_by_hand::accept::AcceptFailure;
+use sockets_by_hand::accept::{AcceptPause, RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
 use sockets_by_hand::lesson;
-use sockets_by_hand::{net, say};
+use sockets_by_hand::{net, say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
-/// Lesson 11: the reverse-echo protocol on io_uring. Accept, recv and send are submitted
-/// to the kernel as operations and the server reacts to their completions (asynchronous
-/// I/O, Stevens' fifth model), instead of asking which sockets are ready. Needs Linux 5.6
-/// or newer with io_uring allowed.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -69,6 +45,8 @@ const SEND_CHUNK: usize = 64 * 1024;
 fn main() {
     let args: Args = cli::parse(&LESSON);
     let addr = args.listen.addr();
+    // Ctrl-C writes a byte to this pipe (src/stop.rs); a poll op in the ring waits for it.
+    let stop = stop::stop_pipe();
 
     // socket(2), setsockopt, bind, listen, getsockname: as in lesson 01. The socket stays
     // blocking: io_uring never blocks the caller, whatever the fd's flags.
@@ -84,11 +62,9 @@ fn main() {
     listen(&listener, Backlog::new(1024).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
 
-    // io_uring_setup(2): the submission and completion rings, mapped into our memory.
-    // SINGLE_ISSUER + DEFER_TASKRUN (Linux 6.1+): only this thread submits, and the kernel
-    // finishes completed operations when we call io_uring_enter to wait, in one batch,
-    // instead of interrupting us for each one as it happens (≈ +30 % requests/s here). An
-    // older kernel says EINVAL to those flags: then a plain ring.
+    // io_uring_setup(2): the rings, mapped into our memory. SINGLE_ISSUER + DEFER_TASKRUN
+    // (Linux 6.1+) batch the kernel's completion work into our io_uring_enter; an older
+    // kernel says EINVAL to them, and gets a plain ring.
     let ring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
@@ -103,6 +79,7 @@ fn main() {
     let mut server = Server {
         ring,
         listener,
+        stop,
         clients: Vec::new(),
         free: Vec::new(),
         peers: (0..ACCEPTS)
@@ -113,12 +90,17 @@ fn main() {
             })
             .collect(),
         accepting: [false; ACCEPTS],
-        paused_since: None,
-        retry_after: Box::new(types::Timespec::new().sec(1)),
+        pause: AcceptPause::new(RETRY),
+        retry_in_flight: false,
+        retry_after: Box::new(types::Timespec::from(RETRY)),
         done: Vec::with_capacity(2 * RING_ENTRIES as usize),
+        served: 0,
+        stopping: false,
+        open_at_stop: 0,
     };
+    server.submit_stop_poll();
     server.submit_accept();
-    server.run()
+    server.run();
 }
 
 /// io_uring_setup failed: say why in words, exit 1.
@@ -139,13 +121,12 @@ fn no_uring(err: std::io::Error) -> ! {
 }
 
 // Each operation's user_data says what it was for: a client slot and the kind of
-// operation, or one of the listener's two.
+// operation, the listener's accepts and retry timeout, or the stop pipe's poll.
 const RETRY_ACCEPT: u64 = u64::MAX;
+const STOP: u64 = u64::MAX - 1;
 /// Accept i (of ACCEPTS) carries ACCEPT_BASE + i.
 const ACCEPT_BASE: u64 = u64::MAX - 64;
-/// Accepts kept in flight at once. With one, a loaded loop takes one new client per
-/// io_uring_enter round trip, and under thousands of busy clients a round trip is a
-/// millisecond or more: newcomers would wait seconds in the backlog.
+/// Accepts kept in flight at once: with one, a loaded loop takes one newcomer per round trip.
 const ACCEPTS: usize = 16;
 const RECV: u64 = 0;
 const SEND: u64 = 1;
@@ -155,8 +136,7 @@ fn user_data(slot: usize, op: u64) -> u64 {
     (slot as u64) << 2 | op
 }
 
-/// Where an accept op writes the client's address: the kernel fills it in after the
-/// submission, so it lives in a Box that never moves.
+/// Where an accept op writes the client's address, after the submission.
 struct PeerAddr {
     addr: libc::sockaddr_storage,
     len: libc::socklen_t,
@@ -186,25 +166,33 @@ struct Client {
 struct Server {
     ring: IoUring,
     listener: OwnedFd,
-    /// Clients by slot (user_data carries the slot). Boxed, so their buffers stay put
-    /// when this Vec grows.
-    clients: Vec<Option<Box<Client>>>,
+    stop: OwnedFd,
+    /// Clients by slot (user_data carries the slot). The buffers the kernel holds
+    /// pointers into (recv_buf, send_buf) are heap allocations of their own, so they stay
+    /// put when this Vec grows and moves the Client values.
+    clients: Vec<Option<Client>>,
     free: Vec<usize>,
     /// Where accept i writes its client's address: a boxed slice, which can never grow
     /// and move while the kernel holds pointers into it.
     peers: Box<[PeerAddr]>,
     /// Accept i is in flight.
     accepting: [bool; ACCEPTS],
-    /// Set while accept is paused after EMFILE/ENFILE.
-    paused_since: Option<Instant>,
+    /// The accept pause after EMFILE (src/accept.rs); while it lasts no accept is
+    /// submitted, only a timeout op (retry_after) that ends it.
+    pause: AcceptPause,
+    retry_in_flight: bool,
     retry_after: Box<types::Timespec>,
     /// Completions of one round, (user_data, result); allocated once.
     done: Vec<(u64, i32)>,
+    served: u64,
+    /// Ctrl-C came: no more accepts, and the loop ends once every client is closed.
+    stopping: bool,
+    open_at_stop: usize,
 }
 
 impl Server {
-    fn run(&mut self) -> ! {
-        loop {
+    fn run(&mut self) {
+        while !(self.stopping && self.clients.iter().all(Option::is_none)) {
             // io_uring_enter(2): submit every operation queued since the last call and
             // sleep until at least one has completed. One call, many operations.
             match self.ring.submit_and_wait(1) {
@@ -229,24 +217,22 @@ impl Server {
                         self.accepted((u - ACCEPT_BASE) as usize, result)
                     }
                     RETRY_ACCEPT => {
-                        if self
-                            .paused_since
-                            .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
-                        {
-                            self.resume_accepting();
-                        }
+                        self.retry_in_flight = false;
+                        self.submit_accept();
                     }
+                    STOP => self.stop(result),
                     _ => self.completed((user_data >> 2) as usize, user_data & 3, result),
                 }
             }
         }
+        say!("{}", stop::summary(&LESSON, self.served, self.open_at_stop));
     }
 
     /// Queues an entry for the next io_uring_enter.
     fn push(&mut self, entry: squeue::Entry) {
         loop {
             // SAFETY: every buffer an entry points to (a client's recv_buf or send_buf,
-            // the PeerAddr, the Timespec) is boxed, owned by `self`, and neither freed,
+            // a PeerAddr, the Timespec) is a heap allocation owned by `self`, neither freed,
             // moved nor touched until that entry's completion has been taken.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
@@ -261,9 +247,42 @@ impl Server {
         }
     }
 
-    /// Puts every accept that is not in flight back in flight (unless paused).
+    /// Keeps a poll on the stop pipe in the ring: it completes when Ctrl-C writes its byte.
+    fn submit_stop_poll(&mut self) {
+        let entry = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32);
+        self.push(entry.build().user_data(STOP));
+    }
+
+    /// Ctrl-C (a poll result > 0): stop accepting, and wind every client down as if its
+    /// conversation were over (cancel what is in flight, close); `run` ends after the last.
+    fn stop(&mut self, result: i32) {
+        if result <= 0 {
+            return self.submit_stop_poll();
+        }
+        self.stopping = true;
+        self.open_at_stop = self.clients.iter().flatten().count();
+        for slot in 0..self.clients.len() {
+            if let Some(client) = self.clients[slot].as_mut() {
+                client.end(Ending::Eof); // not logged while stopping
+                self.drive(slot);
+            }
+        }
+    }
+
+    /// Puts every accept that is not in flight back in flight. While accept is paused
+    /// after EMFILE it submits none, only a timeout op whose completion tries again.
     fn submit_accept(&mut self) {
-        if self.paused_since.is_some() {
+        if self.stopping {
+            return;
+        }
+        if !self.pause.watching(Instant::now()) {
+            if !self.retry_in_flight {
+                let limit = self.pause.wait_limit(Instant::now()).unwrap_or(RETRY);
+                *self.retry_after = types::Timespec::from(limit);
+                let timeout = opcode::Timeout::new(&*self.retry_after).build();
+                self.push(timeout.user_data(RETRY_ACCEPT));
+                self.retry_in_flight = true;
+            }
             return;
         }
         for i in 0..ACCEPTS {
@@ -272,6 +291,7 @@ impl Server {
             }
             let peer = &mut self.peers[i];
             peer.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            // An accept op: it completes with the new fd, and the client's address in `peer`.
             let entry = opcode::Accept::new(
                 types::Fd(self.listener.as_raw_fd()),
                 (&mut peer.addr as *mut libc::sockaddr_storage).cast(),
@@ -288,30 +308,18 @@ impl Server {
     fn accepted(&mut self, i: usize, result: i32) {
         self.accepting[i] = false;
         if result < 0 {
-            let errno = Errno::from_raw(-result);
-            let failure = AcceptFailure::of(errno);
-            if failure == AcceptFailure::Exhausted && self.paused_since.is_some() {
-                return; // one of the other accepts in flight, failing for the same reason
-            }
-            report("accept", errno);
-            match failure {
-                AcceptFailure::Retry => {}
-                // EMFILE/ENFILE: another accept would fail at once. Submit none until a
-                // client leaves (or a 1 s timeout op completes); the waiting clients stay
-                // in the backlog.
-                AcceptFailure::Exhausted => {
-                    say!("out of file descriptors: not accepting until a client leaves (or 1 s passes)");
-                    self.paused_since = Some(Instant::now());
-                    let timeout = opcode::Timeout::new(&*self.retry_after).build();
-                    self.push(timeout.user_data(RETRY_ACCEPT));
-                    return;
-                }
-                AcceptFailure::Fatal => fatal("accept", errno),
-            }
+            // Reports EMFILE once per pause (and pauses); a broken listener ends the program.
+            self.pause.failed(Errno::from_raw(-result));
         } else {
             // SAFETY: the accept completed, so `result` is a new fd we own, and the kernel
             // wrote `len` bytes of the client's address into `addr`.
             let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(result as RawFd) };
+            if self.stopping {
+                if let Err(errno) = close(fd) {
+                    report("close", errno);
+                }
+                return;
+            }
             let peer = unsafe {
                 SockaddrStorage::from_raw(
                     (&self.peers[i].addr as *const libc::sockaddr_storage).cast(),
@@ -320,7 +328,8 @@ impl Server {
             };
             let peer = peer.map_or_else(|| "?".to_string(), |p| net::show(&p));
             say!("client connected: {peer}");
-            let client = Box::new(Client {
+            self.served += 1;
+            let client = Client {
                 fd,
                 peer,
                 conn: EchoConn::new(),
@@ -332,7 +341,7 @@ impl Server {
                 ending: None,
                 cancelled: false,
                 cancels_in_flight: 0,
-            });
+            };
             let slot = match self.free.pop() {
                 Some(slot) => slot,
                 None => {
@@ -344,12 +353,6 @@ impl Server {
             self.drive(slot);
         }
         self.submit_accept(); // the next client
-    }
-
-    fn resume_accepting(&mut self) {
-        if self.paused_since.take().is_some() {
-            self.submit_accept();
-        }
     }
 
     /// A client's operation completed.
@@ -456,16 +459,18 @@ impl Server {
                 }
             }
         } else {
-            // Nothing in flight: the buffers are ours again, and the fd can go.
             let client = self.clients[slot].take().expect("client present");
             self.free.push(slot);
-            // close(2)
+            // close(2): nothing is in flight, so the buffers are ours again and the fd can go.
             if let Err(errno) = close(client.fd) {
                 report("close", errno);
             }
             let ending = client.ending.unwrap_or(Ending::Eof);
-            say!("client disconnected: {} ({ending})", client.peer);
-            self.resume_accepting();
+            if !self.stopping {
+                say!("client disconnected: {} ({ending})", client.peer);
+            }
+            self.pause.resume(); // a free fd: accept can go on
+            self.submit_accept();
             return;
         }
         for entry in entries.into_iter().flatten() {

@@ -127,8 +127,8 @@ impl<S> Clients<S> {
     }
 
     /// True while the lesson should watch (or try) the listener ([`AcceptPause::watching`]).
-    /// Call it once per round, before waiting: select leaves the listener out of its read
-    /// set, poll gives its entry no events.
+    /// Call it once per round, before waiting (or trying): lesson 06 does not try accept,
+    /// select leaves the listener out of its read set, poll gives its entry no events.
     pub fn watch_listener(&mut self) -> bool {
         self.pause.watching(Instant::now())
     }

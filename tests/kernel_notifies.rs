@@ -134,6 +134,12 @@ macro_rules! single_threaded_cases {
             fn emfile() {
                 echo_suite::emfile(exe!($bin), &[], 64);
             }
+
+            /// Ctrl-C closes the clients, prints the summary last and exits 0.
+            #[test]
+            fn stops_on_ctrl_c() {
+                echo_suite::stops_on_ctrl_c(exe!($bin));
+            }
         }
     };
 }
@@ -308,7 +314,8 @@ fn lesson_11_trace_uring() {
         "close",
     ]);
     // The I/O happens inside the kernel: no readiness calls, and no accept/read/write
-    // on sockets either (the only writes are the log lines on fd 2).
+    // on sockets either (the only writes are the log lines on fd 2, and the byte the
+    // SIGTERM handler writes to the stop pipe).
     trace.assert_absent(&[
         "epoll_wait",
         "epoll_pwait",
@@ -326,7 +333,7 @@ fn lesson_11_trace_uring() {
         trace
             .lines_of("write")
             .iter()
-            .all(|l| l.contains("write(2<")),
+            .all(|l| l.contains("write(2<") || l.contains("<pipe:")),
         "a write other than the log's:\n{}",
         trace.lines_of("write").join("\n")
     );

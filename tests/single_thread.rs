@@ -46,6 +46,12 @@ macro_rules! single_thread_cases {
             fn fd_count_steady() {
                 echo_suite::fd_count_steady(&start(), 300);
             }
+
+            /// Ctrl-C closes the clients, prints the summary last and exits 0.
+            #[test]
+            fn stops_on_ctrl_c() {
+                echo_suite::stops_on_ctrl_c(exe!($bin));
+            }
         }
     };
 }

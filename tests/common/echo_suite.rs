@@ -8,7 +8,7 @@ use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Server, DEADLINE};
+use super::{wait_for, Server, DEADLINE};
 
 /// Generates one `#[test]` per echo case for a lesson binary.
 #[macro_export]
@@ -436,4 +436,41 @@ pub fn emfile(exe: &str, args: &[&str], limit: u64) {
     // (a few times in all), not once per spin.
     let reports = server.log.count(|l| l.contains("EMFILE"));
     assert!(reports < 50, "EMFILE reported {reports} times");
+}
+
+/// Ctrl-C: with one client gone and one still connected, SIGINT makes the server stop
+/// accepting, close the connected client (it reads EOF), print the stop summary as its
+/// last line and exit 0 (not die of the signal).
+pub fn stops_on_ctrl_c(exe: &str) {
+    let mut server = Server::start(exe, &[]);
+    let mut gone = server.connect();
+    gone.expect_welcome();
+    gone.send("q\n");
+    assert!(gone.closed());
+    let mut open = server.connect();
+    open.expect_welcome();
+    assert_eq!(open.round_trip("stop"), "pots");
+    server.signal(libc::SIGINT);
+    assert!(open.closed(), "the connected client reads EOF");
+    let status = server
+        .wait_exit(DEADLINE)
+        .expect("the server exits after SIGINT");
+    assert_eq!(status.code(), Some(0), "exit status after SIGINT: {status}");
+    let summary = server
+        .log
+        .wait_line("the stop summary", |l| l.contains(" stopping · "));
+    let program = std::path::Path::new(exe)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('-', " ");
+    assert_eq!(
+        summary,
+        format!("{program} stopping · connections served: 2 · still open, closed now: 1")
+    );
+    let lines = wait_for("the log to end", DEADLINE, || {
+        let lines = server.log.lines();
+        (lines.last() == Some(&summary)).then_some(lines)
+    });
+    assert_eq!(lines.last(), Some(&summary), "the summary is the last line");
 }
