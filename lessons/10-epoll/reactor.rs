@@ -1,114 +1,25 @@
-//! Lesson 10 — event loop on epoll, EventMachine style.
-//! The talk's `EM.start_server` built in plain sight: a reactor on epoll (epoll_create1,
-//! epoll_ctl, an epoll_wait loop) that calls a Handler (post_init, receive_data, unbind);
-//! the whole echo protocol is a handler of about 30 lines.
-//!
-//! Run `make lesson-10` and connect several `nc 127.0.0.1 23333`. `make trace-10` shows
-//! epoll_create1, one epoll_ctl(ADD) per client, then epoll_wait → read → write: the kernel
-//! keeps the interest list, so a wake-up costs the ready clients, not all of them. Ctrl-C
-//! closes every client, prints a summary and exits 0.
-//!
-//! Classic failure: one thread serves everybody, so a handler that blocks (a sleep, a DNS
-//! lookup, a slow disk) stalls every client at once. More: docs/lessons/10-epoll.md
+//! Lesson 10's framework: what EventMachine provides, in plain sight. A reactor on epoll
+//! (epoll_create1, epoll_ctl, an epoll_wait loop) that accepts clients and calls the
+//! application's [`Handler`] (post_init, receive_data, unbind) with a [`Connection`] it can
+//! `send_data` to. main.rs is the application: the echo protocol as one handler.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{
-    accept4, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog,
-    SockFlag, SockType, SockaddrStorage,
-};
+use nix::sys::socket::{accept4, getpeername, SockFlag, SockaddrStorage};
 use nix::unistd::{close, read, write};
-use protocols::echo::{self, Echo};
 use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
-use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
+use sockets_by_hand::cli::Lesson;
 use sockets_by_hand::conn::{HIGH_WATER, READ_CHUNK};
-use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
-use sockets_by_hand::lesson;
 use sockets_by_hand::outbuf::OutBuf;
-use sockets_by_hand::{limits, net, say, stop};
-
-const LESSON: Lesson = lesson!(23333, Hint::Nc);
-
-#[derive(Parser)]
-struct Args {
-    #[command(flatten)]
-    listen: Listen,
-}
-
-fn main() {
-    let args: Args = cli::parse(&LESSON);
-    let addr = args.listen.addr();
-
-    // setrlimit(RLIMIT_NOFILE): the soft limit (often 1024) up to the hard limit.
-    let nofile = limits::nofile_note(limits::raise_nofile());
-    // Ctrl-C writes a byte to this pipe (src/stop.rs); epoll watches it like a socket.
-    let stop = stop::stop_pipe();
-
-    // socket(2) with SOCK_NONBLOCK: accept must never block the loop. Then as in lesson 01.
-    let listener = socket(
-        net::family(&addr),
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .or_die("socket");
-    setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
-    bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
-    // A long backlog: thousands of clients may connect within one loop turn.
-    listen(&listener, Backlog::new(4096).or_die("listen")).or_die("listen");
-    let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&nofile]);
-
-    // EM.start_server bind, port, EchoHandler
-    Reactor::<EchoHandler>::new(listener, stop).run()
-}
-
-// ---------------------------------------------------------------------------------------
-// The application: the whole echo protocol, as the talk's Ruby `module Handler`.
-// ---------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct EchoHandler {
-    echo: Echo,
-    replies: Vec<u8>,
-}
-
-impl Handler for EchoHandler {
-    fn post_init(&mut self, conn: &mut Connection) {
-        say!("client connected: {}", conn.peer);
-        conn.send_data(echo::WELCOME);
-    }
-
-    fn receive_data(&mut self, conn: &mut Connection, data: &[u8]) {
-        self.replies.clear(); // keeps its capacity: no allocation per line
-        let status = self.echo.feed(data, &mut self.replies);
-        conn.send_data(&self.replies);
-        if !status.is_open() {
-            conn.close_connection_after_writing(); // after `q` or a line too long
-        }
-    }
-
-    fn unbind(&mut self, conn: &Connection) {
-        let ending = match conn.error {
-            Some((call, errno)) => Ending::Failed(call, errno),
-            None => Ending::from_status(self.echo.status()).unwrap_or(Ending::Eof),
-        };
-        say!("client disconnected: {} ({ending})", conn.peer);
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The framework: what EventMachine provides, in about 300 lines.
-// ---------------------------------------------------------------------------------------
+use sockets_by_hand::{net, say, stop};
 
 /// What an application implements; one value per connection (EM mixes the module into a
 /// fresh Connection object for every client).
-trait Handler: Default {
+pub trait Handler: Default {
     /// The connection is set up (EM: `post_init`).
     fn post_init(&mut self, _conn: &mut Connection) {}
     /// Bytes arrived: any amount, part of a line or many lines (EM: `receive_data`).
@@ -125,20 +36,20 @@ enum Closing {
 }
 
 /// The handle a handler talks through. The reactor owns the fd and writes the output.
-struct Connection {
+pub struct Connection {
     fd: OwnedFd,
-    peer: String,
+    pub peer: String,
     out: OutBuf,
     closing: Closing,
     /// The events epoll is watching for on this fd (to skip needless epoll_ctl calls).
     watching: EpollFlags,
     /// The call that failed, if one did (EM: `error?`).
-    error: Option<(&'static str, Errno)>,
+    pub error: Option<(&'static str, Errno)>,
 }
 
 impl Connection {
     /// Queues bytes for the client; the reactor writes them when the socket takes them.
-    fn send_data(&mut self, data: &[u8]) {
+    pub fn send_data(&mut self, data: &[u8]) {
         if self.closing == Closing::No {
             self.out.push(data);
         }
@@ -146,12 +57,12 @@ impl Connection {
 
     /// Closes at once; pending output is dropped.
     #[allow(dead_code)] // part of the API; the echo handler always flushes first
-    fn close_connection(&mut self) {
+    pub fn close_connection(&mut self) {
         self.closing = Closing::Now;
     }
 
     /// Stops reading, writes what is pending, then closes.
-    fn close_connection_after_writing(&mut self) {
+    pub fn close_connection_after_writing(&mut self) {
         if self.closing == Closing::No {
             self.closing = Closing::AfterWriting;
         }
@@ -179,7 +90,9 @@ const STOP: u64 = u64::MAX - 1;
 /// the clients already connected (level-triggered: the rest are reported again).
 const ACCEPTS_PER_WAKEUP: usize = 256;
 
-struct Reactor<H: Handler> {
+pub struct Reactor<H: Handler> {
+    /// The lesson being served, for the summary line at Ctrl-C.
+    lesson: &'static Lesson,
     epoll: Epoll,
     listener: OwnedFd,
     stop: OwnedFd,
@@ -193,7 +106,7 @@ struct Reactor<H: Handler> {
 }
 
 impl<H: Handler> Reactor<H> {
-    fn new(listener: OwnedFd, stop: OwnedFd) -> Self {
+    pub fn new(lesson: &'static Lesson, listener: OwnedFd, stop: OwnedFd) -> Self {
         // epoll_create1(2): a kernel object holding the interest list and the ready list.
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).or_die("epoll_create1");
         // epoll_ctl(EPOLL_CTL_ADD): watch the listener for connections, the pipe for Ctrl-C.
@@ -202,6 +115,7 @@ impl<H: Handler> Reactor<H> {
             epoll.add(fd, event).or_die("epoll_ctl");
         }
         Reactor {
+            lesson,
             epoll,
             listener,
             stop,
@@ -213,7 +127,7 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    fn run(mut self) {
+    pub fn run(mut self) {
         let mut events = vec![EpollEvent::empty(); 1024];
         let mut stopping = false;
         while !stopping {
@@ -398,6 +312,6 @@ impl<H: Handler> Reactor<H> {
                 report("close", errno);
             }
         }
-        say!("{}", stop::summary(&LESSON, self.served, open));
+        say!("{}", stop::summary(self.lesson, self.served, open));
     }
 }
