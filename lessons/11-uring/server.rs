@@ -1,124 +1,24 @@
-//! Lesson 11 — asynchronous I/O with io_uring.
-//! Stevens' fifth model: the server submits accept, recv and send to a ring it shares with
-//! the kernel, and reacts to their completions, instead of asking which sockets are ready.
-//!
-//! Run `make lesson-11` and connect with `nc 127.0.0.1 23333`. `make trace-11` shows socket,
-//! bind, listen, io_uring_setup, then only io_uring_enter: the accepts, reads and writes
-//! happen inside the kernel. Ctrl-C closes every client, prints a summary and exits 0.
-//!
-//! Classic failure: a buffer belongs to the kernel from submission to completion; reusing,
-//! growing or freeing it in between corrupts memory, and so does closing an fd with
-//! operations in flight. Completions come in any order. More: docs/lessons/11-uring.md
+//! Lesson 11's server: what it keeps per client, and the loop that submits accept, recv and
+//! send to the ring and reacts to their completions. main.rs sets the ring up.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use clap::Parser;
 use io_uring::{opcode, squeue, types, IoUring};
 use nix::errno::Errno;
-use nix::sys::socket::{
-    bind, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag, SockType,
-    SockaddrLike, SockaddrStorage,
-};
+use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 use nix::unistd::close;
 use sockets_by_hand::accept::{AcceptPause, RETRY};
-use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
+use sockets_by_hand::cli::Lesson;
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
-use sockets_by_hand::errors::{fatal, report, OrDie};
-use sockets_by_hand::lesson;
+use sockets_by_hand::errors::{fatal, report};
 use sockets_by_hand::{net, say, stop};
 
-const LESSON: Lesson = lesson!(23333, Hint::Nc);
+use crate::RING_ENTRIES;
 
-#[derive(Parser)]
-struct Args {
-    #[command(flatten)]
-    listen: Listen,
-}
-
-/// Submission queue entries (the completion queue gets twice as many).
-const RING_ENTRIES: u32 = 1024;
 /// The most one send takes from a client's pending replies.
 const SEND_CHUNK: usize = 64 * 1024;
-
-fn main() {
-    let args: Args = cli::parse(&LESSON);
-    let addr = args.listen.addr();
-    // Ctrl-C writes a byte to this pipe (src/stop.rs); a poll op in the ring waits for it.
-    let stop = stop::stop_pipe();
-
-    // socket(2), setsockopt, bind, listen, getsockname: as in lesson 01. The socket stays
-    // blocking: io_uring never blocks the caller, whatever the fd's flags.
-    let listener = socket(
-        net::family(&addr),
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .or_die("socket");
-    setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
-    bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
-    listen(&listener, Backlog::new(1024).or_die("listen")).or_die("listen");
-    let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-
-    // io_uring_setup(2): the rings, mapped into our memory. SINGLE_ISSUER + DEFER_TASKRUN
-    // (Linux 6.1+) batch the kernel's completion work into our io_uring_enter; an older
-    // kernel says EINVAL to them, and gets a plain ring.
-    let ring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(RING_ENTRIES)
-        .or_else(|err| match err.raw_os_error() {
-            Some(libc::EINVAL) => IoUring::new(RING_ENTRIES),
-            _ => Err(err),
-        })
-        .unwrap_or_else(|err| no_uring(err));
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
-
-    let mut server = Server {
-        ring,
-        listener,
-        stop,
-        clients: Vec::new(),
-        free: Vec::new(),
-        peers: (0..ACCEPTS)
-            .map(|_| PeerAddr {
-                // SAFETY: sockaddr_storage is plain bytes; all zeros is a valid value.
-                addr: unsafe { std::mem::zeroed() },
-                len: 0,
-            })
-            .collect(),
-        accepting: [false; ACCEPTS],
-        pause: AcceptPause::new(RETRY),
-        retry_in_flight: false,
-        retry_after: Box::new(types::Timespec::from(RETRY)),
-        done: Vec::with_capacity(2 * RING_ENTRIES as usize),
-        served: 0,
-        stopping: false,
-        open_at_stop: 0,
-    };
-    server.submit_stop_poll();
-    server.submit_accept();
-    server.run();
-}
-
-/// io_uring_setup failed: say why in words, exit 1.
-fn no_uring(err: std::io::Error) -> ! {
-    let errno = Errno::from_raw(err.raw_os_error().unwrap_or(0));
-    report("io_uring_setup", errno);
-    match errno {
-        Errno::ENOSYS => {
-            say!("this kernel has no io_uring (Linux 5.1 added it; this lesson needs 5.6)")
-        }
-        Errno::EPERM => say!(
-            "io_uring is not allowed here: a seccomp policy (many container runtimes block \
-             it) or the sysctl kernel.io_uring_disabled"
-        ),
-        _ => {}
-    }
-    std::process::exit(1)
-}
 
 // Each operation's user_data says what it was for: a client slot and the kind of
 // operation, the listener's accepts and retry timeout, or the stop pipe's poll.
@@ -163,7 +63,9 @@ struct Client {
     cancels_in_flight: u8,
 }
 
-struct Server {
+pub struct Server {
+    /// The lesson being served, for the summary line at Ctrl-C.
+    lesson: &'static Lesson,
     ring: IoUring,
     listener: OwnedFd,
     stop: OwnedFd,
@@ -191,6 +93,40 @@ struct Server {
 }
 
 impl Server {
+    /// The server around a ring just set up, with nothing submitted yet.
+    pub fn new(lesson: &'static Lesson, ring: IoUring, listener: OwnedFd, stop: OwnedFd) -> Self {
+        Server {
+            lesson,
+            ring,
+            listener,
+            stop,
+            clients: Vec::new(),
+            free: Vec::new(),
+            peers: (0..ACCEPTS)
+                .map(|_| PeerAddr {
+                    // SAFETY: sockaddr_storage is plain bytes; all zeros is a valid value.
+                    addr: unsafe { std::mem::zeroed() },
+                    len: 0,
+                })
+                .collect(),
+            accepting: [false; ACCEPTS],
+            pause: AcceptPause::new(RETRY),
+            retry_in_flight: false,
+            retry_after: Box::new(types::Timespec::from(RETRY)),
+            done: Vec::with_capacity(2 * RING_ENTRIES as usize),
+            served: 0,
+            stopping: false,
+            open_at_stop: 0,
+        }
+    }
+
+    /// Submits the stop pipe's poll and the first accepts, then runs until Ctrl-C.
+    pub fn serve(mut self) {
+        self.submit_stop_poll();
+        self.submit_accept();
+        self.run();
+    }
+
     fn run(&mut self) {
         while !(self.stopping && self.clients.iter().all(Option::is_none)) {
             // io_uring_enter(2): submit every operation queued since the last call and
@@ -225,7 +161,10 @@ impl Server {
                 }
             }
         }
-        say!("{}", stop::summary(&LESSON, self.served, self.open_at_stop));
+        say!(
+            "{}",
+            stop::summary(self.lesson, self.served, self.open_at_stop)
+        );
     }
 
     /// Queues an entry for the next io_uring_enter.

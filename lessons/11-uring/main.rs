@@ -1,0 +1,93 @@
+//! Lesson 11 — asynchronous I/O with io_uring.
+//! Stevens' fifth model: the server submits accept, recv and send to a ring it shares with
+//! the kernel, and reacts to their completions, instead of asking which sockets are ready.
+//!
+//! Read main.rs (the ring's set-up), then server.rs (submissions and completions).
+//! Run `make lesson-11` and connect with `nc 127.0.0.1 23333`. `make trace-11` shows socket,
+//! bind, listen, io_uring_setup, then only io_uring_enter: the accepts, reads and writes
+//! happen inside the kernel. Ctrl-C closes every client, prints a summary and exits 0.
+//!
+//! Classic failure: a buffer belongs to the kernel from submission to completion; reusing,
+//! growing or freeing it in between corrupts memory, and so does closing an fd with
+//! operations in flight. Completions come in any order. More: docs/lessons/11-uring.md
+
+mod server;
+
+use std::os::fd::AsRawFd;
+
+use clap::Parser;
+use io_uring::IoUring;
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag, SockType,
+    SockaddrStorage,
+};
+use server::Server;
+use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
+use sockets_by_hand::errors::{report, OrDie};
+use sockets_by_hand::{lesson, net, say, stop};
+
+const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    listen: Listen,
+}
+
+/// Submission queue entries (the completion queue gets twice as many).
+pub const RING_ENTRIES: u32 = 1024;
+
+fn main() {
+    let args: Args = cli::parse(&LESSON);
+    let addr = args.listen.addr();
+    // Ctrl-C writes a byte to this pipe (src/stop.rs); a poll op in the ring waits for it.
+    let stop = stop::stop_pipe();
+
+    // socket(2), setsockopt, bind, listen, getsockname: as in lesson 01. The socket stays
+    // blocking: io_uring never blocks the caller, whatever the fd's flags.
+    let listener = socket(
+        net::family(&addr),
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .or_die("socket");
+    setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
+    bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
+    listen(&listener, Backlog::new(1024).or_die("listen")).or_die("listen");
+    let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
+
+    // io_uring_setup(2): the rings, mapped into our memory. SINGLE_ISSUER + DEFER_TASKRUN
+    // (Linux 6.1+) batch the kernel's completion work into our io_uring_enter; an older
+    // kernel says EINVAL to them, and gets a plain ring.
+    let ring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(RING_ENTRIES)
+        .or_else(|err| match err.raw_os_error() {
+            Some(libc::EINVAL) => IoUring::new(RING_ENTRIES),
+            _ => Err(err),
+        })
+        .unwrap_or_else(|err| no_uring(err));
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
+
+    Server::new(&LESSON, ring, listener, stop).serve()
+}
+
+/// io_uring_setup failed: say why in words, exit 1.
+fn no_uring(err: std::io::Error) -> ! {
+    let errno = Errno::from_raw(err.raw_os_error().unwrap_or(0));
+    report("io_uring_setup", errno);
+    match errno {
+        Errno::ENOSYS => {
+            say!("this kernel has no io_uring (Linux 5.1 added it; this lesson needs 5.6)")
+        }
+        Errno::EPERM => say!(
+            "io_uring is not allowed here: a seccomp policy (many container runtimes block \
+             it) or the sysctl kernel.io_uring_disabled"
+        ),
+        _ => {}
+    }
+    std::process::exit(1)
+}
