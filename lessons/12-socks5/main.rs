@@ -11,6 +11,7 @@
 //! thread that wakes the loop through a pipe. More: docs/lessons/12-socks5.md
 
 mod admission;
+mod conn;
 mod flags;
 mod flow;
 mod relay;

@@ -19,13 +19,14 @@ use nix::sys::socket::{
     socket, sockopt, Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, read, write};
-use protocols::socks5::{self, encode_error_reply, encode_reply, Handshake, Reply, Step, Target};
+use protocols::socks5::{self, encode_error_reply, encode_reply, Reply, Step, Target};
 use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
 use sockets_by_hand::cli::{self, Lesson};
 use sockets_by_hand::errors::{describe, fatal, report, OrDie};
 use sockets_by_hand::{limits, net, say, stop};
 
 use crate::admission::{Admission, ConnId, Verdict};
+use crate::conn::{Conn, State};
 use crate::flags::RelayArgs;
 use crate::flow::{arm_reset, pump, Broken, Flow, Pool};
 use crate::resolver::Resolver;
@@ -33,14 +34,9 @@ use crate::resolver::Resolver;
 /// At most this many accepts per wake-up, so a connection storm cannot starve the relays.
 const ACCEPT_BATCH: usize = 64;
 
-/// Sets up the listener and runs the relay loop until Ctrl-C, with `admission` deciding who
-/// may connect. `notes` are extra banner lines.
-pub fn serve<A: Admission>(
-    lesson: &Lesson,
-    args: &RelayArgs,
-    notes: &[String],
-    admission: &mut A,
-) -> ! {
+/// Sets up the listener and runs the relay loop until Ctrl-C, with `hook` deciding who may
+/// connect. `notes` are extra banner lines.
+pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], hook: &mut A) -> ! {
     // The stop pipe (src/stop.rs): Ctrl-C writes a byte to it. Made before the first socket.
     let stop = stop::stop_pipe();
     // setrlimit(RLIMIT_NOFILE): a relay needs two fds per client.
@@ -72,46 +68,9 @@ pub fn serve<A: Admission>(
         resolver,
         pause: AcceptPause::new(RETRY),
         hs_out: Vec::with_capacity(socks5::MAX_ENCODED_REPLY_LEN),
-        admission,
+        admission: hook,
     };
     relay.run(lesson, &stop, &listener)
-}
-
-/// Where a connection is in its life (the names appear in the log lines).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Greeting,   // waiting for VER NMETHODS METHODS (the handshake deadline runs)
-    Auth,       // waiting for the RFC 1929 username and password
-    Request,    // waiting for VER CMD RSV ATYP DST.ADDR DST.PORT
-    Admitting,  // the admission hook has not answered yet
-    Resolving,  // the resolver thread is looking the host name up
-    Connecting, // a non-blocking connect(2) is in flight; POLLOUT ends it
-    Relaying,   // bytes flow both ways
-    HalfClosed, // one side sent EOF, passed on as shutdown(SHUT_WR); the other way flows
-    Refusing,   // an error reply (or a handshake refusal) is being flushed; then close
-}
-
-struct Conn {
-    id: ConnId,
-    state: State,
-    client: OwnedFd,
-    peer: SocketAddr,
-    /// The SOCKS handshake, until the request is complete.
-    handshake: Option<Box<Handshake>>,
-    target: Option<Target>,
-    /// Addresses still to try, and the last connect error.
-    addrs: VecDeque<SocketAddr>,
-    last_error: Errno,
-    upstream: Option<OwnedFd>,
-    /// Client → target (it also holds the handshake bytes while they are parsed).
-    up: Flow,
-    /// Target → client (it also holds the SOCKS replies).
-    down: Flow,
-    /// The handshake, admission, lookup or connect deadline; none while relaying.
-    deadline: Option<Instant>,
-    started: Instant,
-    /// How it ended, for the log line (set when refusing).
-    ending: String,
 }
 
 /// What a step of a connection's life leaves: `Ok` it goes on, `Err(how it ended)` it is
@@ -133,9 +92,7 @@ struct Relay<'h, A: Admission> {
 }
 
 impl<A: Admission> Relay<'_, A> {
-    // -----------------------------------------------------------------------------------
-    // The loop.
-    // -----------------------------------------------------------------------------------
+    // -- The loop. ----------------------------------------------------------------------------
 
     fn run(&mut self, lesson: &Lesson, stop: &OwnedFd, listener: &OwnedFd) -> ! {
         let mut watched: Vec<(ConnId, Option<usize>, Option<usize>)> = Vec::new();
@@ -237,39 +194,29 @@ impl<A: Admission> Relay<'_, A> {
         let gone = PollFlags::POLLHUP | PollFlags::POLLERR;
         let readable = PollFlags::POLLIN | gone;
         match conn.state {
-            State::Greeting | State::Auth | State::Request => {
-                if client.contains(PollFlags::POLLOUT) {
-                    flush(&conn.client, &mut conn.down, &mut self.pool)?;
-                }
-                if client.intersects(readable) {
-                    return self.handshake(conn);
-                }
-                Ok(())
-            }
-            State::Admitting | State::Resolving | State::Connecting => {
-                if client.intersects(gone) {
-                    return Err(format!("client left while {:?}", conn.state));
-                }
-                if client.contains(PollFlags::POLLOUT) {
-                    flush(&conn.client, &mut conn.down, &mut self.pool)?;
-                }
-                if conn.state == State::Connecting && !upstream.is_empty() {
-                    return self.connect_done(conn);
-                }
-                Ok(())
-            }
             State::Relaying | State::HalfClosed => {
                 let (from_client, from_target) =
                     (client.intersects(readable), upstream.intersects(readable));
-                self.relay(conn, from_client, from_target)
+                return self.relay(conn, from_client, from_target);
             }
-            State::Refusing => self.refusing(conn),
+            State::Refusing => return self.refusing(conn),
+            // Not reading the client while it waits, so POLLHUP/POLLERR are how it leaves.
+            State::Admitting | State::Resolving | State::Connecting if client.intersects(gone) => {
+                return Err(format!("client left while {:?}", conn.state));
+            }
+            _ => {}
+        }
+        if client.contains(PollFlags::POLLOUT) {
+            flush(&conn.client, &mut conn.down, &mut self.pool)?;
+        }
+        match conn.state {
+            State::Handshake if client.intersects(readable) => self.handshake(conn),
+            State::Connecting if !upstream.is_empty() => self.connect_done(conn),
+            _ => Ok(()),
         }
     }
 
-    // -----------------------------------------------------------------------------------
-    // 1. Accept.
-    // -----------------------------------------------------------------------------------
+    // -- 1. Accept. ---------------------------------------------------------------------------
 
     /// accept4(2) what is queued, up to a batch.
     fn accept_clients(&mut self, listener: &OwnedFd, now: Instant) {
@@ -293,28 +240,14 @@ impl<A: Admission> Relay<'_, A> {
     fn add(&mut self, client: OwnedFd, now: Instant) {
         // getpeername(2): who this is, for the log line.
         let peer = getpeername::<SockaddrStorage>(client.as_raw_fd()).ok();
-        let peer = peer.and_then(|ss| net::std_addr(&ss));
+        let peer = peer
+            .and_then(|ss| net::std_addr(&ss))
+            .unwrap_or(socks5::UNSPECIFIED_BND);
         self.accepted += 1;
-        let slot = self.free.pop().unwrap_or(self.conns.len());
-        let conn = Conn {
-            id: ConnId {
-                slot,
-                serial: self.accepted,
-            },
-            state: State::Greeting,
-            client,
-            peer: peer.unwrap_or(socks5::UNSPECIFIED_BND),
-            handshake: Some(Box::new(Handshake::new(self.credentials.clone()))),
-            target: None,
-            addrs: VecDeque::new(),
-            last_error: Errno::EHOSTUNREACH,
-            upstream: None,
-            up: Flow::new(),
-            down: Flow::new(),
-            deadline: Some(now + self.args.handshake_timeout),
-            started: now,
-            ending: String::new(),
-        };
+        let (slot, serial) = (self.free.pop().unwrap_or(self.conns.len()), self.accepted);
+        let deadline = now + self.args.handshake_timeout;
+        let credentials = self.credentials.clone();
+        let conn = Conn::new(ConnId { slot, serial }, client, peer, credentials, deadline);
         if slot == self.conns.len() {
             self.conns.push(Some(conn));
         } else {
@@ -322,16 +255,14 @@ impl<A: Admission> Relay<'_, A> {
         }
     }
 
-    // -----------------------------------------------------------------------------------
-    // 2. The handshake, then the admission hook.
-    // -----------------------------------------------------------------------------------
+    // -- 2. The handshake, then the admission hook. -------------------------------------------
 
     /// read(2) handshake bytes and feed them to the sans-IO handshake (protocols::socks5).
     fn handshake(&mut self, conn: &mut Conn) -> Going {
         // Into the up flow's buffer: whatever follows the request in the same read is
         // early payload for the target, and stays there.
         match read(&conn.client, conn.up.room(&mut self.pool)) {
-            Ok(0) => return Err(format!("client left during {:?}", conn.state)),
+            Ok(0) => return Err(format!("client left during {}", conn.phase())),
             Ok(n) => conn.up.filled(n),
             Err(Errno::EAGAIN | Errno::EINTR) => {
                 conn.up.release(&mut self.pool);
@@ -347,11 +278,6 @@ impl<A: Admission> Relay<'_, A> {
         conn.down.push(&self.hs_out, &mut self.pool);
         match step {
             Step::NeedMore => {
-                conn.state = match handshake.state() {
-                    socks5::State::Auth => State::Auth,
-                    socks5::State::Request => State::Request,
-                    _ => State::Greeting,
-                };
                 conn.up.release(&mut self.pool);
                 flush(&conn.client, &mut conn.down, &mut self.pool)
             }
@@ -386,9 +312,7 @@ impl<A: Admission> Relay<'_, A> {
         }
     }
 
-    // -----------------------------------------------------------------------------------
-    // 3. Resolve.
-    // -----------------------------------------------------------------------------------
+    // -- 3. Resolve. --------------------------------------------------------------------------
 
     /// IP literals go straight to connect; names go to the resolver thread.
     fn resolve(&mut self, conn: &mut Conn) -> Going {
@@ -434,9 +358,7 @@ impl<A: Admission> Relay<'_, A> {
         }
     }
 
-    // -----------------------------------------------------------------------------------
-    // 4. Connect.
-    // -----------------------------------------------------------------------------------
+    // -- 4. Connect. --------------------------------------------------------------------------
 
     /// Starts a non-blocking connect(2) to the next address, or answers the last error.
     fn connect_next(&mut self, conn: &mut Conn) -> Going {
@@ -517,9 +439,7 @@ impl<A: Admission> Relay<'_, A> {
         self.relay(conn, false, false)
     }
 
-    // -----------------------------------------------------------------------------------
-    // 5. Relay.
-    // -----------------------------------------------------------------------------------
+    // -- 5. Relay. ----------------------------------------------------------------------------
 
     /// Moves bytes both ways (flow.rs); passes on EOFs, resets and the end.
     fn relay(&mut self, conn: &mut Conn, from_client: bool, from_target: bool) -> Going {
@@ -556,9 +476,7 @@ impl<A: Admission> Relay<'_, A> {
         Err(why)
     }
 
-    // -----------------------------------------------------------------------------------
-    // 6. Finish: refusals, deadlines, close.
-    // -----------------------------------------------------------------------------------
+    // -- 6. Finish: refusals, deadlines, close. -----------------------------------------------
 
     /// Answers `reply` (after the handshake), and closes once it is written.
     fn refuse(&mut self, conn: &mut Conn, reply: Reply, why: String) -> Going {
@@ -595,9 +513,7 @@ impl<A: Admission> Relay<'_, A> {
                 continue;
             };
             self.with(id, |relay, conn| match conn.state {
-                State::Greeting | State::Auth | State::Request => {
-                    Err(format!("handshake timed out in {:?}", conn.state))
-                }
+                State::Handshake => Err(format!("handshake timed out in {}", conn.phase())),
                 State::Admitting => {
                     relay.refuse(conn, Reply::GeneralFailure, "admission timed out".into())
                 }
@@ -620,6 +536,7 @@ impl<A: Admission> Relay<'_, A> {
     /// close(2) both sockets, log one line, free the slot, and resume accepting.
     fn finish(&mut self, mut conn: Conn, ending: String) {
         self.free.push(conn.id.slot);
+        let line = conn.summary(&ending);
         if conn.state == State::Admitting {
             self.admission.forget(conn.id);
         }
@@ -631,17 +548,7 @@ impl<A: Admission> Relay<'_, A> {
         close_fd(conn.client);
         // An fd is free again: if accept was paused by EMFILE, try now.
         self.pause.resume();
-        let target = conn
-            .target
-            .as_ref()
-            .map_or("(no request)".into(), Target::to_string);
-        say!(
-            "client disconnected: {} → {target} · up {} B, down {} B · {:.3} s · {ending}",
-            conn.peer,
-            conn.up.bytes,
-            conn.down.bytes,
-            conn.started.elapsed().as_secs_f64()
-        );
+        say!("client disconnected: {line}");
     }
 
     /// Ctrl-C (or SIGTERM) came through the stop pipe: accept no more, close every
@@ -655,38 +562,6 @@ impl<A: Admission> Relay<'_, A> {
         }
         say!("{}", stop::summary(lesson, self.accepted, open));
         std::process::exit(0)
-    }
-}
-
-impl Conn {
-    /// The poll events wanted on the client and on the upstream socket (None: leave the fd
-    /// out of this round, so a hung-up socket we are not reading cannot make poll spin).
-    fn interest(&self) -> (Option<PollFlags>, Option<PollFlags>) {
-        let mut client = PollFlags::empty();
-        if !self.down.pending().is_empty() {
-            client |= PollFlags::POLLOUT;
-        }
-        let mut upstream = PollFlags::empty();
-        match self.state {
-            State::Greeting | State::Auth | State::Request => client |= PollFlags::POLLIN,
-            // Not reading the client, but watched: POLLHUP/POLLERR say it left.
-            State::Admitting | State::Resolving => return (Some(client), None),
-            State::Connecting => return (Some(client), Some(PollFlags::POLLOUT)),
-            State::Relaying | State::HalfClosed => {
-                if !self.up.eof && self.up.has_room() {
-                    client |= PollFlags::POLLIN;
-                }
-                if !self.down.eof && self.down.has_room() {
-                    upstream |= PollFlags::POLLIN;
-                }
-                if !self.up.pending().is_empty() {
-                    upstream |= PollFlags::POLLOUT;
-                }
-            }
-            State::Refusing => {}
-        }
-        let some = |f: PollFlags| (!f.is_empty()).then_some(f);
-        (some(client), some(upstream))
     }
 }
 

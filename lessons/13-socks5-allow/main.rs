@@ -13,6 +13,8 @@
 // Lesson 12's relay, mounted (not copied): its flags, its loop and the hook this plugs in.
 #[path = "../12-socks5/admission.rs"]
 mod admission;
+#[path = "../12-socks5/conn.rs"]
+mod conn;
 #[path = "../12-socks5/flags.rs"]
 mod flags;
 #[path = "../12-socks5/flow.rs"]
