@@ -60,7 +60,6 @@ pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], 
 
     let mut relay = Relay {
         args: args.clone(),
-        credentials: args.credentials(),
         conns: Vec::new(),
         free: Vec::new(),
         accepted: 0,
@@ -79,7 +78,6 @@ type Going = Result<(), String>;
 
 struct Relay<'h, A: Admission> {
     args: RelayArgs,
-    credentials: Option<(Vec<u8>, Vec<u8>)>,
     /// Connections by slot; a closed connection's slot is reused (see [`ConnId`]).
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -158,10 +156,7 @@ impl<A: Admission> Relay<'_, A> {
             }
             self.admission.ready(now, &revents[hook], &mut verdicts);
             for (id, verdict) in verdicts.drain(..) {
-                self.with(id, |relay, conn| match conn.state {
-                    State::Admitting => relay.admitted(conn, verdict),
-                    _ => Ok(()),
-                });
+                self.with(id, |relay, conn| relay.admitted(conn, verdict));
             }
             for &(id, client, upstream) in &watched {
                 let pick = |i: Option<usize>| i.map_or(PollFlags::empty(), |i| revents[i]);
@@ -246,7 +241,7 @@ impl<A: Admission> Relay<'_, A> {
         self.accepted += 1;
         let (slot, serial) = (self.free.pop().unwrap_or(self.conns.len()), self.accepted);
         let deadline = now + self.args.handshake_timeout;
-        let credentials = self.credentials.clone();
+        let credentials = self.args.credentials();
         let conn = Conn::new(ConnId { slot, serial }, client, peer, credentials, deadline);
         if slot == self.conns.len() {
             self.conns.push(Some(conn));
@@ -301,6 +296,9 @@ impl<A: Admission> Relay<'_, A> {
 
     /// The admission hook's answer, at once or later: go on, refuse, or wait.
     fn admitted(&mut self, conn: &mut Conn, verdict: Verdict) -> Going {
+        if conn.state != State::Admitting {
+            return Ok(());
+        }
         match verdict {
             Verdict::Allow => self.resolve(conn),
             Verdict::Refuse(reply, why) => {

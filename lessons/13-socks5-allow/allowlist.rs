@@ -89,12 +89,8 @@ impl Allowlist {
     /// Starts a non-blocking connect(2) to Redis.
     fn dial(&mut self, now: Instant, verdicts: &mut Vec<(ConnId, Verdict)>) {
         // socket(SOCK_NONBLOCK): the connect below returns at once.
-        let sock = match socket(
-            net::family(&self.redis),
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        ) {
+        let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+        let sock = match socket(net::family(&self.redis), SockType::Stream, flags, None) {
             Ok(sock) => sock,
             Err(errno) => return self.lost(now, describe("socket", errno), verdicts),
         };
