@@ -9,9 +9,10 @@ use std::os::fd::OwnedFd;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::unistd::{pipe2, read, write};
-use sockets_by_hand::errors::OrDie;
+use sockets_by_hand::errors::{report, OrDie};
 use sockets_by_hand::say;
 
 use crate::admission::ConnId;
@@ -54,7 +55,10 @@ impl Resolver {
                     }
                     // write(2) one byte: the loop's poll wakes up. EAGAIN (a full pipe)
                     // means a wake-up is pending anyway.
-                    let _ = write(&waker, b"!");
+                    match write(&waker, b"!") {
+                        Ok(_) | Err(Errno::EAGAIN) => {}
+                        Err(errno) => report("write (resolver pipe)", errno),
+                    }
                 }
             });
         if let Err(err) = thread {
