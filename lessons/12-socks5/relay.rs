@@ -4,8 +4,9 @@
 //! the admission hook's fds (lesson 13's Redis), and each connection's client and upstream
 //! sockets. A connection walks [`State`]: accept → handshake (greeting, auth, request) →
 //! admission → resolve → connect → relay (→ half-closed) → finish. The sections below follow
-//! it. Elsewhere: buffers and pumping (flow.rs), the resolver thread (resolver.rs), the
-//! admission hook (admission.rs), the SOCKS5 parser, sans-IO (protocols/src/socks5.rs).
+//! it. Elsewhere: a connection's fields and poll interest (conn.rs), buffers and pumping
+//! (flow.rs), the resolver thread (resolver.rs), the admission hook (admission.rs), the flags
+//! (flags.rs), and the SOCKS5 parser, sans-IO (protocols/src/socks5.rs).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
