@@ -1,6 +1,6 @@
 //! Lesson 12, the SOCKS5 relay on poll: the shared SOCKS5 suite (tests/common/socks5.rs,
 //! real curl and raw-byte clients) plus what is particular to lesson 12: volume, a thousand
-//! relays and their memory, slowloris, garbage, EMFILE, and the strace check.
+//! relays and their memory, slowloris, garbage, EMFILE, Ctrl-C, and the strace check.
 
 mod common;
 
@@ -341,6 +341,32 @@ fn trace_poll_and_nonblocking_connect() {
         "select",
         "pselect6",
     ]);
+}
+
+/// Ctrl-C comes through the stop pipe: the proxy closes every connection (a relaying client
+/// and one mid-handshake both read EOF), prints the one-line summary and exits 0.
+#[test]
+fn ctrl_c_closes_every_connection_and_exits_0() {
+    let mut proxy = start(&[]);
+    let mut relaying = s5::open(proxy.addr, s5::echo_target());
+    relaying.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    relaying.read_exact(&mut got).unwrap();
+    let mut greeted = s5::connect(proxy.addr);
+    assert_eq!(s5::greet(&mut greeted, &[0]), 0);
+    proxy.signal(libc::SIGINT);
+    let status = proxy
+        .wait_exit(DEADLINE)
+        .expect("the proxy exits on Ctrl-C");
+    assert!(status.success(), "exit status {status:?}");
+    for s in [&mut relaying, &mut greeted] {
+        assert_eq!(s.read(&mut got).unwrap(), 0, "EOF, not a reset");
+    }
+    let summary = "lesson 12 stopping · connections served: 2 · still open, closed now: 2";
+    proxy.log.wait_line("the summary", |l| l == summary);
+    proxy
+        .log
+        .wait_line("the relay closed", |l| l.ends_with("· proxy stopping"));
 }
 
 /// `-u` without `-P` (and the reverse) is a usage error, as in microsocks.

@@ -1,86 +1,26 @@
-//! Lesson 13 — stateful SOCKS5 proxy with a Redis allowlist.
-//! Stateful SOCKS5 proxy: lesson 12's relay, with an allowlist kept in Redis.
-//! The proxy is a server and, in the same poll loop, a client of Redis: before a CONNECT it
-//! asks `GET allowed:<client ip>` on ONE persistent, non-blocking Redis connection. A client
-//! is allowed iff the key exists and its value is not "0" (an empty value counts as allowed);
-//! every connection asks again, so `SET`/`DEL` apply to the next client, with no restart and
-//! no cache. Denied: REP 0x02 ("connection not allowed by ruleset") and a close. Redis down or
-//! answering errors: REP 0x01 and a log line saying the allowlist is unavailable (fail closed);
-//! the proxy keeps accepting and answering, and redials Redis with a backoff capped at 1 s.
+//! The allowlist: a Redis client inside the relay's poll loop (lesson 12's [`Admission`]).
 //!
-//! Run `make lesson-13` (it starts a private redis-server on 127.0.0.1:6379 if nothing answers
-//! there), then: `curl --socks5-hostname 127.0.0.1:1080 http://example.com/` is refused;
-//! `redis-cli set allowed:127.0.0.1 1` lets the next one through; `redis-cli del
-//! allowed:127.0.0.1` (or `set allowed:127.0.0.1 0`) refuses it again. Stop Redis
-//! (`redis-cli shutdown`) and watch the proxy refuse with 0x01, stay up, and come back by itself
-//! when Redis does. `--redis HOST:PORT` names another Redis.
-//!
-//! `make trace-13` shows what is new next to lesson 12's calls: one more `socket` and a
-//! `connect` = -1 EINPROGRESS to port 6379, made by the loop itself (same pid as the `poll`
-//! calls); then per client one `write` of `GET allowed:…` to that socket, batched when several
-//! clients ask in the same round (pipelining: many requests in flight, the replies come back
-//! in order), and a `read` of the replies when poll says it is readable. Kill Redis and the
-//! trace shows `read` = 0, `close`, and a few reconnect attempts (ECONNREFUSED via
-//! `getsockopt(SO_ERROR)`), never a new thread: the only `clone3` is lesson 12's resolver.
-//!
-//! Classic mistakes it avoids (the talk's `StatefulHandler` made the first two): a new Redis
-//! connection per check, on a thread pool (here one connection, pipelined, in the loop); a
-//! server that dies when Redis is down (here: every Redis failure is a state, never an exit);
-//! failing open, letting everyone in when the allowlist cannot be read (here: REP 0x01).
-//! Also: a reply matched to the wrong client once a client leaves mid-lookup (the FIFO keeps
-//! the leaver's slot, and its reply is read and dropped); a blocking connect to Redis that
-//! freezes every relay; unbounded buffers toward a Redis that stopped reading.
+//! One persistent, non-blocking connection. Each CONNECT queues `GET allowed:<ip>`; the
+//! GETs go out together at the next POLLOUT (pipelining) and the replies come back in order,
+//! so a FIFO says whose each reply is. Every Redis failure is a state ([`Link::Down`]),
+//! never an exit: waiting clients are refused 0x01 (fail closed) and Redis is redialled
+//! with a backoff.
 
 use std::collections::VecDeque;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{connect, getsockopt, socket, sockopt, SockFlag, SockType};
 use nix::unistd::{close, read, write};
 use protocols::resp::{self, allowlist_key, allowlist_verdict, encode_command, parse};
-use protocols::socks5::Reply;
-use sockets_by_hand::cli::{self, Hint, Lesson};
-use sockets_by_hand::errors::describe;
-use sockets_by_hand::lesson;
+use protocols::socks5::{Reply, Target};
+use sockets_by_hand::errors::{describe, report};
 use sockets_by_hand::{net, say};
 
-// Lesson 12's relay, reused as it is (not copied): its flags, its loop, its Admission hook.
-#[allow(dead_code)]
-#[path = "12-socks5.rs"]
-mod relay;
-
-use relay::{Admission, ConnId, RelayArgs, Target, Verdict};
-
-const LESSON: Lesson = lesson!(1080, Hint::Socks5);
-
-/// Lesson 13: lesson 12's SOCKS5 proxy, plus an allowlist in Redis. Before each CONNECT it
-/// asks `GET allowed:<client ip>` on one persistent Redis connection inside the same poll
-/// loop (lookups pipelined). Allowed iff the key exists and is not "0"; denied clients get
-/// REP 0x02; while Redis is down everyone gets REP 0x01 (fail closed) and the proxy keeps
-/// running and reconnects. Allow yourself: redis-cli set allowed:127.0.0.1 1
-#[derive(Parser)]
-struct Args {
-    #[command(flatten)]
-    relay: RelayArgs,
-
-    /// The Redis server holding the allowlist (a host name is resolved once, at start).
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:6379",
-        value_parser = redis_addr
-    )]
-    redis: SocketAddr,
-}
-
-fn redis_addr(text: &str) -> Result<SocketAddr, String> {
-    let mut addrs = text.to_socket_addrs().map_err(|e| e.to_string())?;
-    addrs.next().ok_or_else(|| format!("{text}: no address"))
-}
+use crate::admission::{Admission, ConnId, Verdict};
 
 /// Longest wait between two connection attempts (the backoff starts at [`FIRST_RETRY`] and
 /// doubles up to this).
@@ -99,24 +39,6 @@ const MAX_IN_FLIGHT: usize = 8192;
 /// longer frame is a protocol error.
 const READ_CHUNK: usize = 16 * 1024;
 
-fn main() {
-    let args: Args = cli::parse(&LESSON);
-    let mut allowlist = Allowlist::new(args.redis);
-    let cli = match args.redis.to_string().as_str() {
-        "127.0.0.1:6379" => "redis-cli".to_string(),
-        _ => format!("redis-cli -h {} -p {}", args.redis.ip(), args.redis.port()),
-    };
-    let notes = [
-        format!(
-            "allowlist: Redis at {} (key allowed:<client ip>; no cache, asked per connection)",
-            args.redis
-        ),
-        format!("allow: {cli} set allowed:127.0.0.1 1"),
-        format!("deny:  {cli} del allowed:127.0.0.1"),
-    ];
-    relay::serve(&LESSON, &args.relay, &notes, &mut allowlist);
-}
-
 /// The Redis connection's state: one of these at any time, none of them fatal.
 enum Link {
     /// No connection; dial again at `retry`.
@@ -129,7 +51,7 @@ enum Link {
 
 /// The admission hook: owns the Redis connection, the commands not yet written (`outbox`),
 /// the reply bytes not yet parsed (`inbox`) and the FIFO of clients waiting for a reply.
-struct Allowlist {
+pub struct Allowlist {
     redis: SocketAddr,
     link: Link,
     backoff: Duration,
@@ -144,7 +66,7 @@ struct Allowlist {
 }
 
 impl Allowlist {
-    fn new(redis: SocketAddr) -> Allowlist {
+    pub fn new(redis: SocketAddr) -> Allowlist {
         Allowlist {
             redis,
             // The first dial happens inside the loop, at its first round.
@@ -167,12 +89,8 @@ impl Allowlist {
     /// Starts a non-blocking connect(2) to Redis.
     fn dial(&mut self, now: Instant, verdicts: &mut Vec<(ConnId, Verdict)>) {
         // socket(SOCK_NONBLOCK): the connect below returns at once.
-        let sock = match socket(
-            net::family(&self.redis),
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        ) {
+        let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+        let sock = match socket(net::family(&self.redis), SockType::Stream, flags, None) {
             Ok(sock) => sock,
             Err(errno) => return self.lost(now, describe("socket", errno), verdicts),
         };
@@ -184,7 +102,9 @@ impl Allowlist {
             }
             Err(Errno::EINPROGRESS) => self.link = Link::Connecting { sock, since: now },
             Err(errno) => {
-                let _ = close(sock);
+                if let Err(e) = close(sock) {
+                    report("close", e);
+                }
                 self.lost(now, describe("connect", errno), verdicts)
             }
         }
@@ -217,7 +137,9 @@ impl Allowlist {
         );
         if let Link::Connecting { sock, .. } | Link::Up(sock) = link {
             // close(2) the broken connection.
-            let _ = close(sock);
+            if let Err(errno) = close(sock) {
+                report("close", errno);
+            }
         }
         self.backoff = (self.backoff * 2).min(MAX_RETRY);
         self.outbox.clear();
@@ -288,7 +210,7 @@ impl Allowlist {
         self.inbox.drain(..used);
     }
 
-    /// The rule (src/resp.rs): allowed iff the key exists and is not "0".
+    /// The rule (protocols/src/resp.rs): allowed iff the key exists and is not "0".
     fn verdict(&self, value: &resp::Value) -> Verdict {
         match allowlist_verdict(value) {
             resp::Verdict::Allowed => Verdict::Allow,

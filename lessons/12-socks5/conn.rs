@@ -1,0 +1,128 @@
+//! One connection: where it is in its life, its two sockets and two flows, and what poll
+//! should watch on it in this state.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::PollFlags;
+use protocols::socks5::{Handshake, Target};
+
+use crate::admission::ConnId;
+use crate::flow::Flow;
+
+/// Where a connection is in its life (the names appear in the log lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Handshake, // greeting, auth, request: the sans-IO `Handshake` knows which (a deadline runs)
+    Admitting, // the admission hook has not answered yet
+    Resolving, // the resolver thread is looking the host name up
+    Connecting, // a non-blocking connect(2) is in flight; POLLOUT ends it
+    Relaying,  // bytes flow both ways
+    HalfClosed, // one side sent EOF, passed on as shutdown(SHUT_WR); the other way flows
+    Refusing,  // an error reply (or a handshake refusal) is being flushed; then close
+}
+
+pub struct Conn {
+    pub id: ConnId,
+    pub state: State,
+    pub client: OwnedFd,
+    pub peer: SocketAddr,
+    /// The SOCKS handshake, until the request is complete.
+    pub handshake: Option<Box<Handshake>>,
+    pub target: Option<Target>,
+    /// Addresses still to try, and the last connect error.
+    pub addrs: VecDeque<SocketAddr>,
+    pub last_error: Errno,
+    pub upstream: Option<OwnedFd>,
+    /// Client → target (it also holds the handshake bytes while they are parsed).
+    pub up: Flow,
+    /// Target → client (it also holds the SOCKS replies).
+    pub down: Flow,
+    /// The handshake, admission, lookup or connect deadline; none while relaying.
+    pub deadline: Option<Instant>,
+    pub started: Instant,
+    /// How it ended, for the log line (set when refusing).
+    pub ending: String,
+}
+
+impl Conn {
+    /// A client just accepted: its handshake starts, with `deadline` to finish it.
+    pub fn new(
+        id: ConnId,
+        client: OwnedFd,
+        peer: SocketAddr,
+        credentials: Option<(Vec<u8>, Vec<u8>)>,
+        deadline: Instant,
+    ) -> Conn {
+        Conn {
+            id,
+            state: State::Handshake,
+            client,
+            peer,
+            handshake: Some(Box::new(Handshake::new(credentials))),
+            target: None,
+            addrs: VecDeque::new(),
+            last_error: Errno::EHOSTUNREACH,
+            upstream: None,
+            up: Flow::new(),
+            down: Flow::new(),
+            deadline: Some(deadline),
+            started: Instant::now(),
+            ending: String::new(),
+        }
+    }
+
+    /// The poll events wanted on the client and on the upstream socket (None: leave the fd
+    /// out of this round, so a hung-up socket we are not reading cannot make poll spin).
+    pub fn interest(&self) -> (Option<PollFlags>, Option<PollFlags>) {
+        let mut client = PollFlags::empty();
+        if !self.down.pending().is_empty() {
+            client |= PollFlags::POLLOUT;
+        }
+        let mut upstream = PollFlags::empty();
+        match self.state {
+            State::Handshake => client |= PollFlags::POLLIN,
+            // Not reading the client, but watched: POLLHUP/POLLERR say it left.
+            State::Admitting | State::Resolving => return (Some(client), None),
+            State::Connecting => return (Some(client), Some(PollFlags::POLLOUT)),
+            State::Relaying | State::HalfClosed => {
+                if !self.up.eof && self.up.has_room() {
+                    client |= PollFlags::POLLIN;
+                }
+                if !self.down.eof && self.down.has_room() {
+                    upstream |= PollFlags::POLLIN;
+                }
+                if !self.up.pending().is_empty() {
+                    upstream |= PollFlags::POLLOUT;
+                }
+            }
+            State::Refusing => {}
+        }
+        let some = |f: PollFlags| (!f.is_empty()).then_some(f);
+        (some(client), some(upstream))
+    }
+
+    /// Where it is, for a log line: the handshake's step (Greeting, Auth, Request) or the state.
+    pub fn phase(&self) -> String {
+        match &self.handshake {
+            Some(handshake) => format!("{:?}", handshake.state()),
+            None => format!("{:?}", self.state),
+        }
+    }
+
+    /// The log line's text: `client → target · up N B, down N B · S s · how it ended`.
+    pub fn summary(&self, ending: &str) -> String {
+        let target = self.target.as_ref();
+        format!(
+            "{} → {} · up {} B, down {} B · {:.3} s · {ending}",
+            self.peer,
+            target.map_or("(no request)".into(), Target::to_string),
+            self.up.bytes,
+            self.down.bytes,
+            self.started.elapsed().as_secs_f64()
+        )
+    }
+}

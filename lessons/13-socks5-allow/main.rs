@@ -1,0 +1,76 @@
+//! Lesson 13 — stateful SOCKS5 proxy with a Redis allowlist.
+//! Lesson 12's relay, plus an allowlist in Redis asked inside the same poll loop: before a
+//! CONNECT, `GET allowed:<client ip>` on ONE persistent, non-blocking, pipelined connection.
+//! Allowed iff the key exists and is not "0"; denied: REP 0x02; Redis down: REP 0x01.
+//!
+//! Read allowlist.rs (the Redis client) after lesson 12's relay.rs, whose loop it plugs into.
+//! Run `make lesson-13` (it starts a private redis-server if none answers), then
+//! `redis-cli set allowed:127.0.0.1 1` and `curl --socks5-hostname 127.0.0.1:1080 …`.
+//! `make trace-13` shows one more socket, its connect = -1 EINPROGRESS to port 6379 and the
+//! GETs' writes, all from the loop's own pid. The classic failure: Redis is down; here the
+//! proxy fails closed, keeps serving and redials. More: docs/lessons/13-socks5-allow.md
+
+// Lesson 12's relay, mounted (not copied): its flags, its loop and the hook this plugs in.
+#[path = "../12-socks5/admission.rs"]
+mod admission;
+#[path = "../12-socks5/conn.rs"]
+mod conn;
+#[path = "../12-socks5/flags.rs"]
+mod flags;
+#[path = "../12-socks5/flow.rs"]
+mod flow;
+#[path = "../12-socks5/relay.rs"]
+mod relay;
+#[path = "../12-socks5/resolver.rs"]
+mod resolver;
+
+mod allowlist;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use clap::Parser;
+use sockets_by_hand::cli::{self, Hint, Lesson};
+use sockets_by_hand::lesson;
+
+use allowlist::Allowlist;
+use flags::RelayArgs;
+
+const LESSON: Lesson = lesson!(1080, Hint::Socks5);
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    relay: RelayArgs,
+
+    /// The Redis server holding the allowlist (a host name is resolved once, at start).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:6379",
+        value_parser = redis_addr
+    )]
+    redis: SocketAddr,
+}
+
+fn redis_addr(text: &str) -> Result<SocketAddr, String> {
+    let mut addrs = text.to_socket_addrs().map_err(|e| e.to_string())?;
+    addrs.next().ok_or_else(|| format!("{text}: no address"))
+}
+
+fn main() {
+    let args: Args = cli::parse(&LESSON);
+    let mut allowlist = Allowlist::new(args.redis);
+    let cli = match args.redis.to_string().as_str() {
+        "127.0.0.1:6379" => "redis-cli".to_string(),
+        _ => format!("redis-cli -h {} -p {}", args.redis.ip(), args.redis.port()),
+    };
+    let notes = [
+        format!(
+            "allowlist: Redis at {} (key allowed:<client ip>; no cache, asked per connection)",
+            args.redis
+        ),
+        format!("allow: {cli} set allowed:127.0.0.1 1"),
+        format!("deny:  {cli} del allowed:127.0.0.1"),
+    ];
+    relay::serve(&LESSON, &args.relay, &notes, &mut allowlist);
+}
