@@ -421,7 +421,13 @@ fn resp_run(chunks: &[&[u8]]) -> RespOutcome {
 /// anything else is no answer).
 fn resp_kind_matches(frame: &[u8], value: &resp::Value) {
     use resp::{Value, Verdict};
-    let null = frame.starts_with(b"$-1\r\n") || frame.starts_with(b"*-1\r\n");
+    // The length as a number: `*-01` is -1 too (the parser takes leading zeros).
+    let header = frame.get(1..).unwrap_or_default();
+    let header = &header[..header.iter().position(|&b| b == b'\r').unwrap_or(0)];
+    let null = std::str::from_utf8(header)
+        .ok()
+        .and_then(|n| n.parse::<i64>().ok())
+        == Some(-1);
     let ok = match (frame.first(), value) {
         (Some(b'+'), Value::SimpleString(_)) => true,
         (Some(b'-'), Value::Error(_)) => true,
