@@ -58,7 +58,7 @@ for t in $TARGETS; do
   units=$(sed -n 's/^stat::new_units_added: *//p' "$log" | tail -1)
   seeds_cov=$(grep -E '^#[0-9]+[[:space:]]+INITED' "$log" | sed -n 's/.* cov: \([0-9]*\) ft: \([0-9]*\).*/\1 \2/p' | tail -1)
   end_cov=$(grep -E '^#[0-9]+[[:space:]]+(DONE|NEW|REDUCE|pulse|INITED)' "$log" | sed -n 's/.* cov: \([0-9]*\) ft: \([0-9]*\).*/\1 \2/p' | tail -1)
-  line=$(printf '%-18s executions %10s   coverage: %s edges, %s features (seeds alone: %s, %s)   new inputs %s' \
+  line=$(printf '%-18s executions %10s   coverage: %s edges, %s features (at start, from the seeds and the corpus kept: %s, %s)   new inputs %s' \
     "$t" "${execs:-?}" "${end_cov% *}" "${end_cov#* }" "${seeds_cov% *}" "${seeds_cov#* }" "${units:-?}")
   summary+=("$line")
   if [ "$status" -ne 0 ]; then
