@@ -6,6 +6,8 @@
 #   make lint                     cargo fmt --check and clippy -D warnings
 #   make compare [QUICK=1]        the I/O models side by side (target/compare/report.*)
 #   make bench-socks              lesson 12 against microsocks, dante and no proxy
+#   make fuzz [FUZZ_SECONDS=60]   the protocol parsers' fuzz targets (cargo-fuzz, nightly)
+#   make soak [QUICK=1]           10,000 connections per server (target/soak/report.md)
 #
 # Every lesson, a file lessons/NN-topic.rs or a folder lessons/NN-topic/ (main.rs + modules),
 # gets its lesson-NN and trace-NN targets from the pattern rules below; a new lesson needs no
@@ -41,7 +43,7 @@ TRACE_04 := $(TRACE_03),rt_sigaction,clone,clone3,fork,vfork,wait4
 trace_filter = $(or $(TRACE_$(1)),$(TRACE_DEFAULT))
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint tools build compare bench-socks
+.PHONY: help test lint tools build compare bench-socks fuzz soak
 
 help:
 	@echo "sockets-by-hand: TCP socket programming on Linux from the system calls up"
@@ -57,6 +59,8 @@ help:
 	@echo "  make lint        cargo fmt --check and cargo clippy -D warnings"
 	@echo "  make compare     the I/O models side by side (QUICK=1: under a minute)"
 	@echo "  make bench-socks lesson 12 against microsocks, dante and no proxy"
+	@echo "  make fuzz        fuzz the SOCKS5, RESP and echo parsers (FUZZ_SECONDS=60 each)"
+	@echo "  make soak        10,000 connections per server, Redis restarts (QUICK=1: < 1 min)"
 	@echo
 	@echo "  Flags go in ARGS: make lesson-03 ARGS='-p 4000'; every lesson has --help."
 
@@ -116,3 +120,15 @@ bench-socks:
 	@scripts/ensure-tools.sh --bench
 	$(CARGO) build -q --release --workspace --bins
 	target/release/bench-socks $(BENCH_ARGS)
+
+# The protocol parsers' fuzz targets (protocols/fuzz/), FUZZ_SECONDS each (default 60):
+# installs cargo-fuzz if missing, prints executions and coverage per target, fails on a
+# crash and says where the input is.
+fuzz:
+	@scripts/fuzz.sh
+
+# The soak: 10,000 connections against lessons 04, 05, 08, 10 and 12, lesson 13 through
+# three Redis restarts, lesson 12 under resets; the figures go to target/soak/report.md.
+soak: tools
+	$(CARGO) build -q --release --workspace --bins
+	target/release/soak $(if $(QUICK),--quick) $(SOAK_ARGS)
