@@ -439,3 +439,30 @@ fn connect_timeout() {
         .log
         .wait_line("timeout logged", |l| l.contains("ETIMEDOUT"));
 }
+
+/// A host name holding `\n` and an ESC sequence is logged escaped: no forged log line, no
+/// raw control byte reaches the operator's terminal.
+#[test]
+fn hostile_name_is_logged_escaped() {
+    use protocols::socks5::{Command as Cmd, Reply};
+    let proxy = start(&[]);
+    let mut s = s5::connect(proxy.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let name = "x\nFAKE: admin logged in\n\x1b[31mred";
+    let (rep, _) = s5::request(&mut s, Cmd::Connect, &Target::Domain(name.into(), 80));
+    assert_eq!(rep, Reply::HostUnreachable);
+    let line = proxy
+        .log
+        .wait_line("the refusal logged", |l| l.contains("FAKE"));
+    assert!(
+        line.contains("x\\x0aFAKE: admin logged in\\x0a\\x1b[31mred:80"),
+        "{line}"
+    );
+    let lines = proxy.log.lines();
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.starts_with("FAKE") && !l.contains('\x1b')),
+        "{lines:#?}"
+    );
+}

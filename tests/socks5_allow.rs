@@ -547,3 +547,23 @@ fn trace_redis_in_the_poll_loop() {
         "{threads} threads started (only the resolver may be)"
     );
 }
+
+/// A reply that is not a string (here WRONGTYPE, the key being a list) fails closed (0x01),
+/// and the log names it briefly: Redis's error text escaped, never a Debug dump.
+#[test]
+fn redis_error_reply_logged_briefly() {
+    let mut p = start(&[]);
+    assert_eq!(
+        p.redis.cmd(&["RPUSH", "allowed:127.0.0.1", "x\ny"]),
+        Value::Integer(1)
+    );
+    assert_eq!(
+        verdict(p.proxy.addr, s5::echo_target()),
+        Reply::GeneralFailure
+    );
+    let line = p
+        .proxy
+        .log
+        .wait_line("the refusal logged", |l| l.contains("Redis answered"));
+    assert!(line.contains("Redis answered error \"WRONGTYPE "), "{line}");
+}

@@ -15,7 +15,8 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{connect, getsockopt, socket, sockopt, SockFlag, SockType};
 use nix::unistd::{close, read, write};
-use protocols::resp::{self, allowlist_key, allowlist_verdict, encode_command, parse};
+use protocols::logtext::Escaped;
+use protocols::resp::{self, allowlist_key, allowlist_verdict, encode_command, parse, Value};
 use protocols::socks5::{Reply, Target};
 use sockets_by_hand::errors::{describe, report};
 use sockets_by_hand::{net, say};
@@ -220,7 +221,7 @@ impl Allowlist {
             ),
             resp::Verdict::Unavailable => Verdict::Refuse(
                 Reply::GeneralFailure,
-                format!("allowlist unavailable (Redis answered {value:?})"),
+                format!("allowlist unavailable (Redis answered {})", brief(value)),
             ),
         }
     }
@@ -325,5 +326,18 @@ impl Admission for Allowlist {
         if let Some(entry) = self.waiting.iter_mut().find(|(w, _)| *w == Some(id)) {
             entry.0 = None;
         }
+    }
+}
+
+/// A Redis reply for a log line: its kind and size, the text of an error escaped and capped
+/// (a Redis we do not control may answer anything, 8 MB included).
+fn brief(value: &Value) -> String {
+    match value {
+        Value::Error(text) => format!("error \"{}\"", Escaped(text.as_bytes())),
+        Value::SimpleString(text) => format!("\"{}\"", Escaped(text.as_bytes())),
+        Value::Integer(n) => format!("the integer {n}"),
+        Value::Bulk(None) | Value::Array(None) => "null".into(),
+        Value::Bulk(Some(bytes)) => format!("a {}-byte string", bytes.len()),
+        Value::Array(Some(items)) => format!("an array of {}", items.len()),
     }
 }
