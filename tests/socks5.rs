@@ -466,3 +466,28 @@ fn hostile_name_is_logged_escaped() {
         "{lines:#?}"
     );
 }
+
+/// A CONNECT to the proxy's own listening address (or its port on another local address,
+/// here 127.0.0.2) is refused 0x02 and logged: no relay nested inside the relay.
+#[test]
+fn connect_to_itself_refused() {
+    use protocols::socks5::{Command as Cmd, Reply};
+    let proxy = start(&[]);
+    let other = std::net::SocketAddr::new([127, 0, 0, 2].into(), proxy.addr.port());
+    for target in [proxy.addr, other] {
+        let mut s = s5::connect(proxy.addr);
+        assert_eq!(s5::greet(&mut s, &[0]), 0);
+        let (rep, _) = s5::request(&mut s, Cmd::Connect, &Target::Ip(target));
+        assert_eq!(rep, Reply::NotAllowed, "CONNECT to {target}");
+        assert!(s5::closes(&mut s));
+        proxy.log.wait_line("the refusal logged", |l| {
+            l.contains(&format!("{target} is this proxy's own listening address"))
+        });
+    }
+    // And by name: localhost resolves to this machine too.
+    let mut s = s5::connect(proxy.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let by_name = Target::Domain("localhost".into(), proxy.addr.port());
+    let (rep, _) = s5::request(&mut s, Cmd::Connect, &by_name);
+    assert_eq!(rep, Reply::NotAllowed);
+}

@@ -567,3 +567,17 @@ fn redis_error_reply_logged_briefly() {
         .wait_line("the refusal logged", |l| l.contains("Redis answered"));
     assert!(line.contains("Redis answered error \"WRONGTYPE "), "{line}");
 }
+
+/// Even an allowed client may not CONNECT to the allowlist's Redis: 0x02, logged, and the
+/// allowlist cannot be rewritten through the proxy.
+#[test]
+fn redis_not_reachable_through_the_proxy() {
+    let mut p = start_allowed(&[]);
+    let redis: SocketAddr = p.redis.addr_arg().parse().unwrap();
+    assert_eq!(verdict(p.proxy.addr, redis), Reply::NotAllowed);
+    p.proxy.log.wait_line("the refusal logged", |l| {
+        l.contains(&format!("{redis} is the allowlist's Redis server"))
+    });
+    assert_eq!(verdict(p.proxy.addr, s5::echo_target()), Reply::Succeeded);
+    assert_eq!(p.redis.cmd(&["DBSIZE"]), Value::Integer(1));
+}

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::poll::PollFlags;
+use nix::poll::{PollFlags, PollTimeout};
 use protocols::socks5::{Handshake, Target};
 
 use crate::admission::ConnId;
@@ -125,4 +125,16 @@ impl Conn {
             self.started.elapsed().as_secs_f64()
         )
     }
+}
+
+/// poll's timeout: until `at`, in whole milliseconds rounded up (at most a minute).
+pub fn timeout_until(at: Option<Instant>) -> PollTimeout {
+    let Some(at) = at else {
+        return PollTimeout::NONE;
+    };
+    let ms = at
+        .saturating_duration_since(Instant::now())
+        .as_nanos()
+        .div_ceil(1_000_000);
+    PollTimeout::try_from(ms.min(60_000)).unwrap_or(PollTimeout::MAX)
 }

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::socket::{
     accept4, bind, connect, getpeername, getsockname, getsockopt, listen, setsockopt, shutdown,
     socket, sockopt, Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
@@ -27,9 +27,10 @@ use sockets_by_hand::errors::{describe, fatal, report, OrDie};
 use sockets_by_hand::{limits, net, say, stop};
 
 use crate::admission::{Admission, ConnId, Verdict};
-use crate::conn::{Conn, State};
+use crate::conn::{timeout_until, Conn, State};
 use crate::flags::RelayArgs;
 use crate::flow::{arm_reset, pump, Broken, Flow, Pool};
+use crate::guard::Guard;
 use crate::resolver::Resolver;
 
 /// At most this many accepts per wake-up, so a connection storm cannot starve the relays.
@@ -51,13 +52,14 @@ pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], 
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(1024).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
+    let local = net::std_addr(&local).unwrap_or(addr);
 
     // The resolver (its pipe and thread) exists before the banner says we are ready.
     let resolver = Resolver::spawn();
     let mut lines = vec![nofile];
     lines.extend(args.notes().into_iter().chain(notes.iter().cloned()));
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    cli::banner(lesson, net::std_addr(&local).unwrap_or(addr), &lines);
+    cli::banner(lesson, local, &lines);
 
     let mut relay = Relay {
         args: args.clone(),
@@ -68,6 +70,8 @@ pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], 
         resolver,
         pause: AcceptPause::new(RETRY),
         hs_out: Vec::with_capacity(socks5::MAX_ENCODED_REPLY_LEN),
+        // Never relay to ourselves, nor to what the hook guards (lesson 13's Redis).
+        guard: Guard::new(local, hook.guarded()),
         admission: hook,
     };
     relay.run(lesson, &stop, &listener)
@@ -88,6 +92,7 @@ struct Relay<'h, A: Admission> {
     pause: AcceptPause,
     hs_out: Vec<u8>,
     admission: &'h mut A,
+    guard: Guard,
 }
 
 impl<A: Admission> Relay<'_, A> {
@@ -317,10 +322,10 @@ impl<A: Admission> Relay<'_, A> {
     fn resolve(&mut self, conn: &mut Conn) -> Going {
         let until = Instant::now() + self.args.connect_timeout;
         match &conn.target {
-            Some(Target::Ip(addr)) => conn.addrs = VecDeque::from([*addr]),
+            Some(Target::Ip(addr)) => return self.connect_to(conn, vec![*addr]),
             // curl --socks5-hostname sends an IP host as a "name" too.
             Some(Target::Domain(name, port)) => match name.parse::<IpAddr>() {
-                Ok(ip) => conn.addrs = VecDeque::from([SocketAddr::new(ip, *port)]),
+                Ok(ip) => return self.connect_to(conn, vec![SocketAddr::new(ip, *port)]),
                 Err(_) => {
                     conn.state = State::Resolving;
                     conn.deadline = Some(until);
@@ -331,9 +336,19 @@ impl<A: Admission> Relay<'_, A> {
                     return self.refuse(conn, Reply::GeneralFailure, why);
                 }
             },
-            None => return Ok(()),
+            None => Ok(()),
         }
-        self.connect_next(conn)
+    }
+
+    /// The addresses to try, less those the guard forbids (guard.rs); refused 0x02 if
+    /// that leaves none.
+    fn connect_to(&mut self, conn: &mut Conn, addrs: Vec<SocketAddr>) -> Going {
+        let forbidden;
+        (conn.addrs, forbidden) = self.guard.sift(addrs);
+        match forbidden {
+            Some(why) if conn.addrs.is_empty() => self.refuse(conn, Reply::NotAllowed, why),
+            _ => self.connect_next(conn),
+        }
     }
 
     /// The resolver's pipe woke the loop: connect to what it found, or answer 0x04.
@@ -346,8 +361,7 @@ impl<A: Admission> Relay<'_, A> {
                     // With -b, only addresses of the outgoing address's family can work.
                     let fits =
                         |a: &SocketAddr| outgoing.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4());
-                    conn.addrs = addrs.into_iter().filter(fits).collect();
-                    relay.connect_next(conn)
+                    relay.connect_to(conn, addrs.into_iter().filter(fits).collect())
                 }
                 Err(err) => {
                     let why = format!("getaddrinfo: {err}");
@@ -592,16 +606,4 @@ fn close_fd(fd: OwnedFd) {
     if let Err(errno) = close(fd) {
         report("close", errno);
     }
-}
-
-/// poll's timeout: until `at`, in whole milliseconds rounded up (at most a minute).
-fn timeout_until(at: Option<Instant>) -> PollTimeout {
-    let Some(at) = at else {
-        return PollTimeout::NONE;
-    };
-    let ms = at
-        .saturating_duration_since(Instant::now())
-        .as_nanos()
-        .div_ceil(1_000_000);
-    PollTimeout::try_from(ms.min(60_000)).unwrap_or(PollTimeout::MAX)
 }

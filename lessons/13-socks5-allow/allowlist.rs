@@ -321,6 +321,11 @@ impl Admission for Allowlist {
         }
     }
 
+    /// Redis is the control plane: no client may CONNECT to it through the relay.
+    fn guarded(&self) -> Option<SocketAddr> {
+        Some(self.redis)
+    }
+
     /// A waiting client left: keep its FIFO entry (its reply will still come), drop its id.
     fn forget(&mut self, id: ConnId) {
         if let Some(entry) = self.waiting.iter_mut().find(|(w, _)| *w == Some(id)) {

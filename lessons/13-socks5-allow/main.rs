@@ -19,6 +19,8 @@ mod conn;
 mod flags;
 #[path = "../12-socks5/flow.rs"]
 mod flow;
+#[path = "../12-socks5/guard.rs"]
+mod guard;
 #[path = "../12-socks5/relay.rs"]
 mod relay;
 #[path = "../12-socks5/resolver.rs"]
