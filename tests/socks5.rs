@@ -491,3 +491,85 @@ fn connect_to_itself_refused() {
     let (rep, _) = s5::request(&mut s, Cmd::Connect, &by_name);
     assert_eq!(rep, Reply::NotAllowed);
 }
+
+/// RFC 1929 limits: `-u`/`-P` empty or over 255 bytes would start a proxy nobody can log
+/// into: a usage error (status 2) instead. So is a timeout under a millisecond.
+#[test]
+fn impossible_flags_are_usage_errors() {
+    let long = "x".repeat(256);
+    let cases: [&[&str]; 6] = [
+        &["-u", "", "-P", "secret"],
+        &["-u", "bob", "-P", ""],
+        &["-u", &long, "-P", "secret"],
+        &["-u", "bob", "-P", &long],
+        &["--handshake-timeout", "1e-10"],
+        &["--connect-timeout", "0.0001"],
+    ];
+    for args in cases {
+        // Spawned, not run to the end: a proxy that wrongly starts is killed, not waited on.
+        let mut child = std::process::Command::new(exe!("lesson-12"))
+            .args(args)
+            .args(["-p", "0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let status = loop {
+            match child.try_wait().unwrap() {
+                Some(status) => break Some(status),
+                None if start.elapsed() > Duration::from_secs(5) => break None,
+                None => thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        if status.is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("RFC 1929 needs 1 to 255 bytes") || err.contains("from 0.001 to 86400"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// On a wildcard address without -u/-P the proxy starts, with one warning line saying it is
+/// open to everyone and reaches this machine's loopback-only services. (Run in a private
+/// network namespace, `unshare -rn`, so that nothing is ever exposed; not on loopback, not
+/// with a password.)
+#[test]
+fn open_proxy_warning() {
+    let warns = |args: &[&str], unshare: bool| {
+        let mut cmd = if unshare {
+            let mut cmd = std::process::Command::new("unshare");
+            cmd.args(["-rn", exe!("lesson-12")]);
+            cmd
+        } else {
+            std::process::Command::new(exe!("lesson-12"))
+        };
+        cmd.args(args).args(["-p", "0"]);
+        let server = Server::spawn(cmd);
+        // The notes come in order, the warning before the auth note.
+        server
+            .log
+            .wait_line("the auth note", |l| l.contains("auth: "));
+        let lines = server.log.lines();
+        lines
+            .into_iter()
+            .filter(|l| l.contains("WARNING"))
+            .collect::<Vec<_>>()
+    };
+    for any in ["0.0.0.0", "::"] {
+        let warning = warns(&["-i", any], true);
+        assert_eq!(warning.len(), 1, "{any}: {warning:?}");
+        assert!(
+            warning[0].contains("open proxy") && warning[0].contains("its loopback-only services"),
+            "{warning:?}"
+        );
+    }
+    assert!(warns(&["-i", "0.0.0.0", "-u", "u", "-P", "p"], true).is_empty());
+    assert!(warns(&[], false).is_empty());
+}

@@ -12,11 +12,11 @@ pub struct RelayArgs {
 
     /// Username clients must give (RFC 1929); needs -P. Without -u/-P no authentication
     /// is asked for.
-    #[arg(short = 'u', long = "user", value_name = "USER", requires = "password")]
+    #[arg(short = 'u', long = "user", value_name = "USER", requires = "password", value_parser = rfc1929)]
     pub user: Option<String>,
 
     /// Password clients must give (RFC 1929); needs -u.
-    #[arg(short = 'P', long = "password", value_name = "PASS", requires = "user")]
+    #[arg(short = 'P', long = "password", value_name = "PASS", requires = "user", value_parser = rfc1929)]
     pub password: Option<String>,
 
     /// Source address of outgoing connections (bound before connect), as microsocks' -b.
@@ -32,12 +32,22 @@ pub struct RelayArgs {
     pub handshake_timeout: Duration,
 }
 
+/// A timeout: from a millisecond (0.001) to a day (86400); shorter would cut every client.
 fn seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.parse().map_err(|e| format!("{e}"))?;
-    if secs > 0.0 && secs <= 86_400.0 {
+    if (0.001..=86_400.0).contains(&secs) {
         Ok(Duration::from_secs_f64(secs))
     } else {
-        Err("expected seconds between 0 and 86400".into())
+        Err("expected seconds from 0.001 to 86400".into())
+    }
+}
+
+/// RFC 1929 sends the username and the password with a one-byte length, and at least one
+/// byte each: 1 to 255 bytes, or no client could ever log in.
+fn rfc1929(text: &str) -> Result<String, String> {
+    match text.len() {
+        1..=255 => Ok(text.to_string()),
+        n => Err(format!("RFC 1929 needs 1 to 255 bytes, not {n}")),
     }
 }
 
@@ -58,6 +68,15 @@ impl RelayArgs {
         }];
         if let Some(ip) = self.outgoing {
             notes.push(format!("outgoing connections from {ip}"));
+        }
+        let ip = self.listen.addr().ip();
+        if !ip.is_loopback() && self.user.is_none() {
+            // First, before the auth note: a warning is read first.
+            let warning = format!(
+                "WARNING: open proxy: on {ip} without -u/-P, anyone who can reach this \
+                 machine may relay through it, to any host and to its loopback-only services"
+            );
+            notes.insert(0, warning);
         }
         notes
     }
