@@ -322,10 +322,10 @@ impl<A: Admission> Relay<'_, A> {
     fn resolve(&mut self, conn: &mut Conn) -> Going {
         let until = Instant::now() + self.args.connect_timeout;
         match &conn.target {
-            Some(Target::Ip(addr)) => return self.connect_to(conn, vec![*addr]),
+            Some(Target::Ip(addr)) => self.connect_to(conn, vec![*addr]),
             // curl --socks5-hostname sends an IP host as a "name" too.
             Some(Target::Domain(name, port)) => match name.parse::<IpAddr>() {
-                Ok(ip) => return self.connect_to(conn, vec![SocketAddr::new(ip, *port)]),
+                Ok(ip) => self.connect_to(conn, vec![SocketAddr::new(ip, *port)]),
                 Err(_) => {
                     conn.state = State::Resolving;
                     conn.deadline = Some(until);
@@ -333,7 +333,7 @@ impl<A: Admission> Relay<'_, A> {
                         return Ok(());
                     }
                     let why = "resolver thread gone".to_string();
-                    return self.refuse(conn, Reply::GeneralFailure, why);
+                    self.refuse(conn, Reply::GeneralFailure, why)
                 }
             },
             None => Ok(()),
