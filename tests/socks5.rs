@@ -506,29 +506,8 @@ fn impossible_flags_are_usage_errors() {
         &["--connect-timeout", "0.0001"],
     ];
     for args in cases {
-        // Spawned, not run to the end: a proxy that wrongly starts is killed, not waited on.
-        let mut child = std::process::Command::new(exe!("lesson-12"))
-            .args(args)
-            .args(["-p", "0"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        let status = loop {
-            match child.try_wait().unwrap() {
-                Some(status) => break Some(status),
-                None if start.elapsed() > Duration::from_secs(5) => break None,
-                None => thread::sleep(Duration::from_millis(10)),
-            }
-        };
-        if status.is_none() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-        let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        assert_eq!(status.and_then(|s| s.code()), Some(2), "{args:?}: {err}");
+        let (status, err) = exit_of(args);
+        assert_eq!(status, Some(2), "{args:?}: {err}");
         assert!(
             err.contains("RFC 1929 needs 1 to 255 bytes") || err.contains("from 0.001 to 86400"),
             "{args:?}: {err}"
@@ -572,4 +551,77 @@ fn open_proxy_warning() {
     }
     assert!(warns(&["-i", "0.0.0.0", "-u", "u", "-P", "p"], true).is_empty());
     assert!(warns(&[], false).is_empty());
+}
+
+/// `-b` with an address this machine does not have: the proxy does not start (status 1),
+/// and says which call failed on which address.
+#[test]
+fn outgoing_address_checked_at_start() {
+    let (status, err) = exit_of(&["-b", "192.0.2.1"]);
+    assert_eq!(status, Some(1), "{err}");
+    assert!(err.contains("-b 192.0.2.1: bind: EADDRNOTAVAIL"), "{err}");
+}
+
+/// With `-b ::1`, an IPv4 target fails in bind (named so, not "connect"), and a name with
+/// only IPv4 addresses (`127.1`, which getaddrinfo reads as 127.0.0.1) is refused 0x04 with
+/// the reason, not an invented EHOSTUNREACH.
+#[test]
+fn outgoing_family_mismatch_named() {
+    use protocols::socks5::{Command as Cmd, Reply};
+    let proxy = start(&["-b", "::1"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let by_name = Target::Domain("127.1".into(), target.port());
+    for (asked, expected, logged) in [
+        (Target::Ip(target), None, "bind: E".to_string()),
+        (
+            by_name,
+            Some(Reply::HostUnreachable),
+            "no address of -b ::1's family".to_string(),
+        ),
+    ] {
+        let mut s = s5::connect(proxy.addr);
+        assert_eq!(s5::greet(&mut s, &[0]), 0);
+        let (rep, _) = s5::request(&mut s, Cmd::Connect, &asked);
+        assert_ne!(rep, Reply::Succeeded, "{asked}");
+        if let Some(expected) = expected {
+            assert_eq!(rep, expected, "{asked}");
+        }
+        let line = proxy
+            .log
+            .wait_line("the refusal", |l| l.contains(&format!("→ {asked}")));
+        assert!(line.contains(&logged), "{line}");
+    }
+}
+
+/// Runs `lesson-12 ARGS -p 0`, expecting it to refuse to start: its exit status (None if it
+/// was still running after 5 s, and was killed) and its stderr.
+fn exit_of(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(exe!("lesson-12"))
+        .args(args)
+        .args(["-p", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait().unwrap() {
+            Some(status) => break status.code(),
+            None if start.elapsed() > Duration::from_secs(5) => break None,
+            None => thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    if status.is_none() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
 }

@@ -33,9 +33,9 @@ pub struct Conn {
     /// The SOCKS handshake, until the request is complete.
     pub handshake: Option<Box<Handshake>>,
     pub target: Option<Target>,
-    /// Addresses still to try, and the last connect error.
+    /// Addresses still to try, and the last failed call (socket, bind, connect) and errno.
     pub addrs: VecDeque<SocketAddr>,
-    pub last_error: Errno,
+    pub last_error: (&'static str, Errno),
     pub upstream: Option<OwnedFd>,
     /// Client → target (it also holds the handshake bytes while they are parsed).
     pub up: Flow,
@@ -65,7 +65,7 @@ impl Conn {
             handshake: Some(Box::new(Handshake::new(credentials))),
             target: None,
             addrs: VecDeque::new(),
-            last_error: Errno::EHOSTUNREACH,
+            last_error: ("connect", Errno::EHOSTUNREACH),
             upstream: None,
             up: Flow::new(),
             down: Flow::new(),

@@ -1,9 +1,14 @@
 //! The relay's flags: microsocks' `-i -p -u -P -b`, plus the two timeouts.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use sockets_by_hand::cli::Listen;
+use nix::sys::socket::{bind, socket, SockFlag, SockType};
+use nix::unistd::close;
+use sockets_by_hand::cli::{say_line, Listen};
+use sockets_by_hand::errors::{describe, report, OrDie};
+use sockets_by_hand::net;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RelayArgs {
@@ -56,6 +61,31 @@ impl RelayArgs {
     pub fn credentials(&self) -> Option<(Vec<u8>, Vec<u8>)> {
         let (user, password) = (self.user.as_ref()?, self.password.as_ref()?);
         Some((user.clone().into_bytes(), password.clone().into_bytes()))
+    }
+
+    /// `-b` must be an address of this machine: bind(2) a test socket to it at start, so a
+    /// wrong `-b` stops the proxy (status 1, the failing call named) instead of failing
+    /// every CONNECT later.
+    pub fn check_outgoing(&self) {
+        let Some(ip) = self.outgoing else { return };
+        let from = SocketAddr::new(ip, 0);
+        // socket(2), then bind(2) to the -b address, port 0: does this machine have it?
+        let sock = socket(
+            net::family(&from),
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .or_die("socket");
+        if let Err(errno) = bind(sock.as_raw_fd(), net::sockaddr(from).as_ref()) {
+            let why = describe("bind", errno);
+            say_line(format!("-b {ip}: {why}: not an address of this machine"));
+            std::process::exit(1);
+        }
+        // close(2): the test socket has told us what we needed.
+        if let Err(errno) = close(sock) {
+            report("close", errno);
+        }
     }
 
     /// The banner's notes about authentication and the outgoing address.

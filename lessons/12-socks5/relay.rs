@@ -53,6 +53,7 @@ pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], 
     listen(&listener, Backlog::new(1024).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
     let local = net::std_addr(&local).unwrap_or(addr);
+    args.check_outgoing();
 
     // The resolver (its pipe and thread) exists before the banner says we are ready.
     let resolver = Resolver::spawn();
@@ -361,7 +362,14 @@ impl<A: Admission> Relay<'_, A> {
                     // With -b, only addresses of the outgoing address's family can work.
                     let fits =
                         |a: &SocketAddr| outgoing.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4());
-                    relay.connect_to(conn, addrs.into_iter().filter(fits).collect())
+                    let addrs: Vec<_> = addrs.into_iter().filter(fits).collect();
+                    match outgoing {
+                        Some(ip) if addrs.is_empty() => {
+                            let why = format!("no address of -b {ip}'s family (IPv4/IPv6)");
+                            relay.refuse(conn, Reply::HostUnreachable, why)
+                        }
+                        _ => relay.connect_to(conn, addrs),
+                    }
                 }
                 Err(err) => {
                     let why = format!("getaddrinfo: {err}");
@@ -385,7 +393,7 @@ impl<A: Admission> Relay<'_, A> {
             let sock = match socket(net::family(&addr), SockType::Stream, flags, None) {
                 Ok(sock) => sock,
                 Err(errno) => {
-                    conn.last_error = errno;
+                    conn.last_error = ("socket", errno);
                     continue;
                 }
             };
@@ -393,7 +401,7 @@ impl<A: Admission> Relay<'_, A> {
                 // bind(2) to the -b address (port 0: any) before connecting.
                 let from = net::sockaddr(SocketAddr::new(ip, 0));
                 if let Err(errno) = bind(sock.as_raw_fd(), from.as_ref()) {
-                    conn.last_error = errno;
+                    conn.last_error = ("bind", errno);
                     close_fd(sock);
                     continue;
                 }
@@ -411,14 +419,14 @@ impl<A: Admission> Relay<'_, A> {
                     return Ok(());
                 }
                 Err(errno) => {
-                    conn.last_error = errno;
+                    conn.last_error = ("connect", errno);
                     close_fd(sock);
                 }
             }
         }
-        let errno = conn.last_error;
+        let (call, errno) = conn.last_error;
         let reply = Reply::from_io_error(&errno.into());
-        self.refuse(conn, reply, describe("connect", errno))
+        self.refuse(conn, reply, describe(call, errno))
     }
 
     /// POLLOUT (or an error) on the connecting socket: did it work?
@@ -429,8 +437,8 @@ impl<A: Admission> Relay<'_, A> {
         // getsockopt(SO_ERROR): the result of the non-blocking connect (0 = connected).
         match getsockopt(sock, sockopt::SocketError) {
             Ok(0) => return self.connected(conn),
-            Ok(code) => conn.last_error = Errno::from_raw(code),
-            Err(errno) => conn.last_error = errno,
+            Ok(code) => conn.last_error = ("connect", Errno::from_raw(code)),
+            Err(errno) => conn.last_error = ("getsockopt", errno),
         }
         self.connect_next(conn)
     }
@@ -534,7 +542,7 @@ impl<A: Admission> Relay<'_, A> {
                     relay.refuse(conn, Reply::HostUnreachable, "name lookup timed out".into())
                 }
                 State::Connecting => {
-                    conn.last_error = Errno::ETIMEDOUT;
+                    conn.last_error = ("connect", Errno::ETIMEDOUT);
                     relay.connect_next(conn)
                 }
                 State::Refusing => Err(format!("{} (reply never read)", conn.ending)),
