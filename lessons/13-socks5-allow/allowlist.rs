@@ -64,6 +64,9 @@ pub struct Allowlist {
     waiting: VecDeque<(Option<ConnId>, Instant)>,
     /// Why Redis is unavailable (for the refusals' log lines); logged when it changes.
     trouble: String,
+    /// The last error Redis replied (`ERR max number of clients reached`, say), so that
+    /// the close that follows it is logged with Redis's own reason.
+    said: Option<String>,
 }
 
 impl Allowlist {
@@ -79,6 +82,7 @@ impl Allowlist {
             inbox: Vec::new(),
             waiting: VecDeque::new(),
             trouble: String::new(),
+            said: None,
         }
     }
 
@@ -145,6 +149,7 @@ impl Allowlist {
         self.backoff = (self.backoff * 2).min(MAX_RETRY);
         self.outbox.clear();
         self.inbox.clear();
+        self.said = None;
         let refusal = self.unavailable();
         for (id, _) in self.waiting.drain(..) {
             if let Some(id) = id {
@@ -174,7 +179,13 @@ impl Allowlist {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
             match read(sock.as_fd(), &mut chunk) {
-                Ok(0) => return self.lost(now, "it closed the connection".into(), verdicts),
+                Ok(0) => {
+                    let why = match self.said.take() {
+                        Some(error) => format!("it said \"{error}\""),
+                        None => "it closed the connection".into(),
+                    };
+                    return self.lost(now, why, verdicts);
+                }
                 Ok(n) => {
                     self.inbox.extend_from_slice(&chunk[..n]);
                     if n < chunk.len() || self.inbox.len() >= resp::MAX_FRAME_LEN {
@@ -193,14 +204,24 @@ impl Allowlist {
                 Ok(None) => break,
                 Ok(Some((value, n))) => {
                     used += n;
-                    // Redis answers: the next outage starts again from the shortest wait
-                    // (and is logged again).
-                    self.backoff = FIRST_RETRY;
-                    self.trouble.clear();
+                    self.said = match &value {
+                        Value::Error(text) => Some(Escaped(text.as_bytes()).to_string()),
+                        _ => None,
+                    };
                     let Some((waiter, _)) = self.waiting.pop_front() else {
-                        let why = "a reply nobody asked for".to_string();
+                        // Redis speaks first only to turn us away (at maxclients, say).
+                        let why = match self.said.take() {
+                            Some(error) => format!("it said \"{error}\""),
+                            None => "a reply nobody asked for".into(),
+                        };
                         return self.lost(now, why, verdicts);
                     };
+                    if self.said.is_none() {
+                        // Redis answers: the next outage starts again from the shortest wait
+                        // (and is logged again). Not after an error: it may be a refusal.
+                        self.backoff = FIRST_RETRY;
+                        self.trouble.clear();
+                    }
                     if let Some(id) = waiter {
                         verdicts.push((id, self.verdict(&value)));
                     }
