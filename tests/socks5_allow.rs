@@ -628,3 +628,19 @@ fn redis_at_maxclients() {
     let (rep, _) = s5::request(&mut s, Cmd::Connect, &Target::Ip(s5::echo_target()));
     assert_eq!(rep, Reply::GeneralFailure, "fails closed");
 }
+
+/// On `-i ::1` clients are keyed `allowed:::1`, and the banner's hint says so: following
+/// it lets the client in.
+#[test]
+fn ipv6_banner_names_the_real_key() {
+    let mut p = start(&["-i", "::1"]);
+    let hint = p
+        .proxy
+        .log
+        .wait_line("the allow hint", |l| l.contains("allow: "));
+    assert!(hint.ends_with(" set allowed:::1 1"), "{hint}");
+    let echo = s5::echo_target();
+    assert_eq!(verdict(p.proxy.addr, echo), Reply::NotAllowed);
+    p.redis.set("allowed:::1", "1");
+    assert_eq!(verdict(p.proxy.addr, echo), Reply::Succeeded);
+}
