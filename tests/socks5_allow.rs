@@ -619,6 +619,8 @@ fn redis_at_maxclients() {
             proxy.log.lines()
         );
         assert_eq!(proxy.log.count(|l| l.contains("nobody asked")), 0);
+        // Connected once, at start; the redials that Redis turns away are no recovery.
+        assert_eq!(proxy.log.count(|l| l.contains("connected to Redis")), 1);
         std::thread::sleep(Duration::from_millis(50));
     }
     let attempts = rejected(&mut redis) - before;

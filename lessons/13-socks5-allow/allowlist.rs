@@ -122,7 +122,11 @@ impl Allowlist {
             self.link = link;
             return;
         };
-        say!("allowlist: connected to Redis at {}", self.redis);
+        // In an outage, a connect is not yet a recovery (at maxclients Redis accepts, then
+        // refuses): that is logged at the first real answer.
+        if self.trouble.is_empty() {
+            say!("allowlist: connected to Redis at {}", self.redis);
+        }
         self.link = Link::Up(sock);
     }
 
@@ -216,9 +220,13 @@ impl Allowlist {
                         };
                         return self.lost(now, why, verdicts);
                     };
-                    if self.said.is_none() {
+                    if self.said.is_none() && !self.trouble.is_empty() {
                         // Redis answers: the next outage starts again from the shortest wait
                         // (and is logged again). Not after an error: it may be a refusal.
+                        say!(
+                            "allowlist: connected to Redis at {} (it answers again)",
+                            self.redis
+                        );
                         self.backoff = FIRST_RETRY;
                         self.trouble.clear();
                     }
