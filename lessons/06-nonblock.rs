@@ -17,8 +17,8 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{
-    accept, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag,
-    SockType, SockaddrStorage,
+    accept, bind, getpeername, getsockname, listen, setsockopt, shutdown, socket, sockopt, Backlog,
+    Shutdown, SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, read, write};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
@@ -158,6 +158,19 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
             Err(errno) => return Some(Ending::Failed("write", errno)),
         }
     }
+    if client.conn.wants_shutdown() {
+        // shutdown(SHUT_WR): the FIN follows the replies. Then the client's input is read
+        // and dropped until it closes: a close with unread input would reset (lingering close).
+        if let Err(errno) = shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
+            return Some(Ending::Failed("shutdown", errno));
+        }
+        client.conn.shut_down();
+        say!(
+            "client disconnected: {} ({})",
+            client.peer,
+            client.conn.ending()
+        );
+    }
     client.conn.finished().then(|| client.conn.ending())
 }
 
@@ -166,11 +179,13 @@ fn drop_client(clients: &mut Clients, fd: RawFd, ending: Ending) {
     let Some(client) = clients.remove(fd) else {
         return;
     };
-    // close(2) on every path: quit, EOF, reset, line too long.
+    // close(2) on every path: quit, EOF, reset, line too long; after the lingering.
     if let Err(errno) = close(client.fd) {
         report("close", errno);
     }
-    say!("client disconnected: {} ({ending})", client.peer);
+    if !client.conn.lingering() {
+        say!("client disconnected: {} ({ending})", client.peer);
+    }
 }
 
 /// Ctrl-C: closes every client (each reads EOF) and prints the summary.

@@ -19,8 +19,8 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{
-    accept4, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog,
-    SockFlag, SockType, SockaddrStorage,
+    accept4, bind, getpeername, getsockname, listen, setsockopt, shutdown, socket, sockopt,
+    Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, read, write};
 use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
@@ -268,7 +268,9 @@ impl Server {
         if let Err(errno) = close(client.fd) {
             report("close", errno);
         }
-        say!("client disconnected: {} ({ending})", client.peer);
+        if !client.conn.lingering() {
+            say!("client disconnected: {} ({ending})", client.peer);
+        }
         self.pause.resume(); // a free fd: the end of the round tries the listener
     }
 
@@ -298,6 +300,19 @@ fn drain(client: &mut Client, buf: &mut [u8]) -> Option<Ending> {
                 Err(Errno::EINTR) => {}
                 Err(errno) => return Some(Ending::Failed("write", errno)),
             }
+        }
+        if client.conn.wants_shutdown() {
+            // shutdown(SHUT_WR): the FIN follows the replies; then read and drop the client's
+            // input until it closes: a close with unread input would reset (lingering close).
+            if let Err(errno) = shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
+                return Some(Ending::Failed("shutdown", errno));
+            }
+            client.conn.shut_down();
+            say!(
+                "client disconnected: {} ({})",
+                client.peer,
+                client.conn.ending()
+            );
         }
         if client.conn.finished() {
             return Some(client.conn.ending());

@@ -11,8 +11,17 @@
 //! it does not read stay in the kernel's socket buffers, the client's writes block, and the
 //! server's memory stays bounded at about `HIGH_WATER + READ_CHUNK` per connection.
 //!
+//! Lingering close: once the conversation is over (`q`, or a line too long) and the replies
+//! are written, [`EchoConn::wants_shutdown`] asks the lesson for `shutdown(SHUT_WR)`; then
+//! the connection keeps reading, and drops, what the client still sends, until it closes,
+//! [`LINGER_BYTES`] have been dropped or [`LINGER_TIME`] has passed (checked when the
+//! client next wakes the loop). A plain `close` with unread input would send a reset, and
+//! the reset throws away the replies still queued: see docs/lessons/03-interactive.md.
+//!
 //! No allocation per request: the reply buffer ([`OutBuf`]) keeps its capacity and is
 //! compacted in place.
+
+use std::time::{Duration, Instant};
 
 use crate::outbuf::OutBuf;
 use protocols::echo::{Echo, Status, TOO_LONG, WELCOME};
@@ -22,12 +31,19 @@ pub const HIGH_WATER: usize = 1 << 20;
 /// The most a lesson reads from one client per wake-up (its read buffer size).
 pub const READ_CHUNK: usize = 16 * 1024;
 
+/// The longest a lingering close keeps reading after `shutdown(SHUT_WR)`.
+pub const LINGER_TIME: Duration = Duration::from_secs(1);
+/// The most a lingering close reads and drops after `shutdown(SHUT_WR)`.
+pub const LINGER_BYTES: usize = 4 << 20;
+
 /// Protocol state plus pending output for one client.
 #[derive(Debug)]
 pub struct EchoConn {
     echo: Echo,
     out: OutBuf,
     peer_done: bool,
+    /// Set by [`shut_down`](Self::shut_down): until when, and how many bytes more, to drain.
+    linger: Option<(Instant, usize)>,
 }
 
 impl Default for EchoConn {
@@ -45,11 +61,17 @@ impl EchoConn {
             echo: Echo::new(),
             out,
             peer_done: false,
+            linger: None,
         }
     }
 
-    /// Feeds bytes the lesson read; their replies join the pending output.
+    /// Feeds bytes the lesson read; their replies join the pending output. After
+    /// [`shut_down`](Self::shut_down) they are only counted and dropped.
     pub fn received(&mut self, bytes: &[u8]) -> Status {
+        if let Some((_, left)) = &mut self.linger {
+            *left = left.saturating_sub(bytes.len());
+            return self.echo.status();
+        }
         let echo = &mut self.echo;
         self.out.append_with(|out| echo.feed(bytes, out))
     }
@@ -72,7 +94,11 @@ impl EchoConn {
     /// True while the lesson should read from this client: the protocol is still open,
     /// the client has not closed its side, and the pending replies are under
     /// [`HIGH_WATER`].
+    /// While lingering after `shutdown(SHUT_WR)`, it is true until the client closes.
     pub fn wants_read(&self) -> bool {
+        if self.linger.is_some() {
+            return !self.peer_done;
+        }
         self.echo.status().is_open() && !self.peer_done && self.pending().len() < HIGH_WATER
     }
 
@@ -81,10 +107,33 @@ impl EchoConn {
         !self.pending().is_empty()
     }
 
-    /// True once the connection should be closed: the client quit, sent an over-long
-    /// line, or closed its side, and every reply has been written.
+    /// True once the lesson should `shutdown(SHUT_WR)`: the client quit or sent an
+    /// over-long line (and may still be sending), and every reply has been written.
+    pub fn wants_shutdown(&self) -> bool {
+        !self.echo.status().is_open()
+            && !self.peer_done
+            && self.linger.is_none()
+            && self.pending().is_empty()
+    }
+
+    /// The lesson called `shutdown(SHUT_WR)`: from now on, input is drained, not answered.
+    pub fn shut_down(&mut self) {
+        self.linger = Some((Instant::now() + LINGER_TIME, LINGER_BYTES));
+    }
+
+    /// True once `shutdown(SHUT_WR)` was called (the ending is already logged).
+    pub fn lingering(&self) -> bool {
+        self.linger.is_some()
+    }
+
+    /// True once the connection should be closed: every reply is written, and the client
+    /// closed its side, or the lingering after `q` / a line too long is over (the client
+    /// closed, [`LINGER_BYTES`] drained or [`LINGER_TIME`] passed).
     pub fn finished(&self) -> bool {
-        (!self.echo.status().is_open() || self.peer_done) && self.pending().is_empty()
+        if let Some((until, left)) = self.linger {
+            return self.peer_done || left == 0 || Instant::now() >= until;
+        }
+        self.peer_done && self.pending().is_empty()
     }
 
     /// The protocol status (`Open`, `Quit`, `TooLong`).
@@ -109,6 +158,7 @@ pub const MAX_REPLY_PER_READ: usize = READ_CHUNK + TOO_LONG.len();
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocols::echo;
 
     #[test]
     fn welcome_then_replies() {
@@ -125,15 +175,46 @@ mod tests {
     }
 
     #[test]
-    fn quit_finishes_after_flush() {
+    fn quit_shuts_down_after_flush_then_drains() {
         let mut c = EchoConn::new();
         c.received(b"x\nq\n");
         assert!(!c.wants_read());
-        assert!(!c.finished(), "replies still pending");
+        assert!(
+            !c.wants_shutdown() && !c.finished(),
+            "replies still pending"
+        );
         let n = c.pending().len();
         c.wrote(n);
-        assert!(c.finished());
+        assert!(c.wants_shutdown() && !c.finished());
+        c.shut_down();
+        assert!(!c.wants_shutdown() && c.lingering());
+        assert!(
+            c.wants_read() && !c.finished(),
+            "drains what the client still sends"
+        );
+        c.received(b"junk\nmore junk\n");
+        assert!(!c.wants_write(), "drained input is not answered");
+        c.peer_closed();
+        assert!(c.finished() && !c.wants_read());
         assert_eq!(c.ending(), crate::ending::Ending::Quit);
+    }
+
+    #[test]
+    fn lingering_is_bounded_in_bytes() {
+        let mut c = EchoConn::new();
+        c.wrote(WELCOME.len());
+        c.received(&vec![b'x'; echo::MAX_LINE + 2]);
+        let n = c.pending().len();
+        c.wrote(n);
+        c.shut_down();
+        let chunk = vec![b'x'; READ_CHUNK];
+        let mut reads = 0;
+        while !c.finished() {
+            c.received(&chunk);
+            reads += 1;
+            assert!(reads <= LINGER_BYTES / READ_CHUNK);
+        }
+        assert_eq!(c.ending(), crate::ending::Ending::TooLong);
     }
 
     #[test]

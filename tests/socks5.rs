@@ -439,3 +439,189 @@ fn connect_timeout() {
         .log
         .wait_line("timeout logged", |l| l.contains("ETIMEDOUT"));
 }
+
+/// A host name holding `\n` and an ESC sequence is logged escaped: no forged log line, no
+/// raw control byte reaches the operator's terminal.
+#[test]
+fn hostile_name_is_logged_escaped() {
+    use protocols::socks5::{Command as Cmd, Reply};
+    let proxy = start(&[]);
+    let mut s = s5::connect(proxy.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let name = "x\nFAKE: admin logged in\n\x1b[31mred";
+    let (rep, _) = s5::request(&mut s, Cmd::Connect, &Target::Domain(name.into(), 80));
+    assert_eq!(rep, Reply::HostUnreachable);
+    let line = proxy
+        .log
+        .wait_line("the refusal logged", |l| l.contains("FAKE"));
+    assert!(
+        line.contains("x\\x0aFAKE: admin logged in\\x0a\\x1b[31mred:80"),
+        "{line}"
+    );
+    let lines = proxy.log.lines();
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.starts_with("FAKE") && !l.contains('\x1b')),
+        "{lines:#?}"
+    );
+}
+
+/// A CONNECT to the proxy's own listening address (or its port on another local address,
+/// here 127.0.0.2) is refused 0x02 and logged: no relay nested inside the relay.
+#[test]
+fn connect_to_itself_refused() {
+    use protocols::socks5::{Command as Cmd, Reply};
+    let proxy = start(&[]);
+    let other = std::net::SocketAddr::new([127, 0, 0, 2].into(), proxy.addr.port());
+    for target in [proxy.addr, other] {
+        let mut s = s5::connect(proxy.addr);
+        assert_eq!(s5::greet(&mut s, &[0]), 0);
+        let (rep, _) = s5::request(&mut s, Cmd::Connect, &Target::Ip(target));
+        assert_eq!(rep, Reply::NotAllowed, "CONNECT to {target}");
+        assert!(s5::closes(&mut s));
+        proxy.log.wait_line("the refusal logged", |l| {
+            l.contains(&format!("{target} is this proxy's own listening address"))
+        });
+    }
+    // And by name: localhost resolves to this machine too.
+    let mut s = s5::connect(proxy.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let by_name = Target::Domain("localhost".into(), proxy.addr.port());
+    let (rep, _) = s5::request(&mut s, Cmd::Connect, &by_name);
+    assert_eq!(rep, Reply::NotAllowed);
+}
+
+/// RFC 1929 limits: `-u`/`-P` empty or over 255 bytes would start a proxy nobody can log
+/// into: a usage error (status 2) instead. So is a timeout under a millisecond.
+#[test]
+fn impossible_flags_are_usage_errors() {
+    let long = "x".repeat(256);
+    let cases: [&[&str]; 6] = [
+        &["-u", "", "-P", "secret"],
+        &["-u", "bob", "-P", ""],
+        &["-u", &long, "-P", "secret"],
+        &["-u", "bob", "-P", &long],
+        &["--handshake-timeout", "1e-10"],
+        &["--connect-timeout", "0.0001"],
+    ];
+    for args in cases {
+        let (status, err) = exit_of(args);
+        assert_eq!(status, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("RFC 1929 needs 1 to 255 bytes") || err.contains("from 0.001 to 86400"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// On a wildcard address without -u/-P the proxy starts, with one warning line saying it is
+/// open to everyone and reaches this machine's loopback-only services. (Run in a private
+/// network namespace, `unshare -rn`, so that nothing is ever exposed; not on loopback, not
+/// with a password.)
+#[test]
+fn open_proxy_warning() {
+    let warns = |args: &[&str], unshare: bool| {
+        let mut cmd = if unshare {
+            let mut cmd = std::process::Command::new("unshare");
+            cmd.args(["-rn", exe!("lesson-12")]);
+            cmd
+        } else {
+            std::process::Command::new(exe!("lesson-12"))
+        };
+        cmd.args(args).args(["-p", "0"]);
+        let server = Server::spawn(cmd);
+        // The notes come in order, the warning before the auth note.
+        server
+            .log
+            .wait_line("the auth note", |l| l.contains("auth: "));
+        let lines = server.log.lines();
+        lines
+            .into_iter()
+            .filter(|l| l.contains("WARNING"))
+            .collect::<Vec<_>>()
+    };
+    for any in ["0.0.0.0", "::"] {
+        let warning = warns(&["-i", any], true);
+        assert_eq!(warning.len(), 1, "{any}: {warning:?}");
+        assert!(
+            warning[0].contains("open proxy") && warning[0].contains("its loopback-only services"),
+            "{warning:?}"
+        );
+    }
+    assert!(warns(&["-i", "0.0.0.0", "-u", "u", "-P", "p"], true).is_empty());
+    assert!(warns(&[], false).is_empty());
+}
+
+/// `-b` with an address this machine does not have: the proxy does not start (status 1),
+/// and says which call failed on which address.
+#[test]
+fn outgoing_address_checked_at_start() {
+    let (status, err) = exit_of(&["-b", "192.0.2.1"]);
+    assert_eq!(status, Some(1), "{err}");
+    assert!(err.contains("-b 192.0.2.1: bind: EADDRNOTAVAIL"), "{err}");
+}
+
+/// With `-b ::1`, an IPv4 target fails in bind (named so, not "connect"), and a name with
+/// only IPv4 addresses (`127.1`, which getaddrinfo reads as 127.0.0.1) is refused 0x04 with
+/// the reason, not an invented EHOSTUNREACH.
+#[test]
+fn outgoing_family_mismatch_named() {
+    use protocols::socks5::{Command as Cmd, Reply};
+    let proxy = start(&["-b", "::1"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let by_name = Target::Domain("127.1".into(), target.port());
+    for (asked, expected, logged) in [
+        (Target::Ip(target), None, "bind: E".to_string()),
+        (
+            by_name,
+            Some(Reply::HostUnreachable),
+            "no address of -b ::1's family".to_string(),
+        ),
+    ] {
+        let mut s = s5::connect(proxy.addr);
+        assert_eq!(s5::greet(&mut s, &[0]), 0);
+        let (rep, _) = s5::request(&mut s, Cmd::Connect, &asked);
+        assert_ne!(rep, Reply::Succeeded, "{asked}");
+        if let Some(expected) = expected {
+            assert_eq!(rep, expected, "{asked}");
+        }
+        let line = proxy
+            .log
+            .wait_line("the refusal", |l| l.contains(&format!("→ {asked}")));
+        assert!(line.contains(&logged), "{line}");
+    }
+}
+
+/// Runs `lesson-12 ARGS -p 0`, expecting it to refuse to start: its exit status (None if it
+/// was still running after 5 s, and was killed) and its stderr.
+fn exit_of(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(exe!("lesson-12"))
+        .args(args)
+        .args(["-p", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait().unwrap() {
+            Some(status) => break status.code(),
+            None if start.elapsed() > Duration::from_secs(5) => break None,
+            None => thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    if status.is_none() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}

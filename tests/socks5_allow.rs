@@ -27,13 +27,18 @@ struct Redis {
 impl Redis {
     /// Starts redis-server on a free port.
     fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Starts redis-server on a free port, with `extra` arguments.
+    fn start_with(extra: &[&str]) -> Redis {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
                 .port();
-            if let Some(redis) = Redis::start_on(port) {
+            if let Some(redis) = Redis::start_on_with(port, extra) {
                 return redis;
             }
         }
@@ -42,9 +47,14 @@ impl Redis {
 
     /// Starts redis-server on `port` and waits until it answers PING (None if it exits).
     fn start_on(port: u16) -> Option<Redis> {
+        Redis::start_on_with(port, &[])
+    }
+
+    fn start_on_with(port: u16, extra: &[&str]) -> Option<Redis> {
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -546,4 +556,93 @@ fn trace_redis_in_the_poll_loop() {
         threads <= 1,
         "{threads} threads started (only the resolver may be)"
     );
+}
+
+/// A reply that is not a string (here WRONGTYPE, the key being a list) fails closed (0x01),
+/// and the log names it briefly: Redis's error text escaped, never a Debug dump.
+#[test]
+fn redis_error_reply_logged_briefly() {
+    let mut p = start(&[]);
+    assert_eq!(
+        p.redis.cmd(&["RPUSH", "allowed:127.0.0.1", "x\ny"]),
+        Value::Integer(1)
+    );
+    assert_eq!(
+        verdict(p.proxy.addr, s5::echo_target()),
+        Reply::GeneralFailure
+    );
+    let line = p
+        .proxy
+        .log
+        .wait_line("the refusal logged", |l| l.contains("Redis answered"));
+    assert!(line.contains("Redis answered error \"WRONGTYPE "), "{line}");
+}
+
+/// Even an allowed client may not CONNECT to the allowlist's Redis: 0x02, logged, and the
+/// allowlist cannot be rewritten through the proxy.
+#[test]
+fn redis_not_reachable_through_the_proxy() {
+    let mut p = start_allowed(&[]);
+    let redis: SocketAddr = p.redis.addr_arg().parse().unwrap();
+    assert_eq!(verdict(p.proxy.addr, redis), Reply::NotAllowed);
+    p.proxy.log.wait_line("the refusal logged", |l| {
+        l.contains(&format!("{redis} is the allowlist's Redis server"))
+    });
+    assert_eq!(verdict(p.proxy.addr, s5::echo_target()), Reply::Succeeded);
+    assert_eq!(p.redis.cmd(&["DBSIZE"]), Value::Integer(1));
+}
+
+/// A Redis at maxclients accepts, answers `-ERR max number of clients reached` unasked and
+/// closes. The proxy fails closed, logs Redis's own reason once for the outage, and keeps
+/// its backoff (≤ 1 attempt a second once it has grown), instead of redialling 20 times a
+/// second and logging "a reply nobody asked for" each time.
+#[test]
+fn redis_at_maxclients() {
+    // maxclients 1: the test's own connection is the one client.
+    let mut redis = Redis::start_with(&["--maxclients", "1"]);
+    let addr = redis.addr_arg();
+    let proxy = Server::start(exe!("lesson-13"), &["--redis", &addr]);
+    let reason = "max number of clients reached";
+    proxy
+        .log
+        .wait_line("Redis's reason", |l| l.contains(reason));
+    let rejected =
+        |redis: &mut Redis| -> u64 { redis.info("stats", "rejected_connections").parse().unwrap() };
+    // Watch for 3 s: the backoff grows 50 ms, 100, 200, 400, 800, then 1 s.
+    let (start, before) = (Instant::now(), rejected(&mut redis));
+    while start.elapsed() < Duration::from_secs(3) {
+        let said = proxy.log.count(|l| l.contains(reason));
+        assert_eq!(
+            said,
+            1,
+            "Redis's reason logged {said} times:\n{:#?}",
+            proxy.log.lines()
+        );
+        assert_eq!(proxy.log.count(|l| l.contains("nobody asked")), 0);
+        // Connected once, at start; the redials that Redis turns away are no recovery.
+        assert_eq!(proxy.log.count(|l| l.contains("connected to Redis")), 1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let attempts = rejected(&mut redis) - before;
+    assert!(attempts <= 8, "{attempts} connection attempts in 3 s");
+    let mut s = s5::connect(proxy.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let (rep, _) = s5::request(&mut s, Cmd::Connect, &Target::Ip(s5::echo_target()));
+    assert_eq!(rep, Reply::GeneralFailure, "fails closed");
+}
+
+/// On `-i ::1` clients are keyed `allowed:::1`, and the banner's hint says so: following
+/// it lets the client in.
+#[test]
+fn ipv6_banner_names_the_real_key() {
+    let mut p = start(&["-i", "::1"]);
+    let hint = p
+        .proxy
+        .log
+        .wait_line("the allow hint", |l| l.contains("allow: "));
+    assert!(hint.ends_with(" set allowed:::1 1"), "{hint}");
+    let echo = s5::echo_target();
+    assert_eq!(verdict(p.proxy.addr, echo), Reply::NotAllowed);
+    p.redis.set("allowed:::1", "1");
+    assert_eq!(verdict(p.proxy.addr, echo), Reply::Succeeded);
 }

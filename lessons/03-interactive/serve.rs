@@ -3,15 +3,20 @@
 //! and run the very same loop in a process or a thread per client, as Stevens'
 //! tcpserv01–04 share one str_echo.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Instant;
 
 use nix::errno::Errno;
+use nix::sys::socket::{setsockopt, shutdown, sockopt, Shutdown};
+use nix::sys::time::TimeVal;
 use nix::unistd::{read, write};
 use protocols::echo::{self, Echo};
+use sockets_by_hand::conn::{LINGER_BYTES, LINGER_TIME};
 use sockets_by_hand::ending::Ending;
 
-/// Talks the echo protocol with `conn` until `q`, EOF, a line too long or a failed call.
-/// It does not close `conn`: the caller does, on every path.
+/// Talks the echo protocol with `conn` until `q`, EOF, a line too long or a failed call;
+/// after `q` or a line too long, it lingers (see [`linger`]). It does not close `conn`:
+/// the caller does, on every path.
 pub fn serve_echo(conn: impl AsFd) -> Ending {
     let mut session = Echo::new();
     let mut buf = [0u8; 16 * 1024];
@@ -37,7 +42,7 @@ pub fn serve_echo(conn: impl AsFd) -> Ending {
             return Ending::Failed("write", errno);
         }
         if let Some(ending) = Ending::from_status(status) {
-            return ending;
+            return linger(&conn).unwrap_or(ending);
         }
     }
 }
@@ -53,4 +58,34 @@ fn write_all(conn: impl AsFd, mut bytes: &[u8]) -> nix::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The lingering close, before the caller's close(2): the client may still be sending, and
+/// a close with unread input sends a reset, which throws away the replies not yet
+/// delivered. So: shutdown(SHUT_WR), then read and drop until the client closes, or
+/// [`LINGER_BYTES`], or [`LINGER_TIME`]. Returns the failed call, if one did.
+fn linger(conn: impl AsFd) -> Option<Ending> {
+    // shutdown(SHUT_WR): the FIN goes out after the replies already written.
+    if let Err(errno) = shutdown(conn.as_fd().as_raw_fd(), Shutdown::Write) {
+        return Some(Ending::Failed("shutdown", errno));
+    }
+    // setsockopt(SO_RCVTIMEO): a read now waits LINGER_TIME at most, then fails EAGAIN.
+    let timeout = TimeVal::new(LINGER_TIME.as_secs() as _, LINGER_TIME.subsec_micros() as _);
+    if let Err(errno) = setsockopt(&conn, sockopt::ReceiveTimeout, &timeout) {
+        return Some(Ending::Failed("setsockopt(SO_RCVTIMEO)", errno));
+    }
+    let until = Instant::now() + LINGER_TIME;
+    let mut buf = [0u8; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    while left > 0 && Instant::now() < until {
+        // read(2) and drop; 0 (the client closed), EAGAIN (the timeout) or an error (it
+        // reset) ends the lingering.
+        match read(&conn, &mut buf) {
+            Ok(0) => return None,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{accept4, getpeername, SockFlag, SockaddrStorage};
+use nix::sys::socket::{accept4, getpeername, shutdown, Shutdown, SockFlag, SockaddrStorage};
 use nix::unistd::{close, read, write};
 use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
 use sockets_by_hand::cli::Lesson;
-use sockets_by_hand::conn::{HIGH_WATER, READ_CHUNK};
+use sockets_by_hand::conn::{HIGH_WATER, LINGER_BYTES, LINGER_TIME, READ_CHUNK};
 use sockets_by_hand::errors::{fatal, report, OrDie};
 use sockets_by_hand::outbuf::OutBuf;
 use sockets_by_hand::{net, say, stop};
@@ -32,6 +32,9 @@ pub trait Handler: Default {
 enum Closing {
     No,
     AfterWriting,
+    /// After shutdown(SHUT_WR): input is read and dropped until EOF, a byte count or a
+    /// deadline (the lingering close, see src/conn.rs), then the fd closes.
+    Lingering(Instant, usize),
     Now,
 }
 
@@ -41,6 +44,10 @@ pub struct Connection {
     pub peer: String,
     out: OutBuf,
     closing: Closing,
+    /// The client closed its side (read returned 0): no lingering needed.
+    eof: bool,
+    /// shutdown(SHUT_WR) was called, and the handler's unbind already ran.
+    shut: bool,
     /// The events epoll is watching for on this fd (to skip needless epoll_ctl calls).
     watching: EpollFlags,
     /// The call that failed, if one did (EM: `error?`).
@@ -73,7 +80,8 @@ impl Connection {
     /// replies is not read from either), EPOLLOUT only while output is pending.
     fn interest(&self) -> EpollFlags {
         let mut events = EpollFlags::empty();
-        if self.closing == Closing::No && self.out.len() < HIGH_WATER {
+        let lingering = matches!(self.closing, Closing::Lingering(..));
+        if lingering || self.closing == Closing::No && self.out.len() < HIGH_WATER {
             events |= EpollFlags::EPOLLIN;
         }
         if !self.out.is_empty() {
@@ -215,6 +223,8 @@ impl<H: Handler> Reactor<H> {
             peer,
             out: OutBuf::with_capacity(4096),
             closing: Closing::No,
+            eof: false,
+            shut: false,
             watching: EpollFlags::EPOLLIN,
             error: None,
         };
@@ -239,8 +249,22 @@ impl<H: Handler> Reactor<H> {
             // read(2): one chunk per wake-up; if more is waiting, level-triggered epoll
             // reports this fd again on the next epoll_wait.
             match read(&conn.fd, &mut self.buf) {
-                Ok(0) => conn.close_connection_after_writing(), // EOF: flush, then close
-                Ok(n) => handler.receive_data(conn, &self.buf[..n]),
+                Ok(0) if matches!(conn.closing, Closing::Lingering(..)) => {
+                    conn.closing = Closing::Now; // the client closed: the lingering is over
+                }
+                Ok(0) => {
+                    conn.eof = true; // EOF: flush, then close
+                    conn.close_connection_after_writing();
+                }
+                Ok(n) => match &mut conn.closing {
+                    Closing::Lingering(until, left) => {
+                        *left = left.saturating_sub(n); // drained, not answered
+                        if *left == 0 || Instant::now() >= *until {
+                            conn.closing = Closing::Now;
+                        }
+                    }
+                    _ => handler.receive_data(conn, &self.buf[..n]),
+                },
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
                 Err(errno) => {
                     conn.error = Some(("read", errno));
@@ -254,7 +278,7 @@ impl<H: Handler> Reactor<H> {
     /// After a handler ran or the socket became writable: write what is pending, close
     /// if the connection is done, else tell epoll what to watch for now.
     fn settle(&mut self, fd: RawFd) {
-        let Some((conn, _)) = self.conns[fd as usize].as_mut() else {
+        let Some((conn, handler)) = self.conns[fd as usize].as_mut() else {
             return;
         };
         while !conn.out.is_empty() && conn.closing != Closing::Now {
@@ -269,10 +293,25 @@ impl<H: Handler> Reactor<H> {
                 }
             }
         }
+        if conn.closing == Closing::AfterWriting && conn.out.is_empty() && !conn.eof {
+            // shutdown(SHUT_WR): the FIN follows the replies; then linger, reading and
+            // dropping the client's input: a close with unread input would reset.
+            match shutdown(conn.fd.as_raw_fd(), Shutdown::Write) {
+                Ok(()) => {
+                    conn.closing = Closing::Lingering(Instant::now() + LINGER_TIME, LINGER_BYTES);
+                    conn.shut = true;
+                    handler.unbind(conn); // the conversation is over: EM's unbind
+                }
+                Err(errno) => {
+                    conn.error = Some(("shutdown", errno));
+                    conn.closing = Closing::Now;
+                }
+            }
+        }
         let done = match conn.closing {
             Closing::Now => true,
             Closing::AfterWriting => conn.out.is_empty(),
-            Closing::No => false,
+            Closing::No | Closing::Lingering(..) => false,
         };
         if done {
             return self.detach(fd);
@@ -296,7 +335,9 @@ impl<H: Handler> Reactor<H> {
         let Some((conn, mut handler)) = self.conns[fd as usize].take() else {
             return;
         };
-        handler.unbind(&conn);
+        if !conn.shut {
+            handler.unbind(&conn); // unless it ran at the shutdown, before the lingering
+        }
         // close(2): the last reference to the socket, so epoll forgets it too (no CTL_DEL).
         if let Err(errno) = close(conn.fd) {
             report("close", errno);

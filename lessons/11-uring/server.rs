@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use nix::errno::Errno;
-use nix::sys::socket::{SockaddrLike, SockaddrStorage};
+use nix::sys::socket::{shutdown, Shutdown, SockaddrLike, SockaddrStorage};
 use nix::unistd::close;
 use sockets_by_hand::accept::{AcceptPause, RETRY};
 use sockets_by_hand::cli::Lesson;
@@ -351,6 +351,21 @@ impl Server {
         let Some(client) = self.clients[slot].as_mut() else {
             return;
         };
+        if client.ending.is_none() && client.conn.wants_shutdown() {
+            // shutdown(SHUT_WR), a plain syscall: the FIN follows the replies; then recv and
+            // drop the client's input until it closes: a close with unread input would reset.
+            match shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
+                Ok(()) => {
+                    client.conn.shut_down();
+                    say!(
+                        "client disconnected: {} ({})",
+                        client.peer,
+                        client.conn.ending()
+                    );
+                }
+                Err(errno) => client.end(Ending::Failed("shutdown", errno)),
+            }
+        }
         if client.ending.is_none() && client.conn.finished() {
             client.ending = Some(client.conn.ending());
         }
@@ -405,7 +420,7 @@ impl Server {
                 report("close", errno);
             }
             let ending = client.ending.unwrap_or(Ending::Eof);
-            if !self.stopping {
+            if !self.stopping && !client.conn.lingering() {
                 say!("client disconnected: {} ({ending})", client.peer);
             }
             self.pause.resume(); // a free fd: accept can go on

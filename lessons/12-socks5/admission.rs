@@ -57,6 +57,11 @@ pub trait Admission {
     ) {
     }
 
+    /// An address no client may reach through the relay (lesson 13: its Redis).
+    fn guarded(&self) -> Option<SocketAddr> {
+        None
+    }
+
     /// A client left at [`Verdict::Later`] is gone before its answer: forget it.
     fn forget(&mut self, _id: ConnId) {}
 }

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::poll::PollFlags;
+use nix::poll::{PollFlags, PollTimeout};
 use protocols::socks5::{Handshake, Target};
 
 use crate::admission::ConnId;
@@ -33,9 +33,9 @@ pub struct Conn {
     /// The SOCKS handshake, until the request is complete.
     pub handshake: Option<Box<Handshake>>,
     pub target: Option<Target>,
-    /// Addresses still to try, and the last connect error.
+    /// Addresses still to try, and the last failed call (socket, bind, connect) and errno.
     pub addrs: VecDeque<SocketAddr>,
-    pub last_error: Errno,
+    pub last_error: (&'static str, Errno),
     pub upstream: Option<OwnedFd>,
     /// Client → target (it also holds the handshake bytes while they are parsed).
     pub up: Flow,
@@ -65,7 +65,7 @@ impl Conn {
             handshake: Some(Box::new(Handshake::new(credentials))),
             target: None,
             addrs: VecDeque::new(),
-            last_error: Errno::EHOSTUNREACH,
+            last_error: ("connect", Errno::EHOSTUNREACH),
             upstream: None,
             up: Flow::new(),
             down: Flow::new(),
@@ -125,4 +125,16 @@ impl Conn {
             self.started.elapsed().as_secs_f64()
         )
     }
+}
+
+/// poll's timeout: until `at`, in whole milliseconds rounded up (at most a minute).
+pub fn timeout_until(at: Option<Instant>) -> PollTimeout {
+    let Some(at) = at else {
+        return PollTimeout::NONE;
+    };
+    let ms = at
+        .saturating_duration_since(Instant::now())
+        .as_nanos()
+        .div_ceil(1_000_000);
+    PollTimeout::try_from(ms.min(60_000)).unwrap_or(PollTimeout::MAX)
 }

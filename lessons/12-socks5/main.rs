@@ -14,6 +14,7 @@ mod admission;
 mod conn;
 mod flags;
 mod flow;
+mod guard;
 mod relay;
 mod resolver;
 

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::socket::{
     accept4, bind, connect, getpeername, getsockname, getsockopt, listen, setsockopt, shutdown,
     socket, sockopt, Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
@@ -27,9 +27,10 @@ use sockets_by_hand::errors::{describe, fatal, report, OrDie};
 use sockets_by_hand::{limits, net, say, stop};
 
 use crate::admission::{Admission, ConnId, Verdict};
-use crate::conn::{Conn, State};
+use crate::conn::{timeout_until, Conn, State};
 use crate::flags::RelayArgs;
 use crate::flow::{arm_reset, pump, Broken, Flow, Pool};
+use crate::guard::Guard;
 use crate::resolver::Resolver;
 
 /// At most this many accepts per wake-up, so a connection storm cannot starve the relays.
@@ -51,13 +52,15 @@ pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], 
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(1024).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
+    let local = net::std_addr(&local).unwrap_or(addr);
+    args.check_outgoing();
 
     // The resolver (its pipe and thread) exists before the banner says we are ready.
     let resolver = Resolver::spawn();
     let mut lines = vec![nofile];
     lines.extend(args.notes().into_iter().chain(notes.iter().cloned()));
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    cli::banner(lesson, net::std_addr(&local).unwrap_or(addr), &lines);
+    cli::banner(lesson, local, &lines);
 
     let mut relay = Relay {
         args: args.clone(),
@@ -68,6 +71,8 @@ pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], 
         resolver,
         pause: AcceptPause::new(RETRY),
         hs_out: Vec::with_capacity(socks5::MAX_ENCODED_REPLY_LEN),
+        // Never relay to ourselves, nor to what the hook guards (lesson 13's Redis).
+        guard: Guard::new(local, hook.guarded()),
         admission: hook,
     };
     relay.run(lesson, &stop, &listener)
@@ -88,6 +93,7 @@ struct Relay<'h, A: Admission> {
     pause: AcceptPause,
     hs_out: Vec<u8>,
     admission: &'h mut A,
+    guard: Guard,
 }
 
 impl<A: Admission> Relay<'_, A> {
@@ -317,10 +323,10 @@ impl<A: Admission> Relay<'_, A> {
     fn resolve(&mut self, conn: &mut Conn) -> Going {
         let until = Instant::now() + self.args.connect_timeout;
         match &conn.target {
-            Some(Target::Ip(addr)) => conn.addrs = VecDeque::from([*addr]),
+            Some(Target::Ip(addr)) => self.connect_to(conn, vec![*addr]),
             // curl --socks5-hostname sends an IP host as a "name" too.
             Some(Target::Domain(name, port)) => match name.parse::<IpAddr>() {
-                Ok(ip) => conn.addrs = VecDeque::from([SocketAddr::new(ip, *port)]),
+                Ok(ip) => self.connect_to(conn, vec![SocketAddr::new(ip, *port)]),
                 Err(_) => {
                     conn.state = State::Resolving;
                     conn.deadline = Some(until);
@@ -328,12 +334,22 @@ impl<A: Admission> Relay<'_, A> {
                         return Ok(());
                     }
                     let why = "resolver thread gone".to_string();
-                    return self.refuse(conn, Reply::GeneralFailure, why);
+                    self.refuse(conn, Reply::GeneralFailure, why)
                 }
             },
-            None => return Ok(()),
+            None => Ok(()),
         }
-        self.connect_next(conn)
+    }
+
+    /// The addresses to try, less those the guard forbids (guard.rs); refused 0x02 if
+    /// that leaves none.
+    fn connect_to(&mut self, conn: &mut Conn, addrs: Vec<SocketAddr>) -> Going {
+        let forbidden;
+        (conn.addrs, forbidden) = self.guard.sift(addrs);
+        match forbidden {
+            Some(why) if conn.addrs.is_empty() => self.refuse(conn, Reply::NotAllowed, why),
+            _ => self.connect_next(conn),
+        }
     }
 
     /// The resolver's pipe woke the loop: connect to what it found, or answer 0x04.
@@ -346,8 +362,14 @@ impl<A: Admission> Relay<'_, A> {
                     // With -b, only addresses of the outgoing address's family can work.
                     let fits =
                         |a: &SocketAddr| outgoing.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4());
-                    conn.addrs = addrs.into_iter().filter(fits).collect();
-                    relay.connect_next(conn)
+                    let addrs: Vec<_> = addrs.into_iter().filter(fits).collect();
+                    match outgoing {
+                        Some(ip) if addrs.is_empty() => {
+                            let why = format!("no address of -b {ip}'s family (IPv4/IPv6)");
+                            relay.refuse(conn, Reply::HostUnreachable, why)
+                        }
+                        _ => relay.connect_to(conn, addrs),
+                    }
                 }
                 Err(err) => {
                     let why = format!("getaddrinfo: {err}");
@@ -371,7 +393,7 @@ impl<A: Admission> Relay<'_, A> {
             let sock = match socket(net::family(&addr), SockType::Stream, flags, None) {
                 Ok(sock) => sock,
                 Err(errno) => {
-                    conn.last_error = errno;
+                    conn.last_error = ("socket", errno);
                     continue;
                 }
             };
@@ -379,7 +401,7 @@ impl<A: Admission> Relay<'_, A> {
                 // bind(2) to the -b address (port 0: any) before connecting.
                 let from = net::sockaddr(SocketAddr::new(ip, 0));
                 if let Err(errno) = bind(sock.as_raw_fd(), from.as_ref()) {
-                    conn.last_error = errno;
+                    conn.last_error = ("bind", errno);
                     close_fd(sock);
                     continue;
                 }
@@ -397,14 +419,14 @@ impl<A: Admission> Relay<'_, A> {
                     return Ok(());
                 }
                 Err(errno) => {
-                    conn.last_error = errno;
+                    conn.last_error = ("connect", errno);
                     close_fd(sock);
                 }
             }
         }
-        let errno = conn.last_error;
+        let (call, errno) = conn.last_error;
         let reply = Reply::from_io_error(&errno.into());
-        self.refuse(conn, reply, describe("connect", errno))
+        self.refuse(conn, reply, describe(call, errno))
     }
 
     /// POLLOUT (or an error) on the connecting socket: did it work?
@@ -415,8 +437,8 @@ impl<A: Admission> Relay<'_, A> {
         // getsockopt(SO_ERROR): the result of the non-blocking connect (0 = connected).
         match getsockopt(sock, sockopt::SocketError) {
             Ok(0) => return self.connected(conn),
-            Ok(code) => conn.last_error = Errno::from_raw(code),
-            Err(errno) => conn.last_error = errno,
+            Ok(code) => conn.last_error = ("connect", Errno::from_raw(code)),
+            Err(errno) => conn.last_error = ("getsockopt", errno),
         }
         self.connect_next(conn)
     }
@@ -520,7 +542,7 @@ impl<A: Admission> Relay<'_, A> {
                     relay.refuse(conn, Reply::HostUnreachable, "name lookup timed out".into())
                 }
                 State::Connecting => {
-                    conn.last_error = Errno::ETIMEDOUT;
+                    conn.last_error = ("connect", Errno::ETIMEDOUT);
                     relay.connect_next(conn)
                 }
                 State::Refusing => Err(format!("{} (reply never read)", conn.ending)),
@@ -592,16 +614,4 @@ fn close_fd(fd: OwnedFd) {
     if let Err(errno) = close(fd) {
         report("close", errno);
     }
-}
-
-/// poll's timeout: until `at`, in whole milliseconds rounded up (at most a minute).
-fn timeout_until(at: Option<Instant>) -> PollTimeout {
-    let Some(at) = at else {
-        return PollTimeout::NONE;
-    };
-    let ms = at
-        .saturating_duration_since(Instant::now())
-        .as_nanos()
-        .div_ceil(1_000_000);
-    PollTimeout::try_from(ms.min(60_000)).unwrap_or(PollTimeout::MAX)
 }

@@ -15,7 +15,8 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{connect, getsockopt, socket, sockopt, SockFlag, SockType};
 use nix::unistd::{close, read, write};
-use protocols::resp::{self, allowlist_key, allowlist_verdict, encode_command, parse};
+use protocols::logtext::Escaped;
+use protocols::resp::{self, allowlist_key, allowlist_verdict, encode_command, parse, Value};
 use protocols::socks5::{Reply, Target};
 use sockets_by_hand::errors::{describe, report};
 use sockets_by_hand::{net, say};
@@ -63,6 +64,9 @@ pub struct Allowlist {
     waiting: VecDeque<(Option<ConnId>, Instant)>,
     /// Why Redis is unavailable (for the refusals' log lines); logged when it changes.
     trouble: String,
+    /// The last error Redis replied (`ERR max number of clients reached`, say), so that
+    /// the close that follows it is logged with Redis's own reason.
+    said: Option<String>,
 }
 
 impl Allowlist {
@@ -78,6 +82,7 @@ impl Allowlist {
             inbox: Vec::new(),
             waiting: VecDeque::new(),
             trouble: String::new(),
+            said: None,
         }
     }
 
@@ -117,7 +122,11 @@ impl Allowlist {
             self.link = link;
             return;
         };
-        say!("allowlist: connected to Redis at {}", self.redis);
+        // In an outage, a connect is not yet a recovery (at maxclients Redis accepts, then
+        // refuses): that is logged at the first real answer.
+        if self.trouble.is_empty() {
+            say!("allowlist: connected to Redis at {}", self.redis);
+        }
         self.link = Link::Up(sock);
     }
 
@@ -144,6 +153,7 @@ impl Allowlist {
         self.backoff = (self.backoff * 2).min(MAX_RETRY);
         self.outbox.clear();
         self.inbox.clear();
+        self.said = None;
         let refusal = self.unavailable();
         for (id, _) in self.waiting.drain(..) {
             if let Some(id) = id {
@@ -173,7 +183,13 @@ impl Allowlist {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
             match read(sock.as_fd(), &mut chunk) {
-                Ok(0) => return self.lost(now, "it closed the connection".into(), verdicts),
+                Ok(0) => {
+                    let why = match self.said.take() {
+                        Some(error) => format!("it said \"{error}\""),
+                        None => "it closed the connection".into(),
+                    };
+                    return self.lost(now, why, verdicts);
+                }
                 Ok(n) => {
                     self.inbox.extend_from_slice(&chunk[..n]);
                     if n < chunk.len() || self.inbox.len() >= resp::MAX_FRAME_LEN {
@@ -192,14 +208,28 @@ impl Allowlist {
                 Ok(None) => break,
                 Ok(Some((value, n))) => {
                     used += n;
-                    // Redis answers: the next outage starts again from the shortest wait
-                    // (and is logged again).
-                    self.backoff = FIRST_RETRY;
-                    self.trouble.clear();
+                    self.said = match &value {
+                        Value::Error(text) => Some(Escaped(text.as_bytes()).to_string()),
+                        _ => None,
+                    };
                     let Some((waiter, _)) = self.waiting.pop_front() else {
-                        let why = "a reply nobody asked for".to_string();
+                        // Redis speaks first only to turn us away (at maxclients, say).
+                        let why = match self.said.take() {
+                            Some(error) => format!("it said \"{error}\""),
+                            None => "a reply nobody asked for".into(),
+                        };
                         return self.lost(now, why, verdicts);
                     };
+                    if self.said.is_none() && !self.trouble.is_empty() {
+                        // Redis answers: the next outage starts again from the shortest wait
+                        // (and is logged again). Not after an error: it may be a refusal.
+                        say!(
+                            "allowlist: connected to Redis at {} (it answers again)",
+                            self.redis
+                        );
+                        self.backoff = FIRST_RETRY;
+                        self.trouble.clear();
+                    }
                     if let Some(id) = waiter {
                         verdicts.push((id, self.verdict(&value)));
                     }
@@ -220,7 +250,7 @@ impl Allowlist {
             ),
             resp::Verdict::Unavailable => Verdict::Refuse(
                 Reply::GeneralFailure,
-                format!("allowlist unavailable (Redis answered {value:?})"),
+                format!("allowlist unavailable (Redis answered {})", brief(value)),
             ),
         }
     }
@@ -320,10 +350,28 @@ impl Admission for Allowlist {
         }
     }
 
+    /// Redis is the control plane: no client may CONNECT to it through the relay.
+    fn guarded(&self) -> Option<SocketAddr> {
+        Some(self.redis)
+    }
+
     /// A waiting client left: keep its FIFO entry (its reply will still come), drop its id.
     fn forget(&mut self, id: ConnId) {
         if let Some(entry) = self.waiting.iter_mut().find(|(w, _)| *w == Some(id)) {
             entry.0 = None;
         }
+    }
+}
+
+/// A Redis reply for a log line: its kind and size, the text of an error escaped and capped
+/// (a Redis we do not control may answer anything, 8 MB included).
+fn brief(value: &Value) -> String {
+    match value {
+        Value::Error(text) => format!("error \"{}\"", Escaped(text.as_bytes())),
+        Value::SimpleString(text) => format!("\"{}\"", Escaped(text.as_bytes())),
+        Value::Integer(n) => format!("the integer {n}"),
+        Value::Bulk(None) | Value::Array(None) => "null".into(),
+        Value::Bulk(Some(bytes)) => format!("a {}-byte string", bytes.len()),
+        Value::Array(Some(items)) => format!("an array of {}", items.len()),
     }
 }

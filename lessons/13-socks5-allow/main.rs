@@ -19,6 +19,8 @@ mod conn;
 mod flags;
 #[path = "../12-socks5/flow.rs"]
 mod flow;
+#[path = "../12-socks5/guard.rs"]
+mod guard;
 #[path = "../12-socks5/relay.rs"]
 mod relay;
 #[path = "../12-socks5/resolver.rs"]
@@ -29,8 +31,9 @@ mod allowlist;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use clap::Parser;
+use protocols::resp::allowlist_key;
 use sockets_by_hand::cli::{self, Hint, Lesson};
-use sockets_by_hand::lesson;
+use sockets_by_hand::{lesson, net};
 
 use allowlist::Allowlist;
 use flags::RelayArgs;
@@ -64,13 +67,15 @@ fn main() {
         "127.0.0.1:6379" => "redis-cli".to_string(),
         _ => format!("redis-cli -h {} -p {}", args.redis.ip(), args.redis.port()),
     };
+    // The key a client on this machine will really be looked up by (::1 gives allowed:::1).
+    let key = allowlist_key(net::dialable(args.relay.listen.addr()).ip());
     let notes = [
         format!(
             "allowlist: Redis at {} (key allowed:<client ip>; no cache, asked per connection)",
             args.redis
         ),
-        format!("allow: {cli} set allowed:127.0.0.1 1"),
-        format!("deny:  {cli} del allowed:127.0.0.1"),
+        format!("allow: {cli} set {key} 1"),
+        format!("deny:  {cli} del {key}"),
     ];
     relay::serve(&LESSON, &args.relay, &notes, &mut allowlist);
 }

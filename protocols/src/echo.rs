@@ -10,6 +10,8 @@
 //! - on connect the server sends [`WELCOME`];
 //! - every line (ended by `\n`, one trailing `\r` stripped) is answered with the line
 //!   reversed by Unicode characters (bytewise where it is not valid UTF-8) and `\n`;
+//!   "characters" are code points, not grapheme clusters: a decomposed `é` (e + U+0301) or
+//!   a flag comes back altered (a known limit, see docs/lessons/03-interactive.md);
 //! - the line `q` closes the connection, after the replies to earlier lines;
 //! - a line longer than [`MAX_LINE`] bytes is answered [`TOO_LONG`] and the connection closes.
 //!
@@ -209,6 +211,14 @@ mod tests {
             run(&["héllo wörld 🦀\n".as_bytes()]).0,
             "🦀 dlröw olléh\n".as_bytes()
         );
+    }
+
+    /// The known limit: code points, not grapheme clusters. The combining accent of a
+    /// decomposed `é` moves to the letter before it; a flag's two halves swap.
+    #[test]
+    fn code_points_not_graphemes() {
+        assert_eq!(run(&["xe\u{301}\n".as_bytes()]).0, "\u{301}ex\n".as_bytes());
+        assert_eq!(run(&["🇫🇷\n".as_bytes()]).0, "🇷🇫\n".as_bytes());
     }
 
     #[test]

@@ -81,6 +81,7 @@
 //! [RFC 1928]: https://www.rfc-editor.org/rfc/rfc1928
 //! [RFC 1929]: https://www.rfc-editor.org/rfc/rfc1929
 
+use crate::logtext::Escaped;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -242,7 +243,8 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Ip(addr) => write!(f, "{addr}"),
-            Target::Domain(name, port) => write!(f, "{name}:{port}"),
+            // A client's name: escaped and capped, so it cannot forge a log line.
+            Target::Domain(name, port) => write!(f, "{}:{port}", Escaped(name.as_bytes())),
         }
     }
 }

@@ -71,6 +71,14 @@ macro_rules! echo_suite {
                 cases::line_too_long(start())
             }
             #[test]
+            fn q_then_junk_keeps_replies() {
+                cases::q_then_junk_keeps_replies(start())
+            }
+            #[test]
+            fn too_long_then_more_keeps_error() {
+                cases::too_long_then_more_keeps_error(start())
+            }
+            #[test]
             fn pipelined_10000_lines() {
                 cases::pipelined_10000_lines(start())
             }
@@ -233,6 +241,64 @@ pub fn line_too_long(server: Server) {
     assert_eq!(d.round_trip("ok"), "ko");
 }
 
+/// How often the lingering-close cases try.
+const LINGER_TRIES: usize = 10;
+
+/// 1,000 lines of 100 bytes: more replies than the client's receive buffer takes while it
+/// is still writing, so some wait in the server's send queue when the server stops reading.
+fn lines_and_replies() -> (Vec<u8>, Vec<u8>) {
+    let (mut lines, mut replies) = (Vec::new(), Vec::new());
+    for i in 0..1000 {
+        let line = format!("{i:0>99}");
+        lines.extend(format!("{line}\n").bytes());
+        replies.extend(line.bytes().rev().chain([b'\n']));
+    }
+    (lines, replies)
+}
+
+/// Sends `head`, then 1 MB of junk, then half-closes, ignoring write errors (the server
+/// stops reading at `q` or at a line too long), and only then reads: returns everything
+/// the server sent after the welcome, up to its close (a reset counts as one).
+fn send_then_junk(server: &Server, head: &[u8]) -> Vec<u8> {
+    let mut c = server.connect();
+    c.expect_welcome();
+    let mut bytes = head.to_vec();
+    bytes.resize(head.len() + 1_000_000, b'x');
+    let mut stream = c.stream.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let _ = stream.write_all(&bytes);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    });
+    writer.join().unwrap();
+    c.rest()
+}
+
+/// Lines, `q`, then 1 MB of junk: the server stops reading at `q`, but every reply must
+/// still arrive, not be thrown away by a reset (a plain close with unread input resets;
+/// the lingering close is shutdown(SHUT_WR), drain, close).
+pub fn q_then_junk_keeps_replies(server: Server) {
+    let (mut head, replies) = lines_and_replies();
+    head.extend_from_slice(b"q\n");
+    let lost = (0..LINGER_TRIES)
+        .filter(|_| send_then_junk(&server, &head) != replies)
+        .count();
+    assert_eq!(
+        lost, 0,
+        "replies before q lost in {lost} of {LINGER_TRIES} tries"
+    );
+}
+
+/// Lines, then a line over 64 KiB and more input: the replies and `error: line too long`
+/// must all be readable, not reset away.
+pub fn too_long_then_more_keeps_error(server: Server) {
+    let (head, mut replies) = lines_and_replies();
+    replies.extend_from_slice(b"error: line too long\n");
+    let lost = (0..LINGER_TRIES)
+        .filter(|_| send_then_junk(&server, &head) != replies)
+        .count();
+    assert_eq!(lost, 0, "the error lost in {lost} of {LINGER_TRIES} tries");
+}
+
 pub fn pipelined_10000_lines(server: Server) {
     let mut c = server.connect();
     c.expect_welcome();
@@ -267,10 +333,14 @@ pub fn pipelined_10000_lines(server: Server) {
 
 /// After `n` connections that end every way (q, EOF mid-line, reset), the server's fd
 /// count is back where it started: every accepted fd is closed on every path.
+///
+/// The first and the last client half-close (EOF) and read until the server closes: after
+/// `q` the server would linger, draining input until the client closes, so its close
+/// would not be seen by the client.
 pub fn fd_count_steady(server: &Server, n: usize) {
     let mut c = server.connect();
     c.expect_welcome();
-    c.send("q\n");
+    c.finish();
     assert!(c.closed());
     let start = server.fd_count();
     for i in 0..n {
@@ -288,10 +358,10 @@ pub fn fd_count_steady(server: &Server, n: usize) {
             _ => c.reset(),
         }
     }
-    // A last client that quits cleanly: once it is closed, the server has seen all others.
+    // A last client that leaves cleanly: once it is closed, the server has seen all others.
     let mut last = server.connect();
     last.expect_welcome();
-    last.send("q\n");
+    last.finish();
     assert!(last.closed());
     super::wait_fd_count(server.pid(), start);
 }
@@ -445,7 +515,8 @@ pub fn stops_on_ctrl_c(exe: &str) {
     let mut server = Server::start(exe, &[]);
     let mut gone = server.connect();
     gone.expect_welcome();
-    gone.send("q\n");
+    // EOF, not q: after q the server lingers until the client closes, and counts it open.
+    gone.finish();
     assert!(gone.closed());
     let mut open = server.connect();
     open.expect_welcome();
