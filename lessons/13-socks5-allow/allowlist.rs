@@ -133,11 +133,13 @@ impl Allowlist {
     /// The connection failed or broke: close it, answer every waiting client "unavailable"
     /// now (never leave one hanging), and schedule the next attempt.
     fn lost(&mut self, now: Instant, why: String, verdicts: &mut Vec<(ConnId, Verdict)>) {
-        let why = format!("Redis at {}: {why}", self.redis);
-        if why != self.trouble {
+        // One line per outage, at its start: the reconnects that fail inside it (refused,
+        // turned away) are the same outage, whatever their reason.
+        if self.trouble.is_empty() {
+            let why = format!("Redis at {}: {why}", self.redis);
             say!("allowlist unavailable: {why}; refusing clients (0x01), retrying every ≤1 s");
+            self.trouble = why;
         }
-        self.trouble = why;
         let link = std::mem::replace(
             &mut self.link,
             Link::Down {
