@@ -35,7 +35,7 @@ TRACE_DEFAULT := %network,read,write,close,fcntl,poll,ppoll,select,pselect6,epol
 TRACE_00 := socket,connect,getsockname,fcntl,poll,read,write,shutdown,close,exit_group
 TRACE_01 := socket,setsockopt,bind,listen,getsockname,accept,accept4,getpeername,write,close,exit_group
 TRACE_02 := $(TRACE_01)
-TRACE_03 := $(TRACE_01),read
+TRACE_03 := $(TRACE_01),read,shutdown
 # 04: also the sigaction calls (SIGCHLD without SA_RESTART), the fork (glibc calls clone) and
 # the handler's wait4 loop; the SIGCHLD deliveries show whatever the filter.
 TRACE_04 := $(TRACE_03),rt_sigaction,clone,clone3,fork,vfork,wait4

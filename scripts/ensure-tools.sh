@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the system tools the tests use are on this machine: strace (the trace tests),
 # nc from netcat-openbsd (workshop-style clients), curl (the SOCKS5 lessons), redis-server
-# (lesson 13). What is missing is installed with apt-get (as root, or through sudo);
-# where that is impossible, the exact command to run is printed and the script fails.
+# (lesson 13), unshare (a test's private network namespace). What is missing is installed
+# with apt-get (as root, or through sudo); where that is impossible, the exact command to
+# run is printed and the script fails.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -33,6 +34,9 @@ if ! have nc || ! nc -h 2>&1 | grep -q -- '-N'; then missing+=(netcat-openbsd); 
 have curl || missing+=(curl)
 have redis-server || missing+=(redis-server)
 have redis-cli || missing+=(redis-tools)
+# unshare (util-linux): the open-proxy warning test binds 0.0.0.0 only inside a private
+# network namespace of its own.
+have unshare || missing+=(util-linux)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -57,6 +61,6 @@ else
   exit 1
 fi
 
-for tool in strace nc curl redis-server redis-cli; do
+for tool in strace nc curl redis-server redis-cli unshare; do
   have "$tool" || { echo "ensure-tools: $tool is still missing after the install" >&2; exit 1; }
 done
