@@ -96,7 +96,9 @@ fn main() {
             std::thread::sleep(nap);
         }
     }
-    close_all(clients, served);
+    // Ctrl-C: close every client (each reads EOF), then the summary.
+    let open = clients.close_all();
+    say!("{}", stop::summary(&LESSON, served, open));
 }
 
 /// fcntl(F_GETFL), then fcntl(F_SETFL) with O_NONBLOCK added.
@@ -186,17 +188,4 @@ fn drop_client(clients: &mut Clients, fd: RawFd, ending: Ending) {
     if !client.conn.lingering() {
         say!("client disconnected: {} ({ending})", client.peer);
     }
-}
-
-/// Ctrl-C: closes every client (each reads EOF) and prints the summary.
-fn close_all(mut clients: Clients, served: u64) {
-    let open = clients.len();
-    for fd in clients.fds() {
-        if let Some(client) = clients.remove(fd) {
-            if let Err(errno) = close(client.fd) {
-                report("close", errno);
-            }
-        }
-    }
-    say!("{}", stop::summary(&LESSON, served, open));
 }

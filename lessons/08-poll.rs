@@ -135,7 +135,9 @@ fn main() {
             served += accept_clients(&listener, &mut clients, &mut pollfds);
         }
     }
-    close_all(clients, served);
+    // Ctrl-C: close every client (each reads EOF), then the summary.
+    let open = clients.close_all();
+    say!("{}", stop::summary(&LESSON, served, open));
 }
 
 /// The events a client's pollfd asks for: POLLIN while its input is wanted (not past the
@@ -227,17 +229,4 @@ fn drop_client(clients: &mut Clients, fd: RawFd, ending: Ending) {
     if !client.conn.lingering() {
         say!("client disconnected: {} ({ending})", client.peer);
     }
-}
-
-/// Ctrl-C: closes every client (each reads EOF) and prints the summary.
-fn close_all(mut clients: Clients, served: u64) {
-    let open = clients.len();
-    for fd in clients.fds() {
-        if let Some(client) = clients.remove(fd) {
-            if let Err(errno) = close(client.fd) {
-                report("close", errno);
-            }
-        }
-    }
-    say!("{}", stop::summary(&LESSON, served, open));
 }

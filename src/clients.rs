@@ -119,6 +119,21 @@ impl<S> Clients<S> {
         self.slots.iter().flatten()
     }
 
+    /// Ctrl-C: closes every connection (each client reads EOF), reporting a failed close;
+    /// returns how many were open, for the summary line. The lesson's own `close` of a
+    /// client that leaves stays in the lesson: this is the stop path only.
+    pub fn close_all(&mut self) -> usize {
+        let open = self.len();
+        for fd in self.fds() {
+            if let Some(client) = self.remove(fd) {
+                if let Err(errno) = nix::unistd::close(client.fd) {
+                    crate::errors::report("close", errno);
+                }
+            }
+        }
+        open
+    }
+
     /// `accept(2)` failed with `errno`: report it and apply the policy of
     /// [`AcceptPause::failed`]. EAGAIN (nothing to accept) is no failure; the lesson handles
     /// it before calling this.
