@@ -167,9 +167,10 @@ pub fn run(argv: Vec<std::ffi::CString>, stops: Vec<i64>, tty: Option<File>) -> 
         eprintln!("step: ptrace(PTRACE_SEIZE): {e:?} ({})", e.desc());
         if e == Errno::EPERM {
             eprintln!(
-                "step: this machine does not let a process trace its child. In a container, start it \
-                 with the SYS_PTRACE capability (docker run --cap-add SYS_PTRACE); where Yama is on, \
-                 allow it with: sudo sysctl kernel.yama.ptrace_scope=1 (0 or 1 both work)."
+                "step: the kernel does not let the stepper trace the lesson. Either it is already \
+                 traced (step run under strace or a debugger: run it alone), or this machine forbids \
+                 it: in a container, start it with the SYS_PTRACE capability (docker run --cap-add \
+                 SYS_PTRACE); where Yama is on, allow it: sudo sysctl kernel.yama.ptrace_scope=1."
             );
         }
         return 1;
@@ -351,10 +352,9 @@ impl Tracer {
     fn adopt(&mut self, tid: Pid) {
         if let Ok(new) = ptrace::getevent(tid) {
             let new = Pid::from_raw(new as i32);
-            if !self.tasks.contains_key(&new) {
-                let task = Task::new(tgid_of(new));
-                self.tasks.insert(new, task);
-            }
+            self.tasks
+                .entry(new)
+                .or_insert_with(|| Task::new(tgid_of(new)));
         }
     }
 
@@ -693,12 +693,9 @@ impl Tracer {
         for pid in groups {
             let _ = signal::kill(pid, Signal::SIGKILL);
         }
+        // Reap until none is left (ECHILD): the killed lesson, its threads, its children.
         let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(_) => break,
-            }
+        while let Ok(_) | Err(Errno::EINTR) = waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
             if Instant::now() > deadline {
                 break;
             }
