@@ -301,14 +301,7 @@ fn lesson_04_parent_and_child_closes_and_sigchld() {
         )),
         "{text}"
     );
-    // Ctrl-C (SIGINT) to the lesson: it stops, and the stepper ends with its status.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(parent),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let status = run.wait();
-    assert_eq!(status.code(), Some(code), "{status:?}");
+    stop(&mut run, parent, 0);
 }
 
 /// Reads /proc/PID/net/tcp and tcp6 for a socket with these two ports, in this state.
