@@ -483,6 +483,9 @@ fn one_enter_runs_exactly_one_taught_call() {
         .out
         .text()
         .contains(&format!("peer 127.0.0.1:{client_port}")));
+    // While the prompt waited, the handshake finished: the listener had one in its queue.
+    let meanwhile = format!("meanwhile: 3<TCP 127.0.0.1:{port} LISTEN>  accept queue 1 of 128");
+    assert!(run.out.text().contains(&meanwhile), "{}", run.out.text());
     // r: run free to the end, every call still printed.
     type_line(&master, "r\n");
     let mut hello = String::new();
