@@ -460,11 +460,11 @@ impl Tracer {
         let lines = self.frames.lines(tgid, tid);
         for (i, line) in lines.iter().enumerate() {
             let label = if i + 1 < lines.len() {
-                "in  "
+                "in"
             } else if lines.len() > 1 {
                 "from"
             } else {
-                "at  "
+                "at"
             };
             block.push_str(&format!("\n    {label} {line}"));
         }
@@ -491,6 +491,16 @@ impl Tracer {
             self.task(tid).state = State::Parked;
             self.hold_all(tid);
             self.prompt(nr);
+            // What the kernel did while the prompt waited (a client's handshake, its FIN),
+            // before the call runs.
+            let now = Snapshot::take(tgid).lines();
+            if let Some(call) = self.task(tid).call.as_mut() {
+                let meanwhile = changes(&call.before, &now, "meanwhile:");
+                if !meanwhile.is_empty() {
+                    out(meanwhile.trim_start_matches('\n'));
+                }
+                call.before = now;
+            }
             self.release();
         } else {
             self.resume(tid);
@@ -537,24 +547,7 @@ impl Tracer {
                 text.push_str(&format!("  peer {peer}"));
             }
         }
-        let after = snap.lines();
-        let mut changes = Vec::new();
-        for (_, line) in &after {
-            if !call.before.iter().any(|(_, l)| l == line) {
-                changes.push(line.clone());
-            }
-        }
-        for (fd, _) in &call.before {
-            if !after.iter().any(|(f, _)| f == fd) {
-                changes.push(format!("{fd} closed"));
-            }
-        }
-        for (i, line) in changes.iter().enumerate() {
-            text.push_str(&format!(
-                "\n    {} {line}",
-                if i == 0 { "now:   " } else { "       " }
-            ));
-        }
+        text.push_str(&changes(&call.before, &snap.lines(), "now:   "));
         out(&text);
     }
 
@@ -702,4 +695,26 @@ impl Tracer {
         }
         std::process::exit(code);
     }
+}
+
+/// The lines of the kernel view that are new or changed, and the fds that went away, each on
+/// its own line, the first one labelled.
+fn changes(before: &[(i32, String)], after: &[(i32, String)], label: &str) -> String {
+    let mut lines = Vec::new();
+    for (_, line) in after {
+        if !before.iter().any(|(_, l)| l == line) {
+            lines.push(line.clone());
+        }
+    }
+    for (fd, _) in before {
+        if !after.iter().any(|(f, _)| f == fd) {
+            lines.push(format!("{fd} closed"));
+        }
+    }
+    let pad = " ".repeat(label.chars().count());
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("\n    {} {l}", if i == 0 { label } else { &pad }))
+        .collect()
 }
