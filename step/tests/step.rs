@@ -561,3 +561,37 @@ fn ptrace_refused_is_explained() {
         "{err}"
     );
 }
+
+#[test]
+fn a_call_made_in_src_shows_that_line_then_the_lessons() {
+    // Lesson 08 reads its stop pipe in src/stop.rs, called from the lesson's poll loop.
+    let mut run = Run::start(&["--no-pause", "--only", "read"], &["-p", "0"], "lesson-08");
+    run.port();
+    // The lesson is the stepper's only child.
+    let pid = run.child.id() as i32;
+    let lesson = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let lesson: i32 = lesson.trim().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lesson),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    run.wait();
+    let text = run.out.text();
+    let all = blocks(&text);
+    let (_, _, block) = all
+        .iter()
+        .find(|(_, n, b)| n == "read" && b.contains("<pipe:"))
+        .unwrap_or_else(|| panic!("no read of the stop pipe:\n{text}"));
+    let lines = source_lines(block);
+    assert_eq!(lines.len(), 2, "{block}");
+    assert!(
+        lines[0].0.starts_with("src/") && file_line(&lines[0].0, lines[0].1).contains("read("),
+        "{block}"
+    );
+    assert_eq!(lines[1].0, "lessons/08-poll.rs", "{block}");
+    assert!(
+        file_line(&lines[1].0, lines[1].1).contains("stop_requested"),
+        "{block}"
+    );
+}
