@@ -622,6 +622,13 @@ impl Tracer {
         }
     }
 
+    /// Answer at the prompt, on the terminal.
+    fn tell(&mut self, text: &str) {
+        if let Some(tty) = self.tty.as_mut() {
+            let _ = writeln!(tty, "{text}");
+        }
+    }
+
     /// Read one command from the terminal; returns when the call may run.
     fn prompt(&mut self, nr: i64) {
         loop {
@@ -661,7 +668,7 @@ impl Tracer {
                         }
                         return;
                     }
-                    None => out(&format!("step: no system call named {name}")),
+                    None => self.tell(&format!("step: no system call named {name}")),
                 },
                 (Some("r"), None) => {
                     self.mode = Mode::Free;
@@ -671,8 +678,8 @@ impl Tracer {
                     out("step: ending the lesson (q)");
                     self.end(0);
                 }
-                (Some("?"), None) => out(HELP),
-                _ => out(&format!("step: not a command: {line}\n{HELP}")),
+                (Some("?"), None) => self.tell(HELP),
+                _ => self.tell(&format!("step: not a command: {line}\n{HELP}")),
             }
             let _ = nr;
         }

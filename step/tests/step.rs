@@ -595,3 +595,43 @@ fn a_call_made_in_src_shows_that_line_then_the_lessons() {
         "{block}"
     );
 }
+
+#[test]
+fn c_runs_to_the_named_call_and_q_ends_the_lesson() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_step"));
+    cmd.args(["--only", TRACE_01, "--"])
+        .arg(lesson("lesson-01"))
+        .args(["-p", "0"]);
+    let (master, screen) = with_tty(&mut cmd);
+    let mut run = Run::spawn(cmd);
+    let text = run
+        .out
+        .wait_for("the socket block", |t| t.contains("socket("));
+    let pid = blocks(&text)[0].0;
+    screen.wait_for("the prompt", |t| t.contains("step ["));
+    type_line(&master, "?\n");
+    screen.wait_for("the help", |t| t.contains("c NAME   run on"));
+    type_line(&master, "c accept\n");
+    // setsockopt, bind, listen, getsockname printed on the way, held at accept.
+    run.out
+        .wait_for("the accept block", |t| t.contains("accept(3<TCP"));
+    held_at(pid, libc::SYS_accept);
+    let names: Vec<String> = blocks(&run.out.text()).into_iter().map(|b| b.1).collect();
+    assert_eq!(
+        names,
+        [
+            "socket",
+            "setsockopt",
+            "bind",
+            "listen",
+            "getsockname",
+            "accept"
+        ]
+    );
+    type_line(&master, "q\n");
+    assert_eq!(run.wait().code(), Some(0));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "lesson {pid} left behind"
+    );
+}
