@@ -645,7 +645,11 @@ pub fn exit(pid: Pid, nr: i64, a: &[u64; 6], ret: i64, fds: &dyn FdView) -> Stri
                 s.push_str("...");
             }
             if ret == 0 {
-                s = "0 (end of file: the peer closed its side)".into();
+                s = if fds.fd(a[0] as i32).contains("<TCP") {
+                    "0 (end of file: the peer closed its side)".into()
+                } else {
+                    "0 (end of file)".into()
+                };
             }
             s
         }

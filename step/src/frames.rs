@@ -222,6 +222,7 @@ impl Frames {
         let (lesson_file, lesson_line) = &chain[at];
         let rel = lesson_rel(lesson_file).unwrap();
         let root = &lesson_file[..lesson_file.len() - rel.len()];
+        let rel = &tidy(rel);
         let mut out = Vec::new();
         // The innermost frame of the project's own src/ below the lesson's frame.
         if let Some((file, line)) = chain[..at]
@@ -234,6 +235,22 @@ impl Frames {
         out.push(source_line(root, rel, *lesson_line));
         out
     }
+}
+
+/// A relative path without `..`: a module another lesson mounts with #[path] is named by its
+/// own place (`lessons/13-socks5-allow/../12-socks5/relay.rs` → `lessons/12-socks5/relay.rs`).
+fn tidy(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            "." | "" => {}
+            _ => parts.push(part),
+        }
+    }
+    parts.join("/")
 }
 
 /// `lessons/01-hello.rs` from a path that contains a `lessons/` directory.
@@ -257,5 +274,23 @@ fn source_line(root: &str, rel: &str, line: u32) -> Line {
         file: rel.to_string(),
         line,
         text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lesson_rel, tidy};
+
+    #[test]
+    fn a_mounted_module_is_named_by_its_own_place() {
+        let full = "/w/lessons/13-socks5-allow/../12-socks5/relay.rs";
+        let rel = lesson_rel(full).unwrap();
+        assert_eq!(rel, "lessons/13-socks5-allow/../12-socks5/relay.rs");
+        assert_eq!(tidy(rel), "lessons/12-socks5/relay.rs");
+        assert_eq!(tidy("lessons/01-hello.rs"), "lessons/01-hello.rs");
+        assert_eq!(
+            lesson_rel("/home/u/.cargo/registry/src/nix-0.32.0/src/unistd.rs"),
+            None
+        );
     }
 }
