@@ -628,6 +628,18 @@ fn c_runs_to_the_named_call_and_q_ends_the_lesson() {
             "accept"
         ]
     );
+    // Enter with no client yet: accept sleeps, and the stepper says so.
+    type_line(&master, "\n");
+    run.out.wait_for("the waiting notice", |t| {
+        t.contains(&format!(
+            "[pid {pid}] accept is waiting for a client: connect one now"
+        ))
+    });
+    let port = run.port();
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    run.out
+        .wait_for("the accept's result", |t| t.contains("accept = 4<TCP"));
+    held_at(pid, libc::SYS_getpeername);
     type_line(&master, "q\n");
     assert_eq!(run.wait().code(), Some(0));
     assert!(
