@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -633,7 +634,16 @@ impl Tracer {
     fn prompt(&mut self, nr: i64) {
         loop {
             let Some(tty) = self.tty.as_mut() else { return };
-            let _ = write!(tty, "step [Enter · c NAME · r · q · ?]> ");
+            // A line typed ahead was echoed already: end the prompt's line ourselves.
+            let mut pfd = libc::pollfd {
+                fd: tty.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, no wait.
+            let typed_ahead = unsafe { libc::poll(&mut pfd, 1, 0) } > 0;
+            let end = if typed_ahead { "\n" } else { "" };
+            let _ = write!(tty, "step [Enter · c NAME · r · q · ?]> {end}");
             let _ = tty.flush();
             let mut line = Vec::new();
             let mut byte = [0u8; 1];
