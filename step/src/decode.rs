@@ -696,3 +696,44 @@ pub fn wait_status(st: i32) -> String {
         format!("{st:#x}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoFds;
+    impl FdView for NoFds {
+        fn fd(&self, fd: i32) -> String {
+            fd.to_string()
+        }
+    }
+
+    #[test]
+    fn a_call_it_cannot_decode_is_shown_raw() {
+        let me = nix::unistd::getpid();
+        let text = entry(me, 999, &[1, 0x20, 0, 0, 0, 7], &NoFds);
+        assert_eq!(text, "syscall_999(0x1, 0x20, 0x0, 0x0, 0x0, 0x7)");
+        assert_eq!(exit(me, 999, &[0; 6], -11, &NoFds), "-1 EAGAIN (Try again)");
+    }
+
+    #[test]
+    fn flags_and_sockaddrs_by_name() {
+        let me = nix::unistd::getpid();
+        let ty = (libc::SOCK_STREAM | libc::SOCK_NONBLOCK) as u64;
+        assert_eq!(
+            entry(
+                me,
+                libc::SYS_socket,
+                &[libc::AF_INET6 as u64, ty, 0, 0, 0, 0],
+                &NoFds
+            ),
+            "socket(AF_INET6, SOCK_STREAM|SOCK_NONBLOCK, IPPROTO_IP)"
+        );
+        let mut sin = [0u8; 16];
+        sin[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        sin[2..4].copy_from_slice(&23333u16.to_be_bytes());
+        sin[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(sockaddr_bytes(&sin), "{AF_INET, 127.0.0.1:23333}");
+        assert_eq!(escape(b"hi\n\x01", 64), "\"hi\\n\\x01\"");
+    }
+}
