@@ -2,6 +2,7 @@
 #
 #   make lesson-NN [ARGS="..."]   build (release) and run lesson NN
 #   make trace-NN  [ARGS="..."]   the same under strace, from the lesson's first socket()
+#   make step-NN   [ARGS="..."] [STEP="..."]   the same under the stepper, one call per Enter
 #   make test                     install the tools the tests need, then run every test
 #   make lint                     cargo fmt --check and clippy -D warnings
 #   make compare [QUICK=1]        the I/O models side by side (target/compare/report.*)
@@ -42,6 +43,13 @@ TRACE_04 := $(TRACE_03),rt_sigaction,clone,clone3,fork,vfork,wait4
 
 trace_filter = $(or $(TRACE_$(1)),$(TRACE_DEFAULT))
 
+# The stepper stops at the calls of the same filter, as plain syscall names (strace's
+# %network class spelled out). STEP carries the stepper's own options (STEP='--only accept'
+# narrows the list: the last --only counts); ARGS stays the lesson's.
+NETWORK_CALLS := socket,socketpair,connect,accept,accept4,sendto,recvfrom,sendmsg,recvmsg,shutdown,bind,listen,getsockname,getpeername,setsockopt,getsockopt
+step_calls = $(subst %network,$(NETWORK_CALLS),$(call trace_filter,$(1)))
+STEP ?=
+
 .DEFAULT_GOAL := help
 .PHONY: help test lint tools build compare bench-socks fuzz soak
 
@@ -55,6 +63,7 @@ help:
 	done
 	@echo
 	@echo "  make trace-NN    run lesson NN under strace (make trace-03)"
+	@echo "  make step-NN     step through lesson NN's system calls, one per Enter (make step-01)"
 	@echo "  make test        install strace, nc, curl, redis-server if missing; run every test"
 	@echo "  make lint        cargo fmt --check and cargo clippy -D warnings"
 	@echo "  make compare     the I/O models side by side (QUICK=1: under a minute)"
@@ -83,15 +92,22 @@ trace-%: tools
 	strace -f -yy -q -e trace=$(call trace_filter,$*) \
 	  -o '|sed -u -n "/socket(/,\$$ { /write(2</d; p; }"' $(BIN_DIR)/lesson-$* $(ARGS)
 
+# The stepper (step/): stops before each call of the lesson's filter, shows it decoded with
+# its source line and the kernel's view of the sockets, runs it on Enter.
+step-%:
+	@test -n "$(call lesson_file,$*)" || { echo "no lesson $* (make help lists them)" >&2; exit 2; }
+	@$(CARGO) build -q $(CARGO_PROFILE) -p sockets-by-hand --bin lesson-$* -p step --bin step
+	$(BIN_DIR)/step --only $(call step_calls,$*) $(STEP) -- $(BIN_DIR)/lesson-$* $(ARGS)
+
 tools:
 	@scripts/ensure-tools.sh
 
-# Lesson 13 keeps its allowlist in Redis: before lesson-13 and trace-13 (whose recipes are
+# Lesson 13 keeps its allowlist in Redis: before lesson-13, trace-13 and step-13 (whose recipes are
 # the pattern rules above), make sure a Redis answers, starting a private, memory-only one
 # if none does (installing redis-server first if missing, like `make tools`), and print
 # the redis-cli lines that allow and deny 127.0.0.1.
 .PHONY: redis-13
-lesson-13 trace-13: redis-13
+lesson-13 trace-13 step-13: redis-13
 redis-13: tools
 	@scripts/redis-13.sh $(ARGS)
 
