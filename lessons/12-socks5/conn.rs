@@ -13,6 +13,9 @@ use protocols::socks5::{Handshake, Target};
 use crate::admission::ConnId;
 use crate::flow::Flow;
 
+/// poll's "the peer sent FIN" (nix 0.32 has no name for it).
+pub const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(libc::POLLRDHUP);
+
 /// Where a connection is in its life (the names appear in the log lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -86,7 +89,10 @@ impl Conn {
         match self.state {
             State::Handshake => client |= PollFlags::POLLIN,
             // Not reading the client, but watched: POLLHUP/POLLERR say it left.
-            State::Admitting | State::Resolving => return (Some(client), None),
+            State::Admitting => return (Some(client), None),
+            // POLLRDHUP too: a client that closes while its name is looked up has sent
+            // its FIN; it is dropped at once (a lookup cannot be cancelled, a client can).
+            State::Resolving => return (Some(client | POLLRDHUP), None),
             State::Connecting => return (Some(client), Some(PollFlags::POLLOUT)),
             State::Relaying | State::HalfClosed => {
                 if !self.up.eof && self.up.has_room() {

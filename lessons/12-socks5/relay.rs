@@ -5,7 +5,7 @@
 //! sockets. A connection walks [`State`]: accept → handshake (greeting, auth, request) →
 //! admission → resolve → connect → relay (→ half-closed) → finish. The sections below follow
 //! it. Elsewhere: a connection's fields and poll interest (conn.rs), buffers and pumping
-//! (flow.rs), the resolver thread (resolver.rs), the admission hook (admission.rs), the flags
+//! (flow.rs), the resolver's threads (resolver.rs), the admission hook (admission.rs), the flags
 //! (flags.rs), and the SOCKS5 parser, sans-IO (protocols/src/socks5.rs).
 
 use std::collections::VecDeque;
@@ -27,7 +27,7 @@ use sockets_by_hand::errors::{describe, fatal, report, OrDie};
 use sockets_by_hand::{limits, net, say, stop};
 
 use crate::admission::{Admission, ConnId, Verdict};
-use crate::conn::{timeout_until, Conn, State};
+use crate::conn::{timeout_until, Conn, State, POLLRDHUP};
 use crate::flags::RelayArgs;
 use crate::flow::{arm_reset, pump, Broken, Flow, Pool};
 use crate::guard::Guard;
@@ -145,10 +145,8 @@ impl<A: Admission> Relay<'_, A> {
                 Err(errno) => fatal("poll", errno),
             }
             revents.clear();
-            revents.extend(
-                fds.iter()
-                    .map(|fd| fd.revents().unwrap_or(PollFlags::empty())),
-            );
+            // None: a bit nix has no name for, and the only one asked for is POLLRDHUP.
+            revents.extend(fds.iter().map(|fd| fd.revents().unwrap_or(POLLRDHUP)));
             drop(fds);
             let now = Instant::now();
 
@@ -202,8 +200,10 @@ impl<A: Admission> Relay<'_, A> {
                 return self.relay(conn, from_client, from_target);
             }
             State::Refusing => return self.refusing(conn),
-            // Not reading the client while it waits, so POLLHUP/POLLERR are how it leaves.
-            State::Admitting | State::Resolving | State::Connecting if client.intersects(gone) => {
+            // Not reading the client while it waits: POLLHUP, POLLERR, POLLRDHUP say it left.
+            State::Admitting | State::Resolving | State::Connecting
+                if client.intersects(gone | POLLRDHUP) =>
+            {
                 return Err(format!("client left while {:?}", conn.state));
             }
             _ => {}
@@ -319,7 +319,7 @@ impl<A: Admission> Relay<'_, A> {
 
     // -- 3. Resolve. --------------------------------------------------------------------------
 
-    /// IP literals go straight to connect; names go to the resolver thread.
+    /// IP literals go straight to connect; names go to the resolver's queue.
     fn resolve(&mut self, conn: &mut Conn) -> Going {
         let until = Instant::now() + self.args.connect_timeout;
         match &conn.target {
@@ -330,11 +330,8 @@ impl<A: Admission> Relay<'_, A> {
                 Err(_) => {
                     conn.state = State::Resolving;
                     conn.deadline = Some(until);
-                    if self.resolver.lookup(conn.id, name, *port, until) {
-                        return Ok(());
-                    }
-                    let why = "resolver thread gone".to_string();
-                    self.refuse(conn, Reply::GeneralFailure, why)
+                    self.resolver.lookup(conn.id, name, *port, until);
+                    Ok(())
                 }
             },
             None => Ok(()),
@@ -558,8 +555,10 @@ impl<A: Admission> Relay<'_, A> {
     fn finish(&mut self, mut conn: Conn, ending: String) {
         self.free.push(conn.id.slot);
         let line = conn.summary(&ending);
-        if conn.state == State::Admitting {
-            self.admission.forget(conn.id);
+        match conn.state {
+            State::Admitting => self.admission.forget(conn.id),
+            State::Resolving => self.resolver.forget(conn.id),
+            _ => {}
         }
         conn.up.release(&mut self.pool);
         conn.down.release(&mut self.pool);
