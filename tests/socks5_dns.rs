@@ -381,33 +381,51 @@ fn clients_leaving_during_hung_lookups() {
     });
 }
 
-/// More hung names than the pool's cap: the log says so once; names beyond it wait, and
-/// are forgotten when their clients leave.
+/// More slow names than the pool's cap: the log says so once; names beyond the cap wait,
+/// and those whose clients leave are never looked up (the DNS server is never asked about
+/// them, even after the pool has room again).
 #[test]
-fn hung_names_fill_the_pool_logged_once() {
-    in_namespace("hung_names_fill_the_pool_logged_once", |dns| {
-        let proxy = start(&["--connect-timeout", "30"]);
+fn a_full_pool_logged_once_and_left_names_forgotten() {
+    in_namespace("a_full_pool_logged_once_and_left_names_forgotten", |dns| {
+        let proxy = start(&[]);
+        let idle = threads(&proxy);
         let echo = s5::echo_target();
         let full = |l: &str| l.contains(&format!("all {CAP} threads are waiting"));
-        let mut clients: Vec<TcpStream> = (0..CAP)
-            .map(|i| ask(proxy.addr, &format!("hung{i}.test"), echo.port()))
+        let mut slow: Vec<TcpStream> = (0..CAP)
+            .map(|i| ask(proxy.addr, &format!("slow{i}.test"), echo.port()))
             .collect();
-        wait_for("CAP hung names asked", DEADLINE, || {
-            (dns.asked("hung") == CAP).then_some(())
+        wait_for("CAP slow names asked", DEADLINE, || {
+            (dns.asked("slow") == CAP).then_some(())
         });
         assert_eq!(proxy.log.count(full), 0, "logged before the pool was full");
-        clients.extend((CAP..CAP + 8).map(|i| ask(proxy.addr, &format!("hung{i}.test"), 9)));
+        let waiting: Vec<TcpStream> = (0..8)
+            .map(|i| ask(proxy.addr, &format!("queued{i}.test"), echo.port()))
+            .collect();
         proxy.log.wait_line("the pool is full", full);
         // A relay by IP literal still works, and by then every request above was read.
         let mut literal = s5::open(proxy.addr, echo);
         echo_says(&mut literal);
         assert_eq!(proxy.log.count(full), 1, "one line per episode");
-        assert_eq!(dns.asked("hung"), CAP, "names beyond the cap wait");
         let before = tcp_fds(&proxy);
-        drop(clients);
+        drop(waiting);
         wait_for("the TCP fd count back", DEADLINE, || {
-            (tcp_fds(&proxy) == before - CAP - 8).then_some(())
+            (tcp_fds(&proxy) == before - 8).then_some(())
         });
+        for s in slow.iter_mut() {
+            assert_eq!(s5::reply(s).0, Reply::Succeeded);
+        }
+        proxy
+            .log
+            .wait_line("the episode's end", |l| l.contains("queue is empty again"));
+        wait_for("the pool back to its floor", DEADLINE, || {
+            (threads(&proxy) == idle).then_some(())
+        });
+        assert_eq!(
+            dns.asked("queued"),
+            0,
+            "names of clients that left were looked up"
+        );
+        assert_eq!(proxy.log.count(full), 1, "one line per episode");
     });
 }
 
