@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{PollFlags, PollTimeout};
+use nix::unistd::close;
 use protocols::socks5::{Handshake, Target};
+use sockets_by_hand::errors::report;
 
 use crate::admission::ConnId;
 use crate::flow::Flow;
@@ -52,12 +54,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A client just accepted: its handshake starts, with `deadline` to finish it.
+    /// A client just accepted: its handshake starts, with `deadline` to finish it
+    /// (`whitelisted`: -w/-1 let it skip the password).
     pub fn new(
         id: ConnId,
         client: OwnedFd,
         peer: SocketAddr,
         credentials: Option<(Vec<u8>, Vec<u8>)>,
+        whitelisted: bool,
         deadline: Instant,
     ) -> Conn {
         Conn {
@@ -65,7 +69,9 @@ impl Conn {
             state: State::Handshake,
             client,
             peer,
-            handshake: Some(Box::new(Handshake::new(credentials))),
+            handshake: Some(Box::new(
+                Handshake::new(credentials).whitelisted(whitelisted),
+            )),
             target: None,
             addrs: VecDeque::new(),
             last_error: ("connect", Errno::EHOSTUNREACH),
@@ -143,4 +149,11 @@ pub fn timeout_until(at: Option<Instant>) -> PollTimeout {
         .as_nanos()
         .div_ceil(1_000_000);
     PollTimeout::try_from(ms.min(60_000)).unwrap_or(PollTimeout::MAX)
+}
+
+/// close(2), reported if it fails; the fd is gone either way.
+pub fn close_fd(fd: OwnedFd) {
+    if let Err(errno) = close(fd) {
+        report("close", errno);
+    }
 }

@@ -19,15 +19,16 @@ use nix::sys::socket::{
     accept4, bind, connect, getpeername, getsockname, getsockopt, listen, setsockopt, shutdown,
     socket, sockopt, Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
 };
-use nix::unistd::{close, read, write};
+use nix::unistd::{read, write};
 use protocols::socks5::{self, encode_error_reply, encode_reply, Reply, Step, Target};
+use protocols::whitelist::Whitelist;
 use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
 use sockets_by_hand::cli::{self, Lesson};
-use sockets_by_hand::errors::{describe, fatal, report, OrDie};
+use sockets_by_hand::errors::{describe, fatal, OrDie};
 use sockets_by_hand::{limits, net, say, stop};
 
 use crate::admission::{Admission, ConnId, Verdict};
-use crate::conn::{timeout_until, Conn, State, POLLRDHUP};
+use crate::conn::{close_fd, timeout_until, Conn, State, POLLRDHUP};
 use crate::flags::RelayArgs;
 use crate::flow::{arm_reset, pump, Broken, Flow, Pool};
 use crate::guard::Guard;
@@ -74,6 +75,7 @@ pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], 
         // Never relay to ourselves, nor to what the hook guards (lesson 13's Redis).
         guard: Guard::new(local, hook.guarded()),
         admission: hook,
+        whitelist: Whitelist::new(&args.whitelist, args.auth_once),
     };
     relay.run(lesson, &stop, &listener)
 }
@@ -94,6 +96,7 @@ struct Relay<'h, A: Admission> {
     hs_out: Vec<u8>,
     admission: &'h mut A,
     guard: Guard,
+    whitelist: Whitelist,
 }
 
 impl<A: Admission> Relay<'_, A> {
@@ -248,8 +251,9 @@ impl<A: Admission> Relay<'_, A> {
         self.accepted += 1;
         let (slot, serial) = (self.free.pop().unwrap_or(self.conns.len()), self.accepted);
         let deadline = now + self.args.handshake_timeout;
-        let credentials = self.args.credentials();
-        let conn = Conn::new(ConnId { slot, serial }, client, peer, credentials, deadline);
+        let (credentials, skip) = (self.args.credentials(), self.whitelist.allows(peer.ip()));
+        let id = ConnId { slot, serial };
+        let conn = Conn::new(id, client, peer, credentials, skip, deadline);
         if slot == self.conns.len() {
             self.conns.push(Some(conn));
         } else {
@@ -290,6 +294,9 @@ impl<A: Admission> Relay<'_, A> {
                 self.refusing(conn)
             }
             Step::Connect { target, consumed } => {
+                if handshake.logged_in() {
+                    self.whitelist.logged_in(conn.peer.ip()); // -1: auth-once
+                }
                 conn.up.consumed(consumed, &mut self.pool);
                 conn.up.bytes = conn.up.pending().len() as u64;
                 conn.handshake = None;
@@ -568,7 +575,9 @@ impl<A: Admission> Relay<'_, A> {
         close_fd(conn.client);
         // An fd is free again: if accept was paused by EMFILE, try now.
         self.pause.resume();
-        say!("client disconnected: {line}");
+        if !self.args.quiet {
+            say!("client disconnected: {line}");
+        }
     }
 
     /// Ctrl-C (or SIGTERM) came through the stop pipe: accept no more, close every
@@ -606,11 +615,4 @@ fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
         flow.shut = true;
     }
     Ok(())
-}
-
-/// close(2), reported if it fails; the fd is gone either way.
-fn close_fd(fd: OwnedFd) {
-    if let Err(errno) = close(fd) {
-        report("close", errno);
-    }
 }
