@@ -625,3 +625,31 @@ fn exit_of(args: &[&str]) -> (Option<i32>, String) {
         .unwrap();
     (status, err)
 }
+
+/// microsocks' whole command line: --help names -q, -w and -1 and says auth-once's list is
+/// bounded (4,096, the oldest dropped); -w and -1 need -u/-P, as in microsocks.
+#[test]
+fn microsocks_flags_in_help() {
+    let help = std::process::Command::new(exe!("lesson-12"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "-q, --quiet",
+        "-w, --whitelist",
+        "-1, --auth-once",
+        "4,096",
+        "oldest",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag:?}:\n{help}");
+    }
+    for args in [&["-1"][..], &["-w", "127.0.0.1"]] {
+        let out = std::process::Command::new(exe!("lesson-12"))
+            .args(args)
+            .args(["-p", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?} without -u/-P");
+    }
+}

@@ -1,7 +1,8 @@
 //! Lesson 12 — SOCKS5 relay on poll.
 //! A real SOCKS5 proxy (RFC 1928 CONNECT; RFC 1929 with -u/-P) that relays every client in
 //! one thread with poll(2): non-blocking connects, host names resolved on helper threads,
-//! half-close and resets passed on, bounded buffers. microsocks' flags work: -i -p -u -P -b.
+//! half-close and resets passed on, bounded buffers. microsocks' flags work: -i -p -u -P -b
+//! -q -w -1.
 //!
 //! Read relay.rs first: the loop, then a connection's life in order (accept → handshake →
 //! resolve → connect → relay → finish). Run `make lesson-12`, then
