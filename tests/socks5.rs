@@ -333,6 +333,16 @@ fn trace_poll_and_nonblocking_connect() {
             .any(|l| l.contains("SO_ERROR")),
         "no getsockopt(SO_ERROR)"
     );
+    // The resolver's pool: its floor thread's clone, and a lookup's wake-up byte.
+    let clones = trace.lines_of("clone3").len() + trace.lines_of("clone").len();
+    assert!(clones >= 1, "no clone for the resolver's thread");
+    assert!(
+        trace
+            .lines_of("write")
+            .iter()
+            .any(|l| l.contains("pipe:") && l.contains("\"!\"")),
+        "no wake-up byte through the resolver's pipe"
+    );
     trace.assert_absent(&[
         "epoll_create1",
         "epoll_ctl",
