@@ -453,15 +453,30 @@ fn aaaa_only_nxdomain_and_every_address() {
         assert!(took < SLOW / 2, "NXDOMAIN took {took:?}");
         assert!(s5::closes(&mut s));
 
-        // both.test: ::1 first (getaddrinfo's order), where nothing listens; 127.0.0.1 echoes.
-        let echo = s5::echo_target();
-        let order: Vec<SocketAddr> = ("both.test", echo.port())
-            .to_socket_addrs()
-            .unwrap()
-            .collect();
-        assert!(order.len() == 2 && order[0].is_ipv6(), "order {order:?}");
-        let (rep, _, mut s) = timed(proxy.addr, "both.test", echo.port());
-        assert_eq!(rep, Reply::Succeeded);
+        // both.test (::1 and 127.0.0.1): nothing listens on the address getaddrinfo puts
+        // first (::1 by RFC 6724), an echo server on the second: the relay must try both.
+        let order: Vec<SocketAddr> = ("both.test", 0).to_socket_addrs().unwrap().collect();
+        assert_eq!(order.len(), 2, "both.test: {order:?}");
+        let second = TcpListener::bind(SocketAddr::new(order[1].ip(), 0)).unwrap();
+        let port = second.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for mut conn in second.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = conn.read(&mut buf) {
+                        let _ = conn.write_all(&buf[..n]);
+                    }
+                });
+            }
+        });
+        let (rep, _, mut s) = timed(proxy.addr, "both.test", port);
+        assert_eq!(
+            rep,
+            Reply::Succeeded,
+            "first {} refused, then {}",
+            order[0],
+            order[1]
+        );
         echo_says(&mut s);
     });
 }
