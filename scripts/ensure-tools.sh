@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the system tools the tests use are on this machine: strace (the trace tests),
 # nc from netcat-openbsd (workshop-style clients), curl (the SOCKS5 lessons), redis-server
-# (lesson 13), unshare (a test's private network namespace). What is missing is installed
+# (lesson 13), unshare and ip (a test's private network namespace). What is missing is installed
 # with apt-get (as root, or through sudo); where that is impossible, the exact command to
 # run is printed and the script fails.
 set -euo pipefail
@@ -37,6 +37,8 @@ have redis-cli || missing+=(redis-tools)
 # unshare (util-linux): the open-proxy warning test binds 0.0.0.0 only inside a private
 # network namespace of its own.
 have unshare || missing+=(util-linux)
+# ip (iproute2): the name-resolution tests bring up the loopback of their own namespace.
+have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

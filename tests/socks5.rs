@@ -333,6 +333,16 @@ fn trace_poll_and_nonblocking_connect() {
             .any(|l| l.contains("SO_ERROR")),
         "no getsockopt(SO_ERROR)"
     );
+    // The resolver's pool: its floor thread's clone, and a lookup's wake-up byte.
+    let clones = trace.lines_of("clone3").len() + trace.lines_of("clone").len();
+    assert!(clones >= 1, "no clone for the resolver's thread");
+    assert!(
+        trace
+            .lines_of("write")
+            .iter()
+            .any(|l| l.contains("pipe:") && l.contains("\"!\"")),
+        "no wake-up byte through the resolver's pipe"
+    );
     trace.assert_absent(&[
         "epoll_create1",
         "epoll_ctl",
@@ -624,4 +634,32 @@ fn exit_of(args: &[&str]) -> (Option<i32>, String) {
         .read_to_string(&mut err)
         .unwrap();
     (status, err)
+}
+
+/// microsocks' whole command line: --help names -q, -w and -1 and says auth-once's list is
+/// bounded (4,096, the oldest dropped); -w and -1 need -u/-P, as in microsocks.
+#[test]
+fn microsocks_flags_in_help() {
+    let help = std::process::Command::new(exe!("lesson-12"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "-q, --quiet",
+        "-w, --whitelist",
+        "-1, --auth-once",
+        "4,096",
+        "oldest",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag:?}:\n{help}");
+    }
+    for args in [&["-1"][..], &["-w", "127.0.0.1"]] {
+        let out = std::process::Command::new(exe!("lesson-12"))
+            .args(args)
+            .args(["-p", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?} without -u/-P");
+    }
 }

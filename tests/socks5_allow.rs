@@ -151,6 +151,9 @@ impl Proxy for Lesson13 {
     fn proxy_addr(&self) -> SocketAddr {
         self.proxy.addr
     }
+    fn server(&self) -> &Server {
+        &self.proxy
+    }
 }
 
 /// Lesson 13 with its own redis-server, nobody allowed yet.

@@ -8,10 +8,15 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{PollFlags, PollTimeout};
+use nix::unistd::close;
 use protocols::socks5::{Handshake, Target};
+use sockets_by_hand::errors::report;
 
 use crate::admission::ConnId;
 use crate::flow::Flow;
+
+/// poll's "the peer sent FIN" (nix 0.32 has no name for it).
+pub const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(libc::POLLRDHUP);
 
 /// Where a connection is in its life (the names appear in the log lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,12 +54,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A client just accepted: its handshake starts, with `deadline` to finish it.
+    /// A client just accepted: its handshake starts, with `deadline` to finish it
+    /// (`whitelisted`: -w/-1 let it skip the password).
     pub fn new(
         id: ConnId,
         client: OwnedFd,
         peer: SocketAddr,
         credentials: Option<(Vec<u8>, Vec<u8>)>,
+        whitelisted: bool,
         deadline: Instant,
     ) -> Conn {
         Conn {
@@ -62,7 +69,9 @@ impl Conn {
             state: State::Handshake,
             client,
             peer,
-            handshake: Some(Box::new(Handshake::new(credentials))),
+            handshake: Some(Box::new(
+                Handshake::new(credentials).whitelisted(whitelisted),
+            )),
             target: None,
             addrs: VecDeque::new(),
             last_error: ("connect", Errno::EHOSTUNREACH),
@@ -86,7 +95,10 @@ impl Conn {
         match self.state {
             State::Handshake => client |= PollFlags::POLLIN,
             // Not reading the client, but watched: POLLHUP/POLLERR say it left.
-            State::Admitting | State::Resolving => return (Some(client), None),
+            State::Admitting => return (Some(client), None),
+            // POLLRDHUP too: a client that closes while its name is looked up has sent
+            // its FIN; it is dropped at once (a lookup cannot be cancelled, a client can).
+            State::Resolving => return (Some(client | POLLRDHUP), None),
             State::Connecting => return (Some(client), Some(PollFlags::POLLOUT)),
             State::Relaying | State::HalfClosed => {
                 if !self.up.eof && self.up.has_room() {
@@ -137,4 +149,11 @@ pub fn timeout_until(at: Option<Instant>) -> PollTimeout {
         .as_nanos()
         .div_ceil(1_000_000);
     PollTimeout::try_from(ms.min(60_000)).unwrap_or(PollTimeout::MAX)
+}
+
+/// close(2), reported if it fails; the fd is gone either way.
+pub fn close_fd(fd: OwnedFd) {
+    if let Err(errno) = close(fd) {
+        report("close", errno);
+    }
 }

@@ -1,4 +1,4 @@
-//! The relay's flags: microsocks' `-i -p -u -P -b`, plus the two timeouts.
+//! The relay's flags: microsocks' `-i -p -u -P -b -q -w -1`, plus the two timeouts.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -27,6 +27,26 @@ pub struct RelayArgs {
     /// Source address of outgoing connections (bound before connect), as microsocks' -b.
     #[arg(short = 'b', long = "outgoing", value_name = "OUTGOING_ADDR")]
     pub outgoing: Option<IpAddr>,
+
+    /// Quiet: no log line per connection (microsocks' -q).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Client addresses that may use the proxy without -u/-P's password, comma-separated
+    /// (microsocks' -w); needs -u/-P.
+    #[arg(
+        short = 'w',
+        long,
+        value_name = "IP[,IP...]",
+        value_delimiter = ',',
+        requires = "user"
+    )]
+    pub whitelist: Vec<IpAddr>,
+
+    /// Auth-once: a client address that logs in once joins the whitelist (microsocks' -1);
+    /// needs -u/-P. The list keeps the last 4,096 addresses: the oldest is dropped.
+    #[arg(short = '1', long, requires = "user")]
+    pub auth_once: bool,
 
     /// Seconds a connect(2) to one target address may take before the next is tried.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
@@ -96,8 +116,20 @@ impl RelayArgs {
             }
             _ => "auth: none (add -u USER -P PASS to require a password)".to_string(),
         }];
+        if !self.whitelist.is_empty() {
+            notes.push(format!("whitelist (no password): {:?}", self.whitelist));
+        }
+        if self.auth_once {
+            let max = protocols::whitelist::AUTH_ONCE_MAX;
+            notes.push(format!(
+                "auth-once: a client that logs in joins the whitelist (last {max})"
+            ));
+        }
         if let Some(ip) = self.outgoing {
             notes.push(format!("outgoing connections from {ip}"));
+        }
+        if self.quiet {
+            notes.push("quiet: no line per connection (-q)".into());
         }
         let ip = self.listen.addr().ip();
         if !ip.is_loopback() && self.user.is_none() {

@@ -1,14 +1,16 @@
 //! Lesson 12 — SOCKS5 relay on poll.
 //! A real SOCKS5 proxy (RFC 1928 CONNECT; RFC 1929 with -u/-P) that relays every client in
-//! one thread with poll(2): non-blocking connects, host names resolved on a helper thread,
-//! half-close and resets passed on, bounded buffers. microsocks' flags work: -i -p -u -P -b.
+//! one thread with poll(2): non-blocking connects, host names resolved on helper threads,
+//! half-close and resets passed on, bounded buffers. microsocks' flags work: -i -p -u -P -b
+//! -q -w -1.
 //!
 //! Read relay.rs first: the loop, then a connection's life in order (accept → handshake →
 //! resolve → connect → relay → finish). Run `make lesson-12`, then
 //! `curl --socks5-hostname 127.0.0.1:1080 https://example.com/`. `make trace-12` shows poll,
 //! accept4, connect = -1 EINPROGRESS, getsockopt(SO_ERROR), shutdown(SHUT_WR), close.
 //! The classic failure: a blocking DNS lookup freezes every relay; here getaddrinfo runs on a
-//! thread that wakes the loop through a pipe. More: docs/lessons/12-socks5.md
+//! pool of threads (one clone per extra thread, up to 32; one idle) that wake the loop
+//! through a pipe, so no name waits behind another. More: docs/lessons/12-socks5.md
 
 mod admission;
 mod conn;

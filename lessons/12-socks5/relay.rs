@@ -5,7 +5,7 @@
 //! sockets. A connection walks [`State`]: accept → handshake (greeting, auth, request) →
 //! admission → resolve → connect → relay (→ half-closed) → finish. The sections below follow
 //! it. Elsewhere: a connection's fields and poll interest (conn.rs), buffers and pumping
-//! (flow.rs), the resolver thread (resolver.rs), the admission hook (admission.rs), the flags
+//! (flow.rs), the resolver's threads (resolver.rs), the admission hook (admission.rs), the flags
 //! (flags.rs), and the SOCKS5 parser, sans-IO (protocols/src/socks5.rs).
 
 use std::collections::VecDeque;
@@ -19,15 +19,16 @@ use nix::sys::socket::{
     accept4, bind, connect, getpeername, getsockname, getsockopt, listen, setsockopt, shutdown,
     socket, sockopt, Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
 };
-use nix::unistd::{close, read, write};
+use nix::unistd::{read, write};
 use protocols::socks5::{self, encode_error_reply, encode_reply, Reply, Step, Target};
+use protocols::whitelist::Whitelist;
 use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
 use sockets_by_hand::cli::{self, Lesson};
-use sockets_by_hand::errors::{describe, fatal, report, OrDie};
+use sockets_by_hand::errors::{describe, fatal, OrDie};
 use sockets_by_hand::{limits, net, say, stop};
 
 use crate::admission::{Admission, ConnId, Verdict};
-use crate::conn::{timeout_until, Conn, State};
+use crate::conn::{close_fd, timeout_until, Conn, State, POLLRDHUP};
 use crate::flags::RelayArgs;
 use crate::flow::{arm_reset, pump, Broken, Flow, Pool};
 use crate::guard::Guard;
@@ -74,6 +75,7 @@ pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], 
         // Never relay to ourselves, nor to what the hook guards (lesson 13's Redis).
         guard: Guard::new(local, hook.guarded()),
         admission: hook,
+        whitelist: Whitelist::new(&args.whitelist, args.auth_once),
     };
     relay.run(lesson, &stop, &listener)
 }
@@ -94,6 +96,7 @@ struct Relay<'h, A: Admission> {
     hs_out: Vec<u8>,
     admission: &'h mut A,
     guard: Guard,
+    whitelist: Whitelist,
 }
 
 impl<A: Admission> Relay<'_, A> {
@@ -145,10 +148,8 @@ impl<A: Admission> Relay<'_, A> {
                 Err(errno) => fatal("poll", errno),
             }
             revents.clear();
-            revents.extend(
-                fds.iter()
-                    .map(|fd| fd.revents().unwrap_or(PollFlags::empty())),
-            );
+            // None: a bit nix has no name for, and the only one asked for is POLLRDHUP.
+            revents.extend(fds.iter().map(|fd| fd.revents().unwrap_or(POLLRDHUP)));
             drop(fds);
             let now = Instant::now();
 
@@ -202,8 +203,10 @@ impl<A: Admission> Relay<'_, A> {
                 return self.relay(conn, from_client, from_target);
             }
             State::Refusing => return self.refusing(conn),
-            // Not reading the client while it waits, so POLLHUP/POLLERR are how it leaves.
-            State::Admitting | State::Resolving | State::Connecting if client.intersects(gone) => {
+            // Not reading the client while it waits: POLLHUP, POLLERR, POLLRDHUP say it left.
+            State::Admitting | State::Resolving | State::Connecting
+                if client.intersects(gone | POLLRDHUP) =>
+            {
                 return Err(format!("client left while {:?}", conn.state));
             }
             _ => {}
@@ -248,8 +251,9 @@ impl<A: Admission> Relay<'_, A> {
         self.accepted += 1;
         let (slot, serial) = (self.free.pop().unwrap_or(self.conns.len()), self.accepted);
         let deadline = now + self.args.handshake_timeout;
-        let credentials = self.args.credentials();
-        let conn = Conn::new(ConnId { slot, serial }, client, peer, credentials, deadline);
+        let (credentials, skip) = (self.args.credentials(), self.whitelist.allows(peer.ip()));
+        let id = ConnId { slot, serial };
+        let conn = Conn::new(id, client, peer, credentials, skip, deadline);
         if slot == self.conns.len() {
             self.conns.push(Some(conn));
         } else {
@@ -290,6 +294,9 @@ impl<A: Admission> Relay<'_, A> {
                 self.refusing(conn)
             }
             Step::Connect { target, consumed } => {
+                if handshake.logged_in() {
+                    self.whitelist.logged_in(conn.peer.ip()); // -1: auth-once
+                }
                 conn.up.consumed(consumed, &mut self.pool);
                 conn.up.bytes = conn.up.pending().len() as u64;
                 conn.handshake = None;
@@ -319,7 +326,7 @@ impl<A: Admission> Relay<'_, A> {
 
     // -- 3. Resolve. --------------------------------------------------------------------------
 
-    /// IP literals go straight to connect; names go to the resolver thread.
+    /// IP literals go straight to connect; names go to the resolver's queue.
     fn resolve(&mut self, conn: &mut Conn) -> Going {
         let until = Instant::now() + self.args.connect_timeout;
         match &conn.target {
@@ -330,11 +337,8 @@ impl<A: Admission> Relay<'_, A> {
                 Err(_) => {
                     conn.state = State::Resolving;
                     conn.deadline = Some(until);
-                    if self.resolver.lookup(conn.id, name, *port, until) {
-                        return Ok(());
-                    }
-                    let why = "resolver thread gone".to_string();
-                    self.refuse(conn, Reply::GeneralFailure, why)
+                    self.resolver.lookup(conn.id, name, *port, until);
+                    Ok(())
                 }
             },
             None => Ok(()),
@@ -558,8 +562,10 @@ impl<A: Admission> Relay<'_, A> {
     fn finish(&mut self, mut conn: Conn, ending: String) {
         self.free.push(conn.id.slot);
         let line = conn.summary(&ending);
-        if conn.state == State::Admitting {
-            self.admission.forget(conn.id);
+        match conn.state {
+            State::Admitting => self.admission.forget(conn.id),
+            State::Resolving => self.resolver.forget(conn.id),
+            _ => {}
         }
         conn.up.release(&mut self.pool);
         conn.down.release(&mut self.pool);
@@ -569,7 +575,9 @@ impl<A: Admission> Relay<'_, A> {
         close_fd(conn.client);
         // An fd is free again: if accept was paused by EMFILE, try now.
         self.pause.resume();
-        say!("client disconnected: {line}");
+        if !self.args.quiet {
+            say!("client disconnected: {line}");
+        }
     }
 
     /// Ctrl-C (or SIGTERM) came through the stop pipe: accept no more, close every
@@ -607,11 +615,4 @@ fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
         flow.shut = true;
     }
     Ok(())
-}
-
-/// close(2), reported if it fails; the fd is gone either way.
-fn close_fd(fd: OwnedFd) {
-    if let Err(errno) = close(fd) {
-        report("close", errno);
-    }
 }

@@ -6,9 +6,11 @@
 //! - [`echo`]: the reverse-echo line protocol of lessons 03–11;
 //! - [`socks5`]: the RFC 1928 handshake with RFC 1929 username/password, lessons 12–13;
 //! - [`resp`]: the few RESP frames lesson 13 needs for its Redis allowlist;
-//! - [`logtext`]: untrusted text (names, Redis errors) escaped and capped for a log line.
+//! - [`logtext`]: untrusted text (names, Redis errors) escaped and capped for a log line;
+//! - [`whitelist`]: microsocks' `-w`/`-1`, the client addresses that may skip the password.
 
 pub mod echo;
 pub mod logtext;
 pub mod resp;
 pub mod socks5;
+pub mod whitelist;

@@ -626,6 +626,10 @@ pub enum Step {
 pub struct Handshake {
     state: State,
     credentials: Option<(Vec<u8>, Vec<u8>)>,
+    /// This client may skip the password (microsocks' `-w`/`-1`): `0x00` is accepted too.
+    whitelisted: bool,
+    /// The RFC 1929 login succeeded.
+    logged_in: bool,
     /// The part of a message received so far. Fixed size: the bound on
     /// buffering is in the type, not in a check someone could forget.
     buf: [u8; MAX_MESSAGE_LEN],
@@ -647,9 +651,23 @@ impl Handshake {
         Handshake {
             state: State::Greeting,
             credentials,
+            whitelisted: false,
+            logged_in: false,
             buf: [0; MAX_MESSAGE_LEN],
             len: 0,
         }
+    }
+
+    /// A client on the whitelist ([`crate::whitelist`]): with credentials configured, a
+    /// greeting that offers `0x00` gets `0x00`, no password asked.
+    pub fn whitelisted(mut self, yes: bool) -> Handshake {
+        self.whitelisted = yes;
+        self
+    }
+
+    /// Whether this client logged in with the right username and password (for auth-once).
+    pub fn logged_in(&self) -> bool {
+        self.logged_in
     }
 
     /// The current state.
@@ -727,6 +745,7 @@ impl Handshake {
                     if !ok {
                         return self.close(CloseReason::AuthFailed);
                     }
+                    self.logged_in = true;
                     self.state = State::Request;
                 }
                 Event::Request(Request {
@@ -753,10 +772,13 @@ impl Handshake {
     fn understand(&self, msg: &[u8]) -> Result<Option<(Event, usize)>, Error> {
         Ok(match self.state {
             State::Greeting => parse_greeting(msg)?.map(|(g, used)| {
-                (
-                    Event::Method(choose_method(g.methods, self.credentials.is_some())),
-                    used,
-                )
+                let required = self.credentials.is_some();
+                let method = match choose_method(g.methods, required) {
+                    // Whitelisted: no password, if the client offers to go without.
+                    _ if self.whitelisted && g.methods.contains(&METHOD_NO_AUTH) => METHOD_NO_AUTH,
+                    method => method,
+                };
+                (Event::Method(method), used)
             }),
             State::Auth => parse_auth(msg)?.map(|(a, used)| {
                 let ok = match &self.credentials {
@@ -1077,6 +1099,34 @@ mod tests {
         }
         assert_eq!(out, [5, 2, 1, 0]);
         assert_eq!(hs.state(), State::Done);
+    }
+
+    #[test]
+    fn whitelisted_client_skips_the_password_only_if_it_offers_to() {
+        let creds = || Some((b"u".to_vec(), b"p".to_vec()));
+        let mut out = Vec::new();
+        // Offers 0x00 (and 0x02): no password asked.
+        let mut hs = Handshake::new(creds()).whitelisted(true);
+        let step = hs.feed(&cat(&[&[5, 2, 2, 0], REQ_V4]), &mut out);
+        assert_eq!(out, [5, 0]);
+        assert!(matches!(step, Step::Connect { .. }));
+        assert!(!hs.logged_in());
+        // Offers only 0x02: it logs in as anyone else.
+        out.clear();
+        let mut hs = Handshake::new(creds()).whitelisted(true);
+        let auth = client::auth(b"u", b"p").unwrap();
+        let step = hs.feed(&cat(&[&[5, 1, 2], &auth, REQ_V4]), &mut out);
+        assert_eq!(out, [5, 2, 1, 0]);
+        assert!(matches!(step, Step::Connect { .. }));
+        assert!(hs.logged_in());
+        // Not whitelisted: 0x00 alone is refused.
+        out.clear();
+        let mut hs = Handshake::new(creds());
+        assert_eq!(
+            hs.feed(&[5, 1, 0], &mut out),
+            Step::Close(CloseReason::NoAcceptableMethod)
+        );
+        assert_eq!(out, [5, 0xFF]);
     }
 
     // --- requests -----------------------------------------------------------

@@ -21,11 +21,16 @@ use super::{Server, DEADLINE};
 /// A running proxy under test.
 pub trait Proxy {
     fn proxy_addr(&self) -> SocketAddr;
+    /// The proxy's process (its log, its pid).
+    fn server(&self) -> &Server;
 }
 
 impl Proxy for Server {
     fn proxy_addr(&self) -> SocketAddr {
         self.addr
+    }
+    fn server(&self) -> &Server {
+        self
     }
 }
 
@@ -122,6 +127,24 @@ macro_rules! socks5_suite {
             fn target_reset_reaches_client() {
                 let p = $start(&[]);
                 cases::target_reset_reaches_client(addr(&p))
+            }
+            #[test]
+            fn whitelist_skips_the_password() {
+                let (u, p) = (cases::USER, cases::PASS);
+                let proxy = $start(&["-u", u, "-P", p, "-w", "192.0.2.7,127.0.0.1"]);
+                cases::whitelisted(addr(&proxy));
+                let proxy = $start(&["-u", u, "-P", p, "-w", "192.0.2.7"]);
+                cases::not_whitelisted(addr(&proxy));
+            }
+            #[test]
+            fn auth_once() {
+                let p = $start(&["-u", cases::USER, "-P", cases::PASS, "-1"]);
+                cases::auth_once(addr(&p))
+            }
+            #[test]
+            fn quiet() {
+                let p = $start(&["-q"]);
+                cases::quiet(p.server())
             }
             #[test]
             fn ipv6_target() {
@@ -561,6 +584,67 @@ pub fn open_with_auth(
     let (rep, _) = request(&mut s, Cmd::Connect, &Target::Ip(target));
     assert_eq!(rep, Reply::Succeeded);
     s
+}
+
+/// `-w` names the client's address: a greeting offering only 0x00 gets 0x00 and connects,
+/// no password asked; one offering only 0x02 still logs in.
+pub fn whitelisted(proxy: SocketAddr) {
+    let echo = echo_target();
+    let mut s = open_with_auth(proxy, echo, None);
+    s.write_all(b"free").unwrap();
+    let mut got = [0u8; 4];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"free");
+    drop(open_with_auth(proxy, echo, Some((USER, PASS))));
+}
+
+/// `-w` names other addresses: 0x00 alone is refused (0xFF) as without -w.
+pub fn not_whitelisted(proxy: SocketAddr) {
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[0]), 0xFF);
+    assert!(closes(&mut s));
+}
+
+/// `-1`: no password, no entry (0xFF); a wrong password, still none; after one login the
+/// client's address may connect without it.
+pub fn auth_once(proxy: SocketAddr) {
+    let echo = echo_target();
+    not_whitelisted(proxy);
+    let mut s = connect(proxy);
+    assert_eq!(greet(&mut s, &[2]), 2);
+    assert!(!login(&mut s, USER, "wrong"));
+    not_whitelisted(proxy);
+    drop(open_with_auth(proxy, echo, Some((USER, PASS))));
+    let mut s = open_with_auth(proxy, echo, None);
+    s.write_all(b"once").unwrap();
+    let mut got = [0u8; 4];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"once");
+}
+
+/// `-q`: a relay and a refusal, then Ctrl-C: the summary line comes, and no line per
+/// connection before it.
+pub fn quiet(proxy: &Server) {
+    let mut s = open(proxy.addr, echo_target());
+    s.write_all(b"hush").unwrap();
+    let mut got = [0u8; 4];
+    s.read_exact(&mut got).unwrap();
+    drop(s);
+    let mut s = connect(proxy.addr);
+    assert_eq!(greet(&mut s, &[2]), 0xFF);
+    assert!(closes(&mut s));
+    // Ctrl-C: whether the proxy saw them close or closes them now, each would have its line.
+    proxy.signal(libc::SIGTERM);
+    let summary = proxy
+        .log
+        .wait_line("the summary", |l| l.contains("stopping"));
+    assert!(summary.contains("served: 2"), "{summary}");
+    let lines = proxy.log.lines();
+    let per_connection: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("client disconnected"))
+        .collect();
+    assert!(per_connection.is_empty(), "-q, yet: {per_connection:?}");
 }
 
 /// The client sends, then half-closes; the target answers only after that EOF, and the

@@ -1,0 +1,482 @@
+//! Lesson 12's name resolution through the C library's real resolver path: getaddrinfo,
+//! /etc/nsswitch.conf, /etc/resolv.conf, a DNS server over UDP. Each test re-runs itself
+//! inside `unshare -nm` (a network namespace with only its own loopback, and a private
+//! mount namespace), bind-mounts its own resolv.conf (nameserver 127.0.0.1) and
+//! nsswitch.conf (hosts: dns) over the real ones, and answers the proxy's queries with a
+//! tiny DNS server written here: some names at once, some after a delay, some never, some
+//! NXDOMAIN. Timings are taken from the clients.
+
+mod common;
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::socks5 as s5;
+use common::{wait_for, Server, DEADLINE};
+use protocols::socks5::{client, Reply, Target};
+
+/// Set in the re-run inside the namespaces.
+const INSIDE: &str = "SBH_DNS_NAMESPACE";
+/// What the DNS server makes the slow names wait.
+const SLOW: Duration = Duration::from_secs(2);
+/// The proxy's resolver pool (lessons/12-socks5/resolver.rs).
+const CAP: usize = 32;
+const FLOOR: usize = 1;
+
+/// Runs `body` inside a fresh network + mount namespace (re-running this test binary there
+/// under `unshare`), with the resolver pointed at a [`Dns`] server on 127.0.0.1:53.
+fn in_namespace(test: &str, body: impl FnOnce(&Dns)) {
+    if std::env::var_os(INSIDE).is_some() {
+        let dns = Dns::start();
+        body(&dns);
+        return;
+    }
+    // As root (CI) a plain unshare; otherwise in a user namespace of our own.
+    let flags = if unsafe { libc::geteuid() } == 0 {
+        "-nm"
+    } else {
+        "-rnm"
+    };
+    let out = Command::new("unshare")
+        .args([flags, "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(INSIDE, "1")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} inside the namespace: {}\n{stdout}",
+        out.status
+    );
+}
+
+/// The test's DNS server and the names it knows; also the namespace's set-up.
+struct Dns {
+    /// Every query seen: (name, qtype).
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Dns {
+    fn start() -> Dns {
+        // The namespace's loopback starts down: ip link set lo up.
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
+        let dir = std::env::temp_dir().join(format!("sbh-dns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // timeout:30 attempts:1: a name that is never answered hangs for 30 s.
+        let files = [
+            (
+                "resolv.conf",
+                "nameserver 127.0.0.1\noptions timeout:30 attempts:1\n",
+            ),
+            ("nsswitch.conf", "hosts: dns\n"),
+        ];
+        for (name, text) in files {
+            let ours = dir.join(name);
+            std::fs::write(&ours, text).unwrap();
+            let (src, dst) = (
+                CString::new(ours.to_str().unwrap()).unwrap(),
+                CString::new(format!("/etc/{name}")).unwrap(),
+            );
+            // SAFETY: mount(2) with valid C strings; private to this mount namespace.
+            let rc = unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(
+                rc,
+                0,
+                "bind-mount {name}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let socket = UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        thread::spawn(move || serve(socket, log));
+        Dns { seen }
+    }
+
+    /// Waits until the server has been asked about `name` (its lookup is in flight).
+    fn wait_asked(&self, name: &str) {
+        wait_for(&format!("a query for {name}"), DEADLINE, || {
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|n| n == name)
+                .then_some(())
+        });
+    }
+
+    fn asked(&self, prefix: &str) -> usize {
+        let seen = self.seen.lock().unwrap();
+        let mut names: Vec<&String> = seen.iter().filter(|n| n.starts_with(prefix)).collect();
+        names.sort();
+        names.dedup();
+        names.len()
+    }
+}
+
+/// What the server does with a name: its A and AAAA records and when it answers.
+enum Answer {
+    Records(Vec<Ipv4Addr>, Vec<Ipv6Addr>, Duration),
+    Never,
+    NxDomain,
+}
+
+fn answer_for(name: &str) -> Answer {
+    let local = vec![Ipv4Addr::LOCALHOST];
+    match name {
+        "fast.test" => Answer::Records(local, vec![], Duration::ZERO),
+        "v6only.test" => Answer::Records(vec![], vec![Ipv6Addr::LOCALHOST], Duration::ZERO),
+        "both.test" => Answer::Records(local, vec![Ipv6Addr::LOCALHOST], Duration::ZERO),
+        _ if name.starts_with("slow") => Answer::Records(local, vec![], SLOW),
+        _ if name.starts_with("hung") => Answer::Never,
+        _ => Answer::NxDomain,
+    }
+}
+
+/// Answers A and AAAA queries from [`answer_for`]; a delayed answer is sent by a thread
+/// of its own, so a slow name never delays the server's other answers.
+fn serve(socket: UdpSocket, seen: Arc<Mutex<Vec<String>>>) {
+    let mut buf = [0u8; 1500];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            return;
+        };
+        let Some((name, qtype, qend)) = parse_query(&buf[..n]) else {
+            continue;
+        };
+        seen.lock().unwrap().push(name.clone());
+        let (rcode, ips, delay): (u8, Vec<Vec<u8>>, Duration) = match answer_for(&name) {
+            Answer::Never => continue,
+            Answer::NxDomain => (3, vec![], Duration::ZERO),
+            Answer::Records(a, aaaa, delay) => {
+                let ips = match qtype {
+                    1 => a.iter().map(|ip| ip.octets().to_vec()).collect(),
+                    28 => aaaa.iter().map(|ip| ip.octets().to_vec()).collect(),
+                    _ => vec![],
+                };
+                (0, ips, delay)
+            }
+        };
+        let mut reply = buf[..qend].to_vec();
+        reply[2] = 0x81; // QR, RD
+        reply[3] = 0x80 | rcode; // RA, the rcode
+        reply[6..12].copy_from_slice(&[0, ips.len() as u8, 0, 0, 0, 0]);
+        for ip in &ips {
+            // The name as a pointer to the question, type, class IN, TTL 0, the address.
+            reply.extend_from_slice(&[0xC0, 12, 0, qtype as u8, 0, 1, 0, 0, 0, 0]);
+            reply.extend_from_slice(&[0, ip.len() as u8]);
+            reply.extend_from_slice(ip);
+        }
+        let socket = socket.try_clone().unwrap();
+        thread::spawn(move || {
+            // The delay is the behaviour under test (a slow DNS server), not a wait.
+            thread::sleep(delay);
+            let _ = socket.send_to(&reply, from);
+        });
+    }
+}
+
+/// A query → (the name in lower case, QTYPE, where the question ends).
+fn parse_query(q: &[u8]) -> Option<(String, u16, usize)> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *q.get(at)? as usize;
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(q.get(at..at + len)?).to_lowercase());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]);
+    Some((labels.join("."), qtype, at + 4))
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients.
+// ---------------------------------------------------------------------------------------
+
+/// A client that has greeted and sent a CONNECT to `name:port`; its reply is read later.
+fn ask(proxy: SocketAddr, name: &str, port: u16) -> TcpStream {
+    let mut s = s5::connect(proxy);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let target = Target::Domain(name.into(), port);
+    s.write_all(&client::connect_request(&target).unwrap())
+        .unwrap();
+    s
+}
+
+/// CONNECT to `name:port`: the reply and how long it took.
+fn timed(proxy: SocketAddr, name: &str, port: u16) -> (Reply, Duration, TcpStream) {
+    let mut s = s5::connect(proxy);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let start = Instant::now();
+    let target = Target::Domain(name.into(), port);
+    s.write_all(&client::connect_request(&target).unwrap())
+        .unwrap();
+    let (rep, _) = s5::reply(&mut s);
+    (rep, start.elapsed(), s)
+}
+
+fn start(args: &[&str]) -> Server {
+    Server::start(exe!("lesson-12"), args)
+}
+
+/// The proxy's threads, from /proc/PID/task.
+fn threads(proxy: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The proxy's TCP sockets (its listener and clients' and targets' sockets): the fds in
+/// /proc/PID/fd whose inode /proc/net/tcp{,6} lists. A hung lookup also holds a UDP socket
+/// of the C library's, which nothing can close before getaddrinfo returns.
+fn tcp_fds(proxy: &Server) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            if let Some(inode) = line.split_whitespace().nth(9) {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid())) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|link| inodes.contains(link.to_str().unwrap_or("")))
+        .count()
+}
+
+fn echo_says(s: &mut TcpStream) {
+    s.write_all(b"hi").unwrap();
+    let mut got = [0u8; 2];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hi");
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests.
+// ---------------------------------------------------------------------------------------
+
+/// A name whose server answers after 2 s, then one that answers at once: the fast one is
+/// connected at once, not after the slow one. The same behind a name never answered.
+#[test]
+fn fast_name_behind_a_slow_one() {
+    in_namespace("fast_name_behind_a_slow_one", |dns| {
+        let proxy = start(&[]);
+        let echo = s5::echo_target();
+        let mut slow = ask(proxy.addr, "slow.test", echo.port());
+        dns.wait_asked("slow.test");
+        let (rep, took, mut fast) = timed(proxy.addr, "fast.test", echo.port());
+        assert_eq!(rep, Reply::Succeeded);
+        eprintln!("fast name behind a slow one: {took:?}");
+        assert!(
+            took < SLOW / 2,
+            "the fast name took {took:?} behind a slow one"
+        );
+        echo_says(&mut fast);
+        assert_eq!(s5::reply(&mut slow).0, Reply::Succeeded);
+        echo_says(&mut slow);
+
+        let _hung = ask(proxy.addr, "hung.test", echo.port());
+        dns.wait_asked("hung.test");
+        let (rep, took, _) = timed(proxy.addr, "fast.test", echo.port());
+        assert_eq!(rep, Reply::Succeeded);
+        eprintln!("fast name behind a hung one: {took:?}");
+        assert!(
+            took < SLOW / 2,
+            "the fast name took {took:?} behind a hung one"
+        );
+    });
+}
+
+/// Twenty slow names at once (2 s each) are all answered in about 2 s, not 40: the pool
+/// grows for them, and shrinks back to its floor once idle.
+#[test]
+fn many_slow_names_at_once() {
+    in_namespace("many_slow_names_at_once", |dns| {
+        let proxy = start(&[]);
+        let idle = threads(&proxy);
+        let echo = s5::echo_target();
+        let start = Instant::now();
+        let mut clients: Vec<TcpStream> = (0..20)
+            .map(|i| ask(proxy.addr, &format!("slow{i}.test"), echo.port()))
+            .collect();
+        wait_for("20 slow names asked", DEADLINE, || {
+            (dns.asked("slow") == 20).then_some(())
+        });
+        let busy = threads(&proxy);
+        for s in clients.iter_mut() {
+            assert_eq!(s5::reply(s).0, Reply::Succeeded);
+        }
+        let took = start.elapsed();
+        eprintln!("20 slow names ({SLOW:?} each): {took:?}; threads {idle} idle, {busy} busy");
+        assert!(took < SLOW * 3, "20 slow names took {took:?}");
+        assert_eq!(busy, idle + 20 - FLOOR, "one thread per lookup in flight");
+        echo_says(&mut clients[19]);
+        wait_for("the pool back to its floor", DEADLINE, || {
+            (threads(&proxy) == idle).then_some(())
+        });
+    });
+}
+
+/// Clients that leave while their names hang are dropped at once (the proxy's fd count is
+/// back in well under the 30 s lookup deadline; only the
+/// C library's own UDP sockets stay with the hung lookups), and a fast name still goes through.
+#[test]
+fn clients_leaving_during_hung_lookups() {
+    in_namespace("clients_leaving_during_hung_lookups", |dns| {
+        let proxy = start(&["--connect-timeout", "30"]);
+        let echo = s5::echo_target();
+        let before = tcp_fds(&proxy);
+        let clients: Vec<TcpStream> = (0..10)
+            .map(|i| ask(proxy.addr, &format!("hung{i}.test"), echo.port()))
+            .collect();
+        wait_for("10 hung names asked", DEADLINE, || {
+            (dns.asked("hung") == 10).then_some(())
+        });
+        assert_eq!(tcp_fds(&proxy), before + 10);
+        let start = Instant::now();
+        drop(clients);
+        wait_for("the TCP fd count back", DEADLINE, || {
+            (tcp_fds(&proxy) == before).then_some(())
+        });
+        let took = start.elapsed();
+        eprintln!("10 clients left during hung lookups: fds back in {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "fds back only after {took:?}"
+        );
+        let left = |l: &str| l.contains("hung") && l.contains("client left while Resolving");
+        wait_for("10 log lines", DEADLINE, || {
+            (proxy.log.count(left) == 10).then_some(())
+        });
+        let (rep, took, _) = timed(proxy.addr, "fast.test", echo.port());
+        assert_eq!(rep, Reply::Succeeded);
+        assert!(took < SLOW / 2, "fast name after hung ones: {took:?}");
+    });
+}
+
+/// More slow names than the pool's cap: the log says so once; names beyond the cap wait,
+/// and those whose clients leave are never looked up (the DNS server is never asked about
+/// them, even after the pool has room again).
+#[test]
+fn a_full_pool_logged_once_and_left_names_forgotten() {
+    in_namespace("a_full_pool_logged_once_and_left_names_forgotten", |dns| {
+        let proxy = start(&[]);
+        let idle = threads(&proxy);
+        let echo = s5::echo_target();
+        let full = |l: &str| l.contains(&format!("all {CAP} threads are waiting"));
+        let mut slow: Vec<TcpStream> = (0..CAP)
+            .map(|i| ask(proxy.addr, &format!("slow{i}.test"), echo.port()))
+            .collect();
+        wait_for("CAP slow names asked", DEADLINE, || {
+            (dns.asked("slow") == CAP).then_some(())
+        });
+        assert_eq!(proxy.log.count(full), 0, "logged before the pool was full");
+        let waiting: Vec<TcpStream> = (0..8)
+            .map(|i| ask(proxy.addr, &format!("queued{i}.test"), echo.port()))
+            .collect();
+        proxy.log.wait_line("the pool is full", full);
+        // A relay by IP literal still works, and by then every request above was read.
+        let mut literal = s5::open(proxy.addr, echo);
+        echo_says(&mut literal);
+        assert_eq!(proxy.log.count(full), 1, "one line per episode");
+        let before = tcp_fds(&proxy);
+        drop(waiting);
+        wait_for("the TCP fd count back", DEADLINE, || {
+            (tcp_fds(&proxy) == before - 8).then_some(())
+        });
+        for s in slow.iter_mut() {
+            assert_eq!(s5::reply(s).0, Reply::Succeeded);
+        }
+        proxy
+            .log
+            .wait_line("the episode's end", |l| l.contains("queue is empty again"));
+        wait_for("the pool back to its floor", DEADLINE, || {
+            (threads(&proxy) == idle).then_some(())
+        });
+        assert_eq!(
+            dns.asked("queued"),
+            0,
+            "names of clients that left were looked up"
+        );
+        assert_eq!(proxy.log.count(full), 1, "one line per episode");
+    });
+}
+
+/// A name with only an AAAA record; NXDOMAIN answered 0x04; a name whose first address
+/// refuses is connected through its second.
+#[test]
+fn aaaa_only_nxdomain_and_every_address() {
+    in_namespace("aaaa_only_nxdomain_and_every_address", |_dns| {
+        let proxy = start(&[]);
+        let six = TcpListener::bind("[::1]:0").expect("::1 in the namespace");
+        let port = six.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for mut conn in six.incoming().flatten() {
+                let _ = conn.write_all(b"six\n");
+            }
+        });
+        let (rep, _, mut s) = timed(proxy.addr, "v6only.test", port);
+        assert_eq!(rep, Reply::Succeeded);
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "six\n");
+
+        let (rep, took, mut s) = timed(proxy.addr, "missing.test", 80);
+        assert_eq!(rep, Reply::HostUnreachable);
+        assert!(took < SLOW / 2, "NXDOMAIN took {took:?}");
+        assert!(s5::closes(&mut s));
+
+        // both.test (::1 and 127.0.0.1): nothing listens on the address getaddrinfo puts
+        // first (::1 by RFC 6724), an echo server on the second: the relay must try both.
+        let order: Vec<SocketAddr> = ("both.test", 0).to_socket_addrs().unwrap().collect();
+        assert_eq!(order.len(), 2, "both.test: {order:?}");
+        let second = TcpListener::bind(SocketAddr::new(order[1].ip(), 0)).unwrap();
+        let port = second.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for mut conn in second.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = conn.read(&mut buf) {
+                        let _ = conn.write_all(&buf[..n]);
+                    }
+                });
+            }
+        });
+        let (rep, _, mut s) = timed(proxy.addr, "both.test", port);
+        assert_eq!(
+            rep,
+            Reply::Succeeded,
+            "first {} refused, then {}",
+            order[0],
+            order[1]
+        );
+        echo_says(&mut s);
+    });
+}
