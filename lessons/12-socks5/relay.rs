@@ -56,8 +56,11 @@ pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], 
     let local = net::std_addr(&local).unwrap_or(addr);
     args.check_outgoing();
 
-    // The resolver (its pipe and thread) exists before the banner says we are ready.
+    // The resolver (its pipe and thread) and the guard (getifaddrs opens and closes a
+    // netlink socket) exist before the banner says we are ready.
     let resolver = Resolver::spawn();
+    // Never relay to ourselves, nor to what the hook guards (lesson 13's Redis).
+    let guard = Guard::new(local, hook.guarded());
     let mut lines = vec![nofile];
     lines.extend(args.notes().into_iter().chain(notes.iter().cloned()));
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
@@ -72,8 +75,7 @@ pub fn serve<A: Admission>(lesson: &Lesson, args: &RelayArgs, notes: &[String], 
         resolver,
         pause: AcceptPause::new(RETRY),
         hs_out: Vec::with_capacity(socks5::MAX_ENCODED_REPLY_LEN),
-        // Never relay to ourselves, nor to what the hook guards (lesson 13's Redis).
-        guard: Guard::new(local, hook.guarded()),
+        guard,
         admission: hook,
         whitelist: Whitelist::new(&args.whitelist, args.auth_once),
     };
