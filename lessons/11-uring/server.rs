@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use nix::errno::Errno;
-use nix::sys::socket::{shutdown, Shutdown, SockaddrLike, SockaddrStorage};
+use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 use nix::unistd::close;
 use sockets_by_hand::accept::{AcceptPause, RETRY};
 use sockets_by_hand::cli::Lesson;
+use sockets_by_hand::clients::shut_down_when_done;
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report};
@@ -351,19 +352,11 @@ impl Server {
         let Some(client) = self.clients[slot].as_mut() else {
             return;
         };
-        if client.ending.is_none() && client.conn.wants_shutdown() {
-            // shutdown(SHUT_WR), a plain syscall: the FIN follows the replies; then recv and
-            // drop the client's input until it closes: a close with unread input would reset.
-            match shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
-                Ok(()) => {
-                    client.conn.shut_down();
-                    say!(
-                        "client disconnected: {} ({})",
-                        client.peer,
-                        client.conn.ending()
-                    );
-                }
-                Err(errno) => client.end(Ending::Failed("shutdown", errno)),
+        if client.ending.is_none() {
+            // Replies out after q: shutdown(SHUT_WR) (a plain syscall, not a ring op), then
+            // recv and drop until the client closes; the lingering close (src/clients.rs).
+            if let Err(ending) = shut_down_when_done(&client.fd, &client.peer, &mut client.conn) {
+                client.end(ending);
             }
         }
         if client.ending.is_none() && client.conn.finished() {
