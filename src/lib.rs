@@ -8,7 +8,7 @@
 //!
 //! This crate holds the rest: the command line, the banner and each lesson's title and
 //! `--help` from its header ([`cli`]); TLPI-style error reporting ([`errors`]); address
-//! conversions ([`net`]); how a connection ended, for the log ([`ending`]); the one
+//! conversions ([`net`]); the `--mistake` switch of failure-first runs ([`mistake`]); how a connection ended, for the log ([`ending`]); the one
 //! accept-failure policy, sans-IO ([`accept`]); the self-pipe Ctrl-C of the single-threaded
 //! loops ([`stop`]); the clock of lessons 01–02 ([`hello`]); the per-connection buffers and
 //! backpressure of the single-threaded servers ([`conn`], over a reusable output buffer,
@@ -23,6 +23,7 @@ pub mod ending;
 pub mod errors;
 pub mod hello;
 pub mod limits;
+pub mod mistake;
 pub mod net;
 pub mod outbuf;
 pub mod stop;

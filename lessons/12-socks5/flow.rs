@@ -4,12 +4,12 @@
 //! memory). Buffers are lent by a [`Pool`] only while bytes are in flight, so an idle relay
 //! holds none.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::socket::{setsockopt, shutdown, sockopt, Shutdown};
 use nix::unistd::{read, write};
-use sockets_by_hand::errors::report;
+use sockets_by_hand::errors::{describe, report};
 
 /// Bytes in flight per direction. Large reads mean few system calls per byte: 1 MiB moved
 /// a single loopback stream ~20 % faster than 128 KiB (make bench-socks); only the pages a
@@ -203,4 +203,27 @@ pub fn arm_reset(fd: &OwnedFd) {
     if let Err(errno) = setsockopt(fd, sockopt::Linger, &linger) {
         report("setsockopt(SO_LINGER)", errno);
     }
+}
+
+/// write(2) the SOCKS replies `flow` holds to the client, as far as it takes them now.
+pub fn flush(client: &OwnedFd, flow: &mut Flow, pool: &mut Pool) -> Result<(), String> {
+    while !flow.pending().is_empty() {
+        match write(client, flow.pending()) {
+            Ok(n) => flow.consumed(n, pool),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return Ok(()),
+            Err(errno) => return Err(describe("write", errno)),
+        }
+    }
+    Ok(())
+}
+
+/// The source said EOF and its bytes are all written: shutdown(SHUT_WR) sends the
+/// destination our FIN, and the other direction keeps flowing.
+pub fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
+    if flow.eof && !flow.shut && flow.pending().is_empty() {
+        shutdown(dst.as_raw_fd(), Shutdown::Write).map_err(|e| Broken::Write("shutdown", e))?;
+        flow.shut = true;
+    }
+    Ok(())
 }

@@ -16,10 +16,10 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::socket::{
-    accept4, bind, connect, getpeername, getsockname, getsockopt, listen, setsockopt, shutdown,
-    socket, sockopt, Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
+    accept4, bind, connect, getpeername, getsockname, getsockopt, listen, setsockopt, socket,
+    sockopt, Backlog, SockFlag, SockType, SockaddrStorage,
 };
-use nix::unistd::{read, write};
+use nix::unistd::read;
 use protocols::socks5::{self, encode_error_reply, encode_reply, Reply, Step, Target};
 use protocols::whitelist::Whitelist;
 use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
@@ -30,7 +30,7 @@ use sockets_by_hand::{limits, net, say, stop};
 use crate::admission::{Admission, ConnId, Verdict};
 use crate::conn::{close_fd, timeout_until, Conn, State, POLLRDHUP};
 use crate::flags::RelayArgs;
-use crate::flow::{arm_reset, pump, Broken, Flow, Pool};
+use crate::flow::{arm_reset, flush, half_close, pump, Broken, Pool};
 use crate::guard::Guard;
 use crate::resolver::Resolver;
 
@@ -594,27 +594,4 @@ impl<A: Admission> Relay<'_, A> {
         say!("{}", stop::summary(lesson, self.accepted, open));
         std::process::exit(0)
     }
-}
-
-/// write(2) the SOCKS replies `flow` holds to the client, as far as it takes them now.
-fn flush(client: &OwnedFd, flow: &mut Flow, pool: &mut Pool) -> Going {
-    while !flow.pending().is_empty() {
-        match write(client, flow.pending()) {
-            Ok(n) => flow.consumed(n, pool),
-            Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => return Ok(()),
-            Err(errno) => return Err(describe("write", errno)),
-        }
-    }
-    Ok(())
-}
-
-/// The source said EOF and its bytes are all written: shutdown(SHUT_WR) sends the
-/// destination our FIN, and the other direction keeps flowing.
-fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
-    if flow.eof && !flow.shut && flow.pending().is_empty() {
-        shutdown(dst.as_raw_fd(), Shutdown::Write).map_err(|e| Broken::Write("shutdown", e))?;
-        flow.shut = true;
-    }
-    Ok(())
 }
