@@ -2,15 +2,18 @@
 //! should watch on it in this state.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{PollFlags, PollTimeout};
+use nix::sys::socket::{SockFlag, SockaddrLike, SockaddrStorage};
 use nix::unistd::close;
 use protocols::socks5::{Handshake, Target};
 use sockets_by_hand::errors::report;
+use sockets_by_hand::net;
 
 use crate::admission::ConnId;
 use crate::flow::Flow;
@@ -156,4 +159,29 @@ pub fn close_fd(fd: OwnedFd) {
     if let Err(errno) = close(fd) {
         report("close", errno);
     }
+}
+
+/// accept4(2) as C calls it, `accept4(fd, &addr, &len, flags)`: the client's socket and its
+/// address in one call. nix's `accept4` passes NULL for the address, and a getpeername(2)
+/// after it would cost one more system call per connection.
+pub fn accept4_with_peer(
+    listener: &OwnedFd,
+    flags: SockFlag,
+) -> Result<(OwnedFd, Option<SocketAddr>), Errno> {
+    let mut ss = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes of an address into `ss`.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            ss.as_mut_ptr().cast(),
+            &mut len,
+            flags.bits(),
+        )
+    };
+    // SAFETY: a new fd that nothing else owns.
+    let client = unsafe { OwnedFd::from_raw_fd(Errno::result(fd)?) };
+    // SAFETY: `ss` holds the `len` bytes of address the kernel wrote.
+    let peer = unsafe { SockaddrStorage::from_raw(ss.as_ptr().cast(), Some(len)) };
+    Ok((client, peer.as_ref().and_then(net::std_addr)))
 }

@@ -15,8 +15,15 @@ use sockets_by_hand::errors::{describe, report};
 /// a single loopback stream ~20 % faster than 128 KiB (make bench-socks); only the pages a
 /// read touched count in RSS.
 pub const RELAY_BUF: usize = 1024 * 1024;
-/// How many free buffers the pool keeps for reuse after a burst.
+/// How many free buffers that moved bulk data the pool keeps for reuse after a burst.
 const POOL_SPARE: usize = 4;
+/// How many free buffers that only ever held a short message (a handshake, a small
+/// exchange) the pool keeps: each has one resident page, and reusing it saves the mmap,
+/// page fault and munmap of a new 1 MiB buffer per connection (~5 % of the CPU a short
+/// connection costs; see docs/lessons/12-socks5.md).
+const LIGHT_SPARE: usize = 64;
+/// A buffer whose bytes never went past this offset has touched one page.
+const LIGHT: usize = 4000;
 /// At most this many read/write rounds per direction per wake-up (fairness).
 const PUMP_ROUNDS: usize = 4;
 
@@ -25,6 +32,8 @@ pub struct Flow {
     buf: Option<Box<[u8]>>,
     start: usize,
     end: usize,
+    /// How far into `buf` bytes have ever been written: the pages it made resident.
+    touched: usize,
     /// The source said EOF (read returned 0).
     pub eof: bool,
     /// shutdown(SHUT_WR) was sent to the destination.
@@ -39,6 +48,7 @@ impl Flow {
             buf: None,
             start: 0,
             end: 0,
+            touched: 0,
             eof: false,
             shut: false,
             bytes: 0,
@@ -59,7 +69,12 @@ impl Flow {
 
     /// Free space to read into (takes a buffer from the pool if there is none).
     pub fn room(&mut self, pool: &mut Pool) -> &mut [u8] {
-        let buf = self.buf.get_or_insert_with(|| pool.take());
+        if self.buf.is_none() {
+            (self.buf, self.touched) = pool.take();
+        }
+        let Some(buf) = self.buf.as_mut() else {
+            return &mut [];
+        };
         if self.end == buf.len() && self.start > 0 {
             buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -70,6 +85,7 @@ impl Flow {
 
     pub fn filled(&mut self, n: usize) {
         self.end += n;
+        self.touched = self.touched.max(self.end);
     }
 
     /// `n` pending bytes were written (or used); an empty buffer goes back to the pool.
@@ -79,7 +95,7 @@ impl Flow {
             self.start = 0;
             self.end = 0;
             if let Some(buf) = self.buf.take() {
-                pool.give(buf);
+                pool.give(buf, self.touched);
             }
         }
     }
@@ -102,7 +118,10 @@ impl Flow {
 
 /// Relay buffers not in use, kept for the next busy connection: no allocation per read.
 pub struct Pool {
+    /// Buffers that moved bulk data (up to [`POOL_SPARE`]).
     spare: Vec<Box<[u8]>>,
+    /// Buffers with one touched page (up to [`LIGHT_SPARE`]): most connections' only ones.
+    light: Vec<Box<[u8]>>,
 }
 
 impl Pool {
@@ -112,17 +131,28 @@ impl Pool {
         // in its heap: a proxy that once moved a lot of data would stay big while idle).
         // SAFETY: mallopt only changes a malloc tuning parameter.
         unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, (RELAY_BUF / 2) as libc::c_int) };
-        Pool { spare: Vec::new() }
+        Pool {
+            spare: Vec::new(),
+            light: Vec::new(),
+        }
     }
 
-    fn take(&mut self) -> Box<[u8]> {
-        self.spare
-            .pop()
-            .unwrap_or_else(|| vec![0u8; RELAY_BUF].into_boxed_slice())
+    /// A buffer, and how far into it bytes have been written before.
+    fn take(&mut self) -> (Option<Box<[u8]>>, usize) {
+        if let Some(buf) = self.light.pop() {
+            return (Some(buf), LIGHT);
+        }
+        match self.spare.pop() {
+            Some(buf) => (Some(buf), RELAY_BUF),
+            None => (Some(vec![0u8; RELAY_BUF].into_boxed_slice()), 0),
+        }
     }
 
-    fn give(&mut self, buf: Box<[u8]>) {
-        if self.spare.len() < POOL_SPARE {
+    /// Keeps `buf` for reuse, or frees it (munmap) when the pool has enough of its kind.
+    fn give(&mut self, buf: Box<[u8]>, touched: usize) {
+        if touched <= LIGHT && self.light.len() < LIGHT_SPARE {
+            self.light.push(buf);
+        } else if self.spare.len() < POOL_SPARE {
             self.spare.push(buf);
         }
     }

@@ -16,8 +16,8 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::socket::{
-    accept4, bind, connect, getpeername, getsockname, getsockopt, listen, setsockopt, socket,
-    sockopt, Backlog, SockFlag, SockType, SockaddrStorage,
+    bind, connect, getsockname, getsockopt, listen, setsockopt, socket, sockopt, Backlog, SockFlag,
+    SockType, SockaddrStorage,
 };
 use nix::unistd::read;
 use protocols::socks5::{self, encode_error_reply, encode_reply, Reply, Step, Target};
@@ -28,7 +28,7 @@ use sockets_by_hand::errors::{describe, fatal, OrDie};
 use sockets_by_hand::{limits, net, say, stop};
 
 use crate::admission::{Admission, ConnId, Verdict};
-use crate::conn::{close_fd, timeout_until, Conn, State, POLLRDHUP};
+use crate::conn::{accept4_with_peer, close_fd, timeout_until, Conn, State, POLLRDHUP};
 use crate::flags::RelayArgs;
 use crate::flow::{arm_reset, flush, half_close, pump, Broken, Pool};
 use crate::guard::Guard;
@@ -228,9 +228,10 @@ impl<A: Admission> Relay<'_, A> {
     /// accept4(2) what is queued, up to a batch.
     fn accept_clients(&mut self, listener: &OwnedFd, now: Instant) {
         for _ in 0..ACCEPT_BATCH {
-            // accept4(SOCK_NONBLOCK): the client's socket is born non-blocking.
-            match accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
-                Ok(client) => self.add(client, now),
+            // accept4(SOCK_NONBLOCK): the client's socket is born non-blocking; the kernel
+            // fills in the client's address too (for the log and -w).
+            match accept4_with_peer(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+                Ok((client, peer)) => self.add(client, peer, now),
                 Err(Errno::EAGAIN) => return,
                 // Out of fds (EMFILE): pause accepting (src/accept.rs), or poll would report
                 // the listener readable at once and the loop would spin.
@@ -244,12 +245,8 @@ impl<A: Admission> Relay<'_, A> {
         }
     }
 
-    fn add(&mut self, client: OwnedFd, now: Instant) {
-        // getpeername(2): who this is, for the log line.
-        let peer = getpeername::<SockaddrStorage>(client.as_raw_fd()).ok();
-        let peer = peer
-            .and_then(|ss| net::std_addr(&ss))
-            .unwrap_or(socks5::UNSPECIFIED_BND);
+    fn add(&mut self, client: OwnedFd, peer: Option<SocketAddr>, now: Instant) {
+        let peer = peer.unwrap_or(socks5::UNSPECIFIED_BND);
         self.accepted += 1;
         let (slot, serial) = (self.free.pop().unwrap_or(self.conns.len()), self.accepted);
         let deadline = now + self.args.handshake_timeout;
@@ -261,6 +258,9 @@ impl<A: Admission> Relay<'_, A> {
         } else {
             self.conns[slot] = Some(conn);
         }
+        // A client sends its greeting right after connecting, so it is usually here by now:
+        // read it at once instead of after one more poll (EAGAIN if not; poll waits then).
+        self.with(id, |relay, conn| relay.handshake(conn));
     }
 
     // -- 2. The handshake, then the admission hook. -------------------------------------------

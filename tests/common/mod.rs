@@ -404,6 +404,11 @@ rt_sigtimedwait,signalfd4,io_uring_setup,io_uring_enter,exit_group";
 impl Traced {
     /// Starts `exe args -p 0` under strace and waits for its banner.
     pub fn start(exe: &str, args: &[&str]) -> Traced {
+        Traced::start_tracing(exe, args, TRACE_SET)
+    }
+
+    /// [`Traced::start`] with strace's `-e trace=` set of calls.
+    pub fn start_tracing(exe: &str, args: &[&str], set: &str) -> Traced {
         let dir = std::env::temp_dir().join("sockets-by-hand-traces");
         fs::create_dir_all(&dir).unwrap();
         let n = TRACE_SEQ.fetch_add(1, Ordering::SeqCst);
@@ -414,14 +419,7 @@ impl Traced {
         ));
         let _ = fs::remove_file(&path);
         let mut cmd = Command::new("strace");
-        cmd.args([
-            "-f",
-            "-yy",
-            "-qq",
-            "-e",
-            &format!("trace={TRACE_SET}"),
-            "-o",
-        ]);
+        cmd.args(["-f", "-yy", "-qq", "-e", &format!("trace={set}"), "-o"]);
         cmd.arg(&path).arg(exe).args(args);
         if !args.contains(&"-p") {
             cmd.args(["-p", "0"]);
