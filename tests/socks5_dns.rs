@@ -480,3 +480,45 @@ fn aaaa_only_nxdomain_and_every_address() {
         echo_says(&mut s);
     });
 }
+
+/// `--mistake blocking-dns` (issue 16): getaddrinfo called on the loop. A CONNECT to a fast
+/// name sent while a slow name's lookup is pending is answered after the slow one: the whole
+/// loop waited for the slow name. Without the mistake the fast one is answered first.
+#[test]
+fn blocking_dns_mistake_makes_a_fast_name_wait() {
+    in_namespace("blocking_dns_mistake_makes_a_fast_name_wait", |dns| {
+        for (mistake, slow_name) in [(true, "slow1.test"), (false, "slow2.test")] {
+            let proxy = match mistake {
+                true => start(&["--mistake", "blocking-dns"]),
+                false => start(&[]),
+            };
+            let echo = s5::echo_target();
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let mut slow = ask(proxy.addr, slow_name, echo.port());
+            dns.wait_asked(slow_name);
+            let done = order.clone();
+            let slow = thread::spawn(move || {
+                let rep = s5::reply(&mut slow).0;
+                done.lock().unwrap().push("slow");
+                rep
+            });
+            let done = order.clone();
+            let addr = proxy.addr;
+            let fast = thread::spawn(move || {
+                let mut s = ask(addr, "fast.test", echo.port());
+                let rep = s5::reply(&mut s).0;
+                done.lock().unwrap().push("fast");
+                rep
+            });
+            assert_eq!(fast.join().unwrap(), Reply::Succeeded);
+            assert_eq!(slow.join().unwrap(), Reply::Succeeded);
+            let order = order.lock().unwrap().clone();
+            let expected = if mistake {
+                ["slow", "fast"]
+            } else {
+                ["fast", "slow"]
+            };
+            assert_eq!(order, expected, "--mistake blocking-dns: {mistake}");
+        }
+    });
+}

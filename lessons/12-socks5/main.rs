@@ -10,7 +10,8 @@
 //! accept4, connect = -1 EINPROGRESS, getsockopt(SO_ERROR), shutdown(SHUT_WR), close.
 //! The classic failure: a blocking DNS lookup freezes every relay; here getaddrinfo runs on a
 //! pool of threads (one clone per extra thread, up to 32; one idle) that wake the loop
-//! through a pipe, so no name waits behind another. More: docs/lessons/12-socks5.md
+//! through a pipe, so no name waits behind another. `--mistake NAME` switches on one classic
+//! mistake (blocking-dns, success-always, no-half-close). More: docs/lessons/12-socks5.md
 
 mod admission;
 mod conn;
@@ -25,22 +26,38 @@ use std::net::SocketAddr;
 use clap::Parser;
 use protocols::socks5::Target;
 use sockets_by_hand::cli::{self, Hint, Lesson};
-use sockets_by_hand::lesson;
+use sockets_by_hand::{lesson, mistake};
 
 use admission::{Admission, ConnId, Verdict};
 use flags::RelayArgs;
 
 const LESSON: Lesson = lesson!(1080, Hint::Socks5);
 
+sockets_by_hand::mistakes! {
+    /// getaddrinfo on the loop: one slow name freezes every relay
+    BlockingDns,
+    /// "success" answered before the connect finished: refused targets look open
+    SuccessAlways,
+    /// EOF closes both ways: a client that half-closes loses the answer
+    NoHalfClose,
+}
+
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     relay: RelayArgs,
+
+    /// Switch on one classic mistake, on purpose (docs/lessons/12-socks5.md).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
 }
 
 fn main() {
     let args: Args = cli::parse(&LESSON);
-    relay::serve(&LESSON, &args.relay, &[], &mut AllowAll);
+    let notes: Vec<String> = mistake::switch_on(&MISTAKE, args.mistake)
+        .into_iter()
+        .collect();
+    relay::serve(&LESSON, &args.relay, &notes, &mut AllowAll);
 }
 
 /// Lesson 12's admission step: every client may CONNECT (lesson 13 asks Redis instead).

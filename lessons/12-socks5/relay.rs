@@ -9,7 +9,7 @@
 //! (flags.rs), and the SOCKS5 parser, sans-IO (protocols/src/socks5.rs).
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
@@ -33,6 +33,7 @@ use crate::flags::RelayArgs;
 use crate::flow::{arm_reset, flush, half_close, pump, Broken, Pool};
 use crate::guard::Guard;
 use crate::resolver::Resolver;
+use crate::{mistake, Mistake::*};
 
 /// At most this many accepts per wake-up, so a connection storm cannot starve the relays.
 const ACCEPT_BATCH: usize = 64;
@@ -336,6 +337,14 @@ impl<A: Admission> Relay<'_, A> {
             // curl --socks5-hostname sends an IP host as a "name" too.
             Some(Target::Domain(name, port)) => match name.parse::<IpAddr>() {
                 Ok(ip) => self.connect_to(conn, vec![SocketAddr::new(ip, *port)]),
+                // The mistake: getaddrinfo here, on the loop: every other client waits for it.
+                Err(_) if mistake(BlockingDns) => match (name.as_str(), *port).to_socket_addrs() {
+                    Ok(addrs) => self.connect_to(conn, addrs.collect()),
+                    Err(err) => {
+                        let why = format!("getaddrinfo: {err}");
+                        self.refuse(conn, Reply::HostUnreachable, why)
+                    }
+                },
                 Err(_) => {
                     conn.state = State::Resolving;
                     conn.deadline = Some(until);
@@ -418,6 +427,12 @@ impl<A: Admission> Relay<'_, A> {
                     conn.upstream = Some(sock);
                     return self.connected(conn);
                 }
+                // The mistake: EINPROGRESS taken for "connected"; the client hears success
+                // before the handshake's outcome is known.
+                Err(Errno::EINPROGRESS) if mistake(SuccessAlways) => {
+                    conn.upstream = Some(sock);
+                    return self.connected(conn);
+                }
                 Err(Errno::EINPROGRESS) => {
                     conn.upstream = Some(sock);
                     conn.state = State::Connecting;
@@ -492,6 +507,10 @@ impl<A: Admission> Relay<'_, A> {
                 (true, format!("client gone ({})", describe(call, e)))
             }
             _ if conn.up.shut && conn.down.shut => return Err("closed".into()),
+            // The mistake: one side's EOF ends both directions; the other side's answer is lost.
+            _ if mistake(NoHalfClose) && (conn.up.eof || conn.down.eof) => {
+                return Err("EOF from one side: closed both ways".into())
+            }
             _ => {
                 if conn.up.eof || conn.down.eof {
                     conn.state = State::HalfClosed;

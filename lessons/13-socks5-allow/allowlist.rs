@@ -87,6 +87,10 @@ impl Allowlist {
     }
 
     fn unavailable(&self) -> Verdict {
+        // The mistake: no answer from Redis taken as a yes; an outage opens the proxy to all.
+        if crate::mistake(crate::Mistake::FailOpen) {
+            return Verdict::Allow;
+        }
         let why = format!("allowlist unavailable ({})", self.trouble);
         Verdict::Refuse(Reply::GeneralFailure, why)
     }

@@ -8,7 +8,8 @@
 //! `redis-cli set allowed:127.0.0.1 1` and `curl --socks5-hostname 127.0.0.1:1080 …`.
 //! `make trace-13` shows one more socket, its connect = -1 EINPROGRESS to port 6379 and the
 //! GETs' writes, all from the loop's own pid. The classic failure: Redis is down; here the
-//! proxy fails closed, keeps serving and redials. More: docs/lessons/13-socks5-allow.md
+//! proxy fails closed, keeps serving and redials (`--mistake fail-open` shows the wrong way;
+//! `make provoke-13` stops Redis). More: docs/lessons/13-socks5-allow.md
 
 // Lesson 12's relay, mounted (not copied): its flags, its loop and the hook this plugs in.
 #[path = "../12-socks5/admission.rs"]
@@ -33,12 +34,24 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use clap::Parser;
 use protocols::resp::allowlist_key;
 use sockets_by_hand::cli::{self, Hint, Lesson};
-use sockets_by_hand::{lesson, net};
+use sockets_by_hand::{lesson, mistake, net};
 
 use allowlist::Allowlist;
 use flags::RelayArgs;
 
 const LESSON: Lesson = lesson!(1080, Hint::Socks5);
+
+// Lesson 12's mistakes (its relay.rs is mounted here), and this lesson's own.
+sockets_by_hand::mistakes! {
+    /// getaddrinfo on the loop: one slow name freezes every relay
+    BlockingDns,
+    /// "success" answered before the connect finished: refused targets look open
+    SuccessAlways,
+    /// EOF closes both ways: a client that half-closes loses the answer
+    NoHalfClose,
+    /// Redis down means everyone is allowed
+    FailOpen,
+}
 
 #[derive(Parser)]
 struct Args {
@@ -53,6 +66,10 @@ struct Args {
         value_parser = redis_addr
     )]
     redis: SocketAddr,
+
+    /// Switch on one classic mistake, on purpose (docs/lessons/13-socks5-allow.md).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
 }
 
 fn redis_addr(text: &str) -> Result<SocketAddr, String> {
@@ -69,7 +86,7 @@ fn main() {
     };
     // The key a client on this machine will really be looked up by (::1 gives allowed:::1).
     let key = allowlist_key(net::dialable(args.relay.listen.addr()).ip());
-    let notes = [
+    let mut notes = vec![
         format!(
             "allowlist: Redis at {} (key allowed:<client ip>; no cache, asked per connection)",
             args.redis
@@ -77,5 +94,6 @@ fn main() {
         format!("allow: {cli} set {key} 1"),
         format!("deny:  {cli} del {key}"),
     ];
+    notes.extend(mistake::switch_on(&MISTAKE, args.mistake));
     relay::serve(&LESSON, &args.relay, &notes, &mut allowlist);
 }
