@@ -92,3 +92,35 @@ fn short_connections_reuse_one_page_buffers() {
         "{unmapped} munmap calls for 100 short connections (a buffer freed per connection)"
     );
 }
+
+/// After a bulk transfer the pool holds a few spare 1 MiB buffers, their touched pages
+/// resident (about 1 MiB here); once no bulk flow has reused them for a second, the next
+/// connection's buffer request frees them.
+#[test]
+fn bulk_spares_are_freed_once_the_burst_is_over() {
+    let proxy = common::Server::start(exe!("lesson-12"), &[]);
+    let sink = s5::reply_after_eof_target();
+    // Four streams at once, 8 MiB each: four 1 MiB buffers touched and kept spare.
+    let streams: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = proxy.addr;
+            thread::spawn(move || {
+                let mut s = s5::open(addr, sink);
+                s.write_all(&s5::pseudo_random(8 << 20, 7)).unwrap();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).unwrap();
+                assert_eq!(answer, format!("got {} bytes\n", 8 << 20));
+            })
+        })
+        .collect();
+    streams.into_iter().for_each(|s| s.join().unwrap());
+    let after_bulk = common::rss_kib(proxy.pid());
+    let echo = s5::echo_target();
+    let trimmed = common::wait_for("the spare bulk buffers freed", common::DEADLINE, || {
+        reset(exchange(proxy.addr, echo));
+        let rss = common::rss_kib(proxy.pid());
+        (rss + 512 < after_bulk).then_some(rss)
+    });
+    eprintln!("RSS after the burst {after_bulk} KiB, once idle {trimmed} KiB");
+}

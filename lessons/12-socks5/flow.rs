@@ -5,6 +5,7 @@
 //! holds none.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{setsockopt, shutdown, sockopt, Shutdown};
@@ -15,8 +16,11 @@ use sockets_by_hand::errors::{describe, report};
 /// a single loopback stream ~20 % faster than 128 KiB (make bench-socks); only the pages a
 /// read touched count in RSS.
 pub const RELAY_BUF: usize = 1024 * 1024;
-/// How many free buffers that moved bulk data the pool keeps for reuse after a burst.
+/// How many free buffers that moved bulk data the pool keeps for reuse during a burst.
 const POOL_SPARE: usize = 4;
+/// A bulk buffer not reused for this long is freed: the burst is over, and its resident
+/// megabyte would otherwise stay with an idle relay.
+const SPARE_IDLE: Duration = Duration::from_secs(1);
 /// How many free buffers that only ever held a short message (a handshake, a small
 /// exchange) the pool keeps: each has one resident page, and reusing it saves the mmap,
 /// page fault and munmap of a new 1 MiB buffer per connection (~5 % of the CPU a short
@@ -118,8 +122,8 @@ impl Flow {
 
 /// Relay buffers not in use, kept for the next busy connection: no allocation per read.
 pub struct Pool {
-    /// Buffers that moved bulk data (up to [`POOL_SPARE`]).
-    spare: Vec<Box<[u8]>>,
+    /// Buffers that moved bulk data (up to [`POOL_SPARE`]), and when each came back.
+    spare: Vec<(Box<[u8]>, Instant)>,
     /// Buffers with one touched page (up to [`LIGHT_SPARE`]): most connections' only ones.
     light: Vec<Box<[u8]>>,
 }
@@ -139,11 +143,13 @@ impl Pool {
 
     /// A buffer, and how far into it bytes have been written before.
     fn take(&mut self) -> (Option<Box<[u8]>>, usize) {
+        let now = Instant::now();
+        self.spare.retain(|(_, back)| now - *back < SPARE_IDLE);
         if let Some(buf) = self.light.pop() {
             return (Some(buf), LIGHT);
         }
         match self.spare.pop() {
-            Some(buf) => (Some(buf), RELAY_BUF),
+            Some((buf, _)) => (Some(buf), RELAY_BUF),
             None => (Some(vec![0u8; RELAY_BUF].into_boxed_slice()), 0),
         }
     }
@@ -153,7 +159,7 @@ impl Pool {
         if touched <= LIGHT && self.light.len() < LIGHT_SPARE {
             self.light.push(buf);
         } else if self.spare.len() < POOL_SPARE {
-            self.spare.push(buf);
+            self.spare.push((buf, Instant::now()));
         }
     }
 }
