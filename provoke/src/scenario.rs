@@ -147,14 +147,17 @@ pub fn restart(mistake: Option<&str>) -> Provoked {
     let first = up(start_with("lesson-01", mistake, &args, None)?, "lesson-01")?;
     let mut c = Peer::connect(first.addr).map_err(|e| format!("connect: {e}"))?;
     let hello = c.line();
+    // Wait for the server's EOF before closing: the side that closes first keeps TIME_WAIT,
+    // and it must be the server's.
+    let eof = c.line();
     drop(c);
     let mut first = first;
     let by = Instant::now() + PATIENCE;
     while first.child.try_wait().ok().flatten().is_none() && Instant::now() < by {
         thread::sleep(Duration::from_millis(10));
     }
-    if !matches!(hello, crate::peer::Got::Line(_)) {
-        return Err("the first run sent no hello".into());
+    if !matches!(hello, crate::peer::Got::Line(_)) || eof != crate::peer::Got::Eof {
+        return Err("the first run sent no hello, or did not close".into());
     }
     let did = format!("lesson 01 ran once on port {port} and served a client; run again at once");
     Ok(match start_with("lesson-01", mistake, &args, None)? {
