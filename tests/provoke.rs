@@ -187,8 +187,12 @@ fn broken_server(how: Broken) -> SocketAddr {
                 while let Ok(n @ 1..) = s.read(&mut buf) {
                     match how {
                         Broken::OneReadOneLine => {
-                            let mut reply: Vec<u8> =
-                                buf[..n].iter().rev().filter(|&&b| b != b'\n').copied().collect();
+                            let mut reply: Vec<u8> = buf[..n]
+                                .iter()
+                                .rev()
+                                .filter(|&&b| b != b'\n')
+                                .copied()
+                                .collect();
                             reply.push(b'\n');
                             let _ = s.write_all(&reply);
                         }
@@ -221,7 +225,7 @@ fn split_and_coalesced_catch_one_read_one_line() {
     let addr = broken_server(Broken::OneReadOneLine);
     let (code, line) = provoke(Some(addr), &["split"]);
     assert_eq!(code, 1, "{line}");
-    let (code, line) = provoke(Some(addr), &["coalesced"]);
+    let (code, line) = provoke(Some(addr), &["coalesced", "--patience", "0.5"]);
     assert_eq!(code, 1, "{line}");
     assert!(line.contains("got 1 replies for 5 lines"), "{line}");
     // The line-by-line server passes the same two.
@@ -236,4 +240,125 @@ fn quit_then_junk_catches_a_plain_close() {
     let (code, line) = provoke(Some(addr), &["quit-then-junk", "--tries", "3"]);
     assert_eq!(code, 1, "{line}");
     assert!(line.contains("replies lost"), "{line}");
+}
+
+/// A server like lesson 02 with `leak-fd` once the fd table is full: it answers `room`
+/// clients with a line, keeps every connection (the leak), then accepts no more.
+fn leaking_server(room: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut leaked = Vec::new();
+        for mut s in listener.incoming().map_while(Result::ok).take(room) {
+            let _ = s.write_all(b"Hello there!\n");
+            leaked.push(s);
+        }
+        // Out of fds for good: the listener stays open, nothing is accepted any more.
+        thread::park();
+        drop((leaked, listener));
+    });
+    addr
+}
+
+#[test]
+fn flood_catches_a_server_that_never_recovers() {
+    let (code, line) = provoke(
+        Some(leaking_server(30)),
+        &["flood", "100", "--patience", "0.5"],
+    );
+    assert_eq!(code, 1, "{line}");
+    assert!(
+        line.contains("30 answered") && line.contains("NOT answered"),
+        "{line}"
+    );
+}
+
+/// How a fake SOCKS5 relay written here goes wrong.
+#[derive(Clone, Copy)]
+enum BrokenRelay {
+    /// Answers success before (instead of) connecting: a refused target looks open.
+    SuccessAlways,
+    /// Relays, but an EOF from the client closes both directions.
+    NoHalfClose,
+}
+
+/// A SOCKS5 relay (no auth, IPv4 CONNECT only) with one classic mistake.
+fn broken_relay(how: BrokenRelay) -> SocketAddr {
+    use std::net::{Shutdown, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for mut c in listener.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                let mut greeting = [0u8; 3];
+                let mut request = [0u8; 10];
+                c.read_exact(&mut greeting).unwrap();
+                c.write_all(&[5, 0]).unwrap();
+                c.read_exact(&mut request).unwrap();
+                let [a, b, c3, d] = [request[4], request[5], request[6], request[7]];
+                let port = u16::from_be_bytes([request[8], request[9]]);
+                let ok = [5, 0, 0, 1, 127, 0, 0, 1, 0, 0];
+                let up = match how {
+                    BrokenRelay::SuccessAlways => {
+                        let _ = c.write_all(&ok);
+                        return;
+                    }
+                    BrokenRelay::NoHalfClose => {
+                        TcpStream::connect(SocketAddr::from(([a, b, c3, d], port))).unwrap()
+                    }
+                };
+                c.write_all(&ok).unwrap();
+                let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut up2, &mut c2);
+                });
+                let mut up = up;
+                let _ = std::io::copy(&mut c, &mut up);
+                // The mistake: EOF from the client closes both ways at once.
+                let _ = up.shutdown(Shutdown::Both);
+                let _ = c.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn socks_kinds_catch_a_broken_relay() {
+    let (code, line) = provoke(
+        Some(broken_relay(BrokenRelay::SuccessAlways)),
+        &["socks-refused"],
+    );
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains("reply 0x00"), "{line}");
+    let (code, line) = provoke(
+        Some(broken_relay(BrokenRelay::NoHalfClose)),
+        &["socks-half-close"],
+    );
+    assert_eq!(code, 1, "{line}");
+}
+
+/// Lesson 03 serves one client at a time and lesson 06 spins while idle: their built-in
+/// failures are what `many`, `slowloris` and `idle` report.
+#[test]
+fn serial_and_spinning_lessons_fail_many_slowloris_and_idle() {
+    let serial = Server::start(exe!("lesson-03"), &[]);
+    // A short patience: here a silence is the expected answer.
+    for kind in [
+        &["many", "3", "--patience", "0.5"][..],
+        &["slowloris", "2", "--patience", "0.5"],
+    ] {
+        let (code, line) = provoke(Some(serial.addr), kind);
+        assert_eq!(code, 1, "{line}");
+    }
+    // The spin is measured in CPU ticks; on a machine busy with other tests a second may
+    // give it less of a core, so up to three tries.
+    let spinning = Server::start(exe!("lesson-06"), &[]);
+    let runs: Vec<(i32, String)> = (0..3)
+        .map_while(|_| {
+            let run = provoke(Some(spinning.addr), &["idle", "--seconds", "1"]);
+            (run.0 != 1).then_some(run)
+        })
+        .collect();
+    assert!(runs.len() < 3, "the spin never showed: {runs:?}");
 }

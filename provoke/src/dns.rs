@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use protocols::socks5::{Reply, Target};
 
-use crate::peer::PATIENCE;
+use crate::peer::patience;
 use crate::scenario::{start_with, Started};
 use crate::{socks, Outcome, Provoked};
 
@@ -121,7 +121,7 @@ fn inside(mistake: Option<&str>) -> Provoked {
     // The slow CONNECT runs in a thread; its reply is awaited later.
     let slow =
         thread::spawn(move || socks::connect(proxy, &Target::Domain("slow.test".into(), port)));
-    let by = Instant::now() + PATIENCE;
+    let by = Instant::now() + patience();
     while !asked_slow.load(Ordering::Relaxed) {
         if Instant::now() > by {
             return Err("lesson 12 never asked for slow.test".into());

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::peer::{describe, raise_nofile, reversed, show, Got, Peer, PATIENCE};
+use crate::peer::{describe, patience, raise_nofile, reversed, show, Got, Peer};
 use crate::procs;
 use crate::{Outcome, Provoked};
 
@@ -56,7 +56,7 @@ pub fn split(addr: SocketAddr) -> Provoked {
         // The pause is the provocation (one byte per read at the server), not a wait.
         thread::sleep(Duration::from_millis(3));
     }
-    let (got, end) = p.lines(lines.len(), Instant::now() + PATIENCE);
+    let (got, end) = p.lines(lines.len(), Instant::now() + patience());
     let (ok, said) = judge(&lines, &got, &end);
     Ok(Outcome::new(
         ok,
@@ -76,7 +76,7 @@ pub fn coalesced(addr: SocketAddr, n: usize) -> Provoked {
     let bytes: String = lines.iter().map(|l| format!("{l}\n")).collect();
     p.send(bytes.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
-    let (got, end) = p.lines(n, Instant::now() + PATIENCE);
+    let (got, end) = p.lines(n, Instant::now() + patience());
     let (ok, said) = judge(&lines, &got, &end);
     Ok(Outcome::new(
         ok,
@@ -106,7 +106,7 @@ pub fn quit_then_junk(addr: SocketAddr, tries: usize) -> Provoked {
             let _ = w.shutdown(std::net::Shutdown::Write);
         });
         let _ = writer.join();
-        let (got, end) = p.lines(usize::MAX, Instant::now() + 4 * PATIENCE);
+        let (got, end) = p.lines(usize::MAX, Instant::now() + 4 * patience());
         let got: Vec<u8> = got
             .into_iter()
             .flat_map(|l| l.into_iter().chain([b'\n']))
@@ -141,14 +141,14 @@ pub fn many(addr: SocketAddr, n: usize) -> Provoked {
     for _ in 0..n {
         peers.push(Peer::connect(addr).map_err(|e| format!("connect to {addr}: {e}"))?);
     }
-    // One deadline per phase for all: a serial server does not cost n × PATIENCE.
-    let by = Instant::now() + PATIENCE;
+    // One deadline per phase for all: a serial server does not cost n × patience().
+    let by = Instant::now() + patience();
     let welcomed: Vec<bool> = peers.iter_mut().map(|p| welcome_by(p, by)).collect();
     let mut full = 0;
     for (i, p) in peers.iter_mut().enumerate() {
         let _ = p.send(format!("client {i}\n").as_bytes());
     }
-    let by = Instant::now() + PATIENCE;
+    let by = Instant::now() + patience();
     let mut answered = vec![false; n];
     for (i, p) in peers.iter_mut().enumerate() {
         match p.line_by(by) {
@@ -161,7 +161,7 @@ pub fn many(addr: SocketAddr, n: usize) -> Provoked {
     for p in peers.iter_mut() {
         let _ = p.send(b"q\n");
     }
-    let by = Instant::now() + PATIENCE;
+    let by = Instant::now() + patience();
     let eof = peers
         .iter_mut()
         .zip(&answered)
@@ -216,7 +216,7 @@ pub fn slowloris(addr: SocketAddr, n: usize) -> Provoked {
         Ok(mut p) => p.welcome().is_ok() && p.round_trip("fresh"),
         Err(_) => false,
     };
-    let by = Instant::now() + PATIENCE;
+    let by = Instant::now() + patience();
     let welcomed = slow
         .iter_mut()
         .map(|p| welcome_by(p, by))
@@ -225,7 +225,7 @@ pub fn slowloris(addr: SocketAddr, n: usize) -> Provoked {
     for p in slow.iter_mut() {
         let _ = p.send(b"loris\n");
     }
-    let by = Instant::now() + PATIENCE;
+    let by = Instant::now() + patience();
     let finished = slow
         .iter_mut()
         .map(|p| p.line_by(by) == Got::Line(b"sirolwols".to_vec()))
@@ -247,7 +247,7 @@ pub fn half_close(addr: SocketAddr) -> Provoked {
     p.send(bytes.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     p.half_close().map_err(|e| format!("shutdown: {e}"))?;
-    let (got, end) = p.lines(usize::MAX, Instant::now() + PATIENCE);
+    let (got, end) = p.lines(usize::MAX, Instant::now() + patience());
     let (ok, said) = judge(&lines, &got, &end);
     let ok = ok && end == Got::Eof;
     Ok(Outcome::new(
@@ -304,7 +304,7 @@ pub fn flood(addr: SocketAddr, n: usize) -> Provoked {
             silent += 1;
             break;
         };
-        match p.line_by(Instant::now() + Duration::from_secs(1)) {
+        match p.line_by(Instant::now() + patience() / 3) {
             Got::Line(l) if l.starts_with(b"error:") => refused += 1,
             Got::Line(_) => answered += 1,
             _ => {
@@ -319,11 +319,11 @@ pub fn flood(addr: SocketAddr, n: usize) -> Provoked {
     drop(held);
     let alive = pid.is_none_or(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
     // Once they have left: is a fresh client answered (within a few tries)?
-    let by = Instant::now() + 2 * PATIENCE;
+    let by = Instant::now() + 2 * patience();
     let mut fresh = false;
     while !fresh && Instant::now() < by {
         fresh = Peer::connect(addr).is_ok_and(|mut p| {
-            matches!(p.line_by(Instant::now() + Duration::from_secs(1)), Got::Line(l) if !l.starts_with(b"error:"))
+            matches!(p.line_by(Instant::now() + patience() / 3), Got::Line(l) if !l.starts_with(b"error:"))
         });
     }
     let mut said = format!("opened {opened} connections: {answered} answered");

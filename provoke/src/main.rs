@@ -61,6 +61,10 @@ struct Args {
     #[arg(long, global = true, value_name = "HOST:PORT")]
     to: Option<String>,
 
+    /// Seconds one answer may take before it counts as never (every read has a deadline).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 3.0)]
+    patience: f64,
+
     #[command(subcommand)]
     kind: Kind,
 }
@@ -164,6 +168,7 @@ fn target(to: &Option<String>, default: &str) -> Result<SocketAddr, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    peer::set_patience(args.patience);
     let (name, outcome) = match &args.kind {
         Kind::Restart { mistake } => ("restart", scenario::restart(mistake.as_deref())),
         Kind::Sigpending { mistake, n } => {

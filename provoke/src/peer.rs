@@ -3,12 +3,22 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use protocols::echo::{reverse_into, WELCOME};
 
-/// How long one answer may take before it counts as never.
-pub const PATIENCE: Duration = Duration::from_secs(3);
+/// How long one answer may take before it counts as never, in milliseconds (`--patience`).
+static PATIENCE_MS: AtomicU64 = AtomicU64::new(3000);
+
+pub fn set_patience(seconds: f64) {
+    PATIENCE_MS.store((seconds * 1000.0) as u64, Ordering::Relaxed);
+}
+
+/// How long one answer may take before it counts as never (default 3 s).
+pub fn patience() -> Duration {
+    Duration::from_millis(PATIENCE_MS.load(Ordering::Relaxed).max(1))
+}
 
 /// What waiting for a line ended in.
 #[derive(Debug, PartialEq)]
@@ -26,11 +36,11 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Connects (at most [`PATIENCE`]), with TCP_NODELAY so that every write is a segment.
+    /// Connects (at most [`patience()`]), with TCP_NODELAY so that every write is a segment.
     pub fn connect(addr: SocketAddr) -> io::Result<Peer> {
-        let stream = TcpStream::connect_timeout(&addr, PATIENCE)?;
+        let stream = TcpStream::connect_timeout(&addr, patience())?;
         stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(PATIENCE))?;
+        stream.set_write_timeout(Some(patience()))?;
         Ok(Peer {
             stream,
             buf: Vec::new(),
@@ -67,9 +77,9 @@ impl Peer {
         }
     }
 
-    /// The next line within [`PATIENCE`].
+    /// The next line within [`patience()`].
     pub fn line(&mut self) -> Got {
-        self.line_by(Instant::now() + PATIENCE)
+        self.line_by(Instant::now() + patience())
     }
 
     /// Reads the welcome line; a description of anything else.
@@ -155,7 +165,7 @@ pub fn describe(got: &Got) -> String {
         Got::Line(l) => format!("the line {:?}", show(l)),
         Got::Eof => "EOF".into(),
         Got::Reset => "connection reset".into(),
-        Got::Timeout => format!("nothing within {} s", PATIENCE.as_secs()),
+        Got::Timeout => format!("nothing within {:.1} s", patience().as_secs_f64()),
         Got::Error(kind) => format!("{kind}"),
     }
 }

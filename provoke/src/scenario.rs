@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use protocols::socks5::{Reply, Target};
 
-use crate::peer::{Peer, PATIENCE};
+use crate::peer::{patience, Peer};
 use crate::{echo, socks, Outcome, Provoked};
 
 /// The lesson binaries sit beside this one (a test's copy runs from target/*/deps).
@@ -82,7 +82,7 @@ pub fn start(
             lines.lock().unwrap().push(line);
         }
     });
-    let by = Instant::now() + 4 * PATIENCE;
+    let by = Instant::now() + 4 * patience();
     loop {
         if let Ok(addr) = rx.recv_timeout(Duration::from_millis(20)) {
             let addr = addr
@@ -152,7 +152,7 @@ pub fn restart(mistake: Option<&str>) -> Provoked {
     let eof = c.line();
     drop(c);
     let mut first = first;
-    let by = Instant::now() + PATIENCE;
+    let by = Instant::now() + patience();
     while first.child.try_wait().ok().flatten().is_none() && Instant::now() < by {
         thread::sleep(Duration::from_millis(10));
     }
@@ -215,7 +215,7 @@ impl Redis {
             .spawn()
             .map_err(|e| format!("redis-server (make tools installs it): {e}"))?;
         let redis = Redis(child, port);
-        let by = Instant::now() + PATIENCE;
+        let by = Instant::now() + patience();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > by {
                 return Err("redis-server never answered".into());

@@ -7,15 +7,15 @@ use std::thread;
 
 use protocols::socks5::{client, Reply, Target};
 
-use crate::peer::PATIENCE;
+use crate::peer::patience;
 use crate::{Outcome, Provoked};
 
 /// Greets with "no authentication" and sends a CONNECT to `target`: the reply code, or
 /// what went wrong.
 pub fn connect(proxy: SocketAddr, target: &Target) -> Result<(Reply, TcpStream), String> {
-    let mut s = TcpStream::connect_timeout(&proxy, PATIENCE)
+    let mut s = TcpStream::connect_timeout(&proxy, patience())
         .map_err(|e| format!("connect to {proxy}: {e}"))?;
-    s.set_read_timeout(Some(PATIENCE))
+    s.set_read_timeout(Some(patience()))
         .map_err(|e| e.to_string())?;
     let mut hello = client::greeting(&[0]).expect("one method");
     hello.extend(client::connect_request(target).map_err(|e| format!("{e:?}"))?);
@@ -91,7 +91,7 @@ fn answers_after_eof(len: usize) -> io::Result<(SocketAddr, thread::JoinHandle<(
         let Ok((mut s, _)) = listener.accept() else {
             return (0, false);
         };
-        let _ = s.set_read_timeout(Some(4 * PATIENCE));
+        let _ = s.set_read_timeout(Some(4 * patience()));
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
         let _ = s.write_all(&pattern(len, 0x5A));
@@ -111,7 +111,7 @@ pub fn half_close(proxy: SocketAddr, len: usize) -> Provoked {
             code(rep)
         ));
     }
-    let _ = s.set_read_timeout(Some(4 * PATIENCE));
+    let _ = s.set_read_timeout(Some(4 * patience()));
     let mut w = s.try_clone().map_err(|e| format!("dup: {e}"))?;
     let writer = thread::spawn(move || {
         let sent = w.write_all(&pattern(len, 0xA5)).is_ok();
