@@ -362,3 +362,31 @@ fn serial_and_spinning_lessons_fail_many_slowloris_and_idle() {
         .collect();
     assert!(runs.len() < 3, "the spin never showed: {runs:?}");
 }
+
+/// Every kind `make provoke-NN` runs (the Makefile's PROVOKE_NN lines) is one provoke
+/// knows, with arguments it takes: `provoke KIND ARGS --help` succeeds.
+#[test]
+fn makefile_names_only_real_kinds() {
+    let makefile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Makefile"))
+        .expect("read the Makefile");
+    let mut lessons = 0;
+    for line in makefile.lines() {
+        let Some((name, kinds)) = line.split_once(" := ") else {
+            continue;
+        };
+        if !(name.starts_with("PROVOKE_") && name[8..].bytes().all(|b| b.is_ascii_digit())) {
+            continue;
+        }
+        lessons += 1;
+        for kind in kinds.split_whitespace() {
+            let args: Vec<&str> = kind.split('+').chain(["--help"]).collect();
+            let out = Command::new(provoke_bin()).args(&args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{name}: provoke {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert!(lessons >= 14, "PROVOKE_NN lines for 01–14, found {lessons}");
+}
