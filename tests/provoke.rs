@@ -390,3 +390,18 @@ fn makefile_names_only_real_kinds() {
     }
     assert!(lessons >= 14, "PROVOKE_NN lines for 01–14, found {lessons}");
 }
+
+/// `many --max-threads`: lesson 05 with --max-clients 10 tells the rest "server full" and
+/// passes; the same lesson allowed 100 (a stand-in for no limit at all) runs a thread per
+/// client and is caught.
+#[test]
+fn many_catches_a_thread_per_client_without_a_limit() {
+    let bounded = Server::start(exe!("lesson-05"), &["--max-clients", "10"]);
+    let (code, line) = provoke(Some(bounded.addr), &["many", "20", "--max-threads", "11"]);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.contains("10 told the server is full"), "{line}");
+    let unbounded = Server::start(exe!("lesson-05"), &["--max-clients", "100"]);
+    let (code, line) = provoke(Some(unbounded.addr), &["many", "20", "--max-threads", "11"]);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains("21 threads"), "{line}");
+}

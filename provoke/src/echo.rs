@@ -133,8 +133,8 @@ pub fn quit_then_junk(addr: SocketAddr, tries: usize) -> Provoked {
 }
 
 /// `n` clients at once; each sends a line; all send q at once; each must read its reply
-/// and then EOF. Then the server's zombie children, if /proc shows the server.
-pub fn many(addr: SocketAddr, n: usize) -> Provoked {
+/// and then EOF. Then the server's zombie children and threads, if /proc shows the server.
+pub fn many(addr: SocketAddr, n: usize, max_threads: Option<usize>) -> Provoked {
     raise_nofile();
     let pid = procs::server_pid(addr);
     let mut peers = Vec::new();
@@ -143,18 +143,24 @@ pub fn many(addr: SocketAddr, n: usize) -> Provoked {
     }
     // One deadline per phase for all: a serial server does not cost n × patience().
     let by = Instant::now() + patience();
-    let welcomed: Vec<bool> = peers.iter_mut().map(|p| welcome_by(p, by)).collect();
-    let mut full = 0;
+    // The first line: the welcome, or a polite "error: server full" (then EOF).
+    let first: Vec<Got> = peers.iter_mut().map(|p| p.line_by(by)).collect();
+    let is_full = |g: &Got| matches!(g, Got::Line(l) if l.starts_with(b"error: server full"));
+    let welcomed: Vec<bool> = first
+        .iter()
+        .map(|g| matches!(g, Got::Line(l) if l == b"Welcome buddy!"))
+        .collect();
+    let full = first.iter().filter(|g| is_full(g)).count();
     for (i, p) in peers.iter_mut().enumerate() {
-        let _ = p.send(format!("client {i}\n").as_bytes());
+        if !is_full(&first[i]) {
+            let _ = p.send(format!("client {i}\n").as_bytes());
+        }
     }
     let by = Instant::now() + patience();
     let mut answered = vec![false; n];
     for (i, p) in peers.iter_mut().enumerate() {
-        match p.line_by(by) {
-            Got::Line(l) if l == reversed(format!("client {i}").as_bytes()) => answered[i] = true,
-            Got::Line(l) if l.starts_with(b"error: server full") => full += 1,
-            _ => {}
+        if !is_full(&first[i]) {
+            answered[i] = p.line_by(by) == Got::Line(reversed(format!("client {i}").as_bytes()));
         }
     }
     let threads = pid.map(procs::threads).unwrap_or(0);
@@ -182,6 +188,10 @@ pub fn many(addr: SocketAddr, n: usize) -> Provoked {
     if let Some(pid) = pid {
         if threads > 1 {
             said += &format!("; the server ran {threads} threads");
+        }
+        if let Some(max) = max_threads.filter(|&m| threads > m) {
+            said += &format!(" (more than {max}: a thread per client, no limit)");
+            ok = false;
         }
         // Children exit as their clients leave: give the reaper a moment, then count.
         let by = Instant::now() + Duration::from_secs(2);

@@ -89,6 +89,10 @@ enum Kind {
     Many {
         #[arg(default_value_t = 20)]
         n: usize,
+        /// Also a failure: the server ran more threads than this with the N clients on
+        /// (a thread per client without a limit).
+        #[arg(long, value_name = "M")]
+        max_threads: Option<usize>,
     },
     /// N clients send half a line and dawdle: a fresh client must still be served, and the
     /// slow ones answered when their lines end.
@@ -200,7 +204,7 @@ fn main() -> ExitCode {
                 Kind::QuitThenJunk { tries } => {
                     ("quit-then-junk", echo::quit_then_junk(addr, *tries))
                 }
-                Kind::Many { n } => ("many", echo::many(addr, *n)),
+                Kind::Many { n, max_threads } => ("many", echo::many(addr, *n, *max_threads)),
                 Kind::Slowloris { n } => ("slowloris", echo::slowloris(addr, *n)),
                 Kind::HalfClose => ("half-close", echo::half_close(addr)),
                 Kind::Rst { n } => ("rst", echo::rst(addr, *n)),

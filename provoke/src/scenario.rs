@@ -194,7 +194,7 @@ pub fn sigpending(mistake: Option<&str>, n: usize) -> Provoked {
         start_with("lesson-09", mistake, &["-p", "0"], Some(low_sigpending))?,
         "lesson-09",
     )?;
-    let o = echo::many(lesson.addr, n)?;
+    let o = echo::many(lesson.addr, n, None)?;
     Ok(Outcome::new(
         o.ok,
         format!("lesson 09 under RLIMIT_SIGPENDING 8: {}", o.line),
