@@ -3,6 +3,7 @@
 #   make lesson-NN [ARGS="..."]   build (release) and run lesson NN
 #   make trace-NN  [ARGS="..."]   the same under strace, from the lesson's first socket()
 #   make step-NN   [ARGS="..."] [STEP="..."]   the same under the stepper, one call per Enter
+#   make provoke-NN [ADDR=host:port] [MISTAKE=NAME]   provoke lesson NN's classic mistakes
 #   make test                     install the tools the tests need, then run every test
 #   make lint                     cargo fmt --check and clippy -D warnings
 #   make compare [QUICK=1]        the I/O models side by side (target/compare/report.*)
@@ -50,6 +51,28 @@ NETWORK_CALLS := socket,socketpair,connect,accept,accept4,sendto,recvfrom,sendms
 step_calls = $(subst %network,$(NETWORK_CALLS),$(call trace_filter,$(1)))
 STEP ?=
 
+# The provocations that fit each lesson's mistakes (provoke/: `provoke --help`), run by
+# `make provoke-NN` against the lesson running at ADDR (default: its default port), one
+# line each. A '+' joins a kind and its arguments. The scenarios (restart, sigpending,
+# blocking-dns, fail-open) start the lesson themselves, with --mistake $(MISTAKE) if set.
+PROVOKE_01 := restart
+PROVOKE_02 := flood+1200
+PROVOKE_03 := split coalesced quit-then-junk
+PROVOKE_04 := many+20
+PROVOKE_05 := many+1100+--max-threads+1001
+PROVOKE_06 := split slowloris+10 coalesced
+PROVOKE_07 := flood+1100
+PROVOKE_08 := many+50 coalesced
+PROVOKE_09 := sigpending
+PROVOKE_10 := many+20 slow-reader idle
+PROVOKE_11 := coalesced+50 many+50
+PROVOKE_12 := blocking-dns socks-refused socks-half-close
+PROVOKE_13 := fail-open
+PROVOKE_14 := socks-half-close+--bytes+20000000
+PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open
+ADDR    ?=
+MISTAKE ?=
+
 .DEFAULT_GOAL := help
 .PHONY: help test lint tools build compare bench-socks fuzz soak
 
@@ -64,6 +87,7 @@ help:
 	@echo
 	@echo "  make trace-NN    run lesson NN under strace (make trace-03)"
 	@echo "  make step-NN     step through lesson NN's system calls, one per Enter (make step-01)"
+	@echo "  make provoke-NN  provoke lesson NN's classic mistake: run it with --mistake NAME first"
 	@echo "  make test        install strace, nc, curl, redis-server if missing; run every test"
 	@echo "  make lint        cargo fmt --check and cargo clippy -D warnings"
 	@echo "  make compare     the I/O models side by side (QUICK=1: under a minute)"
@@ -98,6 +122,21 @@ step-%:
 	@test -n "$(call lesson_file,$*)" || { echo "no lesson $* (make help lists them)" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) -p sockets-by-hand --bin lesson-$* -p step --bin step
 	$(BIN_DIR)/step --only $(call step_calls,$*) $(STEP) -- $(BIN_DIR)/lesson-$* $(ARGS)
+
+# Builds the provoke client (and the lesson, which the scenarios start themselves), then
+# runs PROVOKE_NN's kinds one by one; fails if any of them saw the failure.
+provoke-%:
+	@test -n "$(PROVOKE_$*)" || { echo "no provocation for lesson $* (make help lists them)" >&2; exit 2; }
+	@$(CARGO) build -q $(CARGO_PROFILE) -p provoke --bin provoke \
+	  $(if $(call lesson_file,$*),-p sockets-by-hand --bin lesson-$*)
+	@status=0; for k in $(PROVOKE_$*); do \
+	  kind=$${k%%+*}; \
+	  case " $(PROVOKE_SCENARIOS) " in \
+	    *" $$kind "*) extra="$(if $(MISTAKE),--mistake $(MISTAKE))" ;; \
+	    *) extra="$(if $(ADDR),--to $(ADDR))" ;; \
+	  esac; \
+	  $(BIN_DIR)/provoke $$(echo $$k | tr + ' ') $$extra || status=1; \
+	done; exit $$status
 
 tools:
 	@scripts/ensure-tools.sh
