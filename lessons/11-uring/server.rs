@@ -16,7 +16,7 @@ use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report};
 use sockets_by_hand::{net, say, stop};
 
-use crate::RING_ENTRIES;
+use crate::{mistake, Mistake, RING_ENTRIES};
 
 /// The most one send takes from a client's pending replies.
 const SEND_CHUNK: usize = 64 * 1024;
@@ -88,6 +88,8 @@ pub struct Server {
     /// Completions of one round, (user_data, result); allocated once.
     done: Vec<(u64, i32)>,
     served: u64,
+    /// `--mistake reuse-buffer` only: the one recv buffer every client's recv points into.
+    shared_recv: Box<[u8]>,
     /// Ctrl-C came: no more accepts, and the loop ends once every client is closed.
     stopping: bool,
     open_at_stop: usize,
@@ -116,6 +118,10 @@ impl Server {
             retry_after: Box::new(types::Timespec::from(RETRY)),
             done: Vec::with_capacity(2 * RING_ENTRIES as usize),
             served: 0,
+            shared_recv: match mistake(Mistake::ReuseBuffer) {
+                true => vec![0; READ_CHUNK].into_boxed_slice(),
+                false => Box::default(),
+            },
             stopping: false,
             open_at_stop: 0,
         }
@@ -305,6 +311,11 @@ impl Server {
                 client.recv_in_flight = false;
                 match result {
                     0 => client.conn.peer_closed(),
+                    n if n > 0 && mistake(Mistake::ReuseBuffer) => {
+                        // The mistake's shared buffer holds whichever recv of this batch
+                        // landed last, not necessarily this client's bytes.
+                        client.conn.received(&self.shared_recv[..n as usize]);
+                    }
                     n if n > 0 => {
                         client.conn.received(&client.recv_buf[..n as usize]);
                     }
@@ -378,7 +389,15 @@ impl Server {
             }
             if !client.recv_in_flight && client.conn.wants_read() {
                 // Submit a recv into this client's buffer; it completes when bytes arrive.
-                let buf = client.recv_buf.as_mut_ptr();
+                let mut buf = client.recv_buf.as_mut_ptr();
+                if mistake(Mistake::ReuseBuffer) {
+                    // The mistake: one buffer for all, handed to the kernel again while
+                    // other recvs still own it. Memory stays safe (a plain byte array alive
+                    // as long as the server; the kernel fills it inside our io_uring_enter,
+                    // never while we read it), but every recv of a batch writes over the
+                    // others' bytes: clients get answers to other clients' lines.
+                    buf = self.shared_recv.as_mut_ptr();
+                }
                 let entry =
                     opcode::Recv::new(types::Fd(client.fd.as_raw_fd()), buf, READ_CHUNK as u32)
                         .build()
