@@ -43,7 +43,25 @@ fn start(exe: &str, name: &'static str, on: bool) -> Server {
 fn while_stopped<T>(pid: u32, during: impl FnOnce() -> T) -> T {
     signal(pid, libc::SIGSTOP);
     wait_for("the server to stop", DEADLINE, || {
-        matches!(proc_state(pid), Some('T' | 't')).then_some(())
+        (proc_state(pid) == Some('T')).then_some(())
+    });
+    let value = during();
+    signal(pid, libc::SIGCONT);
+    value
+}
+
+/// The same for a lesson under strace, where state `t` may be a mere syscall stop: it
+/// waits for strace to write that the group stop happened.
+fn while_stopped_traced<T>(traced: &Traced, during: impl FnOnce() -> T) -> T {
+    let stops = || {
+        let text = std::fs::read_to_string(&traced.path).unwrap_or_default();
+        text.matches("stopped by SIGSTOP").count()
+    };
+    let before = stops();
+    let pid = traced.lesson_pid();
+    signal(pid, libc::SIGSTOP);
+    wait_for("the traced server to stop", DEADLINE, || {
+        (stops() > before && proc_state(pid) == Some('t')).then_some(())
     });
     let value = during();
     signal(pid, libc::SIGCONT);
@@ -261,7 +279,6 @@ fn lesson_07_no_fdsetsize_check_kills_the_server_for_everyone() {
 /// removed and another was ready too, ready clients the loop never touched in that round).
 fn lesson_08_skips(on: bool) -> (usize, usize) {
     let traced = Traced::start(exe!("lesson-08"), &args("skip-after-remove", on));
-    let pid = traced.lesson_pid();
     let addr = traced.server.addr;
     let welcome = |peer: &mut Peer| assert_eq!(peer.line().as_deref(), Some("Welcome buddy!"));
     let mut peers: Vec<Peer> = (0..4).map(|_| Peer::connect(addr)).collect();
@@ -270,7 +287,7 @@ fn lesson_08_skips(on: bool) -> (usize, usize) {
         // While the server is stopped: the oldest client closes and the newest sends a
         // line, so one poll reports both.
         let oldest = peers.remove(0);
-        while_stopped(pid, || {
+        while_stopped_traced(&traced, || {
             drop(oldest);
             peers
                 .last_mut()
