@@ -509,6 +509,50 @@ fn lesson_10_epollout_always_spins_with_an_idle_client() {
     assert!(ticks <= 3, "without the mistake: {ticks} ticks in 1 s idle");
 }
 
+/// One client sends 1,024 lines (64 KiB, which the socket buffers take at once) while
+/// the server is stopped, then reads the replies: how many never came.
+fn lesson_10_unanswered_lines(on: bool) -> usize {
+    const LINES: usize = 1024;
+    let server = start(exe!("lesson-10"), "edge-triggered", on);
+    let mut peer = Peer::connect(server.addr);
+    assert_eq!(peer.line().as_deref(), Some("Welcome buddy!"));
+    let line = format!("{}\n", "e".repeat(63));
+    let mut writer = peer.stream.try_clone().unwrap();
+    // A thread of their own all the same: were the buffers smaller, the writes would
+    // block while the server is stopped, and the wait below would say so.
+    let sender = std::thread::spawn(move || {
+        for _ in 0..LINES {
+            writer.write_all(line.as_bytes()).unwrap();
+        }
+    });
+    while_stopped(server.pid(), || {
+        wait_for("all lines handed to the kernel", DEADLINE, || {
+            sender.is_finished().then_some(())
+        });
+    });
+    sender.join().unwrap();
+    peer.stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut answered = 0;
+    while answered < LINES && peer.line().is_some() {
+        answered += 1;
+    }
+    eprintln!("lesson 10, edge triggered {on}: {answered} of {LINES} lines answered");
+    LINES - answered
+}
+
+#[test]
+fn lesson_10_edge_triggered_with_one_read_per_event_leaves_lines_unanswered() {
+    let unanswered = lesson_10_unanswered_lines(true);
+    assert!(
+        unanswered >= 1,
+        "with the mistake: {unanswered} lines unanswered"
+    );
+    let unanswered = lesson_10_unanswered_lines(false);
+    assert_eq!(unanswered, 0, "without the mistake every line is answered");
+}
+
 // ---------------------------------------------------------------------------------------
 // 11 reuse-buffer
 // ---------------------------------------------------------------------------------------

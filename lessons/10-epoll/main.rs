@@ -36,6 +36,8 @@ sockets_by_hand::mistakes! {
     BlockingHandler,
     /// EPOLLOUT watched always: level-triggered epoll_wait returns at once, 100 % CPU
     EpolloutAlways,
+    /// EPOLLET, but one read per wake-up: the bytes left behind raise no new event; hangs
+    EdgeTriggered,
 }
 
 #[derive(Parser)]
