@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::single_thread::{nofile_command, rounds};
+use common::single_thread::nofile_command;
 use common::{cpu_ticks, proc_state, server_command, wait_for, Server, Traced, DEADLINE};
 
 /// `exe -p 0`, plus `--mistake NAME` when `mistake` is on.
@@ -274,19 +274,22 @@ fn lesson_07_no_fdsetsize_check_kills_the_server_for_everyone() {
 // 08 skip-after-remove
 // ---------------------------------------------------------------------------------------
 
-/// Rounds in which the oldest client leaves while the newest (the last pollfd, which
-/// swap_remove moves into the hole) has a line waiting. Returns (rounds where a client was
-/// removed and another was ready too, ready clients the loop never touched in that round).
+/// Five times: the oldest client leaves while the newest (the last pollfd, which
+/// swap_remove moves into the hole) has a line waiting. Returns (times the loop served the
+/// two in that order, times a poll came between the leaver's close and the newest's read:
+/// the newest was skipped for a round).
 fn lesson_08_skips(on: bool) -> (usize, usize) {
     let traced = Traced::start(exe!("lesson-08"), &args("skip-after-remove", on));
     let addr = traced.server.addr;
     let welcome = |peer: &mut Peer| assert_eq!(peer.line().as_deref(), Some("Welcome buddy!"));
     let mut peers: Vec<Peer> = (0..4).map(|_| Peer::connect(addr)).collect();
     peers.iter_mut().for_each(welcome);
+    let mut leavers = Vec::new();
     for attempt in 0..5 {
         // While the server is stopped: the oldest client closes and the newest sends a
         // line, so one poll reports both.
         let oldest = peers.remove(0);
+        leavers.push(oldest.stream.local_addr().unwrap());
         while_stopped_traced(&traced, || {
             drop(oldest);
             peers
@@ -301,38 +304,45 @@ fn lesson_08_skips(on: bool) -> (usize, usize) {
         peers.push(fresh);
     }
     let trace = traced.stop(libc::SIGINT);
-    let rounds = rounds(&trace, &["poll"]);
-    let (mut removals, mut skipped) = (0, 0);
-    // The last round is Ctrl-C's: the loop ends without serving anybody.
-    for round in &rounds[..rounds.len().saturating_sub(1)] {
-        if round.closes > 0 && round.ready.len() > 1 {
-            removals += 1;
-        }
-        skipped += round
-            .ready
+    let lines = trace.lines();
+    let (mut in_order, mut skipped) = (0, 0);
+    for (attempt, leaver) in leavers.iter().enumerate() {
+        // close(7<TCP:[127.0.0.1:PORT->LEAVER]>), then read(9<...>, "n0\n", ...).
+        let closed = format!("->{leaver}]");
+        let line = format!("\"n{attempt}\\n\"");
+        let call = |l: &str, name: &str| common::syscall_of(l).as_deref() == Some(name);
+        let close = lines
             .iter()
-            .filter(|fd| !round.touched.contains(fd))
-            .count();
+            .position(|l| call(l, "close") && l.contains(&closed));
+        let read = lines
+            .iter()
+            .position(|l| call(l, "read") && l.contains(&line));
+        if let (Some(close), Some(read)) = (close, read) {
+            if close < read {
+                in_order += 1;
+                skipped += usize::from(lines[close..read].iter().any(|l| call(l, "poll")));
+            }
+        }
     }
-    eprintln!("lesson 08, mistake {on}: {removals} removal rounds, {skipped} skipped");
-    (removals, skipped)
+    eprintln!("lesson 08, mistake {on}: {in_order} leaver-then-newest, {skipped} skipped");
+    (in_order, skipped)
 }
 
 #[test]
 fn lesson_08_skip_after_remove_leaves_a_ready_client_for_the_next_round() {
-    let (removals, skipped) = lesson_08_skips(true);
+    let (in_order, skipped) = lesson_08_skips(true);
     assert!(
-        removals >= 1,
-        "the scenario happened: {removals} removal rounds"
+        in_order >= 1,
+        "the scenario happened: {in_order} of 5 times"
     );
     assert!(
         skipped >= 1,
-        "with the mistake a ready client is skipped: {skipped} skipped in {removals} rounds"
+        "with the mistake the newest client is skipped: {skipped} of {in_order} times"
     );
-    let (removals, skipped) = lesson_08_skips(false);
+    let (in_order, skipped) = lesson_08_skips(false);
     assert!(
-        removals >= 1,
-        "the scenario happened: {removals} removal rounds"
+        in_order >= 1,
+        "the scenario happened: {in_order} of 5 times"
     );
     assert_eq!(skipped, 0, "without the mistake nobody is skipped");
 }

@@ -118,9 +118,10 @@ impl Server {
             retry_after: Box::new(types::Timespec::from(RETRY)),
             done: Vec::with_capacity(2 * RING_ENTRIES as usize),
             served: 0,
-            shared_recv: match mistake(Mistake::ReuseBuffer) {
-                true => vec![0; READ_CHUNK].into_boxed_slice(),
-                false => Box::default(),
+            shared_recv: if mistake(Mistake::ReuseBuffer) {
+                vec![0; READ_CHUNK].into_boxed_slice()
+            } else {
+                Box::default()
             },
             stopping: false,
             open_at_stop: 0,
@@ -179,7 +180,8 @@ impl Server {
         loop {
             // SAFETY: every buffer an entry points to (a client's recv_buf or send_buf,
             // a PeerAddr, the Timespec) is a heap allocation owned by `self`, neither freed,
-            // moved nor touched until that entry's completion has been taken.
+            // moved nor touched until that entry's completion has been taken (except the
+            // bytes of --mistake reuse-buffer's shared buffer: see `drive`).
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
