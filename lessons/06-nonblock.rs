@@ -7,7 +7,8 @@
 //! connected. Ctrl-C closes every client, prints a summary and exits 0.
 //!
 //! Classic failure: busy polling. `top` shows the loop at 100 % of a core while idle;
-//! `--nap MICROS` trades that CPU for latency, and no setting is good.
+//! `--nap MICROS` trades that CPU for latency, and no setting is good. `--mistake no-eagain`
+//! shows the newcomer's mistake: EAGAIN taken for an error, and every idle client dropped.
 //! More: docs/lessons/06-nonblock.md
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -27,10 +28,16 @@ use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{report, OrDie};
 use sockets_by_hand::lesson;
-use sockets_by_hand::net;
+use sockets_by_hand::{mistake, net};
 use sockets_by_hand::{say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+sockets_by_hand::mistakes! {
+    /// EAGAIN treated as an error: every client with nothing to say yet is dropped
+    NoEagain,
+}
+use Mistake::*;
 
 #[derive(Parser)]
 struct Args {
@@ -40,6 +47,10 @@ struct Args {
     /// Sleep this many microseconds between rounds: less CPU, slower replies.
     #[arg(long, value_name = "MICROS")]
     nap: Option<u64>,
+
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
 }
 
 fn main() {
@@ -72,7 +83,10 @@ fn main() {
             .to_string(),
         Some(nap) => format!("naps {nap:?} between rounds: less CPU, replies up to {nap:?} later"),
     };
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
+    let mut notes = vec![note.as_str()];
+    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
+    notes.extend(wrong.as_deref());
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
 
     let mut clients: Clients = Clients::new();
     let mut buf = vec![0u8; READ_CHUNK];
@@ -148,7 +162,9 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
             Ok(n) => {
                 client.conn.received(&buf[..n]);
             }
-            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            // EAGAIN only means "nothing yet". The mistake lets it fall through to the
+            // error arm: the client is dropped for not having typed fast enough.
+            Err(Errno::EAGAIN | Errno::EINTR) if !mistake(NoEagain) => {}
             Err(errno) => return Some(Ending::Failed("read", errno)),
         }
     }

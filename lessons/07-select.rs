@@ -8,7 +8,8 @@
 //! exits 0.
 //!
 //! Classic failure: the FD_SETSIZE (1024) wall. C's FD_SET past it corrupts memory; here a
-//! client on fd ≥ 1024 is told `error: server full (FD_SETSIZE)` and closed.
+//! client on fd ≥ 1024 is told `error: server full (FD_SETSIZE)` and closed;
+//! `--mistake no-fdsetsize-check` drops that check, and the server dies for everyone.
 //! More: docs/lessons/07-select.md
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -28,10 +29,15 @@ use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
 use sockets_by_hand::lesson;
-use sockets_by_hand::net;
+use sockets_by_hand::{mistake, net};
 use sockets_by_hand::{say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+sockets_by_hand::mistakes! {
+    /// no FD_SETSIZE check: a client on fd 1024 makes FdSet::insert panic; everyone is cut off
+    NoFdsetsizeCheck,
+}
 
 /// What a client on an fd select cannot watch is told before it is closed.
 const FULL: &[u8] = b"error: server full (FD_SETSIZE)\n";
@@ -40,6 +46,10 @@ const FULL: &[u8] = b"error: server full (FD_SETSIZE)\n";
 struct Args {
     #[command(flatten)]
     listen: Listen,
+
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
 }
 
 fn main() {
@@ -64,7 +74,10 @@ fn main() {
     let note = format!(
         "select watches fds below FD_SETSIZE = {FD_SETSIZE}; clients on higher fds are refused"
     );
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
+    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
+    let mut notes = vec![note.as_str()];
+    notes.extend(wrong.as_deref());
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
 
     let mut clients: Clients = Clients::new();
     let mut buf = vec![0u8; READ_CHUNK];
@@ -157,8 +170,10 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients) -> u64 {
         let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd());
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
         // The FD_SETSIZE wall: no fd_set can hold this fd (nix's FdSet::insert would
-        // panic), so write(2) the refusal, close(2), and never let it near a set.
-        if fd.as_raw_fd() >= FD_SETSIZE as RawFd {
+        // panic), so write(2) the refusal, close(2), and never let it near a set. The
+        // mistake skips the check: C's FD_SET would then write past the set, corrupting
+        // memory; nix panics instead, and the server dies (the one mistake meant to die).
+        if fd.as_raw_fd() >= FD_SETSIZE as RawFd && !mistake(Mistake::NoFdsetsizeCheck) {
             if let Err(errno) = write(&fd, FULL) {
                 report("write", errno);
             }

@@ -9,6 +9,7 @@
 //!
 //! Classic failure: every poll hands the kernel the whole array and the loop walks it
 //! after, O(clients) per wake-up, busy or idle (lesson 10's epoll fixes that).
+//! `--mistake skip-after-remove` steps past a removed entry: Beej's skipped client.
 //! More: docs/lessons/08-poll.md
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -27,15 +28,24 @@ use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
 use sockets_by_hand::lesson;
-use sockets_by_hand::{limits, net};
+use sockets_by_hand::{limits, mistake, net};
 use sockets_by_hand::{say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+sockets_by_hand::mistakes! {
+    /// i += 1 after a swap_remove: the client moved into the hole is skipped for a round
+    SkipAfterRemove,
+}
 
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     listen: Listen,
+
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
 }
 
 fn main() {
@@ -60,7 +70,10 @@ fn main() {
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&nofile]);
+    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
+    let mut notes = vec![nofile.as_str()];
+    notes.extend(wrong.as_deref());
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
 
     let mut clients: Clients = Clients::new();
     let mut buf = vec![0u8; READ_CHUNK];
@@ -127,6 +140,11 @@ fn main() {
                     // into slot i, so i stays: stepping past it would skip it this round.
                     pollfds.swap_remove(i);
                     drop_client(&mut clients, fd, ending);
+                    // The mistake steps on anyway, as a `for` loop would: the moved
+                    // client's ready event waits for the next poll.
+                    if mistake(Mistake::SkipAfterRemove) {
+                        i += 1;
+                    }
                 }
             }
         }

@@ -8,7 +8,8 @@
 //!
 //! Classic failure: the real-time signal queue is finite. When it overflows the kernel sends
 //! one plain SIGIO that names nothing, and the server must rescan every fd: try
-//! `prlimit --sigpending=8 target/release/lesson-09` with many clients at once.
+//! `prlimit --sigpending=8 target/release/lesson-09` with many clients at once, and add
+//! `--mistake no-rescan` to see the clients whose signals were lost hang.
 //! More: docs/lessons/09-sigio.md
 
 use std::mem::MaybeUninit;
@@ -30,14 +31,23 @@ use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
 use sockets_by_hand::lesson;
-use sockets_by_hand::{net, say, stop};
+use sockets_by_hand::{mistake, net, say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+sockets_by_hand::mistakes! {
+    /// SIGIO without the rescan: the events lost when the signal queue overflowed stay lost
+    NoRescan,
+}
 
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     listen: Listen,
+
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
 }
 
 fn main() {
@@ -83,7 +93,10 @@ fn main() {
     // A pipe supports signal-driven I/O too: Ctrl-C's byte raises the same signal.
     signal_me(&stop, rtsig).or_die("fcntl");
     let note = format!("signals: SIGRTMIN ({rtsig}) per event, SIGIO on queue overflow");
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
+    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
+    let mut notes = vec![note.as_str()];
+    notes.extend(wrong.as_deref());
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
 
     let mut server = Server {
         listener,
@@ -173,6 +186,10 @@ impl Server {
                 // SAFETY: the kernel filled in a SIGPOLL-style siginfo for F_SETSIG signals.
                 let fd = unsafe { (*info.as_ptr().cast::<SigPollInfo>()).si_fd };
                 self.ready(fd);
+            } else if mistake(Mistake::NoRescan) {
+                // The mistake: SIGIO taken for one more event with nothing to do. The
+                // clients whose signals did not fit in the queue are never served.
+                say!("signal queue overflowed (SIGIO): ignored");
             } else {
                 // Plain SIGIO: the real-time queue was full and events were lost. Which
                 // fds? The signal does not say: look at all of them.

@@ -9,11 +9,13 @@
 //! closes every client, prints a summary and exits 0.
 //!
 //! Classic failure: one thread serves everybody, so a handler that blocks (a sleep, a DNS
-//! lookup, a slow disk) stalls every client at once. More: docs/lessons/10-epoll.md
+//! lookup, a slow disk) stalls every client at once: see `--mistake blocking-handler`.
+//! More: docs/lessons/10-epoll.md
 
 mod reactor;
 
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use clap::Parser;
 use nix::sys::socket::{
@@ -25,14 +27,27 @@ use reactor::{Connection, Handler, Reactor};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::OrDie;
-use sockets_by_hand::{lesson, limits, net, say, stop};
+use sockets_by_hand::{lesson, limits, mistake, net, say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+sockets_by_hand::mistakes! {
+    /// the handler sleeps 1 s per read (a slow lookup): every other client waits with it
+    BlockingHandler,
+    /// EPOLLOUT watched always: level-triggered epoll_wait returns at once, 100 % CPU
+    EpolloutAlways,
+    /// EPOLLET, but one read per wake-up: the bytes left behind raise no new event; hangs
+    EdgeTriggered,
+}
 
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     listen: Listen,
+
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
 }
 
 fn main() {
@@ -57,7 +72,10 @@ fn main() {
     // A long backlog: thousands of clients may connect within one loop turn.
     listen(&listener, Backlog::new(4096).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&nofile]);
+    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
+    let mut notes = vec![nofile.as_str()];
+    notes.extend(wrong.as_deref());
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
 
     // EM.start_server bind, port, EchoHandler
     Reactor::<EchoHandler>::new(&LESSON, listener, stop).run()
@@ -80,6 +98,11 @@ impl Handler for EchoHandler {
     }
 
     fn receive_data(&mut self, conn: &mut Connection, data: &[u8]) {
+        if mistake(Mistake::BlockingHandler) {
+            // The mistake: a blocking call in a handler (a sleep here; a DNS lookup or a slow
+            // disk in real life). The loop runs nothing else meanwhile: no client is served.
+            std::thread::sleep(Duration::from_secs(1));
+        }
         self.replies.clear(); // keeps its capacity: no allocation per line
         let status = self.echo.feed(data, &mut self.replies);
         conn.send_data(&self.replies);

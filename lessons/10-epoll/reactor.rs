@@ -17,6 +17,8 @@ use sockets_by_hand::errors::{fatal, report, OrDie};
 use sockets_by_hand::outbuf::OutBuf;
 use sockets_by_hand::{net, say, stop};
 
+use crate::{mistake, Mistake};
+
 /// What an application implements; one value per connection (EM mixes the module into a
 /// fresh Connection object for every client).
 pub trait Handler: Default {
@@ -84,8 +86,15 @@ impl Connection {
         if lingering || self.closing == Closing::No && self.out.len() < HIGH_WATER {
             events |= EpollFlags::EPOLLIN;
         }
-        if !self.out.is_empty() {
+        // The mistake watches EPOLLOUT always: an idle socket is always writable, so
+        // level-triggered epoll_wait returns at once, forever: a spin at 100 % CPU.
+        if !self.out.is_empty() || mistake(Mistake::EpolloutAlways) {
             events |= EpollFlags::EPOLLOUT;
+        }
+        // The mistake asks for edge-triggered events and still reads one chunk per
+        // wake-up: what is left in the socket raises no new edge, and the client waits.
+        if mistake(Mistake::EdgeTriggered) {
+            events |= EpollFlags::EPOLLET;
         }
         events
     }

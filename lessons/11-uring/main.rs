@@ -9,7 +9,8 @@
 //!
 //! Classic failure: a buffer belongs to the kernel from submission to completion; reusing,
 //! growing or freeing it in between corrupts memory, and so does closing an fd with
-//! operations in flight. Completions come in any order. More: docs/lessons/11-uring.md
+//! operations in flight (`--mistake reuse-buffer` shares one recv buffer: replies go to the
+//! wrong clients). Completions come in any order. More: docs/lessons/11-uring.md
 
 mod server;
 
@@ -25,14 +26,23 @@ use nix::sys::socket::{
 use server::Server;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::{lesson, net, say, stop};
+use sockets_by_hand::{lesson, mistake, net, say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+sockets_by_hand::mistakes! {
+    /// one recv buffer for every client, reused while the kernel still owns it: lines get mixed up
+    ReuseBuffer,
+}
 
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     listen: Listen,
+
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
 }
 
 /// Submission queue entries (the completion queue gets twice as many).
@@ -70,7 +80,9 @@ fn main() {
             _ => Err(err),
         })
         .unwrap_or_else(|err| no_uring(err));
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
+    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
+    let notes: Vec<&str> = wrong.as_deref().into_iter().collect();
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
 
     Server::new(&LESSON, ring, listener, stop).serve()
 }

@@ -16,7 +16,7 @@ use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report};
 use sockets_by_hand::{net, say, stop};
 
-use crate::RING_ENTRIES;
+use crate::{mistake, Mistake, RING_ENTRIES};
 
 /// The most one send takes from a client's pending replies.
 const SEND_CHUNK: usize = 64 * 1024;
@@ -88,6 +88,8 @@ pub struct Server {
     /// Completions of one round, (user_data, result); allocated once.
     done: Vec<(u64, i32)>,
     served: u64,
+    /// `--mistake reuse-buffer` only: the one recv buffer every client's recv points into.
+    shared_recv: Box<[u8]>,
     /// Ctrl-C came: no more accepts, and the loop ends once every client is closed.
     stopping: bool,
     open_at_stop: usize,
@@ -116,6 +118,11 @@ impl Server {
             retry_after: Box::new(types::Timespec::from(RETRY)),
             done: Vec::with_capacity(2 * RING_ENTRIES as usize),
             served: 0,
+            shared_recv: if mistake(Mistake::ReuseBuffer) {
+                vec![0; READ_CHUNK].into_boxed_slice()
+            } else {
+                Box::default()
+            },
             stopping: false,
             open_at_stop: 0,
         }
@@ -173,7 +180,8 @@ impl Server {
         loop {
             // SAFETY: every buffer an entry points to (a client's recv_buf or send_buf,
             // a PeerAddr, the Timespec) is a heap allocation owned by `self`, neither freed,
-            // moved nor touched until that entry's completion has been taken.
+            // moved nor touched until that entry's completion has been taken (except the
+            // bytes of --mistake reuse-buffer's shared buffer: see `drive`).
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
@@ -305,6 +313,11 @@ impl Server {
                 client.recv_in_flight = false;
                 match result {
                     0 => client.conn.peer_closed(),
+                    n if n > 0 && mistake(Mistake::ReuseBuffer) => {
+                        // The mistake's shared buffer holds whichever recv of this batch
+                        // landed last, not necessarily this client's bytes.
+                        client.conn.received(&self.shared_recv[..n as usize]);
+                    }
                     n if n > 0 => {
                         client.conn.received(&client.recv_buf[..n as usize]);
                     }
@@ -378,7 +391,15 @@ impl Server {
             }
             if !client.recv_in_flight && client.conn.wants_read() {
                 // Submit a recv into this client's buffer; it completes when bytes arrive.
-                let buf = client.recv_buf.as_mut_ptr();
+                let mut buf = client.recv_buf.as_mut_ptr();
+                if mistake(Mistake::ReuseBuffer) {
+                    // The mistake: one buffer for all, handed to the kernel again while
+                    // other recvs still own it. Memory stays safe (a plain byte array alive
+                    // as long as the server; the kernel fills it inside our io_uring_enter,
+                    // never while we read it), but every recv of a batch writes over the
+                    // others' bytes: clients get answers to other clients' lines.
+                    buf = self.shared_recv.as_mut_ptr();
+                }
                 let entry =
                     opcode::Recv::new(types::Fd(client.fd.as_raw_fd()), buf, READ_CHUNK as u32)
                         .build()
