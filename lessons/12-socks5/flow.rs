@@ -38,6 +38,10 @@ pub struct Flow {
     end: usize,
     /// How far into `buf` bytes have ever been written: the pages it made resident.
     touched: usize,
+    /// How far into `buf` bytes were written while this flow held it, and when it last
+    /// moved bulk data before: a short exchange does not keep a bulk buffer alive.
+    used: usize,
+    bulk_at: Option<Instant>,
     /// The source said EOF (read returned 0).
     pub eof: bool,
     /// shutdown(SHUT_WR) was sent to the destination.
@@ -53,6 +57,8 @@ impl Flow {
             start: 0,
             end: 0,
             touched: 0,
+            used: 0,
+            bulk_at: None,
             eof: false,
             shut: false,
             bytes: 0,
@@ -74,7 +80,8 @@ impl Flow {
     /// Free space to read into (takes a buffer from the pool if there is none).
     pub fn room(&mut self, pool: &mut Pool) -> &mut [u8] {
         if self.buf.is_none() {
-            (self.buf, self.touched) = pool.take();
+            (self.buf, self.touched, self.bulk_at) = pool.take();
+            self.used = 0;
         }
         let Some(buf) = self.buf.as_mut() else {
             return &mut [];
@@ -89,6 +96,7 @@ impl Flow {
 
     pub fn filled(&mut self, n: usize) {
         self.end += n;
+        self.used = self.used.max(self.end);
         self.touched = self.touched.max(self.end);
     }
 
@@ -99,7 +107,7 @@ impl Flow {
             self.start = 0;
             self.end = 0;
             if let Some(buf) = self.buf.take() {
-                pool.give(buf, self.touched);
+                pool.give(buf, self.touched, self.used, self.bulk_at);
             }
         }
     }
@@ -122,7 +130,7 @@ impl Flow {
 
 /// Relay buffers not in use, kept for the next busy connection: no allocation per read.
 pub struct Pool {
-    /// Buffers that moved bulk data (up to [`POOL_SPARE`]), and when each came back.
+    /// Buffers that moved bulk data (up to [`POOL_SPARE`]), and when each last did.
     spare: Vec<(Box<[u8]>, Instant)>,
     /// Buffers with one touched page (up to [`LIGHT_SPARE`]): most connections' only ones.
     light: Vec<Box<[u8]>>,
@@ -141,25 +149,31 @@ impl Pool {
         }
     }
 
-    /// A buffer, and how far into it bytes have been written before.
-    fn take(&mut self) -> (Option<Box<[u8]>>, usize) {
+    /// A buffer, how far into it bytes have been written before, and when it last moved
+    /// bulk data. Bulk buffers unused for [`SPARE_IDLE`] are freed first.
+    fn take(&mut self) -> (Option<Box<[u8]>>, usize, Option<Instant>) {
         let now = Instant::now();
-        self.spare.retain(|(_, back)| now - *back < SPARE_IDLE);
+        self.spare
+            .retain(|(_, bulk_at)| now - *bulk_at < SPARE_IDLE);
         if let Some(buf) = self.light.pop() {
-            return (Some(buf), LIGHT);
+            return (Some(buf), LIGHT, None);
         }
         match self.spare.pop() {
-            Some((buf, _)) => (Some(buf), RELAY_BUF),
-            None => (Some(vec![0u8; RELAY_BUF].into_boxed_slice()), 0),
+            Some((buf, bulk_at)) => (Some(buf), RELAY_BUF, Some(bulk_at)),
+            None => (Some(vec![0u8; RELAY_BUF].into_boxed_slice()), 0, None),
         }
     }
 
     /// Keeps `buf` for reuse, or frees it (munmap) when the pool has enough of its kind.
-    fn give(&mut self, buf: Box<[u8]>, touched: usize) {
+    fn give(&mut self, buf: Box<[u8]>, touched: usize, used: usize, bulk_at: Option<Instant>) {
         if touched <= LIGHT && self.light.len() < LIGHT_SPARE {
             self.light.push(buf);
-        } else if self.spare.len() < POOL_SPARE {
-            self.spare.push((buf, Instant::now()));
+        } else if touched > LIGHT && self.spare.len() < POOL_SPARE {
+            let bulk_at = match bulk_at {
+                Some(at) if used <= LIGHT => at,
+                _ => Instant::now(),
+            };
+            self.spare.push((buf, bulk_at));
         }
     }
 }
