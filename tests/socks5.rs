@@ -1,6 +1,7 @@
-//! Lesson 12, the SOCKS5 relay on poll: the shared SOCKS5 suite (tests/common/socks5.rs,
-//! real curl and raw-byte clients) plus what is particular to lesson 12: volume, a thousand
-//! relays and their memory, slowloris, garbage, EMFILE, Ctrl-C, and the strace check.
+//! Lessons 12 and 14, the SOCKS5 relay on poll (14: with splice): the shared SOCKS5 suite
+//! (tests/common/socks5.rs, real curl and raw-byte clients) plus the relay's own cases, run
+//! for both lessons: volume, a thousand relays and their memory, slowloris, garbage, EMFILE,
+//! Ctrl-C, and the strace check. Then what only lesson 14 does (`mod splice`).
 
 mod common;
 
@@ -17,7 +18,26 @@ fn start(args: &[&str]) -> Server {
     Server::start(exe!("lesson-12"), args)
 }
 
+fn start_14(args: &[&str]) -> Server {
+    Server::start(exe!("lesson-14"), args)
+}
 socks5_suite!(lesson_12, super::start);
+socks5_suite!(lesson_14, super::start_14);
+
+// Lesson 14's relayed connection holds 6 fds: 2 sockets and 2 pipes (one per direction).
+relay_cases!(relay_12, "lesson-12", "12", 2);
+relay_cases!(relay_14, "lesson-14", "14", 6);
+
+/// The relay's own cases, for lesson `$num` (binary `$exe`, `$fds` fds per busy relay): one
+/// module per lesson.
+macro_rules! relay_cases {
+    ($module:ident, $exe:literal, $num:literal, $fds:literal) => {
+mod $module {
+use super::*;
+
+fn start(args: &[&str]) -> Server {
+    Server::start(exe!($exe), args)
+}
 
 /// 64 MiB each way at the same time through one relay (an echo target), every byte
 /// checked; the log line counts them.
@@ -77,9 +97,10 @@ fn thousand_concurrent_relays() {
         s.read_exact(&mut got).unwrap();
         assert!(got == data, "relayed bytes differ");
     }
-    assert_eq!(proxy.fd_count(), before + 2000, "two fds per relay");
+    let per_relay = concat!($fds, " fds per relay");
+    assert_eq!(proxy.fd_count(), before + $fds * 1000, "{per_relay}");
     let rss = common::rss_kib(proxy.pid());
-    eprintln!("lesson-12 RSS with 1,000 idle relays: {rss} KiB");
+    eprintln!("{} RSS with 1,000 idle relays: {rss} KiB", $exe);
     assert!(rss < 18 << 10, "RSS {rss} KiB with 1,000 idle relays");
     drop(relays);
     common::wait_fd_count(proxy.pid(), before);
@@ -221,7 +242,7 @@ fn garbage_leaves_fd_count_steady() {
 fn emfile_neither_spins_nor_crashes() {
     let limit = 32;
     let args = ["--handshake-timeout", "60"];
-    let cmd = common::single_thread::nofile_command(exe!("lesson-12"), &args, limit, limit);
+    let cmd = common::single_thread::nofile_command(exe!($exe), &args, limit, limit);
     let mut proxy = Server::spawn(cmd);
     let echo = s5::echo_target();
     let mut relay = s5::open(proxy.addr, echo);
@@ -281,7 +302,7 @@ fn emfile_neither_spins_nor_crashes() {
 /// (EINPROGRESS), finished by poll and getsockopt(SO_ERROR); BND comes from getsockname.
 #[test]
 fn trace_poll_and_nonblocking_connect() {
-    let traced = Traced::start(exe!("lesson-12"), &[]);
+    let traced = Traced::start(exe!($exe), &[]);
     let echo = s5::echo_target();
     let mut s = s5::open(traced.server.addr, echo);
     s.write_all(b"traced").unwrap();
@@ -372,7 +393,7 @@ fn ctrl_c_closes_every_connection_and_exits_0() {
     for s in [&mut relaying, &mut greeted] {
         assert_eq!(s.read(&mut got).unwrap(), 0, "EOF, not a reset");
     }
-    let summary = "lesson 12 stopping · connections served: 2 · still open, closed now: 2";
+    let summary = concat!("lesson ", $num, " stopping · connections served: 2 · still open, closed now: 2");
     proxy.log.wait_line("the summary", |l| l == summary);
     proxy
         .log
@@ -383,7 +404,7 @@ fn ctrl_c_closes_every_connection_and_exits_0() {
 #[test]
 fn user_without_password_is_a_usage_error() {
     for args in [&["-u", "bob"][..], &["-P", "secret"][..]] {
-        let out = std::process::Command::new(exe!("lesson-12"))
+        let out = std::process::Command::new(exe!($exe))
             .args(args)
             .args(["-p", "0"])
             .output()
@@ -534,10 +555,10 @@ fn open_proxy_warning() {
     let warns = |args: &[&str], unshare: bool| {
         let mut cmd = if unshare {
             let mut cmd = std::process::Command::new("unshare");
-            cmd.args(["-rn", exe!("lesson-12")]);
+            cmd.args(["-rn", exe!($exe)]);
             cmd
         } else {
-            std::process::Command::new(exe!("lesson-12"))
+            std::process::Command::new(exe!($exe))
         };
         cmd.args(args).args(["-p", "0"]);
         let server = Server::spawn(cmd);
@@ -607,7 +628,7 @@ fn outgoing_family_mismatch_named() {
 /// Runs `lesson-12 ARGS -p 0`, expecting it to refuse to start: its exit status (None if it
 /// was still running after 5 s, and was killed) and its stderr.
 fn exit_of(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(exe!("lesson-12"))
+    let mut child = std::process::Command::new(exe!($exe))
         .args(args)
         .args(["-p", "0"])
         .stdout(std::process::Stdio::null())
@@ -640,7 +661,7 @@ fn exit_of(args: &[&str]) -> (Option<i32>, String) {
 /// bounded (4,096, the oldest dropped); -w and -1 need -u/-P, as in microsocks.
 #[test]
 fn microsocks_flags_in_help() {
-    let help = std::process::Command::new(exe!("lesson-12"))
+    let help = std::process::Command::new(exe!($exe))
         .arg("--help")
         .output()
         .unwrap();
@@ -655,7 +676,7 @@ fn microsocks_flags_in_help() {
         assert!(help.contains(flag), "--help lacks {flag:?}:\n{help}");
     }
     for args in [&["-1"][..], &["-w", "127.0.0.1"]] {
-        let out = std::process::Command::new(exe!("lesson-12"))
+        let out = std::process::Command::new(exe!($exe))
             .args(args)
             .args(["-p", "0"])
             .output()
@@ -663,3 +684,7 @@ fn microsocks_flags_in_help() {
         assert_eq!(out.status.code(), Some(2), "{args:?} without -u/-P");
     }
 }
+}
+    };
+}
+use relay_cases;
