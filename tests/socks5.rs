@@ -688,3 +688,188 @@ fn microsocks_flags_in_help() {
     };
 }
 use relay_cases;
+
+/// What only lesson 14 does: the pipes (their fds, made on the first byte), bulk bytes both
+/// ways through them, a half-close and a reset while they hold bytes.
+mod splice {
+    use std::net::{SocketAddr, TcpListener};
+
+    use super::*;
+
+    /// The byte at offset `i` of a transfer (a pattern: a lost or moved byte shows).
+    fn pattern(i: usize, seed: usize) -> u8 {
+        ((i + seed) % 251) as u8
+    }
+
+    /// Reads `s` to EOF, checking the pattern as it goes; the byte count.
+    fn read_pattern(s: &mut TcpStream, seed: usize) -> usize {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut at = 0;
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return at;
+            }
+            for (k, &b) in buf[..n].iter().enumerate() {
+                assert_eq!(b, pattern(at + k, seed), "byte {} differs", at + k);
+            }
+            at += n;
+        }
+    }
+
+    /// Writes `n` bytes of the pattern, then shutdown(SHUT_WR).
+    fn write_pattern(s: &mut TcpStream, n: usize, seed: usize) {
+        let chunk: Vec<u8> = (0..1 << 20).map(|i| pattern(i, seed)).collect();
+        let mut at = 0;
+        while at < n {
+            let len = (n - at).min(chunk.len() - at % 251 - 251);
+            s.write_all(&chunk[at % 251..at % 251 + len]).unwrap();
+            at += len;
+        }
+        s.shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// The proxy's fds that are pipe ends (/proc/PID/fd links `pipe:[…]`), less the stop
+    /// pipe and the resolver's (present from the start).
+    fn pipe_fds(proxy: &Server) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|link| link.to_string_lossy().starts_with("pipe:"))
+            .count()
+    }
+
+    /// A listener for one target connection, and its address.
+    fn target() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        (l, addr)
+    }
+
+    /// 32 MiB client → target, then the client's half-close: the target reads every byte in
+    /// order and then EOF (the pipe poured out before the FIN), and only then answers 32 MiB
+    /// back, which the client reads whole, then EOF.
+    #[test]
+    fn bulk_both_ways_with_a_half_close_in_flight() {
+        let proxy = super::start_14(&[]);
+        let before = proxy.fd_count();
+        let (listener, addr) = target();
+        let mut client = s5::open(proxy.addr, addr);
+        let (mut t, _) = listener.accept().unwrap();
+        t.set_read_timeout(Some(DEADLINE)).unwrap();
+        const N: usize = 32 << 20;
+        let mut writer = client.try_clone().unwrap();
+        let sender = thread::spawn(move || write_pattern(&mut writer, N, 0));
+        assert_eq!(read_pattern(&mut t, 0), N, "bytes the target got before EOF");
+        sender.join().unwrap();
+        let answer = thread::spawn(move || write_pattern(&mut t, N, 7));
+        assert_eq!(read_pattern(&mut client, 7), N, "bytes the client got back");
+        answer.join().unwrap();
+        let line = proxy.log.wait_line("the relay's end", |l| {
+            l.starts_with("client disconnected") && l.contains(&format!("→ {addr}"))
+        });
+        assert!(line.contains(&format!("up {N} B, down {N} B")), "{line}");
+        drop(client);
+        common::wait_fd_count(proxy.pid(), before);
+    }
+
+    /// The fds a connection holds, read from /proc/PID/fd at each step: a client in its
+    /// handshake 1; connected, idle 2 (no pipe yet); after bytes one way 4 (a pipe), both
+    /// ways 6 (two pipes: 4 more fds than lesson 12); closed, back to the resting count.
+    #[test]
+    fn four_more_fds_per_relayed_connection() {
+        let proxy = super::start_14(&[]);
+        let echo = s5::echo_target();
+        let (listener, addr) = target();
+        let rest = proxy.fd_count();
+        let pipes = pipe_fds(&proxy);
+        let mut greeting = s5::connect(proxy.addr);
+        assert_eq!(s5::greet(&mut greeting, &[0]), 0);
+        common::wait_fd_count(proxy.pid(), rest + 1);
+        let mut client = s5::open(proxy.addr, addr);
+        let (mut t, _) = listener.accept().unwrap();
+        common::wait_fd_count(proxy.pid(), rest + 3);
+        assert_eq!(pipe_fds(&proxy), pipes, "an idle relay holds no pipe");
+        client.write_all(b"up").unwrap();
+        let mut got = [0u8; 2];
+        t.read_exact(&mut got).unwrap();
+        assert_eq!(proxy.fd_count(), rest + 5, "a pipe for the bytes going up");
+        t.write_all(b"down").unwrap();
+        let mut got = [0u8; 4];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(proxy.fd_count(), rest + 7, "a pipe each way");
+        assert_eq!(pipe_fds(&proxy), pipes + 4, "4 pipe ends");
+        // And a second relayed connection costs the same 6.
+        let mut other = s5::open(proxy.addr, echo);
+        other.write_all(b"x").unwrap();
+        other.read_exact(&mut got[..1]).unwrap();
+        assert_eq!(proxy.fd_count(), rest + 13);
+        drop((greeting, client, t, other));
+        common::wait_fd_count(proxy.pid(), rest);
+    }
+
+    /// Fills the pipe toward a target that does not read, then resets one side: what the
+    /// pipe held is lost and the other side is reset (it sees ECONNRESET, not EOF); the
+    /// proxy serves the next client and its fd count comes back. Both directions.
+    #[test]
+    fn a_reset_with_bytes_in_the_pipe_resets_the_other_side() {
+        let proxy = super::start_14(&[]);
+        let rest = proxy.fd_count();
+        for target_resets in [true, false] {
+            let (listener, addr) = target();
+            let client = s5::open(proxy.addr, addr);
+            let (t, _) = listener.accept().unwrap();
+            // The side that sends, and the side that never reads.
+            let (mut sender, sink) = if target_resets {
+                (client, t)
+            } else {
+                (t, client)
+            };
+            sender.set_nonblocking(true).unwrap();
+            let chunk = vec![0x5au8; 256 << 10];
+            let mut sent = 0usize;
+            // Until the pipe, the proxy's socket buffers and the sender's are full (polled
+            // with a deadline: the proxy drains in bursts).
+            let mut still = 0;
+            while still < 50 {
+                match sender.write(&chunk) {
+                    Ok(n) => {
+                        sent += n;
+                        still = 0;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        still += 1;
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => panic!("write: {e}"),
+                }
+                assert!(sent < 1 << 30, "1 GiB went in: no backpressure");
+            }
+            common::reset(sink);
+            sender.set_nonblocking(false).unwrap();
+            sender.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut buf = [0u8; 64];
+            let err = loop {
+                match sender.read(&mut buf) {
+                    Ok(0) => panic!("EOF instead of a reset (sent {sent})"),
+                    Ok(_) => continue,
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+            let who = if target_resets { "target" } else { "client" };
+            let line = proxy.log.wait_line("the reset logged", |l| {
+                l.starts_with("client disconnected") && l.contains(&format!("→ {addr}"))
+            });
+            assert!(line.contains(who), "{who} reset/gone not said: {line}");
+        }
+        // The proxy goes on serving.
+        let mut s = s5::open(proxy.addr, s5::echo_target());
+        s.write_all(b"still here").unwrap();
+        let mut got = [0u8; 10];
+        s.read_exact(&mut got).unwrap();
+        drop(s);
+        common::wait_fd_count(proxy.pid(), rest);
+    }
+}
