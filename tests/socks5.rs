@@ -761,7 +761,11 @@ mod splice {
         const N: usize = 32 << 20;
         let mut writer = client.try_clone().unwrap();
         let sender = thread::spawn(move || write_pattern(&mut writer, N, 0));
-        assert_eq!(read_pattern(&mut t, 0), N, "bytes the target got before EOF");
+        assert_eq!(
+            read_pattern(&mut t, 0),
+            N,
+            "bytes the target got before EOF"
+        );
         sender.join().unwrap();
         let answer = thread::spawn(move || write_pattern(&mut t, N, 7));
         assert_eq!(read_pattern(&mut client, 7), N, "bytes the client got back");
@@ -809,19 +813,22 @@ mod splice {
         common::wait_fd_count(proxy.pid(), rest);
     }
 
-    /// Fills the pipe toward a target that does not read, then resets one side: what the
+    /// Fills the pipe toward a side that does not read, then resets one side: what the
     /// pipe held is lost and the other side is reset (it sees ECONNRESET, not EOF); the
-    /// proxy serves the next client and its fd count comes back. Both directions.
+    /// proxy serves the next client and its fd count comes back. Both directions, and
+    /// either the reader or the sender resets.
     #[test]
     fn a_reset_with_bytes_in_the_pipe_resets_the_other_side() {
         let proxy = super::start_14(&[]);
         let rest = proxy.fd_count();
-        for target_resets in [true, false] {
+        for (client_sends, sender_resets) in
+            [(true, false), (false, false), (true, true), (false, true)]
+        {
             let (listener, addr) = target();
             let client = s5::open(proxy.addr, addr);
             let (t, _) = listener.accept().unwrap();
-            // The side that sends, and the side that never reads.
-            let (mut sender, sink) = if target_resets {
+            // The side that sends, and the side that does not read (yet).
+            let (mut sender, mut sink) = if client_sends {
                 (client, t)
             } else {
                 (t, client)
@@ -829,8 +836,8 @@ mod splice {
             sender.set_nonblocking(true).unwrap();
             let chunk = vec![0x5au8; 256 << 10];
             let mut sent = 0usize;
-            // Until the pipe, the proxy's socket buffers and the sender's are full (polled
-            // with a deadline: the proxy drains in bursts).
+            // Until the pipe, the proxy's socket buffers and the sender's are full (polled:
+            // 50 refusals in a row, 2 ms apart).
             let mut still = 0;
             while still < 50 {
                 match sender.write(&chunk) {
@@ -846,22 +853,39 @@ mod splice {
                 }
                 assert!(sent < 1 << 30, "1 GiB went in: no backpressure");
             }
-            common::reset(sink);
-            sender.set_nonblocking(false).unwrap();
-            sender.set_read_timeout(Some(DEADLINE)).unwrap();
-            let mut buf = [0u8; 64];
+            let (mut survivor, got) = if sender_resets {
+                common::reset(sender);
+                (sink, 0)
+            } else {
+                common::reset(sink);
+                sender.set_nonblocking(false).unwrap();
+                (sender, 0)
+            };
+            survivor.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut buf = vec![0u8; 256 << 10];
+            let mut got = got;
             let err = loop {
-                match sender.read(&mut buf) {
-                    Ok(0) => panic!("EOF instead of a reset (sent {sent})"),
-                    Ok(_) => continue,
+                match survivor.read(&mut buf) {
+                    Ok(0) => panic!("EOF instead of a reset (sent {sent}, got {got})"),
+                    Ok(n) => got += n,
                     Err(e) => break e,
                 }
             };
             assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
-            let who = if target_resets { "target" } else { "client" };
+            if sender_resets {
+                assert!(
+                    got < sent,
+                    "sent {sent}, all {got} arrived despite the reset"
+                );
+            }
             let line = proxy.log.wait_line("the reset logged", |l| {
                 l.starts_with("client disconnected") && l.contains(&format!("→ {addr}"))
             });
+            let who = if client_sends == sender_resets {
+                "client"
+            } else {
+                "target"
+            };
             assert!(line.contains(who), "{who} reset/gone not said: {line}");
         }
         // The proxy goes on serving.
