@@ -46,6 +46,9 @@ struct Args {
     /// Only these servers (direct, lesson-12, lesson-14, microsocks, dante).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Lesson 14's pipe size (its --pipe-size), to see what F_SETPIPE_SZ changes.
+    #[arg(long, value_name = "BYTES")]
+    pipe_size: Option<usize>,
     /// Runs of every measurement; the report shows the median of each.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -165,7 +168,7 @@ fn main() {
             if run > 0 && entry.1.is_empty() {
                 continue; // skipped in the first run
             }
-            let proxy = match start_proxy(kind, &bin_dir, port) {
+            let proxy = match start_proxy(kind, &bin_dir, port, args.pipe_size) {
                 Ok(p) => p,
                 Err(note) => {
                     eprintln!("bench-socks: {} skipped: {note}", kind.name());
@@ -322,7 +325,12 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-fn start_proxy(kind: Kind, bin_dir: &Path, port: u16) -> Result<Proxy, String> {
+fn start_proxy(
+    kind: Kind,
+    bin_dir: &Path,
+    port: u16,
+    pipe_size: Option<usize>,
+) -> Result<Proxy, String> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let (mut cmd, conf) = match kind {
         Kind::Direct => {
@@ -340,6 +348,9 @@ fn start_proxy(kind: Kind, bin_dir: &Path, port: u16) -> Result<Proxy, String> {
             }
             let mut c = Command::new(exe);
             c.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+            if let Some(size) = pipe_size.filter(|_| kind == Kind::Lesson14) {
+                c.args(["--pipe-size", &size.to_string()]);
+            }
             (c, None)
         }
         Kind::Microsocks => {
