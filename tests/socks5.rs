@@ -828,7 +828,7 @@ mod splice {
             let client = s5::open(proxy.addr, addr);
             let (t, _) = listener.accept().unwrap();
             // The side that sends, and the side that does not read (yet).
-            let (mut sender, mut sink) = if client_sends {
+            let (mut sender, sink) = if client_sends {
                 (client, t)
             } else {
                 (t, client)
@@ -853,17 +853,18 @@ mod splice {
                 }
                 assert!(sent < 1 << 30, "1 GiB went in: no backpressure");
             }
-            let (mut survivor, got) = if sender_resets {
+            // The other side, which must now see a reset.
+            let mut survivor = if sender_resets {
                 common::reset(sender);
-                (sink, 0)
+                sink
             } else {
                 common::reset(sink);
                 sender.set_nonblocking(false).unwrap();
-                (sender, 0)
+                sender
             };
             survivor.set_read_timeout(Some(DEADLINE)).unwrap();
             let mut buf = vec![0u8; 256 << 10];
-            let mut got = got;
+            let mut got = 0;
             let err = loop {
                 match survivor.read(&mut buf) {
                     Ok(0) => panic!("EOF instead of a reset (sent {sent}, got {got})"),
