@@ -7,7 +7,7 @@
 #   make test                     install the tools the tests need, then run every test
 #   make lint                     cargo fmt --check and clippy -D warnings
 #   make compare [QUICK=1]        the I/O models side by side (target/compare/report.*)
-#   make bench-socks              lesson 12 against microsocks, dante and no proxy
+#   make bench-socks              lessons 12 and 14 against microsocks, dante and no proxy
 #   make fuzz [FUZZ_SECONDS=60]   the protocol parsers' fuzz targets (cargo-fuzz, nightly)
 #   make soak [QUICK=1]           10,000 connections per server (target/soak/report.md)
 #
@@ -41,6 +41,8 @@ TRACE_03 := $(TRACE_01),read,shutdown
 # 04: also the sigaction calls (SIGCHLD without SA_RESTART), the fork (glibc calls clone) and
 # the handler's wait4 loop; the SIGCHLD deliveries show whatever the filter.
 TRACE_04 := $(TRACE_03),rt_sigaction,clone,clone3,fork,vfork,wait4
+# 14: also the pipes (pipe2) and the splices that move the relayed bytes.
+TRACE_14 := $(TRACE_DEFAULT),pipe2,splice
 
 trace_filter = $(or $(TRACE_$(1)),$(TRACE_DEFAULT))
 
@@ -91,7 +93,7 @@ help:
 	@echo "  make test        install strace, nc, curl, redis-server if missing; run every test"
 	@echo "  make lint        cargo fmt --check and cargo clippy -D warnings"
 	@echo "  make compare     the I/O models side by side (QUICK=1: under a minute)"
-	@echo "  make bench-socks lesson 12 against microsocks, dante and no proxy"
+	@echo "  make bench-socks lessons 12 and 14 against microsocks, dante and no proxy"
 	@echo "  make fuzz        fuzz the SOCKS5, RESP and echo parsers (FUZZ_SECONDS=60 each)"
 	@echo "  make soak        10,000 connections per server, Redis restarts (QUICK=1: < 1 min)"
 	@echo

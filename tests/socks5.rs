@@ -1,6 +1,7 @@
-//! Lesson 12, the SOCKS5 relay on poll: the shared SOCKS5 suite (tests/common/socks5.rs,
-//! real curl and raw-byte clients) plus what is particular to lesson 12: volume, a thousand
-//! relays and their memory, slowloris, garbage, EMFILE, Ctrl-C, and the strace check.
+//! Lessons 12 and 14, the SOCKS5 relay on poll (14: with splice): the shared SOCKS5 suite
+//! (tests/common/socks5.rs, real curl and raw-byte clients) plus the relay's own cases, run
+//! for both lessons: volume, a thousand relays and their memory, slowloris, garbage, EMFILE,
+//! Ctrl-C, and the strace check. Then what only lesson 14 does (`mod splice`).
 
 mod common;
 
@@ -17,7 +18,26 @@ fn start(args: &[&str]) -> Server {
     Server::start(exe!("lesson-12"), args)
 }
 
+fn start_14(args: &[&str]) -> Server {
+    Server::start(exe!("lesson-14"), args)
+}
 socks5_suite!(lesson_12, super::start);
+socks5_suite!(lesson_14, super::start_14);
+
+// Lesson 14's relayed connection holds 6 fds: 2 sockets and 2 pipes (one per direction).
+relay_cases!(relay_12, "lesson-12", "12", 2);
+relay_cases!(relay_14, "lesson-14", "14", 6);
+
+/// The relay's own cases, for lesson `$num` (binary `$exe`, `$fds` fds per busy relay): one
+/// module per lesson.
+macro_rules! relay_cases {
+    ($module:ident, $exe:literal, $num:literal, $fds:literal) => {
+mod $module {
+use super::*;
+
+fn start(args: &[&str]) -> Server {
+    Server::start(exe!($exe), args)
+}
 
 /// 64 MiB each way at the same time through one relay (an echo target), every byte
 /// checked; the log line counts them.
@@ -77,9 +97,10 @@ fn thousand_concurrent_relays() {
         s.read_exact(&mut got).unwrap();
         assert!(got == data, "relayed bytes differ");
     }
-    assert_eq!(proxy.fd_count(), before + 2000, "two fds per relay");
+    let per_relay = concat!($fds, " fds per relay");
+    assert_eq!(proxy.fd_count(), before + $fds * 1000, "{per_relay}");
     let rss = common::rss_kib(proxy.pid());
-    eprintln!("lesson-12 RSS with 1,000 idle relays: {rss} KiB");
+    eprintln!("{} RSS with 1,000 idle relays: {rss} KiB", $exe);
     assert!(rss < 18 << 10, "RSS {rss} KiB with 1,000 idle relays");
     drop(relays);
     common::wait_fd_count(proxy.pid(), before);
@@ -221,7 +242,7 @@ fn garbage_leaves_fd_count_steady() {
 fn emfile_neither_spins_nor_crashes() {
     let limit = 32;
     let args = ["--handshake-timeout", "60"];
-    let cmd = common::single_thread::nofile_command(exe!("lesson-12"), &args, limit, limit);
+    let cmd = common::single_thread::nofile_command(exe!($exe), &args, limit, limit);
     let mut proxy = Server::spawn(cmd);
     let echo = s5::echo_target();
     let mut relay = s5::open(proxy.addr, echo);
@@ -281,7 +302,7 @@ fn emfile_neither_spins_nor_crashes() {
 /// (EINPROGRESS), finished by poll and getsockopt(SO_ERROR); BND comes from getsockname.
 #[test]
 fn trace_poll_and_nonblocking_connect() {
-    let traced = Traced::start(exe!("lesson-12"), &[]);
+    let traced = Traced::start(exe!($exe), &[]);
     let echo = s5::echo_target();
     let mut s = s5::open(traced.server.addr, echo);
     s.write_all(b"traced").unwrap();
@@ -372,7 +393,7 @@ fn ctrl_c_closes_every_connection_and_exits_0() {
     for s in [&mut relaying, &mut greeted] {
         assert_eq!(s.read(&mut got).unwrap(), 0, "EOF, not a reset");
     }
-    let summary = "lesson 12 stopping · connections served: 2 · still open, closed now: 2";
+    let summary = concat!("lesson ", $num, " stopping · connections served: 2 · still open, closed now: 2");
     proxy.log.wait_line("the summary", |l| l == summary);
     proxy
         .log
@@ -383,7 +404,7 @@ fn ctrl_c_closes_every_connection_and_exits_0() {
 #[test]
 fn user_without_password_is_a_usage_error() {
     for args in [&["-u", "bob"][..], &["-P", "secret"][..]] {
-        let out = std::process::Command::new(exe!("lesson-12"))
+        let out = std::process::Command::new(exe!($exe))
             .args(args)
             .args(["-p", "0"])
             .output()
@@ -534,10 +555,10 @@ fn open_proxy_warning() {
     let warns = |args: &[&str], unshare: bool| {
         let mut cmd = if unshare {
             let mut cmd = std::process::Command::new("unshare");
-            cmd.args(["-rn", exe!("lesson-12")]);
+            cmd.args(["-rn", exe!($exe)]);
             cmd
         } else {
-            std::process::Command::new(exe!("lesson-12"))
+            std::process::Command::new(exe!($exe))
         };
         cmd.args(args).args(["-p", "0"]);
         let server = Server::spawn(cmd);
@@ -607,7 +628,7 @@ fn outgoing_family_mismatch_named() {
 /// Runs `lesson-12 ARGS -p 0`, expecting it to refuse to start: its exit status (None if it
 /// was still running after 5 s, and was killed) and its stderr.
 fn exit_of(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(exe!("lesson-12"))
+    let mut child = std::process::Command::new(exe!($exe))
         .args(args)
         .args(["-p", "0"])
         .stdout(std::process::Stdio::null())
@@ -640,7 +661,7 @@ fn exit_of(args: &[&str]) -> (Option<i32>, String) {
 /// bounded (4,096, the oldest dropped); -w and -1 need -u/-P, as in microsocks.
 #[test]
 fn microsocks_flags_in_help() {
-    let help = std::process::Command::new(exe!("lesson-12"))
+    let help = std::process::Command::new(exe!($exe))
         .arg("--help")
         .output()
         .unwrap();
@@ -655,11 +676,225 @@ fn microsocks_flags_in_help() {
         assert!(help.contains(flag), "--help lacks {flag:?}:\n{help}");
     }
     for args in [&["-1"][..], &["-w", "127.0.0.1"]] {
-        let out = std::process::Command::new(exe!("lesson-12"))
+        let out = std::process::Command::new(exe!($exe))
             .args(args)
             .args(["-p", "0"])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?} without -u/-P");
+    }
+}
+}
+    };
+}
+use relay_cases;
+
+/// What only lesson 14 does: the pipes (their fds, made on the first byte), bulk bytes both
+/// ways through them, a half-close and a reset while they hold bytes.
+mod splice {
+    use std::net::{SocketAddr, TcpListener};
+
+    use super::*;
+
+    /// The byte at offset `i` of a transfer (a pattern: a lost or moved byte shows).
+    fn pattern(i: usize, seed: usize) -> u8 {
+        ((i + seed) % 251) as u8
+    }
+
+    /// Reads `s` to EOF, checking the pattern as it goes; the byte count.
+    fn read_pattern(s: &mut TcpStream, seed: usize) -> usize {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut at = 0;
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return at;
+            }
+            for (k, &b) in buf[..n].iter().enumerate() {
+                assert_eq!(b, pattern(at + k, seed), "byte {} differs", at + k);
+            }
+            at += n;
+        }
+    }
+
+    /// Writes `n` bytes of the pattern, then shutdown(SHUT_WR).
+    fn write_pattern(s: &mut TcpStream, n: usize, seed: usize) {
+        let chunk: Vec<u8> = (0..1 << 20).map(|i| pattern(i, seed)).collect();
+        let mut at = 0;
+        while at < n {
+            let len = (n - at).min(chunk.len() - at % 251 - 251);
+            s.write_all(&chunk[at % 251..at % 251 + len]).unwrap();
+            at += len;
+        }
+        s.shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// The proxy's fds that are pipe ends (/proc/PID/fd links `pipe:[…]`), less the stop
+    /// pipe and the resolver's (present from the start).
+    fn pipe_fds(proxy: &Server) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|link| link.to_string_lossy().starts_with("pipe:"))
+            .count()
+    }
+
+    /// A listener for one target connection, and its address.
+    fn target() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        (l, addr)
+    }
+
+    /// 32 MiB client → target, then the client's half-close: the target reads every byte in
+    /// order and then EOF (the pipe poured out before the FIN), and only then answers 32 MiB
+    /// back, which the client reads whole, then EOF.
+    #[test]
+    fn bulk_both_ways_with_a_half_close_in_flight() {
+        let proxy = super::start_14(&[]);
+        let before = proxy.fd_count();
+        let (listener, addr) = target();
+        let mut client = s5::open(proxy.addr, addr);
+        let (mut t, _) = listener.accept().unwrap();
+        t.set_read_timeout(Some(DEADLINE)).unwrap();
+        const N: usize = 32 << 20;
+        let mut writer = client.try_clone().unwrap();
+        let sender = thread::spawn(move || write_pattern(&mut writer, N, 0));
+        assert_eq!(
+            read_pattern(&mut t, 0),
+            N,
+            "bytes the target got before EOF"
+        );
+        sender.join().unwrap();
+        let answer = thread::spawn(move || write_pattern(&mut t, N, 7));
+        assert_eq!(read_pattern(&mut client, 7), N, "bytes the client got back");
+        answer.join().unwrap();
+        let line = proxy.log.wait_line("the relay's end", |l| {
+            l.starts_with("client disconnected") && l.contains(&format!("→ {addr}"))
+        });
+        assert!(line.contains(&format!("up {N} B, down {N} B")), "{line}");
+        drop(client);
+        common::wait_fd_count(proxy.pid(), before);
+    }
+
+    /// The fds a connection holds, read from /proc/PID/fd at each step: a client in its
+    /// handshake 1; connected, idle 2 (no pipe yet); after bytes one way 4 (a pipe), both
+    /// ways 6 (two pipes: 4 more fds than lesson 12); closed, back to the resting count.
+    #[test]
+    fn four_more_fds_per_relayed_connection() {
+        let proxy = super::start_14(&[]);
+        let echo = s5::echo_target();
+        let (listener, addr) = target();
+        let rest = proxy.fd_count();
+        let pipes = pipe_fds(&proxy);
+        let mut greeting = s5::connect(proxy.addr);
+        assert_eq!(s5::greet(&mut greeting, &[0]), 0);
+        common::wait_fd_count(proxy.pid(), rest + 1);
+        let mut client = s5::open(proxy.addr, addr);
+        let (mut t, _) = listener.accept().unwrap();
+        common::wait_fd_count(proxy.pid(), rest + 3);
+        assert_eq!(pipe_fds(&proxy), pipes, "an idle relay holds no pipe");
+        client.write_all(b"up").unwrap();
+        let mut got = [0u8; 2];
+        t.read_exact(&mut got).unwrap();
+        assert_eq!(proxy.fd_count(), rest + 5, "a pipe for the bytes going up");
+        t.write_all(b"down").unwrap();
+        let mut got = [0u8; 4];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(proxy.fd_count(), rest + 7, "a pipe each way");
+        assert_eq!(pipe_fds(&proxy), pipes + 4, "4 pipe ends");
+        // And a second relayed connection costs the same 6.
+        let mut other = s5::open(proxy.addr, echo);
+        other.write_all(b"x").unwrap();
+        other.read_exact(&mut got[..1]).unwrap();
+        assert_eq!(proxy.fd_count(), rest + 13);
+        drop((greeting, client, t, other));
+        common::wait_fd_count(proxy.pid(), rest);
+    }
+
+    /// Fills the pipe toward a side that does not read, then resets one side: what the
+    /// pipe held is lost and the other side is reset (it sees ECONNRESET, not EOF); the
+    /// proxy serves the next client and its fd count comes back. Both directions, and
+    /// either the reader or the sender resets.
+    #[test]
+    fn a_reset_with_bytes_in_the_pipe_resets_the_other_side() {
+        let proxy = super::start_14(&[]);
+        let rest = proxy.fd_count();
+        for (client_sends, sender_resets) in
+            [(true, false), (false, false), (true, true), (false, true)]
+        {
+            let (listener, addr) = target();
+            let client = s5::open(proxy.addr, addr);
+            let (t, _) = listener.accept().unwrap();
+            // The side that sends, and the side that does not read (yet).
+            let (mut sender, sink) = if client_sends {
+                (client, t)
+            } else {
+                (t, client)
+            };
+            sender.set_nonblocking(true).unwrap();
+            let chunk = vec![0x5au8; 256 << 10];
+            let mut sent = 0usize;
+            // Until the pipe, the proxy's socket buffers and the sender's are full (polled:
+            // 50 refusals in a row, 2 ms apart).
+            let mut still = 0;
+            while still < 50 {
+                match sender.write(&chunk) {
+                    Ok(n) => {
+                        sent += n;
+                        still = 0;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        still += 1;
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => panic!("write: {e}"),
+                }
+                assert!(sent < 1 << 30, "1 GiB went in: no backpressure");
+            }
+            // The other side, which must now see a reset.
+            let mut survivor = if sender_resets {
+                common::reset(sender);
+                sink
+            } else {
+                common::reset(sink);
+                sender.set_nonblocking(false).unwrap();
+                sender
+            };
+            survivor.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut buf = vec![0u8; 256 << 10];
+            let mut got = 0;
+            let err = loop {
+                match survivor.read(&mut buf) {
+                    Ok(0) => panic!("EOF instead of a reset (sent {sent}, got {got})"),
+                    Ok(n) => got += n,
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+            if sender_resets {
+                assert!(
+                    got < sent,
+                    "sent {sent}, all {got} arrived despite the reset"
+                );
+            }
+            let line = proxy.log.wait_line("the reset logged", |l| {
+                l.starts_with("client disconnected") && l.contains(&format!("→ {addr}"))
+            });
+            let who = if client_sends == sender_resets {
+                "client"
+            } else {
+                "target"
+            };
+            assert!(line.contains(who), "{who} reset/gone not said: {line}");
+        }
+        // The proxy goes on serving.
+        let mut s = s5::open(proxy.addr, s5::echo_target());
+        s.write_all(b"still here").unwrap();
+        let mut got = [0u8; 10];
+        s.read_exact(&mut got).unwrap();
+        drop(s);
+        common::wait_fd_count(proxy.pid(), rest);
     }
 }

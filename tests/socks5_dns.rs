@@ -1,5 +1,6 @@
-//! Lesson 12's name resolution through the C library's real resolver path: getaddrinfo,
-//! /etc/nsswitch.conf, /etc/resolv.conf, a DNS server over UDP. Each test re-runs itself
+//! Name resolution in lessons 12 and 14 (14 mounts 12's resolver) through the C library's
+//! real resolver path: getaddrinfo, /etc/nsswitch.conf, /etc/resolv.conf, a DNS server over
+//! UDP. Each test re-runs itself
 //! inside `unshare -nm` (a network namespace with only its own loopback, and a private
 //! mount namespace), bind-mounts its own resolv.conf (nameserver 127.0.0.1) and
 //! nsswitch.conf (hosts: dns) over the real ones, and answers the proxy's queries with a
@@ -238,10 +239,6 @@ fn timed(proxy: SocketAddr, name: &str, port: u16) -> (Reply, Duration, TcpStrea
     (rep, start.elapsed(), s)
 }
 
-fn start(args: &[&str]) -> Server {
-    Server::start(exe!("lesson-12"), args)
-}
-
 /// The proxy's threads, from /proc/PID/task.
 fn threads(proxy: &Server) -> usize {
     std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
@@ -282,11 +279,25 @@ fn echo_says(s: &mut TcpStream) {
 // The tests.
 // ---------------------------------------------------------------------------------------
 
+// The same cases for lesson 12 and lesson 14 (which mounts 12's resolver).
+dns_cases!(lesson_12, "lesson-12");
+dns_cases!(lesson_14, "lesson-14");
+
+/// The tests, for the lesson whose binary is `$exe`.
+macro_rules! dns_cases {
+    ($module:ident, $exe:literal) => {
+mod $module {
+use super::*;
+
+fn start(args: &[&str]) -> Server {
+    Server::start(exe!($exe), args)
+}
+
 /// A name whose server answers after 2 s, then one that answers at once: the fast one is
 /// connected at once, not after the slow one. The same behind a name never answered.
 #[test]
 fn fast_name_behind_a_slow_one() {
-    in_namespace("fast_name_behind_a_slow_one", |dns| {
+    in_namespace(concat!(stringify!($module), "::fast_name_behind_a_slow_one"), |dns| {
         let proxy = start(&[]);
         let echo = s5::echo_target();
         let mut slow = ask(proxy.addr, "slow.test", echo.port());
@@ -318,7 +329,7 @@ fn fast_name_behind_a_slow_one() {
 /// grows for them, and shrinks back to its floor once idle.
 #[test]
 fn many_slow_names_at_once() {
-    in_namespace("many_slow_names_at_once", |dns| {
+    in_namespace(concat!(stringify!($module), "::many_slow_names_at_once"), |dns| {
         let proxy = start(&[]);
         let idle = threads(&proxy);
         let echo = s5::echo_target();
@@ -349,7 +360,7 @@ fn many_slow_names_at_once() {
 /// C library's own UDP sockets stay with the hung lookups), and a fast name still goes through.
 #[test]
 fn clients_leaving_during_hung_lookups() {
-    in_namespace("clients_leaving_during_hung_lookups", |dns| {
+    in_namespace(concat!(stringify!($module), "::clients_leaving_during_hung_lookups"), |dns| {
         let proxy = start(&["--connect-timeout", "30"]);
         let echo = s5::echo_target();
         let before = tcp_fds(&proxy);
@@ -386,7 +397,7 @@ fn clients_leaving_during_hung_lookups() {
 /// them, even after the pool has room again).
 #[test]
 fn a_full_pool_logged_once_and_left_names_forgotten() {
-    in_namespace("a_full_pool_logged_once_and_left_names_forgotten", |dns| {
+    in_namespace(concat!(stringify!($module), "::a_full_pool_logged_once_and_left_names_forgotten"), |dns| {
         let proxy = start(&[]);
         let idle = threads(&proxy);
         let echo = s5::echo_target();
@@ -433,7 +444,7 @@ fn a_full_pool_logged_once_and_left_names_forgotten() {
 /// refuses is connected through its second.
 #[test]
 fn aaaa_only_nxdomain_and_every_address() {
-    in_namespace("aaaa_only_nxdomain_and_every_address", |_dns| {
+    in_namespace(concat!(stringify!($module), "::aaaa_only_nxdomain_and_every_address"), |_dns| {
         let proxy = start(&[]);
         let six = TcpListener::bind("[::1]:0").expect("::1 in the namespace");
         let port = six.local_addr().unwrap().port();
@@ -480,6 +491,10 @@ fn aaaa_only_nxdomain_and_every_address() {
         echo_says(&mut s);
     });
 }
+}
+    };
+}
+use dns_cases;
 
 /// `--mistake blocking-dns` (issue 16): getaddrinfo called on the loop. A CONNECT to a fast
 /// name sent while a slow name's lookup is pending is answered after the slow one: the whole
@@ -488,10 +503,12 @@ fn aaaa_only_nxdomain_and_every_address() {
 fn blocking_dns_mistake_makes_a_fast_name_wait() {
     in_namespace("blocking_dns_mistake_makes_a_fast_name_wait", |dns| {
         for (mistake, slow_name) in [(true, "slow1.test"), (false, "slow2.test")] {
-            let proxy = match mistake {
-                true => start(&["--mistake", "blocking-dns"]),
-                false => start(&[]),
+            let args: &[&str] = if mistake {
+                &["--mistake", "blocking-dns"]
+            } else {
+                &[]
             };
+            let proxy = Server::start(exe!("lesson-12"), args);
             let echo = s5::echo_target();
             let order = Arc::new(Mutex::new(Vec::new()));
             let mut slow = ask(proxy.addr, slow_name, echo.port());

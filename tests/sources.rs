@@ -183,6 +183,25 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["close("],
         ],
     ),
+    (
+        "14",
+        &[
+            &["poll("],
+            &["accept4("],
+            &["socket("],
+            &["connect("],
+            &["getsockopt("],
+            &["getsockname("],
+            &["read("],
+            &["write("],
+            &["pipe2("],
+            &["F_SETPIPE_SZ("],
+            &["splice("],
+            &["SPLICE_F_MOVE"],
+            &["shutdown("],
+            &["close("],
+        ],
+    ),
 ];
 
 fn root() -> PathBuf {

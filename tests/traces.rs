@@ -205,3 +205,76 @@ fn make_trace_01_starts_at_socket() {
     }
     assert!(!out.contains("execve") && !out.contains("mmap"), "{out}");
 }
+
+/// Lesson 14 under strace, with pipe2 and splice added to the filter (as `make trace-14`
+/// does): the relay's pipes come from pipe2 and fcntl(F_SETPIPE_SZ), and the payload moves
+/// by splice(SPLICE_F_MOVE|SPLICE_F_NONBLOCK) only. The payload is sent once the CONNECT's
+/// reply is in, so no handshake read can hold it; it is a marker repeated, so any read or
+/// write of it would show the marker in strace's 32 printed bytes. None may.
+#[test]
+fn lesson_14_splices_the_payload_and_never_reads_it() {
+    use std::io::Read;
+    use std::net::Shutdown;
+
+    let dir = std::env::temp_dir().join("sockets-by-hand-traces");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("lesson-14-splice-{}.trace", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-yy", "-qq", "-e"])
+        .arg(format!("trace={},pipe2,splice", common::TRACE_SET))
+        .arg("-o")
+        .arg(&path)
+        .arg(exe!("lesson-14"))
+        .args(["-p", "0"]);
+    let traced = Traced {
+        server: common::Server::spawn(cmd),
+        path,
+    };
+    let echo = common::socks5::echo_target();
+    let mut s = common::socks5::open(traced.server.addr, echo);
+    let payload = b"zerocopy".repeat(64 << 10); // 512 KiB
+    let mut writer = s.try_clone().unwrap();
+    let sent = payload.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    sender.join().unwrap();
+    assert!(back == payload, "the echo came back different");
+    traced.server.log.wait_line("the relay logged", |l| {
+        l.starts_with("client disconnected") && l.contains(&format!("→ {echo} "))
+    });
+    let trace = traced.stop(libc::SIGTERM);
+    trace.assert_in_order(&[
+        "socket", "bind", "listen", "poll", "accept4", "read", "connect", "write", "pipe2",
+        "fcntl", "splice", "splice", "shutdown", "close",
+    ]);
+    let setsz = trace.lines_of("fcntl");
+    assert!(
+        setsz.iter().any(|l| l.contains("F_SETPIPE_SZ")),
+        "no fcntl(F_SETPIPE_SZ):\n{}",
+        setsz.join("\n")
+    );
+    let splices = trace.lines_of("splice");
+    let moved = |l: &&str| {
+        l.contains("SPLICE_F_MOVE|SPLICE_F_NONBLOCK") && l.contains("TCP:[") && l.contains("pipe:[")
+    };
+    assert!(
+        splices.iter().filter(|l| moved(l)).count() >= 4,
+        "too few socket↔pipe splices:\n{}",
+        splices.join("\n")
+    );
+    assert!(
+        !trace.text.contains("zerocopy"),
+        "the payload went through user space:\n{}",
+        trace
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("zerocopy"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

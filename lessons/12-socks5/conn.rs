@@ -91,7 +91,7 @@ impl Conn {
     /// out of this round, so a hung-up socket we are not reading cannot make poll spin).
     pub fn interest(&self) -> (Option<PollFlags>, Option<PollFlags>) {
         let mut client = PollFlags::empty();
-        if !self.down.pending().is_empty() {
+        if self.down.waiting() {
             client |= PollFlags::POLLOUT;
         }
         let mut upstream = PollFlags::empty();
@@ -110,7 +110,7 @@ impl Conn {
                 if !self.down.eof && self.down.has_room() {
                     upstream |= PollFlags::POLLIN;
                 }
-                if !self.up.pending().is_empty() {
+                if self.up.waiting() {
                     upstream |= PollFlags::POLLOUT;
                 }
             }

@@ -72,6 +72,12 @@ impl Flow {
         }
     }
 
+    /// Bytes waiting for the destination (POLLOUT wanted). Lesson 14's flow also counts
+    /// those in its pipe.
+    pub fn waiting(&self) -> bool {
+        !self.pending().is_empty()
+    }
+
     /// Room left, once the pending bytes are moved to the front.
     pub fn has_room(&self) -> bool {
         self.end - self.start < RELAY_BUF

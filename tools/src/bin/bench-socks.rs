@@ -1,13 +1,17 @@
-//! bench-socks: `make bench-socks`, lesson 12's SOCKS5 relay against the SOCKS5 servers
-//! people run (not a lesson).
+//! bench-socks: `make bench-socks`, lessons 12 and 14 (the SOCKS5 relay, and the same with
+//! splice) against the SOCKS5 servers people run (not a lesson).
 //!
-//! Servers: lesson 12, microsocks and dante (Debian's packages, skipped with a note when not
+//! Servers: lessons 12 and 14, microsocks and dante (Debian's packages, skipped with a note when not
 //! installed), and "direct" (no proxy) as the physical reference. All on loopback, in one
 //! run on one machine, so the ratios mean something even though absolute numbers drift.
 //! Runs: single-stream bulk throughput each way, 8 parallel streams, connection rate
 //! (greeting + CONNECT + one 32-byte round trip + close) sequential and with 50 workers, and
-//! the RSS of the proxy holding 1,000 idle relayed connections. Output: a table with ratios
-//! to microsocks, `target/bench-socks/report.md` and `target/bench-socks/report.svg`.
+//! the RSS of the proxy holding 1,000 idle relayed connections; and the proxy's CPU seconds
+//! per GiB relayed over the three bulk runs (utime + stime of every process and thread of
+//! the proxy, reaped children included), the fair measure of a relay's cost on a 2-core
+//! machine where it competes with the client and the target. `--runs N` repeats everything
+//! N times and reports medians. Output: a table with ratios to microsocks, DESIGN.md's bars
+//! with pass/fail, `target/bench-socks/report.md` and `target/bench-socks/report.svg`.
 //!
 //! The client side is this program's own (std sockets plus the sans-IO
 //! `protocols::socks5::client`), not iperf3 through proxychains: the same client for
@@ -26,9 +30,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use protocols::socks5::{client, Reply, Target};
-use tools::procfs::{descendants, tree_usage};
+use tools::procfs::{descendants, stat_fields, tree_usage};
 
-/// Benchmarks lesson 12 against microsocks, dante and a direct connection, all on loopback.
+/// Benchmarks lessons 12 and 14 against microsocks, dante and a direct connection, all on
+/// loopback.
 #[derive(Parser, Debug)]
 #[command(name = "bench-socks")]
 struct Args {
@@ -38,9 +43,15 @@ struct Args {
     /// Idle relayed connections held for the memory measurement.
     #[arg(long, default_value_t = 1000)]
     idle: usize,
-    /// Only these servers (direct, lesson-12, microsocks, dante).
+    /// Only these servers (direct, lesson-12, lesson-14, microsocks, dante).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Lesson 14's pipe size (its --pipe-size), to see what F_SETPIPE_SZ changes.
+    #[arg(long, value_name = "BYTES")]
+    pipe_size: Option<usize>,
+    /// Runs of every measurement; the report shows the median of each.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Where the reports go.
     #[arg(long, default_value = "target/bench-socks")]
     out: PathBuf,
@@ -50,6 +61,7 @@ struct Args {
 enum Kind {
     Direct,
     Lesson12,
+    Lesson14,
     Microsocks,
     Dante,
 }
@@ -59,6 +71,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::Lesson12 => "lesson-12",
+            Kind::Lesson14 => "lesson-14",
             Kind::Microsocks => "microsocks",
             Kind::Dante => "dante",
         }
@@ -97,6 +110,8 @@ struct Results {
     idle_rss_mib: Option<f64>,
     idle_procs: u64,
     failures: u64,
+    /// Proxy CPU seconds per GiB relayed over the bulk runs (none for "direct").
+    cpu_per_gib: Option<f64>,
 }
 
 fn main() {
@@ -127,55 +142,68 @@ fn main() {
         let _ = s.read(&mut buf); // holds the connection until the client closes
     });
 
-    let kinds = [Kind::Direct, Kind::Lesson12, Kind::Microsocks, Kind::Dante];
+    let kinds = [
+        Kind::Direct,
+        Kind::Lesson12,
+        Kind::Lesson14,
+        Kind::Microsocks,
+        Kind::Dante,
+    ];
+    let kinds: Vec<Kind> = kinds
+        .into_iter()
+        .filter(|k| args.only.is_empty() || args.only.iter().any(|o| o == k.name()))
+        .collect();
+    let runs = args.runs.max(1);
     // Every proxy's port is picked now, before any load has filled the port space.
-    let ports: Vec<u16> = kinds.iter().map(|_| free_port()).collect();
-    let mut rows: Vec<(Kind, Option<Results>, String)> = Vec::new();
-    for (kind, port) in kinds.into_iter().zip(ports) {
-        if !args.only.is_empty() && !args.only.iter().any(|o| o == kind.name()) {
-            continue;
-        }
-        let proxy = match start_proxy(kind, &bin_dir, port) {
-            Ok(p) => p,
-            Err(note) => {
-                eprintln!("bench-socks: {} skipped: {note}", kind.name());
-                rows.push((kind, None, note));
-                continue;
+    let ports: Vec<u16> = (0..runs * kinds.len()).map(|_| free_port()).collect();
+    // Per server: its results in each run, or why it was skipped.
+    let mut measured: Vec<(Kind, Vec<Results>, String)> = kinds
+        .iter()
+        .map(|&k| (k, Vec::new(), String::new()))
+        .collect();
+    for run in 0..runs {
+        for (i, &kind) in kinds.iter().enumerate() {
+            let port = ports[run * kinds.len() + i];
+            let entry = &mut measured[i];
+            if run > 0 && entry.1.is_empty() {
+                continue; // skipped in the first run
             }
-        };
-        eprintln!("bench-socks: {} ...", kind.name());
-        let via = proxy.addr;
-        let mut r = Results::default();
-        let failures = Arc::new(AtomicU64::new(0));
-        r.up_gbit = throughput(via, sink, 1, seconds, Direction::Up, &failures);
-        r.down_gbit = throughput(via, source, 1, seconds, Direction::Down, &failures);
-        r.par8_gbit = throughput(via, source, 8, seconds, Direction::Down, &failures);
-        r.seq_cps = conn_rate(via, echo, 1, seconds, &failures);
-        r.par50_cps = conn_rate(via, echo, 50, seconds, &failures);
-        if let Some(child) = proxy.child.as_ref() {
-            let (rss, procs) = idle_rss(via, holder, args.idle, child.id(), &failures);
-            r.idle_rss_mib = rss;
-            r.idle_procs = procs;
+            let proxy = match start_proxy(kind, &bin_dir, port, args.pipe_size) {
+                Ok(p) => p,
+                Err(note) => {
+                    eprintln!("bench-socks: {} skipped: {note}", kind.name());
+                    entry.2 = note;
+                    continue;
+                }
+            };
+            eprintln!(
+                "bench-socks: {} (run {} of {runs}) ...",
+                kind.name(),
+                run + 1
+            );
+            let r = measure(&proxy, &args, seconds, sink, source, echo, holder);
+            eprintln!(
+                "  up {:.2} Gbit/s, down {:.2}, 8 streams {:.2}; {:.0} conn/s sequential, {:.0} with 50 workers; idle RSS {}; CPU {} s/GiB; failures {}",
+                r.up_gbit,
+                r.down_gbit,
+                r.par8_gbit,
+                r.seq_cps,
+                r.par50_cps,
+                r.idle_rss_mib.map_or("—".into(), |m| format!("{m:.1} MiB")),
+                r.cpu_per_gib.map_or("—".into(), |c| format!("{c:.3}")),
+                r.failures
+            );
+            if kind == Kind::Microsocks {
+                entry.2 = microsocks_note();
+            }
+            entry.1.push(r);
+            drop(proxy);
         }
-        r.failures = failures.load(Ordering::Relaxed);
-        eprintln!(
-            "  up {:.2} Gbit/s, down {:.2}, 8 streams {:.2}; {:.0} conn/s sequential, {:.0} with 50 workers; idle RSS {}; failures {}",
-            r.up_gbit,
-            r.down_gbit,
-            r.par8_gbit,
-            r.seq_cps,
-            r.par50_cps,
-            r.idle_rss_mib.map_or("—".into(), |m| format!("{m:.1} MiB")),
-            r.failures
-        );
-        let note = if kind == Kind::Microsocks {
-            microsocks_note()
-        } else {
-            String::new()
-        };
-        rows.push((kind, Some(r), note));
-        drop(proxy);
     }
+    let rows: Vec<(Kind, Option<Results>, String)> = measured
+        .into_iter()
+        .map(|(k, rs, note)| (k, median(&rs), note))
+        .collect();
     fs::create_dir_all(&args.out).unwrap_or_else(|e| fail(&format!("mkdir: {e}")));
     let md = report(&rows, &args);
     fs::write(args.out.join("report.md"), &md)
@@ -188,6 +216,88 @@ fn main() {
         "bench-socks: wrote {}/report.md and report.svg",
         args.out.display()
     );
+}
+
+/// One run of every measurement against `proxy`.
+fn measure(
+    proxy: &Proxy,
+    args: &Args,
+    seconds: Duration,
+    sink: SocketAddr,
+    source: SocketAddr,
+    echo: SocketAddr,
+    holder: SocketAddr,
+) -> Results {
+    let via = proxy.addr;
+    let pid = proxy.child.as_ref().map(Child::id);
+    let mut r = Results::default();
+    let failures = Arc::new(AtomicU64::new(0));
+    // The bulk runs, with the proxy's CPU time around them and every byte they moved.
+    let cpu_before = pid.map(tree_cpu_seconds);
+    let (up, up_bytes) = throughput(via, sink, 1, seconds, Direction::Up, &failures);
+    let (down, down_bytes) = throughput(via, source, 1, seconds, Direction::Down, &failures);
+    let (par8, par8_bytes) = throughput(via, source, 8, seconds, Direction::Down, &failures);
+    let cpu = pid.zip(cpu_before).map(|(p, b)| tree_cpu_seconds(p) - b);
+    let gib = (up_bytes + down_bytes + par8_bytes) as f64 / (1u64 << 30) as f64;
+    r.cpu_per_gib = cpu.filter(|_| gib > 0.0).map(|c| c / gib);
+    (r.up_gbit, r.down_gbit, r.par8_gbit) = (up, down, par8);
+    r.seq_cps = conn_rate(via, echo, 1, seconds, &failures);
+    r.par50_cps = conn_rate(via, echo, 50, seconds, &failures);
+    if let Some(pid) = pid {
+        let (rss, procs) = idle_rss(via, holder, args.idle, pid, &failures);
+        r.idle_rss_mib = rss;
+        r.idle_procs = procs;
+    }
+    r.failures = failures.load(Ordering::Relaxed);
+    r
+}
+
+/// CPU seconds (user + system) used so far by `pid`'s whole process tree: for each live
+/// process, its own utime + stime (all its threads, dead ones included) plus cutime +
+/// cstime (every child it has reaped, and what they had reaped). A child that exits during
+/// a run moves from "live" into its parent's cutime, and is counted once either way.
+fn tree_cpu_seconds(pid: u32) -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    };
+    // utime, stime, cutime, cstime: fields 14–17 of /proc/PID/stat (11–14 after the name).
+    let total: u64 = std::iter::once(pid)
+        .chain(descendants(pid))
+        .filter_map(stat_fields)
+        .map(|f| f.iter().skip(11).take(4).sum::<u64>())
+        .sum();
+    total as f64 / ticks
+}
+
+/// The median of each measurement over the runs (none if the server never ran).
+fn median(runs: &[Results]) -> Option<Results> {
+    fn mid(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    let first = runs.first()?;
+    let of = |f: fn(&Results) -> f64| mid(runs.iter().map(f).collect());
+    let opt = |f: fn(&Results) -> Option<f64>| {
+        let v: Vec<f64> = runs.iter().filter_map(f).collect();
+        (v.len() == runs.len()).then(|| mid(v))
+    };
+    Some(Results {
+        up_gbit: of(|r| r.up_gbit),
+        down_gbit: of(|r| r.down_gbit),
+        par8_gbit: of(|r| r.par8_gbit),
+        seq_cps: of(|r| r.seq_cps),
+        par50_cps: of(|r| r.par50_cps),
+        idle_rss_mib: opt(|r| r.idle_rss_mib),
+        idle_procs: first.idle_procs,
+        failures: runs.iter().map(|r| r.failures).sum(),
+        cpu_per_gib: opt(|r| r.cpu_per_gib),
+    })
 }
 
 fn fail(msg: &str) -> ! {
@@ -215,7 +325,12 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-fn start_proxy(kind: Kind, bin_dir: &Path, port: u16) -> Result<Proxy, String> {
+fn start_proxy(
+    kind: Kind,
+    bin_dir: &Path,
+    port: u16,
+    pipe_size: Option<usize>,
+) -> Result<Proxy, String> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let (mut cmd, conf) = match kind {
         Kind::Direct => {
@@ -226,13 +341,16 @@ fn start_proxy(kind: Kind, bin_dir: &Path, port: u16) -> Result<Proxy, String> {
                 _conf: None,
             })
         }
-        Kind::Lesson12 => {
-            let exe = bin_dir.join("lesson-12");
+        Kind::Lesson12 | Kind::Lesson14 => {
+            let exe = bin_dir.join(kind.name());
             if !exe.exists() {
-                return Err("lesson-12 not built".into());
+                return Err(format!("{} not built", kind.name()));
             }
             let mut c = Command::new(exe);
             c.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+            if let Some(size) = pipe_size.filter(|_| kind == Kind::Lesson14) {
+                c.args(["--pipe-size", &size.to_string()]);
+            }
             (c, None)
         }
         Kind::Microsocks => {
@@ -370,7 +488,8 @@ enum Direction {
     Down,
 }
 
-/// Gbit/s over `streams` connections for `time`.
+/// Gbit/s over `streams` connections for `time` (after a warm-up), and every byte moved
+/// from the first to the last (what the proxy's CPU time is divided by).
 fn throughput(
     via: Option<SocketAddr>,
     target: SocketAddr,
@@ -378,7 +497,7 @@ fn throughput(
     time: Duration,
     dir: Direction,
     failures: &Arc<AtomicU64>,
-) -> f64 {
+) -> (f64, u64) {
     let total = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -422,7 +541,10 @@ fn throughput(
     for w in workers {
         let _ = w.join();
     }
-    bytes as f64 * 8.0 / secs / 1e9
+    (
+        bytes as f64 * 8.0 / secs / 1e9,
+        total.load(Ordering::Relaxed),
+    )
 }
 
 /// Connections per second: greeting + CONNECT + one 32-byte round trip + close.
@@ -536,17 +658,23 @@ fn report(rows: &[(Kind, Option<Results>, String)], args: &Args) -> String {
     let _ = writeln!(
         md,
         "Machine: {cpus} CPUs, Linux {}. {} s per run; ratios in parentheses are to microsocks in this run; \
-         \"vs direct\" is single-stream download against no proxy at all.\n",
+         \"vs direct\" is single-stream download against no proxy at all; CPU s/GiB is the proxy's \
+         user + system time over the three bulk runs divided by the bytes they moved.{}\n",
         kernel.trim(),
-        args.seconds
+        args.seconds,
+        if args.runs > 1 {
+            format!(" Every figure is the median of {} runs.", args.runs)
+        } else {
+            String::new()
+        }
     );
-    let _ = writeln!(md, "| server | upload Gbit/s | download Gbit/s | vs direct | 8 streams Gbit/s | conn/s sequential | conn/s, 50 workers | RSS, {} idle relays | failures | note |", args.idle);
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(md, "| server | upload Gbit/s | download Gbit/s | vs direct | 8 streams Gbit/s | conn/s sequential | conn/s, 50 workers | RSS, {} idle relays | CPU s/GiB | failures | note |", args.idle);
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for (kind, r, note) in rows {
         let Some(r) = r else {
             let _ = writeln!(
                 md,
-                "| {} | — | — | — | — | — | — | — | — | skipped: {note} |",
+                "| {} | — | — | — | — | — | — | — | — | — | skipped: {note} |",
                 kind.name()
             );
             continue;
@@ -568,9 +696,12 @@ fn report(rows: &[(Kind, Option<Results>, String)], args: &Args) -> String {
             (None, _) if *kind == Kind::Direct => "—".into(),
             (None, _) => "failed".into(),
         };
+        let cpu = r.cpu_per_gib.map_or(String::from("—"), |c| {
+            format!("{c:.3}{}", ratio(c, b.and_then(|b| b.cpu_per_gib)))
+        });
         let _ = writeln!(
             md,
-            "| {} | {:.2}{} | {:.2}{} | {} | {:.2}{} | {:.0}{} | {:.0}{} | {} | {} | {} |",
+            "| {} | {:.2}{} | {:.2}{} | {} | {:.2}{} | {:.0}{} | {:.0}{} | {} | {} | {} | {} |",
             kind.name(),
             r.up_gbit,
             ratio(r.up_gbit, b.map(|b| b.up_gbit)),
@@ -584,60 +715,134 @@ fn report(rows: &[(Kind, Option<Results>, String)], args: &Args) -> String {
             r.par50_cps,
             ratio(r.par50_cps, b.map(|b| b.par50_cps)),
             rss,
+            cpu,
             r.failures,
             if note.is_empty() { "" } else { note }
         );
     }
-    // The bars DESIGN.md sets for lesson 12, as ratios to "direct" taken in this run.
-    if let (Some(d), Some((_, Some(l), _))) = (
-        direct.as_ref(),
+    bars(&mut md, rows, args);
+    md
+}
+
+/// DESIGN.md's performance bars, as ratios taken in this run, with pass/fail: for each
+/// lesson relay measured, the ratios to "direct" (and to microsocks, issue 13's ≥ 1.1×), and
+/// for lesson 14 its CPU per GiB and single stream against lesson 12's.
+fn bars(md: &mut String, rows: &[(Kind, Option<Results>, String)], args: &Args) {
+    let get = |kind: Kind| {
         rows.iter()
-            .find(|(k, r, _)| *k == Kind::Lesson12 && r.is_some()),
-    ) {
-        let _ = writeln!(
-            md,
-            "\n## Lesson 12 against the bars (microsocks 1.0.5 as ratios to direct)\n"
-        );
-        let _ = writeln!(md, "| measure | lesson 12 | bar | met |");
-        let _ = writeln!(md, "|---|---:|---:|---|");
-        let mut bar = |name: &str, value: f64, goal: f64, higher: bool, unit: &str| {
-            let met = if higher { value >= goal } else { value < goal };
-            let _ = writeln!(
-                md,
-                "| {name} | {value:.2}{unit} | {}{goal:.2}{unit} | {} |",
-                if higher { "≥ " } else { "< " },
-                if met { "yes" } else { "no" }
-            );
+            .find(|(k, r, _)| *k == kind && r.is_some())
+            .and_then(|(_, r, _)| r.clone())
+    };
+    let (direct, micro, l12) = (
+        get(Kind::Direct),
+        get(Kind::Microsocks),
+        get(Kind::Lesson12),
+    );
+    // Single stream: the mean of the upload and the download.
+    let single = |r: &Results| (r.up_gbit + r.down_gbit) / 2.0;
+    let mut lines = Vec::new();
+    // `op`: "≥" (at least), "≤" (at most) or "<" (under).
+    let mut bar = |who: &str, name: &str, value: Option<f64>, op: &str, goal: f64, unit: &str| {
+        let Some(value) = value.filter(|v| v.is_finite()) else {
+            return;
         };
-        if d.down_gbit > 0.0 {
+        let met = match op {
+            "≥" => value >= goal,
+            "≤" => value <= goal,
+            _ => value < goal,
+        };
+        lines.push(format!(
+            "| {who} | {name} | {value:.2}{unit} | {op} {goal:.2}{unit} | {} |",
+            if met { "pass" } else { "FAIL" }
+        ));
+    };
+    let over = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+    for kind in [Kind::Lesson12, Kind::Lesson14] {
+        let Some(l) = get(kind) else {
+            continue;
+        };
+        let who = kind.name();
+        if let Some(d) = &direct {
             bar(
-                "single stream, × direct",
-                l.down_gbit / d.down_gbit,
-                0.62,
-                true,
-                "×",
-            );
-        }
-        if d.seq_cps > 0.0 {
-            bar(
+                who,
                 "conn/s sequential, × direct",
-                l.seq_cps / d.seq_cps,
-                0.28,
-                true,
+                over(l.seq_cps, d.seq_cps),
+                "≥",
+                0.40,
+                "×",
+            );
+            bar(
+                who,
+                "conn/s 50 workers, × direct",
+                over(l.par50_cps, d.par50_cps),
+                "≥",
+                0.50,
+                "×",
+            );
+            bar(
+                who,
+                "single stream (mean of up, down), × direct",
+                over(single(&l), single(d)),
+                "≥",
+                0.55,
                 "×",
             );
         }
-        if let Some(rss) = l.idle_rss_mib {
+        if let Some(m) = &micro {
             bar(
-                &format!("RSS with {} idle relays", args.idle),
-                rss,
-                18.0,
-                false,
-                " MiB",
+                who,
+                "conn/s sequential, × microsocks",
+                over(l.seq_cps, m.seq_cps),
+                "≥",
+                1.1,
+                "×",
             );
+            bar(
+                who,
+                "conn/s 50 workers, × microsocks",
+                over(l.par50_cps, m.par50_cps),
+                "≥",
+                1.1,
+                "×",
+            );
+        }
+        let rss_name = format!("RSS with {} idle relays (bar set for 1,000)", args.idle);
+        bar(who, &rss_name, l.idle_rss_mib, "<", 4.0, " MiB");
+        if kind == Kind::Lesson14 {
+            if let Some(t) = &l12 {
+                let cpu = l
+                    .cpu_per_gib
+                    .zip(t.cpu_per_gib)
+                    .and_then(|(a, b)| over(a, b));
+                bar(who, "CPU s/GiB, × lesson 12", cpu, "≤", 0.6, "×");
+                bar(
+                    who,
+                    "single stream, × lesson 12",
+                    over(single(&l), single(t)),
+                    "≥",
+                    1.0,
+                    "×",
+                );
+            }
         }
     }
-    md
+    if lines.is_empty() {
+        return;
+    }
+    let runs = if args.runs > 1 {
+        format!("medians of {} runs", args.runs)
+    } else {
+        "one run: DESIGN asks for the median of 3 (--runs 3)".into()
+    };
+    let _ = writeln!(
+        md,
+        "\n## DESIGN.md's bars, as ratios taken in this run ({runs})\n"
+    );
+    let _ = writeln!(md, "| server | measure | value | bar | met |");
+    let _ = writeln!(md, "|---|---|---:|---:|---|");
+    for line in lines {
+        let _ = writeln!(md, "{line}");
+    }
 }
 
 fn chart(
