@@ -95,7 +95,8 @@ fn main() {
             SaFlags::SA_NOCLDSTOP,
             SigSet::empty(),
         );
-        // SAFETY: the handler only calls waitpid and touches errno and atomics.
+        // SAFETY: the handler only calls waitpid and touches errno and atomics (mistake()
+        // is one atomic load).
         unsafe { sigaction(Signal::SIGCHLD, &reap) }.or_die("sigaction");
     }
     let what = if mistake(Mistake::NoReap) {

@@ -8,7 +8,7 @@
 //! reads and writes; no fork, and no close of the listener: there is one fd table.
 //!
 //! Classic failure: shared state. Two threads that each do `SERVED += 1` on a plain integer
-//! can lose an update; see `SERVED`. `--mistake unbounded` drops the limit.
+//! can lose an update: `--mistake racy-counter`; `unbounded` drops the limit.
 //! More: docs/lessons/05-threads.md.
 
 // The echo loop, a read(2) and a write(2) per line, is lesson 03's: 03-interactive/serve.rs.
@@ -36,6 +36,8 @@ const LESSON: Lesson = lesson!(23333, Hint::Nc);
 sockets_by_hand::mistakes! {
     /// a thread per client without a limit: --max-clients is ignored
     Unbounded,
+    /// SERVED += 1 as a load and a store: threads that end together lose updates
+    RacyCounter,
 }
 
 /// Each client thread's stack: room for the loop's 16 KiB buffer, 1/32 of Rust's 2 MiB.
@@ -142,7 +144,20 @@ fn main() {
                     report("close", errno);
                 }
                 ACTIVE.fetch_sub(1, Ordering::SeqCst);
-                let served = SERVED.fetch_add(1, Ordering::SeqCst) + 1;
+                let served = if mistake(Mistake::RacyCounter) {
+                    // The mistake: `SERVED += 1` as a load, then a store. Another thread can
+                    // store between the two, and one update is lost. On a plain static that
+                    // is a data race, undefined behaviour that Rust refuses without unsafe; two
+                    // atomic calls make the same lost update, safely. The yield stands for
+                    // the scheduler switching threads there, which it may do at any time.
+                    let served = SERVED.load(Ordering::SeqCst) + 1;
+                    thread::yield_now();
+                    SERVED.store(served, Ordering::SeqCst);
+                    served
+                } else {
+                    // One indivisible read-modify-write: no update is lost.
+                    SERVED.fetch_add(1, Ordering::SeqCst) + 1
+                };
                 say!("client disconnected: {peer} ({ending}) · {served} served so far");
             });
         // EAGAIN: out of threads or memory. The unrun closure was dropped, closing conn.

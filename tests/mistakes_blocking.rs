@@ -480,3 +480,54 @@ fn lesson_05_unbounded_grows_a_thread_per_client_past_max_clients() {
     lesson_05_fifteen(true);
     lesson_05_fifteen(false);
 }
+
+/// The counts in the `… · N served so far` lines: with `fetch_add` each is unique (1, 2, …);
+/// two threads that loaded the same value both print the same count, one update lost.
+fn served_counts(server: &Server) -> Vec<usize> {
+    server
+        .log
+        .lines()
+        .iter()
+        .filter_map(|l| {
+            l.split(" · ")
+                .last()?
+                .strip_suffix(" served so far")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Rounds of 50 clients leaving at once (their threads end together) until a count is
+/// printed twice, at most [`ATTEMPTS`] rounds: `--mistake racy-counter` loses updates.
+/// Without it the same rounds print each count once, and the last is the number served.
+#[test]
+fn lesson_05_racy_counter_loses_updates_when_threads_end_together() {
+    fn rounds(server: &Server, max: usize) -> (usize, usize) {
+        let mut clients = 0;
+        for round in 1..=max {
+            all_leave_together(server, 50);
+            clients += 50;
+            wait_for("every thread's goodbye", DEADLINE, || {
+                (served_counts(server).len() == clients).then_some(())
+            });
+            let mut counts = served_counts(server);
+            counts.sort_unstable();
+            counts.dedup();
+            let lost = clients - counts.len();
+            if lost > 0 || round == max {
+                return (round, lost);
+            }
+        }
+        unreachable!()
+    }
+    let server = Server::start(exe!("lesson-05"), &["--mistake", "racy-counter"]);
+    let (round, lost) = rounds(&server, ATTEMPTS);
+    assert!(lost > 0, "no update lost in {round} rounds of 50");
+    println!("racy-counter: {lost} updates lost in {round} rounds of 50");
+
+    let server = Server::start(exe!("lesson-05"), &[]);
+    let (_, lost) = rounds(&server, round);
+    assert_eq!(lost, 0);
+    assert_eq!(served_counts(&server).into_iter().max(), Some(50 * round));
+}
