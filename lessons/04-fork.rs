@@ -8,7 +8,7 @@
 //! wait4(WNOHANG) loop and accept called again after EINTR. Ctrl-C prints a summary.
 //!
 //! Classic failure: zombies. With `--mistake no-reap` every finished child stays `<defunct>`
-//! (state Z) until the server exits; try `reap-once` and `parent-keeps-conn` too.
+//! (state Z) until the server exits; `--help` lists four more mistakes to switch on.
 //! More: docs/lessons/04-fork.md.
 
 // The echo loop, a read(2) and a write(2) per line, is lesson 03's: 03-interactive/serve.rs.
@@ -41,6 +41,10 @@ sockets_by_hand::mistakes! {
     ReapOnce,
     /// the parent keeps its copy of the connection: a client that ends first never sees EOF
     ParentKeepsConn,
+    /// the child keeps the listener: after the server stops, new clients queue unanswered
+    ChildKeepsListener,
+    /// SA_RESTART on SIGINT/SIGTERM: accept is restarted, the server stops only at the next client
+    SaRestart,
 }
 
 #[derive(Parser)]
@@ -76,11 +80,14 @@ fn main() {
 
     // sigaction(2) without SA_RESTART: a signal makes the sleeping accept fail with EINTR, so
     // the loop sees STOP at once (signal-hook sets SA_RESTART: see docs/lessons/04-fork.md).
-    let stop = SigAction::new(
-        SigHandler::Handler(request_stop),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
+    let flags = if mistake(Mistake::SaRestart) {
+        // The mistake: SA_RESTART. The kernel restarts the interrupted accept itself, the
+        // loop never sees STOP, and Ctrl-C takes effect only when the next client arrives.
+        SaFlags::SA_RESTART
+    } else {
+        SaFlags::empty()
+    };
+    let stop = SigAction::new(SigHandler::Handler(request_stop), flags, SigSet::empty());
     for signal in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(signal, &stop) }.or_die("sigaction");
@@ -170,8 +177,13 @@ fn child(listener: OwnedFd, conn: OwnedFd, peer: &str) -> ! {
             report("sigaction", errno);
         }
     }
-    // close(2) the listener: kept, it would outlive a stopped server as long as this child.
-    if let Err(errno) = close(listener) {
+    if mistake(Mistake::ChildKeepsListener) {
+        // The mistake: no close(2) of the child's copy of the listener (forget: in Rust a
+        // drop would close it). The port stays open as long as this child lives: once the
+        // server has stopped, new clients are queued in the backlog and never answered.
+        std::mem::forget(listener);
+    } else if let Err(errno) = close(listener) {
+        // close(2) the listener: kept, it would outlive a stopped server with this child.
         report("close", errno);
     }
     say!("client connected: {peer} (child pid {})", getpid());

@@ -6,6 +6,7 @@
 mod common;
 
 use std::io::Write;
+use std::net::TcpStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -48,6 +49,10 @@ fn help_lists_the_mistakes_and_an_unknown_one_exits_2() {
                 "one waitpid per SIGCHLD",
                 "- parent-keeps-conn:",
                 "the parent keeps its copy",
+                "- child-keeps-listener:",
+                "the child keeps the listener",
+                "- sa-restart:",
+                "SA_RESTART on SIGINT/SIGTERM",
             ],
         ),
         (
@@ -530,4 +535,97 @@ fn lesson_05_racy_counter_loses_updates_when_threads_end_together() {
     let (_, lost) = rounds(&server, round);
     assert_eq!(lost, 0);
     assert_eq!(served_counts(&server).into_iter().max(), Some(50 * round));
+}
+
+/// Waits until `pid` sleeps in accept(2) (its /proc wchan is `inet_csk_accept`), so that a
+/// signal sent now finds it there, not between its check of the stop flag and accept (the
+/// race lesson 04 documents). Does nothing where the kernel hides wchan.
+fn wait_in_accept(pid: u32) {
+    let wchan = || std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    if matches!(wchan().as_str(), "" | "0") {
+        return;
+    }
+    wait_for("the lesson to sleep in accept", DEADLINE, || {
+        (wchan() == "inet_csk_accept").then_some(())
+    });
+}
+
+/// A client is being served when the server gets SIGTERM and stops. With `--mistake
+/// child-keeps-listener` its child still holds the listener: a new client connects (the
+/// kernel queues it in the backlog) but is never welcomed. Without it: refused.
+fn lesson_04_after_the_stop(keep: bool) {
+    let args: &[&str] = if keep {
+        &["--mistake", "child-keeps-listener"]
+    } else {
+        &[]
+    };
+    let mut server = Server::start(exe!("lesson-04"), args);
+    let addr = server.addr;
+    let mut c = server.connect();
+    c.expect_welcome();
+    wait_in_accept(server.pid());
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(DEADLINE).is_some(), "the server stops");
+    match TcpStream::connect(addr) {
+        Ok(mut late) => {
+            assert!(
+                keep,
+                "a stopped server without the mistake still accepts connections"
+            );
+            late.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let silent = std::io::Read::read(&mut late, &mut [0u8; 64]).is_err_and(|e| {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            });
+            assert!(silent, "no welcome, and no close: queued, never accepted");
+        }
+        Err(e) => {
+            assert!(!keep, "with child-keeps-listener the port was closed: {e}");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+    }
+    // The served client is not disturbed either way.
+    assert_eq!(c.round_trip("still"), "llits");
+    c.send("q\n");
+    assert!(c.closed());
+}
+
+#[test]
+fn lesson_04_child_keeps_listener_queues_clients_after_the_stop() {
+    lesson_04_after_the_stop(true);
+    lesson_04_after_the_stop(false);
+}
+
+/// SIGTERM while the server sleeps in accept. With `--mistake sa-restart` the kernel
+/// restarts accept: the server is still running after the signal, and stops only once a
+/// client arrives (the accept returns and the loop sees the flag). Without it the accept
+/// fails with EINTR and the server stops at once.
+fn lesson_04_sigterm_in_accept(restart: bool) {
+    let args: &[&str] = if restart {
+        &["--mistake", "sa-restart"]
+    } else {
+        &[]
+    };
+    let mut server = Server::start(exe!("lesson-04"), args);
+    wait_in_accept(server.pid());
+    server.signal(libc::SIGTERM);
+    if restart {
+        let stopped = server.wait_exit(Duration::from_millis(500));
+        assert!(stopped.is_none(), "stopped on SIGTERM despite SA_RESTART");
+        let _nudge = TcpStream::connect(server.addr).expect("still listening");
+    }
+    let status = server.wait_exit(DEADLINE).expect("the server stops");
+    assert!(status.success(), "{status:?}");
+    server
+        .log
+        .wait_line("the stop summary", |l| l.contains(" stopping · "));
+}
+
+#[test]
+fn lesson_04_sa_restart_stops_only_at_the_next_client() {
+    lesson_04_sigterm_in_accept(true);
+    lesson_04_sigterm_in_accept(false);
 }
