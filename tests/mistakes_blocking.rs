@@ -155,6 +155,18 @@ fn lesson_01_no_reuseaddr_restart_fails_while_time_wait_lasts() {
 // 02 leak-fd
 // ---------------------------------------------------------------------------------------
 
+/// The lowest fd number `pid` does not use.
+fn lowest_free_fd(pid: u32) -> usize {
+    let used: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    (0..).find(|n| !used.contains(n)).unwrap()
+}
+
 /// Lesson 02 under RLIMIT_NOFILE = 16. Each client reads its greeting; with the mistake the
 /// server's fd count grows by exactly one per client (and the client never sees EOF) until
 /// accept fails with EMFILE and the next client is left unanswered; without it, twice as
@@ -297,7 +309,7 @@ fn lesson_03_plain_close_loses_the_replies_before_q() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 04 no-reap, reap-once, parent-keeps-conn
+// 04 no-reap, reap-once, parent-keeps-conn, child-keeps-listener, sa-restart
 // ---------------------------------------------------------------------------------------
 
 /// Connects `n` clients (each welcomed, so each has its child), then closes them all at
@@ -421,21 +433,102 @@ fn lesson_04_parent_keeps_conn_client_never_sees_eof() {
     lesson_04_ends_first(false);
 }
 
-// ---------------------------------------------------------------------------------------
-// 05 unbounded
-// ---------------------------------------------------------------------------------------
-
-/// The lowest fd number `pid` does not use.
-fn lowest_free_fd(pid: u32) -> usize {
-    let used: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    (0..).find(|n| !used.contains(n)).unwrap()
+/// Waits until `pid` sleeps in accept(2) (its /proc wchan is `inet_csk_accept`), so that a
+/// signal sent now finds it there, not between its check of the stop flag and accept (the
+/// race lesson 04 documents). Does nothing where the kernel hides wchan.
+fn wait_in_accept(pid: u32) {
+    let wchan = || std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    if matches!(wchan().as_str(), "" | "0") {
+        return;
+    }
+    wait_for("the lesson to sleep in accept", DEADLINE, || {
+        (wchan() == "inet_csk_accept").then_some(())
+    });
 }
+
+/// A client is being served when the server gets SIGTERM and stops. With `--mistake
+/// child-keeps-listener` its child still holds the listener: a new client connects (the
+/// kernel queues it in the backlog) but is never welcomed. Without it: refused.
+fn lesson_04_after_the_stop(keep: bool) {
+    let args: &[&str] = if keep {
+        &["--mistake", "child-keeps-listener"]
+    } else {
+        &[]
+    };
+    let mut server = Server::start(exe!("lesson-04"), args);
+    let addr = server.addr;
+    let mut c = server.connect();
+    c.expect_welcome();
+    wait_in_accept(server.pid());
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(DEADLINE).is_some(), "the server stops");
+    match TcpStream::connect(addr) {
+        Ok(mut late) => {
+            assert!(
+                keep,
+                "a stopped server without the mistake still accepts connections"
+            );
+            late.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let silent = std::io::Read::read(&mut late, &mut [0u8; 64]).is_err_and(|e| {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            });
+            assert!(silent, "no welcome, and no close: queued, never accepted");
+        }
+        Err(e) => {
+            assert!(!keep, "with child-keeps-listener the port was closed: {e}");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+    }
+    // The served client is not disturbed either way.
+    assert_eq!(c.round_trip("still"), "llits");
+    c.send("q\n");
+    assert!(c.closed());
+}
+
+#[test]
+fn lesson_04_child_keeps_listener_queues_clients_after_the_stop() {
+    lesson_04_after_the_stop(true);
+    lesson_04_after_the_stop(false);
+}
+
+/// SIGTERM while the server sleeps in accept. With `--mistake sa-restart` the kernel
+/// restarts accept: the server is still running after the signal, and stops only once a
+/// client arrives (the accept returns and the loop sees the flag). Without it the accept
+/// fails with EINTR and the server stops at once.
+fn lesson_04_sigterm_in_accept(restart: bool) {
+    let args: &[&str] = if restart {
+        &["--mistake", "sa-restart"]
+    } else {
+        &[]
+    };
+    let mut server = Server::start(exe!("lesson-04"), args);
+    wait_in_accept(server.pid());
+    server.signal(libc::SIGTERM);
+    if restart {
+        let stopped = server.wait_exit(Duration::from_millis(500));
+        assert!(stopped.is_none(), "stopped on SIGTERM despite SA_RESTART");
+        let _nudge = TcpStream::connect(server.addr).expect("still listening");
+    }
+    let status = server.wait_exit(DEADLINE).expect("the server stops");
+    assert!(status.success(), "{status:?}");
+    server
+        .log
+        .wait_line("the stop summary", |l| l.contains(" stopping · "));
+}
+
+#[test]
+fn lesson_04_sa_restart_stops_only_at_the_next_client() {
+    lesson_04_sigterm_in_accept(true);
+    lesson_04_sigterm_in_accept(false);
+}
+
+// ---------------------------------------------------------------------------------------
+// 05 unbounded, racy-counter
+// ---------------------------------------------------------------------------------------
 
 /// Threads of `pid` (the Threads: line of /proc/PID/status).
 fn threads(pid: u32) -> usize {
@@ -535,97 +628,4 @@ fn lesson_05_racy_counter_loses_updates_when_threads_end_together() {
     let (_, lost) = rounds(&server, round);
     assert_eq!(lost, 0);
     assert_eq!(served_counts(&server).into_iter().max(), Some(50 * round));
-}
-
-/// Waits until `pid` sleeps in accept(2) (its /proc wchan is `inet_csk_accept`), so that a
-/// signal sent now finds it there, not between its check of the stop flag and accept (the
-/// race lesson 04 documents). Does nothing where the kernel hides wchan.
-fn wait_in_accept(pid: u32) {
-    let wchan = || std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-    if matches!(wchan().as_str(), "" | "0") {
-        return;
-    }
-    wait_for("the lesson to sleep in accept", DEADLINE, || {
-        (wchan() == "inet_csk_accept").then_some(())
-    });
-}
-
-/// A client is being served when the server gets SIGTERM and stops. With `--mistake
-/// child-keeps-listener` its child still holds the listener: a new client connects (the
-/// kernel queues it in the backlog) but is never welcomed. Without it: refused.
-fn lesson_04_after_the_stop(keep: bool) {
-    let args: &[&str] = if keep {
-        &["--mistake", "child-keeps-listener"]
-    } else {
-        &[]
-    };
-    let mut server = Server::start(exe!("lesson-04"), args);
-    let addr = server.addr;
-    let mut c = server.connect();
-    c.expect_welcome();
-    wait_in_accept(server.pid());
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(DEADLINE).is_some(), "the server stops");
-    match TcpStream::connect(addr) {
-        Ok(mut late) => {
-            assert!(
-                keep,
-                "a stopped server without the mistake still accepts connections"
-            );
-            late.set_read_timeout(Some(Duration::from_millis(300)))
-                .unwrap();
-            let silent = std::io::Read::read(&mut late, &mut [0u8; 64]).is_err_and(|e| {
-                matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                )
-            });
-            assert!(silent, "no welcome, and no close: queued, never accepted");
-        }
-        Err(e) => {
-            assert!(!keep, "with child-keeps-listener the port was closed: {e}");
-            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
-        }
-    }
-    // The served client is not disturbed either way.
-    assert_eq!(c.round_trip("still"), "llits");
-    c.send("q\n");
-    assert!(c.closed());
-}
-
-#[test]
-fn lesson_04_child_keeps_listener_queues_clients_after_the_stop() {
-    lesson_04_after_the_stop(true);
-    lesson_04_after_the_stop(false);
-}
-
-/// SIGTERM while the server sleeps in accept. With `--mistake sa-restart` the kernel
-/// restarts accept: the server is still running after the signal, and stops only once a
-/// client arrives (the accept returns and the loop sees the flag). Without it the accept
-/// fails with EINTR and the server stops at once.
-fn lesson_04_sigterm_in_accept(restart: bool) {
-    let args: &[&str] = if restart {
-        &["--mistake", "sa-restart"]
-    } else {
-        &[]
-    };
-    let mut server = Server::start(exe!("lesson-04"), args);
-    wait_in_accept(server.pid());
-    server.signal(libc::SIGTERM);
-    if restart {
-        let stopped = server.wait_exit(Duration::from_millis(500));
-        assert!(stopped.is_none(), "stopped on SIGTERM despite SA_RESTART");
-        let _nudge = TcpStream::connect(server.addr).expect("still listening");
-    }
-    let status = server.wait_exit(DEADLINE).expect("the server stops");
-    assert!(status.success(), "{status:?}");
-    server
-        .log
-        .wait_line("the stop summary", |l| l.contains(" stopping · "));
-}
-
-#[test]
-fn lesson_04_sa_restart_stops_only_at_the_next_client() {
-    lesson_04_sigterm_in_accept(true);
-    lesson_04_sigterm_in_accept(false);
 }
