@@ -6,8 +6,8 @@
 //! terminal. `make trace-01` shows a server's whole life: socket → setsockopt(SO_REUSEADDR) →
 //! bind → listen → accept (asleep until a client comes) → write → close, close → exit_group.
 //!
-//! Classic failure: run it twice in a row with `--no-reuseaddr`, and the second `bind` fails
-//! with EADDRINUSE: the first run's connection still sits in TIME_WAIT on this port.
+//! Classic failure: run it twice in a row with `--mistake no-reuseaddr`, and the second
+//! `bind` fails with EADDRINUSE: the first run's connection still sits in TIME_WAIT on this port.
 //! More: docs/lessons/01-hello.md.
 
 use std::os::fd::AsRawFd;
@@ -21,30 +21,45 @@ use nix::sys::socket::{
 use nix::unistd::{close, write};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{fatal, report, OrDie};
-use sockets_by_hand::{hello, lesson, net, say};
+use sockets_by_hand::{hello, lesson, mistake, net, say};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+sockets_by_hand::mistakes! {
+    /// no SO_REUSEADDR: a restart fails in bind with EADDRINUSE while TIME_WAIT lasts
+    NoReuseaddr,
+}
 
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     listen: Listen,
 
-    /// Leave out setsockopt(SO_REUSEADDR), to see bind fail with EADDRINUSE when the
-    /// previous run's connection is still in TIME_WAIT.
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
+
+    /// The same as `--mistake no-reuseaddr` (its older spelling).
     #[arg(long)]
     no_reuseaddr: bool,
 }
 
 fn main() {
     let args: Args = cli::parse(&LESSON);
+    let chosen = args
+        .mistake
+        .or(args.no_reuseaddr.then_some(Mistake::NoReuseaddr));
+    let note = mistake::switch_on(&MISTAKE, chosen);
     let addr = args.listen.addr();
     hello::load_time_zone(); // before socket(), so the trace shows only what follows
 
     let family = net::family(&addr); // AF_INET or AF_INET6
                                      // socket(2): a TCP endpoint (SOCK_STREAM) of that family, bound to nothing yet.
     let listener = socket(family, SockType::Stream, SockFlag::empty(), None).or_die("socket");
-    if !args.no_reuseaddr {
+    if mistake(Mistake::NoReuseaddr) {
+        // The mistake: no setsockopt(SO_REUSEADDR). The last run's connection still sits in
+        // TIME_WAIT on this port (60 s), so the bind below fails with EADDRINUSE.
+    } else {
         // setsockopt(SO_REUSEADDR): bind even while old connections on this port are in
         // TIME_WAIT, so the server can be restarted at once.
         setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
@@ -56,7 +71,9 @@ fn main() {
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
     // getsockname(2): the address really bound (with -p 0 the kernel chose the port).
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
+    // The banner; with --mistake, a second line says so (MISTAKE ON: ...).
+    let local = net::std_addr(&local).unwrap_or(addr);
+    cli::banner(&LESSON, local, note.as_deref().as_slice());
 
     // accept(2): sleep until a client has connected; returns a new socket for that client.
     let conn = loop {

@@ -8,7 +8,7 @@
 //!
 //! Classic failure: one client at a time. Every client waits, in the listen backlog, for the
 //! one before; this server answers so fast that nobody notices, lesson 03 shows the cost.
-//! More: docs/lessons/02-serial.md.
+//! `--mistake leak-fd` forgets the close. More: docs/lessons/02-serial.md.
 
 use std::os::fd::AsRawFd;
 
@@ -21,18 +21,28 @@ use nix::unistd::{close, write};
 use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::{hello, lesson, net, say};
+use sockets_by_hand::{hello, lesson, mistake, net, say};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+sockets_by_hand::mistakes! {
+    /// no close: one fd leaked per client, until accept fails with EMFILE
+    LeakFd,
+}
 
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     listen: Listen,
+
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
 }
 
 fn main() {
     let args: Args = cli::parse(&LESSON);
+    let note = mistake::switch_on(&MISTAKE, args.mistake);
     let addr = args.listen.addr();
     hello::load_time_zone(); // before socket(), so the trace shows only what follows
 
@@ -43,7 +53,9 @@ fn main() {
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
+    // The banner; with --mistake, a second line says so (MISTAKE ON: ...).
+    let local = net::std_addr(&local).unwrap_or(addr);
+    cli::banner(&LESSON, local, note.as_deref().as_slice());
 
     let mut pause = AcceptPause::new(BLOCKING_RETRY);
     loop {
@@ -71,6 +83,14 @@ fn main() {
                     break;
                 }
             }
+        }
+        if mistake(Mistake::LeakFd) {
+            // The mistake: no close(2). In C the fd just stays open; in Rust the OwnedFd would
+            // close itself when dropped, so it takes mem::forget to lose it. One fd leaks per
+            // client (who never sees EOF) until accept fails with EMFILE.
+            std::mem::forget(conn);
+            say!("client left open: {peer} (its fd leaked)");
+            continue;
         }
         // close(2): without it, every client would leak one fd.
         if let Err(errno) = close(conn) {

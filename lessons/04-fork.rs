@@ -7,8 +7,9 @@
 //! clone (fork), both sides' close, the child's reads and writes, `--- SIGCHLD ---`, the
 //! wait4(WNOHANG) loop and accept called again after EINTR. Ctrl-C prints a summary.
 //!
-//! Classic failure: zombies. With `--no-reap` every finished child stays `<defunct>`
-//! (state Z) until the server exits. More: docs/lessons/04-fork.md.
+//! Classic failure: zombies. With `--mistake no-reap` every finished child stays `<defunct>`
+//! (state Z) until the server exits; `--help` lists four more mistakes to switch on.
+//! More: docs/lessons/04-fork.md.
 
 // The echo loop, a read(2) and a write(2) per line, is lesson 03's: 03-interactive/serve.rs.
 #[path = "03-interactive/serve.rs"]
@@ -29,17 +30,33 @@ use nix::unistd::{close, fork, getpid, ForkResult};
 use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::{lesson, net, say};
+use sockets_by_hand::{lesson, mistake, net, say};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+sockets_by_hand::mistakes! {
+    /// no SIGCHLD handler: every finished child stays a zombie (state Z)
+    NoReap,
+    /// one waitpid per SIGCHLD: signals that coalesce leave zombies
+    ReapOnce,
+    /// the parent keeps its copy of the connection: a client that ends first never sees EOF
+    ParentKeepsConn,
+    /// the child keeps the listener: after the server stops, new clients queue unanswered
+    ChildKeepsListener,
+    /// SA_RESTART on SIGINT/SIGTERM: accept is restarted, the server stops only at the next client
+    SaRestart,
+}
 
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     listen: Listen,
 
-    /// Do not reap: no SIGCHLD handler, so every finished child stays a zombie (state Z in
-    /// ps) until the server exits. The classic bug, on purpose.
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
+
+    /// The same as `--mistake no-reap` (its older spelling).
     #[arg(long)]
     no_reap: bool,
 }
@@ -49,6 +66,8 @@ static REAPED: AtomicUsize = AtomicUsize::new(0); // children reaped on SIGCHLD
 
 fn main() {
     let args: Args = cli::parse(&LESSON);
+    let chosen = args.mistake.or(args.no_reap.then_some(Mistake::NoReap));
+    let note = mistake::switch_on(&MISTAKE, chosen);
     let addr = args.listen.addr();
 
     // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01.
@@ -61,27 +80,34 @@ fn main() {
 
     // sigaction(2) without SA_RESTART: a signal makes the sleeping accept fail with EINTR, so
     // the loop sees STOP at once (signal-hook sets SA_RESTART: see docs/lessons/04-fork.md).
-    let stop = SigAction::new(
-        SigHandler::Handler(request_stop),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
+    let flags = if mistake(Mistake::SaRestart) {
+        // The mistake: SA_RESTART. The kernel restarts the interrupted accept itself, the
+        // loop never sees STOP, and Ctrl-C takes effect only when the next client arrives.
+        SaFlags::SA_RESTART
+    } else {
+        SaFlags::empty()
+    };
+    let stop = SigAction::new(SigHandler::Handler(request_stop), flags, SigSet::empty());
     for signal in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(signal, &stop) }.or_die("sigaction");
     }
-    if !args.no_reap {
+    if mistake(Mistake::NoReap) {
+        // The mistake: no SIGCHLD handler, and no waitpid anywhere. A child that exits keeps
+        // its entry in the process table (a zombie, with its exit status) until we exit.
+    } else {
         // sigaction(2) for SIGCHLD, sent when a child exits (SA_NOCLDSTOP: not when stopped).
         let reap = SigAction::new(
             SigHandler::Handler(reap_children),
             SaFlags::SA_NOCLDSTOP,
             SigSet::empty(),
         );
-        // SAFETY: the handler only calls waitpid and touches errno and atomics.
+        // SAFETY: the handler only calls waitpid and touches errno and atomics (mistake()
+        // is one atomic load).
         unsafe { sigaction(Signal::SIGCHLD, &reap) }.or_die("sigaction");
     }
-    let what = if args.no_reap {
-        "--no-reap: finished children stay zombies"
+    let what = if mistake(Mistake::NoReap) {
+        "no reaping: finished children stay zombies"
     } else {
         "one child per client, reaped on SIGCHLD"
     };
@@ -89,9 +115,16 @@ fn main() {
         "{what}; see them with: ps -o pid,stat,cmd --ppid {}",
         getpid()
     );
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&watch]);
+    // The banner; with --mistake, one more line says so (MISTAKE ON: ...).
+    let notes: Vec<&str> = note
+        .as_deref()
+        .into_iter()
+        .chain([watch.as_str()])
+        .collect();
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
 
     let mut served = 0usize;
+    let mut kept = Vec::new(); // only with --mistake parent-keeps-conn
     let mut pause = AcceptPause::new(BLOCKING_RETRY);
     while !STOP.load(Ordering::Relaxed) {
         // accept(2): the next client, or EINTR when a handler ran: check STOP, accept again.
@@ -114,8 +147,14 @@ fn main() {
             Ok(ForkResult::Parent { .. }) => served += 1,
             Err(errno) => report("fork", errno), // EAGAIN: this client is closed unanswered
         }
-        // close(2) the parent's copy: the client sees EOF only once both copies are closed.
-        if let Err(errno) = close(conn) {
+        if mistake(Mistake::ParentKeepsConn) {
+            // The mistake: no close(2) of the parent's copy. In C it just stays open; in
+            // Rust dropping the OwnedFd would close it, so a Vec keeps it alive. The child's
+            // close is then not the last: no FIN, and a client that ends first (EOF) waits
+            // forever for ours; and the parent leaks one fd per client.
+            kept.push(conn);
+        } else if let Err(errno) = close(conn) {
+            // close(2) the parent's copy: the client sees EOF only once both are closed.
             report("close", errno);
         }
     }
@@ -138,8 +177,13 @@ fn child(listener: OwnedFd, conn: OwnedFd, peer: &str) -> ! {
             report("sigaction", errno);
         }
     }
-    // close(2) the listener: kept, it would outlive a stopped server as long as this child.
-    if let Err(errno) = close(listener) {
+    if mistake(Mistake::ChildKeepsListener) {
+        // The mistake: no close(2) of the child's copy of the listener (forget: in Rust a
+        // drop would close it). The port stays open as long as this child lives: once the
+        // server has stopped, new clients are queued in the backlog and never answered.
+        std::mem::forget(listener);
+    } else if let Err(errno) = close(listener) {
+        // close(2) the listener: kept, it would outlive a stopped server with this child.
         report("close", errno);
     }
     say!("client connected: {peer} (child pid {})", getpid());
@@ -166,6 +210,17 @@ extern "C" fn request_stop(_signal: libc::c_int) {
 /// SIGCHLD handler: reaps every child that has exited, since SIGCHLDs do not queue.
 extern "C" fn reap_children(_signal: libc::c_int) {
     let saved = Errno::last_raw(); // waitpid sets errno: give the interrupted code its own back
+    if mistake(Mistake::ReapOnce) {
+        // The mistake (Stevens' tcpserv03): one waitpid per SIGCHLD. But signals do not
+        // queue: children that exit together raise one SIGCHLD, and the rest stay zombies.
+        if let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+            waitpid(None, Some(WaitPidFlag::WNOHANG))
+        {
+            REAPED.fetch_add(1, Ordering::Relaxed);
+        }
+        Errno::set_raw(saved);
+        return;
+    }
     loop {
         // waitpid(-1, WNOHANG): one exited child, or at once StillAlive / ECHILD.
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {

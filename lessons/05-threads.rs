@@ -8,7 +8,8 @@
 //! reads and writes; no fork, and no close of the listener: there is one fd table.
 //!
 //! Classic failure: shared state. Two threads that each do `SERVED += 1` on a plain integer
-//! can lose an update; see `SERVED`. More: docs/lessons/05-threads.md.
+//! can lose an update: `--mistake racy-counter`; `unbounded` drops the limit.
+//! More: docs/lessons/05-threads.md.
 
 // The echo loop, a read(2) and a write(2) per line, is lesson 03's: 03-interactive/serve.rs.
 #[path = "03-interactive/serve.rs"]
@@ -28,9 +29,16 @@ use nix::unistd::{close, getpid, write};
 use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::{lesson, limits, net, say};
+use sockets_by_hand::{lesson, limits, mistake, net, say};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+
+sockets_by_hand::mistakes! {
+    /// a thread per client without a limit: --max-clients is ignored
+    Unbounded,
+    /// SERVED += 1 as a load and a store: threads that end together lose updates
+    RacyCounter,
+}
 
 /// Each client thread's stack: room for the loop's 16 KiB buffer, 1/32 of Rust's 2 MiB.
 const STACK_SIZE: usize = 64 * 1024;
@@ -46,6 +54,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_clients: u32,
+
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<Mistake>,
 }
 
 /// Clients being served now: the main thread adds before it spawns, each thread subtracts.
@@ -55,6 +67,7 @@ static SERVED: AtomicUsize = AtomicUsize::new(0);
 
 fn main() {
     let args: Args = cli::parse(&LESSON);
+    let note = mistake::switch_on(&MISTAKE, args.mistake);
     let addr = args.listen.addr();
     let max_clients = args.max_clients as usize;
     // Each client holds one fd: make sure the fd limit allows --max-clients of them.
@@ -72,11 +85,13 @@ fn main() {
         STACK_SIZE / 1024,
         getpid()
     );
-    cli::banner(
-        &LESSON,
-        net::std_addr(&local).unwrap_or(addr),
-        &[&watch, &nofile],
-    );
+    // The banner; with --mistake, one more line says so (MISTAKE ON: ...).
+    let notes: Vec<&str> = note
+        .as_deref()
+        .into_iter()
+        .chain([&*watch, &*nofile])
+        .collect();
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
 
     let mut accepted = 0u64;
     let mut pause = AcceptPause::new(BLOCKING_RETRY);
@@ -95,7 +110,14 @@ fn main() {
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
 
         let active = ACTIVE.load(Ordering::SeqCst);
-        if active >= max_clients {
+        let full = if mistake(Mistake::Unbounded) {
+            // The mistake: no limit. Every client gets a thread (its stack, its fd), however
+            // many come, until memory, the thread limit or the fd limit runs out for all.
+            false
+        } else {
+            active >= max_clients
+        };
+        if full {
             // write(2) the refusal (one call: 19 bytes fit an empty send buffer), close(2).
             if let Err(errno) = write(&conn, FULL) {
                 report("write", errno);
@@ -122,7 +144,20 @@ fn main() {
                     report("close", errno);
                 }
                 ACTIVE.fetch_sub(1, Ordering::SeqCst);
-                let served = SERVED.fetch_add(1, Ordering::SeqCst) + 1;
+                let served = if mistake(Mistake::RacyCounter) {
+                    // The mistake: `SERVED += 1` as a load, then a store. Another thread can
+                    // store between the two, and one update is lost. On a plain static that
+                    // is a data race, undefined behaviour that Rust refuses without unsafe; two
+                    // atomic calls make the same lost update, safely. The yield stands for
+                    // the scheduler switching threads there, which it may do at any time.
+                    let served = SERVED.load(Ordering::SeqCst) + 1;
+                    thread::yield_now();
+                    SERVED.store(served, Ordering::SeqCst);
+                    served
+                } else {
+                    // One indivisible read-modify-write: no update is lost.
+                    SERVED.fetch_add(1, Ordering::SeqCst) + 1
+                };
                 say!("client disconnected: {peer} ({ending}) · {served} served so far");
             });
         // EAGAIN: out of threads or memory. The unrun closure was dropped, closing conn.

@@ -82,19 +82,27 @@ pub fn note<M: ValueEnum>(m: M) -> String {
 /// comment its `--help` line), `static MISTAKE` (the [`Switch`]) and `fn mistake(m) -> bool`.
 #[macro_export]
 macro_rules! mistakes {
-    ($( $(#[doc = $doc:literal])* $name:ident ),+ $(,)?) => {
+    // `mistakes! { pub ... }`: for a module whose mistakes its parent switches on (lesson
+    // 03's serve.rs, mounted by 04 and 05 too).
+    (pub $( $(#[doc = $doc:literal])* $name:ident ),+ $(,)?) => {
+        $crate::mistakes!(@declare [pub] $( $(#[doc = $doc])* $name ),+);
+    };
+    (@declare [$($vis:tt)*] $( $(#[doc = $doc:literal])* $name:ident ),+) => {
         /// This lesson's classic mistakes; `--mistake NAME` switches one on.
         #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-        enum Mistake {
+        $($vis)* enum Mistake {
             $( $(#[doc = $doc])* $name ),+
         }
         /// The mistake this run was started with (`--mistake`), if any.
-        static MISTAKE: $crate::mistake::Switch<Mistake> = $crate::mistake::Switch::new();
+        $($vis)* static MISTAKE: $crate::mistake::Switch<Mistake> = $crate::mistake::Switch::new();
         /// Is `m` the mistake this run was started with?
         #[allow(dead_code)]
-        fn mistake(m: Mistake) -> bool {
+        $($vis)* fn mistake(m: Mistake) -> bool {
             MISTAKE.is(m)
         }
+    };
+    ($( $(#[doc = $doc:literal])* $name:ident ),+ $(,)?) => {
+        $crate::mistakes!(@declare [] $( $(#[doc = $doc])* $name ),+);
     };
 }
 
@@ -158,6 +166,24 @@ mod tests {
             let note = crate::mistake::switch_on(&MISTAKE, Some(Mistake::NoReap));
             assert!(note.unwrap().contains("--mistake no-reap (no reap)"));
             assert!(mistake(Mistake::NoReap) && !mistake(Mistake::LeakFd));
+        }
+    }
+
+    mod outer {
+        mod inner {
+            crate::mistakes! {
+                pub
+                /// one read is one line
+                OneReadOneLine,
+            }
+        }
+
+        #[test]
+        fn pub_mistakes_can_be_switched_on_from_the_parent_module() {
+            let note =
+                crate::mistake::switch_on(&inner::MISTAKE, Some(inner::Mistake::OneReadOneLine));
+            assert!(note.unwrap().contains("--mistake one-read-one-line"));
+            assert!(inner::mistake(inner::Mistake::OneReadOneLine));
         }
     }
 }

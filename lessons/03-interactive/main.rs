@@ -8,7 +8,8 @@
 //!
 //! Classic failure: open a second `nc` while the first is connected. It connects (the kernel
 //! queues it in the listen backlog) but hears nothing until the first client types `q`.
-//! More: docs/lessons/03-interactive.md.
+//! `--mistake one-read-one-line` and `plain-close` break serve.rs. More:
+//! docs/lessons/03-interactive.md.
 
 mod serve;
 
@@ -23,7 +24,7 @@ use nix::unistd::close;
 use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::{lesson, net, say};
+use sockets_by_hand::{lesson, mistake, net, say};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
@@ -31,10 +32,16 @@ const LESSON: Lesson = lesson!(23333, Hint::Nc);
 struct Args {
     #[command(flatten)]
     listen: Listen,
+
+    /// Switch on one classic mistake, on purpose (see the list below).
+    #[arg(long, value_name = "NAME")]
+    mistake: Option<serve::Mistake>,
 }
 
 fn main() {
     let args: Args = cli::parse(&LESSON);
+    // This lesson's mistakes are in serve.rs, beside the loop they break.
+    let note = mistake::switch_on(&serve::MISTAKE, args.mistake);
     let addr = args.listen.addr();
 
     // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01.
@@ -44,7 +51,9 @@ fn main() {
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
+    // The banner; with --mistake, a second line says so (MISTAKE ON: ...).
+    let local = net::std_addr(&local).unwrap_or(addr);
+    cli::banner(&LESSON, local, note.as_deref().as_slice());
 
     let mut pause = AcceptPause::new(BLOCKING_RETRY);
     loop {

@@ -2,6 +2,9 @@
 //! line. Lessons 04 and 05 mount this file (`#[path = "03-interactive/serve.rs"] mod serve;`)
 //! and run the very same loop in a process or a thread per client, as Stevens'
 //! tcpserv01–04 share one str_echo.
+//!
+//! Lesson 03's two mistakes live here, beside the code they break; lesson 03 switches them
+//! on (`--mistake`), 04 and 05 never do, so for them `mistake(..)` is always false.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
@@ -10,9 +13,17 @@ use nix::errno::Errno;
 use nix::sys::socket::{setsockopt, shutdown, sockopt, Shutdown};
 use nix::sys::time::TimeVal;
 use nix::unistd::{read, write};
-use protocols::echo::{self, Echo};
+use protocols::echo::{self, Echo, Status};
 use sockets_by_hand::conn::{LINGER_BYTES, LINGER_TIME};
 use sockets_by_hand::ending::Ending;
+
+sockets_by_hand::mistakes! {
+    pub
+    /// assumes one read is one line: split or coalesced lines are answered wrongly
+    OneReadOneLine,
+    /// close with unread input instead of the lingering close: the last replies are lost
+    PlainClose,
+}
 
 /// Talks the echo protocol with `conn` until `q`, EOF, a line too long or a failed call;
 /// after `q` or a line too long, it lingers (see [`linger`]). It does not close `conn`:
@@ -35,13 +46,34 @@ pub fn serve_echo(conn: impl AsFd) -> Ending {
             Err(errno) => return Ending::Failed("read", errno),
         };
         replies.clear();
-        let status = session.feed(&buf[..n], &mut replies);
+        let status = if mistake(Mistake::OneReadOneLine) {
+            // The mistake: what one read returned, taken as one whole line. TCP is a byte
+            // stream: a line typed in pieces takes several reads, lines sent together one.
+            let line = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line == b"q" {
+                Status::Quit
+            } else {
+                echo::reverse_into(line, &mut replies);
+                replies.push(b'\n');
+                Status::Open
+            }
+        } else {
+            // The protocol keeps an unfinished line between reads and answers each whole one.
+            session.feed(&buf[..n], &mut replies)
+        };
         // write(2) the replies before reading more: a client that does not read blocks us
         // here, and that is the backpressure of a blocking server.
         if let Err(errno) = write_all(&conn, &replies) {
             return Ending::Failed("write", errno);
         }
         if let Some(ending) = Ending::from_status(status) {
+            if mistake(Mistake::PlainClose) {
+                // The mistake: straight to the caller's close(2), input still unread. The
+                // kernel answers unread input with a reset, which throws away the replies
+                // still on their way: the client never sees the last of them.
+                return ending;
+            }
             return linger(&conn).unwrap_or(ending);
         }
     }
