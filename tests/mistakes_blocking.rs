@@ -340,7 +340,12 @@ fn sigchld_pending(pid: u32) -> bool {
 /// Once every child of `pid` has exited and every SIGCHLD they raised has been handled
 /// (none pending, the parent asleep again in accept), the zombies left are there to stay:
 /// returns how many.
+///
+/// A child is a zombie a moment before its SIGCHLD is sent (the kernel's exit_notify), so
+/// one calm look can catch a zombie that is about to be reaped: the same count must be seen
+/// in five looks in a row.
 fn settled_zombies(pid: u32) -> usize {
+    let mut seen: Vec<usize> = Vec::new();
     wait_for(
         "every child exited and every SIGCHLD handled",
         DEADLINE,
@@ -348,7 +353,13 @@ fn settled_zombies(pid: u32) -> usize {
             let kids = children(pid);
             let all_exited = kids.iter().all(|&k| proc_state(k).is_none_or(|s| s == 'Z'));
             let calm = !sigchld_pending(pid) && proc_state(pid) == Some('S');
-            (all_exited && calm).then_some(kids.len())
+            if !(all_exited && calm) || seen.last().is_some_and(|&n| n != kids.len()) {
+                seen.clear();
+            }
+            if all_exited && calm {
+                seen.push(kids.len());
+            }
+            (seen.len() >= 5).then_some(kids.len())
         },
     )
 }
