@@ -405,3 +405,40 @@ fn many_catches_a_thread_per_client_without_a_limit() {
     assert_eq!(code, 1, "{line}");
     assert!(line.contains("21 threads"), "{line}");
 }
+
+/// The provocations against the lessons' own `--mistake`s that need more than one look:
+/// `flood` sees lesson 02's leaked fds (one per client, still held after they left),
+/// `half-close` sees lesson 04's parent keep the connection (no EOF), and
+/// `socks-half-close --tries` finds a size at which lesson 14 loses the tail still in its
+/// pipe. Each passes against the same lesson without the mistake.
+#[test]
+fn provocations_catch_the_lessons_own_mistakes() {
+    let cases: [(&str, &str, &[&str]); 3] = [
+        ("lesson-02", "leak-fd", &["flood", "200"]),
+        ("lesson-04", "parent-keeps-conn", &["half-close"]),
+        (
+            "lesson-14",
+            "close-with-bytes-in-pipe",
+            &["socks-half-close", "--bytes", "2000000", "--tries", "10"],
+        ),
+    ];
+    for (lesson, mistake, kind) in cases {
+        let exe = lesson_exe(lesson);
+        let server = Server::start(&exe, &["--mistake", mistake]);
+        let (code, line) = provoke(Some(server.addr), kind);
+        assert_eq!(code, 1, "{lesson} --mistake {mistake}: not caught: {line}");
+        drop(server);
+        let server = Server::start(&exe, &[]);
+        let (code, line) = provoke(Some(server.addr), kind);
+        assert_eq!(code, 0, "{lesson}: a false alarm: {line}");
+    }
+}
+
+/// The lesson binary this test crate was built with.
+fn lesson_exe(name: &str) -> String {
+    match name {
+        "lesson-02" => exe!("lesson-02").to_string(),
+        "lesson-04" => exe!("lesson-04").to_string(),
+        _ => exe!("lesson-14").to_string(),
+    }
+}

@@ -307,6 +307,7 @@ pub fn flood(addr: SocketAddr, n: usize) -> Provoked {
     let limit = raise_nofile() as usize;
     let n = n.min(limit.saturating_sub(16));
     let pid = procs::server_pid(addr);
+    let fds_before = pid.map(procs::fds);
     let (mut answered, mut refused, mut silent) = (0, 0, 0);
     let mut held = Vec::new();
     for _ in 0..n {
@@ -336,6 +337,17 @@ pub fn flood(addr: SocketAddr, n: usize) -> Provoked {
             matches!(p.line_by(Instant::now() + patience() / 3), Got::Line(l) if !l.starts_with(b"error:"))
         });
     }
+    // And has the server closed what they left (a leaked fd per client stays)?
+    let mut leaked = None;
+    if let (Some(pid), Some(before), true) = (pid, fds_before, alive) {
+        let by = Instant::now() + 2 * patience();
+        let mut now = procs::fds(pid);
+        while now > before + 2 && Instant::now() < by {
+            thread::sleep(Duration::from_millis(50));
+            now = procs::fds(pid);
+        }
+        leaked = (now > before + 2).then_some((before, now));
+    }
     let mut said = format!("opened {opened} connections: {answered} answered");
     if refused > 0 {
         said += &format!(", {refused} refused politely");
@@ -356,7 +368,11 @@ pub fn flood(addr: SocketAddr, n: usize) -> Provoked {
             "NOT answered"
         }
     );
-    Ok(Outcome::new(fresh, said))
+    if let Some((before, now)) = leaked {
+        said +=
+            &format!("; but the server holds {now} fds, {before} before: one leaked per client");
+    }
+    Ok(Outcome::new(fresh && leaked.is_none(), said))
 }
 
 /// Writes lines and never reads, up to `mib` MiB, until the writes stall; meanwhile the

@@ -129,10 +129,13 @@ enum Kind {
     /// SOCKS5 CONNECT to a loopback port where nothing listens: the reply must be 0x05.
     SocksRefused,
     /// Through the proxy to a target that answers only after EOF: send BYTES, half-close,
-    /// and the whole answer (BYTES long) must still come back.
+    /// and the whole answer (BYTES long) must still come back. With --tries K, again with
+    /// BYTES + 512 KiB, + 1 MiB, …: bytes still inside the relay at the EOF show at some size.
     SocksHalfClose {
         #[arg(long, default_value_t = 100_000)]
         bytes: usize,
+        #[arg(long, default_value_t = 1)]
+        tries: usize,
     },
     /// Scenario (lesson 01): run it, connect once, run it again at once on the same port.
     Restart {
@@ -187,9 +190,10 @@ fn main() -> ExitCode {
             };
             match kind {
                 Kind::SocksRefused => ("socks-refused", socks::refused(proxy)),
-                Kind::SocksHalfClose { bytes } => {
-                    ("socks-half-close", socks::half_close(proxy, *bytes))
-                }
+                Kind::SocksHalfClose { bytes, tries } => (
+                    "socks-half-close",
+                    socks::half_close_tries(proxy, *bytes, *tries),
+                ),
                 _ => unreachable!("matched above"),
             }
         }

@@ -92,12 +92,30 @@ fn answers_after_eof(len: usize) -> io::Result<(SocketAddr, thread::JoinHandle<(
             return (0, false);
         };
         let _ = s.set_read_timeout(Some(4 * patience()));
+        // A target that takes its time before reading, as a remote one may: the client's
+        // bytes and its EOF reach the relay while the relay still holds bytes for it.
+        thread::sleep(patience() / 6);
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
         let _ = s.write_all(&pattern(len, 0x5A));
         (got.len(), got == pattern(len, 0xA5))
     });
     Ok((addr, handle))
+}
+
+/// [`half_close`] with `len`, then `len` + 512 KiB, … (`tries` sizes) until one fails:
+/// whether bytes are still inside the relay when the client's EOF reaches it depends on
+/// how much the kernel's socket buffers took in meanwhile.
+pub fn half_close_tries(proxy: SocketAddr, len: usize, tries: usize) -> Provoked {
+    let mut last = None;
+    for i in 0..tries.max(1) {
+        let outcome = half_close(proxy, len + i * 512 * 1024)?;
+        if !outcome.ok {
+            return Ok(outcome);
+        }
+        last = Some(outcome);
+    }
+    last.ok_or_else(|| "no try".to_string())
 }
 
 /// Sends `len` bytes through the proxy, half-closes, and must read the target's whole
@@ -137,7 +155,7 @@ pub fn half_close(proxy: SocketAddr, len: usize) -> Provoked {
         } else {
             format!(
                 "{did}; the target read {read} bytes{}; {} of its {len}-byte answer came back{}, then {ended}",
-                if intact || read == 0 { "" } else { " (corrupted)" },
+                if intact || read != len { "" } else { " (corrupted)" },
                 answer.len(),
                 if answer.len() == len && answer != pattern(len, 0x5A) { " (corrupted)" } else { "" },
             )
