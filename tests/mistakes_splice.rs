@@ -128,21 +128,27 @@ fn transfer(proxy: SocketAddr, n: usize) -> Outcome {
     }
 }
 
-/// Runs the transfer against lesson 14 with `args`, from `first` bytes up by 512 KiB (12
-/// attempts at most), until the proxy took the EOF with bytes still in the pipe: how many
+/// Runs the transfer against lesson 14 with `args`, from `first` bytes up or down by
+/// 512 KiB (12 attempts at most), until the proxy took the EOF with bytes still in the pipe: how many
 /// bytes that took, and what happened.
 fn scenario(args: &[&str], first: usize) -> (usize, Outcome) {
     let proxy = Server::start(exe!("lesson-14"), args);
     let mut tried = Vec::new();
-    for attempt in 0..12 {
+    let mut n = first;
+    for _ in 0..12 {
         // The proxy's send queue toward a target that does not read holds a few MiB (it
         // grows to net.ipv4.tcp_wmem's max); the next bytes stay in the 1 MiB pipe.
-        let n = first + attempt * (512 << 10);
         let outcome = transfer(proxy.addr, n);
         if outcome.eof_first && outcome.in_pipe > 0 {
             return (n, outcome);
         }
         tried.push((n, outcome.eof_first, outcome.in_pipe));
+        // No EOF while the target slept: too much to be in flight at once, try less. The
+        // EOF but an empty pipe: it all fitted in the socket buffers, try more.
+        n = match outcome.eof_first {
+            false => n.saturating_sub(512 << 10).max(512 << 10),
+            true => n + (512 << 10),
+        };
     }
     panic!("never had bytes in the pipe at the EOF: (sent, EOF first, in pipe) {tried:?}");
 }

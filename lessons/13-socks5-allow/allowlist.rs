@@ -264,10 +264,14 @@ impl Allowlist {
 
 impl Admission for Allowlist {
     /// A client asks to CONNECT: queue `GET allowed:<ip>` (sent at the next POLLOUT) and
-    /// answer later; while Redis is down, refuse at once.
+    /// answer later; while Redis is down (an outage), refuse at once.
     fn admit(&mut self, id: ConnId, client: SocketAddr, _target: &Target) -> Verdict {
+        // Down in an outage: refuse. Down before the first dial (the relay reads a client's
+        // request in the same round as its accept, before the loop's first dial): queue it.
         if let Link::Down { .. } = self.link {
-            return self.unavailable();
+            if !self.trouble.is_empty() {
+                return self.unavailable();
+            }
         }
         let key = allowlist_key(client.ip());
         if self.waiting.len() >= MAX_IN_FLIGHT || self.outbox.len() >= MAX_OUTBOX {
