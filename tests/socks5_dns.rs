@@ -11,7 +11,9 @@ mod common;
 
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
+};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::socks5 as s5;
 use common::{wait_for, Server, DEADLINE};
+use protocols::dns;
 use protocols::socks5::{client, Reply, Target};
 
 /// Set in the re-run inside the namespaces.
@@ -161,32 +164,23 @@ fn serve(socket: UdpSocket, seen: Arc<Mutex<Vec<String>>>) {
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
             return;
         };
-        let Some((name, qtype, qend)) = parse_query(&buf[..n]) else {
+        let Some(q) = dns::question(&buf[..n]) else {
             continue;
         };
-        seen.lock().unwrap().push(name.clone());
-        let (rcode, ips, delay): (u8, Vec<Vec<u8>>, Duration) = match answer_for(&name) {
+        seen.lock().unwrap().push(q.name.clone());
+        let (rcode, ips, delay): (u8, Vec<IpAddr>, Duration) = match answer_for(&q.name) {
             Answer::Never => continue,
-            Answer::NxDomain => (3, vec![], Duration::ZERO),
+            Answer::NxDomain => (dns::NXDOMAIN, vec![], Duration::ZERO),
             Answer::Records(a, aaaa, delay) => {
-                let ips = match qtype {
-                    1 => a.iter().map(|ip| ip.octets().to_vec()).collect(),
-                    28 => aaaa.iter().map(|ip| ip.octets().to_vec()).collect(),
-                    _ => vec![],
-                };
-                (0, ips, delay)
+                let ips = a.into_iter().map(IpAddr::V4);
+                (
+                    0,
+                    ips.chain(aaaa.into_iter().map(IpAddr::V6)).collect(),
+                    delay,
+                )
             }
         };
-        let mut reply = buf[..qend].to_vec();
-        reply[2] = 0x81; // QR, RD
-        reply[3] = 0x80 | rcode; // RA, the rcode
-        reply[6..12].copy_from_slice(&[0, ips.len() as u8, 0, 0, 0, 0]);
-        for ip in &ips {
-            // The name as a pointer to the question, type, class IN, TTL 0, the address.
-            reply.extend_from_slice(&[0xC0, 12, 0, qtype as u8, 0, 1, 0, 0, 0, 0]);
-            reply.extend_from_slice(&[0, ip.len() as u8]);
-            reply.extend_from_slice(ip);
-        }
+        let reply = dns::answer(&buf[..n], &q, rcode, &ips);
         let socket = socket.try_clone().unwrap();
         thread::spawn(move || {
             // The delay is the behaviour under test (a slow DNS server), not a wait.
@@ -194,23 +188,6 @@ fn serve(socket: UdpSocket, seen: Arc<Mutex<Vec<String>>>) {
             let _ = socket.send_to(&reply, from);
         });
     }
-}
-
-/// A query → (the name in lower case, QTYPE, where the question ends).
-fn parse_query(q: &[u8]) -> Option<(String, u16, usize)> {
-    let mut at = 12;
-    let mut labels = Vec::new();
-    loop {
-        let len = *q.get(at)? as usize;
-        at += 1;
-        if len == 0 {
-            break;
-        }
-        labels.push(String::from_utf8_lossy(q.get(at..at + len)?).to_lowercase());
-        at += len;
-    }
-    let qtype = u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]);
-    Some((labels.join("."), qtype, at + 4))
 }
 
 // ---------------------------------------------------------------------------------------

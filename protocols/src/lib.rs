@@ -3,12 +3,14 @@
 //! descriptor (this crate depends on std alone), so every I/O model runs the same code and
 //! the tests cover it without sockets.
 //!
+//! - [`dns`]: just enough DNS for a test's own name server (tests/socks5_dns.rs, provoke);
 //! - [`echo`]: the reverse-echo line protocol of lessons 03–11;
 //! - [`socks5`]: the RFC 1928 handshake with RFC 1929 username/password, lessons 12–13;
 //! - [`resp`]: the few RESP frames lesson 13 needs for its Redis allowlist;
 //! - [`logtext`]: untrusted text (names, Redis errors) escaped and capped for a log line;
 //! - [`whitelist`]: microsocks' `-w`/`-1`, the client addresses that may skip the password.
 
+pub mod dns;
 pub mod echo;
 pub mod logtext;
 pub mod resp;

@@ -9,13 +9,14 @@
 //! two names: `slow.test` after [`SLOW`], `fast.test` at once, both 127.0.0.1.
 
 use std::ffi::CString;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use protocols::dns;
 use protocols::socks5::{Reply, Target};
 
 use crate::peer::patience;
@@ -176,21 +177,16 @@ fn inside(mistake: Option<&str>) -> Provoked {
 fn serve(socket: UdpSocket, (asked_slow, slow_answered): (Arc<AtomicBool>, Arc<AtomicBool>)) {
     let mut buf = [0u8; 1500];
     while let Ok((n, from)) = socket.recv_from(&mut buf) {
-        let Some((name, qtype, qend)) = question(&buf[..n]) else {
+        let Some(q) = dns::question(&buf[..n]) else {
             continue;
         };
-        let slow = name == "slow.test";
+        let slow = q.name == "slow.test";
         asked_slow.fetch_or(slow, Ordering::Relaxed);
-        let known = slow || name == "fast.test";
-        let mut reply = buf[..qend].to_vec();
-        reply[2] = 0x81; // QR, RD
-        reply[3] = if known { 0x80 } else { 0x83 }; // RA; NXDOMAIN for other names
-        let a = known && qtype == 1;
-        reply[6..12].copy_from_slice(&[0, a as u8, 0, 0, 0, 0]);
-        if a {
-            // The name as a pointer to the question, type A, class IN, TTL 0, 127.0.0.1.
-            reply.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 127, 0, 0, 1]);
-        }
+        // 127.0.0.1 for the two names it knows (no AAAA); NXDOMAIN for any other.
+        let reply = match slow || q.name == "fast.test" {
+            true => dns::answer(&buf[..n], &q, 0, &[IpAddr::V4(Ipv4Addr::LOCALHOST)]),
+            false => dns::answer(&buf[..n], &q, dns::NXDOMAIN, &[]),
+        };
         let Ok(socket) = socket.try_clone() else {
             return;
         };
@@ -205,21 +201,4 @@ fn serve(socket: UdpSocket, (asked_slow, slow_answered): (Arc<AtomicBool>, Arc<A
             let _ = socket.send_to(&reply, from);
         });
     }
-}
-
-/// A query → (the name in lower case, QTYPE, where the question ends).
-fn question(q: &[u8]) -> Option<(String, u16, usize)> {
-    let mut at = 12;
-    let mut labels = Vec::new();
-    loop {
-        let len = *q.get(at)? as usize;
-        at += 1;
-        if len == 0 {
-            break;
-        }
-        labels.push(String::from_utf8_lossy(q.get(at..at + len)?).to_lowercase());
-        at += len;
-    }
-    let qtype = u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]);
-    Some((labels.join("."), qtype, at + 4))
 }
