@@ -152,7 +152,11 @@ lesson-13 trace-13 step-13: redis-13
 redis-13: tools
 	@scripts/redis-13.sh $(ARGS)
 
+# The workspace's binaries first: tests of one package run another's (tests/provoke.rs runs
+# provoke, tools' tests run the lessons), and cargo builds only a package's own binaries for
+# its tests.
 test: tools
+	$(CARGO) build -q --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --all-targets; \
 	else \
