@@ -69,7 +69,12 @@ fn maps(tgid: Pid) -> Vec<(String, Mapping)> {
         ) else {
             continue;
         };
-        let path = f[5..].join(" ");
+        let joined = f[5..].join(" ");
+        // A file replaced on disk since it was mapped (a rebuild) is listed "(deleted)".
+        let path = joined
+            .strip_suffix(" (deleted)")
+            .unwrap_or(&joined)
+            .to_string();
         match by_path.iter_mut().find(|(p, _)| *p == path) {
             Some((_, m)) => {
                 m.start = m.start.min(s);
@@ -101,6 +106,25 @@ fn section(file: &object::File, name: &str) -> (Option<std::ops::Range<u64>>, Op
     }
 }
 
+/// The path of `tgid`'s executable, as /proc/PID/exe names it (without " (deleted)").
+fn exe_path(tgid: Pid) -> String {
+    let exe = fs::read_link(format!("/proc/{tgid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string()
+}
+
+/// Where to read the file mapped at `path`: the process's own executable through
+/// /proc/PID/exe, which opens the inode it runs even if a rebuild has since replaced the
+/// file at its path (the addresses would not match the new one); other files by path.
+fn source(tgid: Pid, path: &str) -> String {
+    if path == exe_path(tgid) {
+        format!("/proc/{tgid}/exe")
+    } else {
+        path.to_string()
+    }
+}
+
 fn load(tgid: Pid) -> Process {
     let mut unwinder = UnwinderX86_64::new();
     let mut modules = Vec::new();
@@ -108,7 +132,9 @@ fn load(tgid: Pid) -> Process {
         let Some(offset0) = m.offset0_start else {
             continue;
         };
-        let Ok(data) = fs::read(&path) else { continue };
+        let Ok(data) = fs::read(source(tgid, &path)) else {
+            continue;
+        };
         let Ok(file) = object::File::parse(&*data) else {
             continue;
         };
@@ -143,6 +169,7 @@ impl Frames {
     /// Forget what was loaded for a process (after an exec).
     pub fn forget(&mut self, tgid: Pid) {
         self.processes.remove(&tgid.as_raw());
+        self.lines.remove(&format!("/proc/{tgid}/exe"));
     }
 
     /// The return addresses on `tid`'s stack, innermost first, each with its module's path
@@ -182,10 +209,11 @@ impl Frames {
         out
     }
 
-    fn loader(&mut self, path: &str) -> Option<Rc<addr2line::Loader>> {
+    /// The line-table reader for the file at `source` (see [`source`]).
+    fn loader(&mut self, source: &str) -> Option<Rc<addr2line::Loader>> {
         self.lines
-            .entry(path.to_string())
-            .or_insert_with(|| addr2line::Loader::new(path).ok().map(Rc::new))
+            .entry(source.to_string())
+            .or_insert_with(|| addr2line::Loader::new(source).ok().map(Rc::new))
             .clone()
     }
 
@@ -193,16 +221,14 @@ impl Frames {
     /// (if the call was made there) and the lesson's frame, or nothing if no frame of the
     /// stack is in a lesson's files.
     pub fn lines(&mut self, tgid: Pid, tid: Pid) -> Vec<Line> {
-        let exe = fs::read_link(format!("/proc/{tgid}/exe"))
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let exe = exe_path(tgid);
         // Every (file, line) of the stack, inlined frames included, innermost first.
         let mut chain: Vec<(String, u32)> = Vec::new();
         for (path, svma) in self.stack(tgid, tid) {
             if path != exe {
                 continue;
             }
-            let Some(loader) = self.loader(&path) else {
+            let Some(loader) = self.loader(&source(tgid, &path)) else {
                 continue;
             };
             let Ok(mut frames) = loader.find_frames(svma) else {

@@ -647,3 +647,46 @@ fn c_runs_to_the_named_call_and_q_ends_the_lesson() {
         "lesson {pid} left behind"
     );
 }
+
+/// A rebuild that replaces the lesson's binary while it runs (make trace-01 in another
+/// terminal, or another test) must not confuse the stepper: it reads the running program
+/// through /proc/PID/exe, not the file now at its path.
+#[test]
+fn a_binary_replaced_on_disk_still_gives_the_lessons_lines() {
+    let dir = std::env::temp_dir().join(format!("step-replaced-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lesson-01");
+    std::fs::copy(lesson("lesson-01"), &path).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_step"));
+    cmd.args(["--no-pause", "--only", "close", "--"])
+        .arg(&path)
+        .args(["-p", "0"]);
+    let mut run = Run::spawn(cmd);
+    let port = run.port();
+    // Running, not yet stopped (its first close comes after a client): now replace it.
+    let other = dir.join("other");
+    std::fs::copy(lesson("lesson-02"), &other).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut hello = String::new();
+    client.read_to_string(&mut hello).unwrap();
+    let status = run.wait();
+    assert!(
+        status.success(),
+        "step exited {status:?}: {}",
+        run.err.text()
+    );
+    let text = run.out.text();
+    let all = blocks(&text);
+    let close = all
+        .iter()
+        .find(|(_, n, _)| n == "close")
+        .unwrap_or_else(|| panic!("no close block:\n{text}"));
+    let lines = source_lines(&close.2);
+    let (file, n) = lines
+        .last()
+        .unwrap_or_else(|| panic!("no source line in:\n{}", close.2));
+    assert_eq!(file, "lessons/01-hello.rs", "{}", close.2);
+    assert!(file_line(file, *n).contains("close("), "{}", close.2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
