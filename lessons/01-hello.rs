@@ -49,7 +49,7 @@ fn main() {
     let chosen = args
         .mistake
         .or(args.no_reuseaddr.then_some(Mistake::NoReuseaddr));
-    let note = mistake::switch_on(&MISTAKE, chosen);
+    mistake::switch_on(&MISTAKE, chosen);
     let addr = args.listen.addr();
     hello::load_time_zone(); // before socket(), so the trace shows only what follows
 
@@ -71,9 +71,8 @@ fn main() {
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
     // getsockname(2): the address really bound (with -p 0 the kernel chose the port).
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    // The banner; with --mistake, a second line says so (MISTAKE ON: ...).
-    let local = net::std_addr(&local).unwrap_or(addr);
-    cli::banner(&LESSON, local, note.as_deref().as_slice());
+    // The banner; with --mistake, a last line says so (MISTAKE ON: ...).
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
 
     // accept(2): sleep until a client has connected; returns a new socket for that client.
     let conn = loop {

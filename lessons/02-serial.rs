@@ -42,7 +42,7 @@ struct Args {
 
 fn main() {
     let args: Args = cli::parse(&LESSON);
-    let note = mistake::switch_on(&MISTAKE, args.mistake);
+    mistake::switch_on(&MISTAKE, args.mistake);
     let addr = args.listen.addr();
     hello::load_time_zone(); // before socket(), so the trace shows only what follows
 
@@ -53,9 +53,8 @@ fn main() {
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    // The banner; with --mistake, a second line says so (MISTAKE ON: ...).
-    let local = net::std_addr(&local).unwrap_or(addr);
-    cli::banner(&LESSON, local, note.as_deref().as_slice());
+    // The banner; with --mistake, a last line says so (MISTAKE ON: ...).
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
 
     let mut pause = AcceptPause::new(BLOCKING_RETRY);
     loop {

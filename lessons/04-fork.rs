@@ -67,7 +67,7 @@ static REAPED: AtomicUsize = AtomicUsize::new(0); // children reaped on SIGCHLD
 fn main() {
     let args: Args = cli::parse(&LESSON);
     let chosen = args.mistake.or(args.no_reap.then_some(Mistake::NoReap));
-    let note = mistake::switch_on(&MISTAKE, chosen);
+    mistake::switch_on(&MISTAKE, chosen);
     let addr = args.listen.addr();
 
     // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01.
@@ -115,13 +115,8 @@ fn main() {
         "{what}; see them with: ps -o pid,stat,cmd --ppid {}",
         getpid()
     );
-    // The banner; with --mistake, one more line says so (MISTAKE ON: ...).
-    let notes: Vec<&str> = note
-        .as_deref()
-        .into_iter()
-        .chain([watch.as_str()])
-        .collect();
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
+    // The banner; with --mistake, a last line says so (MISTAKE ON: ...).
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&watch]);
 
     let mut served = 0usize;
     let mut kept = Vec::new(); // only with --mistake parent-keeps-conn

@@ -67,7 +67,7 @@ static SERVED: AtomicUsize = AtomicUsize::new(0);
 
 fn main() {
     let args: Args = cli::parse(&LESSON);
-    let note = mistake::switch_on(&MISTAKE, args.mistake);
+    mistake::switch_on(&MISTAKE, args.mistake);
     let addr = args.listen.addr();
     let max_clients = args.max_clients as usize;
     // Each client holds one fd: make sure the fd limit allows --max-clients of them.
@@ -85,13 +85,12 @@ fn main() {
         STACK_SIZE / 1024,
         getpid()
     );
-    // The banner; with --mistake, one more line says so (MISTAKE ON: ...).
-    let notes: Vec<&str> = note
-        .as_deref()
-        .into_iter()
-        .chain([&*watch, &*nofile])
-        .collect();
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
+    // The banner; with --mistake, a last line says so (MISTAKE ON: ...).
+    cli::banner(
+        &LESSON,
+        net::std_addr(&local).unwrap_or(addr),
+        &[&watch, &nofile],
+    );
 
     let mut accepted = 0u64;
     let mut pause = AcceptPause::new(BLOCKING_RETRY);

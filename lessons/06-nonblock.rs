@@ -83,10 +83,8 @@ fn main() {
             .to_string(),
         Some(nap) => format!("naps {nap:?} between rounds: less CPU, replies up to {nap:?} later"),
     };
-    let mut notes = vec![note.as_str()];
-    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
-    notes.extend(wrong.as_deref());
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
+    mistake::switch_on(&MISTAKE, args.mistake);
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
 
     let mut clients: Clients = Clients::new();
     let mut buf = vec![0u8; READ_CHUNK];

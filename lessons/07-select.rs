@@ -74,10 +74,8 @@ fn main() {
     let note = format!(
         "select watches fds below FD_SETSIZE = {FD_SETSIZE}; clients on higher fds are refused"
     );
-    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
-    let mut notes = vec![note.as_str()];
-    notes.extend(wrong.as_deref());
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
+    mistake::switch_on(&MISTAKE, args.mistake);
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
 
     let mut clients: Clients = Clients::new();
     let mut buf = vec![0u8; READ_CHUNK];

@@ -70,10 +70,8 @@ fn main() {
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
-    let mut notes = vec![nofile.as_str()];
-    notes.extend(wrong.as_deref());
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
+    mistake::switch_on(&MISTAKE, args.mistake);
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&nofile]);
 
     let mut clients: Clients = Clients::new();
     let mut buf = vec![0u8; READ_CHUNK];

@@ -93,10 +93,8 @@ fn main() {
     // A pipe supports signal-driven I/O too: Ctrl-C's byte raises the same signal.
     signal_me(&stop, rtsig).or_die("fcntl");
     let note = format!("signals: SIGRTMIN ({rtsig}) per event, SIGIO on queue overflow");
-    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
-    let mut notes = vec![note.as_str()];
-    notes.extend(wrong.as_deref());
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
+    mistake::switch_on(&MISTAKE, args.mistake);
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&note]);
 
     let mut server = Server {
         listener,

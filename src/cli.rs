@@ -173,10 +173,11 @@ pub fn banner_line(lesson: &Lesson, local: SocketAddr) -> String {
     line
 }
 
-/// Prints [`banner_line`] and any extra notes (one per line) on stderr.
+/// Prints [`banner_line`], any extra notes (one per line), and last the `--mistake` line
+/// when one is switched on ([`crate::mistake::switch_on`]), on stderr.
 pub fn banner(lesson: &Lesson, local: SocketAddr, notes: &[&str]) {
     say_line(banner_line(lesson, local));
-    for note in notes {
+    for note in notes.iter().copied().chain(crate::mistake::banner_note()) {
         say_line(format!("  {note}"));
     }
 }

@@ -12,7 +12,7 @@
 //!     OneReadOneLine,
 //! }
 //! // in Args:  #[arg(long, value_name = "NAME")] mistake: Option<Mistake>,
-//! // in main:  let note = mistake::switch_on(&MISTAKE, args.mistake);  (a banner note)
+//! // in main:  mistake::switch_on(&MISTAKE, args.mistake);  (the banner then says so)
 //! if mistake(OneReadOneLine) { /* the wrong code */ } else { /* the right code */ }
 //! ```
 //!
@@ -49,17 +49,24 @@ impl<M: Copy + PartialEq> Default for Switch<M> {
     }
 }
 
-/// Switches `chosen` on (once, at start) and returns the banner's extra line when there is
-/// one: `MISTAKE ON: --mistake one-read-one-line (assumes one read is one line: …). Run
-/// without --mistake for the fix.`
-pub fn switch_on<M: ValueEnum + Copy + PartialEq>(
-    switch: &Switch<M>,
-    chosen: Option<M>,
-) -> Option<String> {
-    let m = chosen?;
+/// The banner's line for the mistake switched on in this process, if any.
+static BANNER_NOTE: OnceLock<String> = OnceLock::new();
+
+/// Switches `chosen` on (once, at start). The banner ([`crate::cli::banner`]) then ends with
+/// `MISTAKE ON: --mistake one-read-one-line (assumes one read is one line: …). Run without
+/// --mistake for the fix.`
+pub fn switch_on<M: ValueEnum + Copy + PartialEq>(switch: &Switch<M>, chosen: Option<M>) {
+    let Some(m) = chosen else {
+        return;
+    };
     // A second call keeps the first choice: the switch is decided once, at start.
     let _ = switch.0.set(m);
-    Some(note(m))
+    let _ = BANNER_NOTE.set(note(m));
+}
+
+/// The banner's line for the mistake switched on, if any (see [`switch_on`]).
+pub fn banner_note() -> Option<&'static str> {
+    BANNER_NOTE.get().map(String::as_str)
 }
 
 /// The banner line for mistake `m`.
@@ -122,9 +129,10 @@ mod tests {
     fn a_switch_is_off_until_switched_on_and_names_its_mistake() {
         let switch: Switch<Demo> = Switch::new();
         assert!(!switch.is(Demo::OneReadOneLine));
-        assert_eq!(switch_on(&switch, None), None);
+        switch_on(&switch, None);
         assert!(!switch.is(Demo::OneReadOneLine));
-        let note = switch_on(&switch, Some(Demo::PlainClose)).unwrap();
+        let note = note(Demo::PlainClose);
+        switch_on(&switch, Some(Demo::PlainClose));
         assert!(switch.is(Demo::PlainClose));
         assert!(!switch.is(Demo::OneReadOneLine));
         assert_eq!(
@@ -163,8 +171,11 @@ mod tests {
         #[test]
         fn the_macro_declares_the_enum_the_switch_and_the_test() {
             assert!(!mistake(Mistake::LeakFd));
-            let note = crate::mistake::switch_on(&MISTAKE, Some(Mistake::NoReap));
-            assert!(note.unwrap().contains("--mistake no-reap (no reap)"));
+            crate::mistake::switch_on(&MISTAKE, Some(Mistake::NoReap));
+            let note = crate::mistake::note(Mistake::NoReap);
+            assert!(note.contains("--mistake no-reap (no reap)"));
+            // The banner's line is set (by this or another test of this process: one per run).
+            assert!(crate::mistake::banner_note().is_some_and(|n| n.starts_with("MISTAKE ON")));
             assert!(mistake(Mistake::NoReap) && !mistake(Mistake::LeakFd));
         }
     }
@@ -180,9 +191,9 @@ mod tests {
 
         #[test]
         fn pub_mistakes_can_be_switched_on_from_the_parent_module() {
-            let note =
-                crate::mistake::switch_on(&inner::MISTAKE, Some(inner::Mistake::OneReadOneLine));
-            assert!(note.unwrap().contains("--mistake one-read-one-line"));
+            crate::mistake::switch_on(&inner::MISTAKE, Some(inner::Mistake::OneReadOneLine));
+            let note = crate::mistake::note(inner::Mistake::OneReadOneLine);
+            assert!(note.contains("--mistake one-read-one-line"));
             assert!(inner::mistake(inner::Mistake::OneReadOneLine));
         }
     }

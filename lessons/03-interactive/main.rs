@@ -41,7 +41,7 @@ struct Args {
 fn main() {
     let args: Args = cli::parse(&LESSON);
     // This lesson's mistakes are in serve.rs, beside the loop they break.
-    let note = mistake::switch_on(&serve::MISTAKE, args.mistake);
+    mistake::switch_on(&serve::MISTAKE, args.mistake);
     let addr = args.listen.addr();
 
     // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01.
@@ -51,9 +51,8 @@ fn main() {
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    // The banner; with --mistake, a second line says so (MISTAKE ON: ...).
-    let local = net::std_addr(&local).unwrap_or(addr);
-    cli::banner(&LESSON, local, note.as_deref().as_slice());
+    // The banner; with --mistake, a last line says so (MISTAKE ON: ...).
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
 
     let mut pause = AcceptPause::new(BLOCKING_RETRY);
     loop {

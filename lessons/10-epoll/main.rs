@@ -72,10 +72,8 @@ fn main() {
     // A long backlog: thousands of clients may connect within one loop turn.
     listen(&listener, Backlog::new(4096).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
-    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
-    let mut notes = vec![nofile.as_str()];
-    notes.extend(wrong.as_deref());
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
+    mistake::switch_on(&MISTAKE, args.mistake);
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&nofile]);
 
     // EM.start_server bind, port, EchoHandler
     Reactor::<EchoHandler>::new(&LESSON, listener, stop).run()

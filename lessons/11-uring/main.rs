@@ -80,9 +80,8 @@ fn main() {
             _ => Err(err),
         })
         .unwrap_or_else(|err| no_uring(err));
-    let wrong = mistake::switch_on(&MISTAKE, args.mistake);
-    let notes: Vec<&str> = wrong.as_deref().into_iter().collect();
-    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &notes);
+    mistake::switch_on(&MISTAKE, args.mistake);
+    cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
 
     Server::new(&LESSON, ring, listener, stop).serve()
 }

@@ -86,7 +86,7 @@ fn main() {
     };
     // The key a client on this machine will really be looked up by (::1 gives allowed:::1).
     let key = allowlist_key(net::dialable(args.relay.listen.addr()).ip());
-    let mut notes = vec![
+    let notes = [
         format!(
             "allowlist: Redis at {} (key allowed:<client ip>; no cache, asked per connection)",
             args.redis
@@ -94,6 +94,6 @@ fn main() {
         format!("allow: {cli} set {key} 1"),
         format!("deny:  {cli} del {key}"),
     ];
-    notes.extend(mistake::switch_on(&MISTAKE, args.mistake));
+    mistake::switch_on(&MISTAKE, args.mistake);
     relay::serve(&LESSON, &args.relay, &notes, &mut allowlist);
 }

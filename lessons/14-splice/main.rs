@@ -76,12 +76,12 @@ fn main() {
         .unwrap_or(1024 * 1024);
     let size = args.pipe_size.clamp(4096, max);
     flow::PIPE_SIZE.store(size, Ordering::Relaxed);
-    let mut notes = vec![format!(
+    let notes = [format!(
         "splice through 2 pipes of {} KiB per relayed connection: 6 fds each (2 sockets, \
          4 pipe ends)",
         size / 1024
     )];
-    notes.extend(mistake::switch_on(&MISTAKE, args.mistake));
+    mistake::switch_on(&MISTAKE, args.mistake);
     relay::serve(&LESSON, &args.relay, &notes, &mut AllowAll);
 }
 
