@@ -1,7 +1,8 @@
 //! What the tools share that is no lesson's business: reading a process tree's CPU time
-//! and memory from /proc ([`procfs`]), and finding the lesson binaries they drive
-//! ([`bin_dir`], [`lesson_bin`]).
+//! and memory from /proc ([`procfs`]), a private network namespace for a benchmark
+//! ([`netns`]), and finding the lesson binaries they drive ([`bin_dir`], [`lesson_bin`]).
 
+pub mod netns;
 pub mod procfs;
 
 use std::path::PathBuf;

@@ -203,3 +203,35 @@ fn bench_socks_direct_row() {
         .starts_with("<svg"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--congestion NAME`: the whole run happens in a network namespace of its own whose
+/// sockets get NAME (the report says what a socket made there was given, asked of the
+/// socket), and the host's own setting is left as it was.
+#[test]
+fn bench_socks_congestion_runs_in_a_namespace_of_its_own() {
+    let sysctl = "/proc/sys/net/ipv4/tcp_congestion_control";
+    let host = std::fs::read_to_string(sysctl).unwrap();
+    let host = host.trim();
+    // reno is always built in; cubic is the kernel's usual default.
+    let want = if host == "reno" { "cubic" } else { "reno" };
+    let dir = std::env::temp_dir().join(format!("bench-socks-cc-{}", std::process::id()));
+    let out = Command::new(exe!("bench-socks"))
+        .args(["--only", "direct", "--seconds", "0.2", "--idle", "10"])
+        .args(["--congestion", want, "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let line = format!(
+        "network: a private network namespace, TCP congestion control {want} (this host's default: {host})"
+    );
+    assert!(md.contains(&line), "wanted {line:?} in\n{md}");
+    assert!(md.lines().any(|l| l.starts_with("| direct |")), "{md}");
+    assert_eq!(std::fs::read_to_string(sysctl).unwrap().trim(), host);
+    let _ = std::fs::remove_dir_all(&dir);
+}

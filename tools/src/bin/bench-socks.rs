@@ -9,9 +9,14 @@
 //! the RSS of the proxy holding 1,000 idle relayed connections; and the proxy's CPU seconds
 //! per GiB relayed over the three bulk runs (utime + stime of every process and thread of
 //! the proxy, reaped children included), the fair measure of a relay's cost on a 2-core
-//! machine where it competes with the client and the target. `--runs N` repeats everything
-//! N times and reports medians. Output: a table with ratios to microsocks, DESIGN.md's bars
-//! with pass/fail, `target/bench-socks/report.md` and `target/bench-socks/report.svg`.
+//! machine where it competes with the client and the target. All servers of a run are up at
+//! once: the bulk runs go server by server, the connection rates in slices taken in turn
+//! across the servers (`--slices`), so that a slow moment of the machine falls on all of them
+//! alike. `--runs N` repeats everything N times and reports medians. `--congestion NAME` runs
+//! the whole benchmark in a private network namespace with that TCP congestion control
+//! (tools/src/netns.rs says why it matters on loopback); the report names the one used.
+//! Output: a table with ratios to microsocks, DESIGN.md's bars with pass/fail,
+//! `target/bench-socks/report.md` and `target/bench-socks/report.svg`.
 //!
 //! The client side is this program's own (std sockets plus the sans-IO
 //! `protocols::socks5::client`), not iperf3 through proxychains: the same client for
@@ -55,6 +60,14 @@ struct Args {
     /// Where the reports go.
     #[arg(long, default_value = "target/bench-socks")]
     out: PathBuf,
+    /// Run in a private network namespace whose default TCP congestion control is NAME (one
+    /// the kernel has: cubic, reno, bbr). Without it: this host's loopback as it is.
+    #[arg(long, value_name = "NAME")]
+    congestion: Option<String>,
+    /// The connection-rate runs are cut into this many slices, taken in turn across the
+    /// servers, so that a slow moment of the machine falls on every server alike.
+    #[arg(long, default_value_t = 6)]
+    slices: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -116,6 +129,21 @@ struct Results {
 
 fn main() {
     let args = Args::parse();
+    // First, before any thread: unshare(2) refuses a threaded process a user namespace.
+    let host_cc = tools::netns::congestion_control();
+    if let Some(cc) = &args.congestion {
+        if let Err(e) = tools::netns::enter_private(cc) {
+            fail(&format!("--congestion {cc}: {e}"));
+        }
+    }
+    // What a socket made here gets, asked of one (not what was asked for).
+    let sockets_cc = tools::netns::socket_congestion_control().unwrap_or_else(|e| e);
+    let network = match &args.congestion {
+        Some(_) => format!(
+            "a private network namespace, TCP congestion control {sockets_cc} (this host's default: {host_cc})"
+        ),
+        None => format!("this host's loopback, TCP congestion control {sockets_cc}"),
+    };
     let _ = sockets_by_hand::limits::raise_nofile();
     let bin_dir = tools::bin_dir();
     let seconds = Duration::from_secs_f64(args.seconds);
@@ -162,28 +190,47 @@ fn main() {
         .map(|&k| (k, Vec::new(), String::new()))
         .collect();
     for run in 0..runs {
+        // Every server of this run is started first and stays up through the run.
+        let mut live: Vec<(usize, Proxy)> = Vec::new();
         for (i, &kind) in kinds.iter().enumerate() {
-            let port = ports[run * kinds.len() + i];
             let entry = &mut measured[i];
             if run > 0 && entry.1.is_empty() {
                 continue; // skipped in the first run
             }
-            let proxy = match start_proxy(kind, &bin_dir, port, args.pipe_size) {
-                Ok(p) => p,
+            match start_proxy(kind, &bin_dir, ports[run * kinds.len() + i], args.pipe_size) {
+                Ok(p) => live.push((i, p)),
                 Err(note) => {
                     eprintln!("bench-socks: {} skipped: {note}", kind.name());
                     entry.2 = note;
-                    continue;
                 }
-            };
+            }
+        }
+        let names: Vec<&str> = live.iter().map(|(_, p)| p.kind.name()).collect();
+        eprintln!(
+            "bench-socks: run {} of {runs}: {} ...",
+            run + 1,
+            names.join(", ")
+        );
+        let failures: Vec<Arc<AtomicU64>> = live.iter().map(|_| Arc::default()).collect();
+        let mut results = vec![Results::default(); live.len()];
+        // Bulk, server by server: each one's CPU time is taken around its own three runs.
+        for (j, (_, proxy)) in live.iter().enumerate() {
+            bulk(proxy, seconds, sink, source, &failures[j], &mut results[j]);
+        }
+        // Connection rates, in slices taken in turn across the servers.
+        let seq = conn_rates(&live, echo, 1, seconds, args.slices, &failures);
+        let par50 = conn_rates(&live, echo, 50, seconds, args.slices, &failures);
+        for (j, (i, proxy)) in live.into_iter().enumerate() {
+            let r = &mut results[j];
+            (r.seq_cps, r.par50_cps) = (seq[j], par50[j]);
+            if let Some(pid) = proxy.child.as_ref().map(Child::id) {
+                (r.idle_rss_mib, r.idle_procs) =
+                    idle_rss(proxy.addr, holder, args.idle, pid, &failures[j]);
+            }
+            r.failures = failures[j].load(Ordering::Relaxed);
             eprintln!(
-                "bench-socks: {} (run {} of {runs}) ...",
-                kind.name(),
-                run + 1
-            );
-            let r = measure(&proxy, &args, seconds, sink, source, echo, holder);
-            eprintln!(
-                "  up {:.2} Gbit/s, down {:.2}, 8 streams {:.2}; {:.0} conn/s sequential, {:.0} with 50 workers; idle RSS {}; CPU {} s/GiB; failures {}",
+                "  {}: up {:.2} Gbit/s, down {:.2}, 8 streams {:.2}; {:.0} conn/s sequential, {:.0} with 50 workers; idle RSS {}; CPU {} s/GiB; failures {}",
+                proxy.kind.name(),
                 r.up_gbit,
                 r.down_gbit,
                 r.par8_gbit,
@@ -193,10 +240,10 @@ fn main() {
                 r.cpu_per_gib.map_or("—".into(), |c| format!("{c:.3}")),
                 r.failures
             );
-            if kind == Kind::Microsocks {
-                entry.2 = microsocks_note();
+            if proxy.kind == Kind::Microsocks {
+                measured[i].2 = microsocks_note();
             }
-            entry.1.push(r);
+            measured[i].1.push(r.clone());
             drop(proxy);
         }
     }
@@ -205,7 +252,7 @@ fn main() {
         .map(|(k, rs, note)| (k, median(&rs), note))
         .collect();
     fs::create_dir_all(&args.out).unwrap_or_else(|e| fail(&format!("mkdir: {e}")));
-    let md = report(&rows, &args);
+    let md = report(&rows, &args, &network);
     fs::write(args.out.join("report.md"), &md)
         .unwrap_or_else(|e| fail(&format!("write report.md: {e}")));
     if let Err(e) = chart(&rows, &args.out.join("report.svg")) {
@@ -218,38 +265,26 @@ fn main() {
     );
 }
 
-/// One run of every measurement against `proxy`.
-fn measure(
+/// The three bulk runs against `proxy` (up, down, 8 streams down), with the proxy's CPU time
+/// around them and every byte they moved.
+fn bulk(
     proxy: &Proxy,
-    args: &Args,
     seconds: Duration,
     sink: SocketAddr,
     source: SocketAddr,
-    echo: SocketAddr,
-    holder: SocketAddr,
-) -> Results {
+    failures: &Arc<AtomicU64>,
+    r: &mut Results,
+) {
     let via = proxy.addr;
     let pid = proxy.child.as_ref().map(Child::id);
-    let mut r = Results::default();
-    let failures = Arc::new(AtomicU64::new(0));
-    // The bulk runs, with the proxy's CPU time around them and every byte they moved.
     let cpu_before = pid.map(tree_cpu_seconds);
-    let (up, up_bytes) = throughput(via, sink, 1, seconds, Direction::Up, &failures);
-    let (down, down_bytes) = throughput(via, source, 1, seconds, Direction::Down, &failures);
-    let (par8, par8_bytes) = throughput(via, source, 8, seconds, Direction::Down, &failures);
+    let (up, up_bytes) = throughput(via, sink, 1, seconds, Direction::Up, failures);
+    let (down, down_bytes) = throughput(via, source, 1, seconds, Direction::Down, failures);
+    let (par8, par8_bytes) = throughput(via, source, 8, seconds, Direction::Down, failures);
     let cpu = pid.zip(cpu_before).map(|(p, b)| tree_cpu_seconds(p) - b);
     let gib = (up_bytes + down_bytes + par8_bytes) as f64 / (1u64 << 30) as f64;
     r.cpu_per_gib = cpu.filter(|_| gib > 0.0).map(|c| c / gib);
     (r.up_gbit, r.down_gbit, r.par8_gbit) = (up, down, par8);
-    r.seq_cps = conn_rate(via, echo, 1, seconds, &failures);
-    r.par50_cps = conn_rate(via, echo, 50, seconds, &failures);
-    if let Some(pid) = pid {
-        let (rss, procs) = idle_rss(via, holder, args.idle, pid, &failures);
-        r.idle_rss_mib = rss;
-        r.idle_procs = procs;
-    }
-    r.failures = failures.load(Ordering::Relaxed);
-    r
 }
 
 /// CPU seconds (user + system) used so far by `pid`'s whole process tree: for each live
@@ -547,14 +582,45 @@ fn throughput(
     )
 }
 
-/// Connections per second: greeting + CONNECT + one 32-byte round trip + close.
-fn conn_rate(
+/// Each live server's connections per second, `workers` clients at a time: `slices` slices
+/// of `time / slices`, taken in turn across the servers.
+fn conn_rates(
+    live: &[(usize, Proxy)],
+    echo: SocketAddr,
+    workers: usize,
+    time: Duration,
+    slices: usize,
+    failures: &[Arc<AtomicU64>],
+) -> Vec<f64> {
+    let slices = slices.max(1);
+    let mut done = vec![(0u64, 0f64); live.len()];
+    for _ in 0..slices {
+        for (j, (_, proxy)) in live.iter().enumerate() {
+            let (n, secs) = conn_count(
+                proxy.addr,
+                echo,
+                workers,
+                time / slices as u32,
+                &failures[j],
+            );
+            done[j].0 += n;
+            done[j].1 += secs;
+        }
+    }
+    done.iter()
+        .map(|&(n, secs)| if secs > 0.0 { n as f64 / secs } else { 0.0 })
+        .collect()
+}
+
+/// Connections completed in `time` (after a tenth of it as warm-up), and the seconds measured:
+/// greeting + CONNECT + one 32-byte round trip + close.
+fn conn_count(
     via: Option<SocketAddr>,
     echo: SocketAddr,
     workers: usize,
     time: Duration,
     failures: &Arc<AtomicU64>,
-) -> f64 {
+) -> (u64, f64) {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
@@ -596,7 +662,7 @@ fn conn_rate(
     for h in handles {
         let _ = h.join();
     }
-    n as f64 / secs
+    (n, secs)
 }
 
 /// RSS (MiB, summed over the proxy's processes) with `n` idle relayed connections open.
@@ -636,7 +702,7 @@ fn procfs_rss(pid: u32) -> (u64, u64) {
     (rss, procs)
 }
 
-fn report(rows: &[(Kind, Option<Results>, String)], args: &Args) -> String {
+fn report(rows: &[(Kind, Option<Results>, String)], args: &Args, network: &str) -> String {
     let base = rows
         .iter()
         .find(|(k, r, _)| *k == Kind::Microsocks && r.is_some())
@@ -657,11 +723,12 @@ fn report(rows: &[(Kind, Option<Results>, String)], args: &Args) -> String {
     let _ = writeln!(md, "# SOCKS5 relays compared on loopback\n");
     let _ = writeln!(
         md,
-        "Machine: {cpus} CPUs, Linux {}. {} s per run; ratios in parentheses are to microsocks in this run; \
+        "Machine: {cpus} CPUs, Linux {}; network: {network}. {} s per run (connection rates in {} slices taken in turn across the servers); ratios in parentheses are to microsocks in this run; \
          \"vs direct\" is single-stream download against no proxy at all; CPU s/GiB is the proxy's \
          user + system time over the three bulk runs divided by the bytes they moved.{}\n",
         kernel.trim(),
         args.seconds,
+        args.slices.max(1),
         if args.runs > 1 {
             format!(" Every figure is the median of {} runs.", args.runs)
         } else {
