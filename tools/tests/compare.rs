@@ -19,6 +19,23 @@ fn fields(stdout: &[u8]) -> HashMap<String, f64> {
         .collect()
 }
 
+/// Runs a report-writing tool (`compare`, `bench-socks`) with `args` and `--out dir`, checks
+/// that it succeeded, and returns its report.md.
+fn report_of(exe: &str, args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new(exe)
+        .args(args)
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("report.md")).unwrap()
+}
+
 /// A deliberately wrong echo server: it welcomes, then sends each line back unreversed.
 #[test]
 fn loadgen_reports_wrong_replies_as_errors() {
@@ -117,31 +134,21 @@ fn loadgen_counts_real_replies_and_refuses_other_networks() {
 fn compare_quickest_run_writes_reports() {
     let dir = std::env::temp_dir().join(format!("compare-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(exe!("compare"))
-        .args([
-            "--only",
-            "03,tokio",
-            "--levels",
-            "1",
-            "--duration",
-            "0.3",
-            "--warmup",
-            "0.1",
-            "--strace-requests",
-            "300",
-            "--idle",
-            "200",
-            "--out",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let args = [
+        "--only",
+        "03,tokio",
+        "--levels",
+        "1",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--strace-requests",
+        "300",
+        "--idle",
+        "200",
+    ];
+    let md = report_of(exe!("compare"), &args, &dir);
     for label in ["03 serial", "tokio (current-thread)"] {
         let row = md
             .lines()
@@ -173,25 +180,8 @@ fn compare_quickest_run_writes_reports() {
 #[test]
 fn bench_socks_direct_row() {
     let dir = std::env::temp_dir().join(format!("bench-socks-smoke-{}", std::process::id()));
-    let out = Command::new(exe!("bench-socks"))
-        .args([
-            "--only",
-            "direct",
-            "--seconds",
-            "0.2",
-            "--idle",
-            "10",
-            "--out",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let args = ["--only", "direct", "--seconds", "0.2", "--idle", "10"];
+    let md = report_of(exe!("bench-socks"), &args, &dir);
     let row = md
         .lines()
         .find(|l| l.starts_with("| direct |"))
@@ -215,18 +205,12 @@ fn bench_socks_congestion_runs_in_a_namespace_of_its_own() {
     // reno is always built in; cubic is the kernel's usual default.
     let want = if host == "reno" { "cubic" } else { "reno" };
     let dir = std::env::temp_dir().join(format!("bench-socks-cc-{}", std::process::id()));
-    let out = Command::new(exe!("bench-socks"))
-        .args(["--only", "direct", "--seconds", "0.2", "--idle", "10"])
-        .args(["--congestion", want, "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let args = ["--only", "direct", "--seconds", "0.2", "--idle", "10"];
+    let md = report_of(
+        exe!("bench-socks"),
+        &[&args[..], &["--congestion", want]].concat(),
+        &dir,
     );
-    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     let line = format!(
         "network: a private network namespace, TCP congestion control {want} (this host's default: {host})"
     );
