@@ -19,20 +19,21 @@ fn fields(stdout: &[u8]) -> HashMap<String, f64> {
         .collect()
 }
 
-/// Runs a report-writing tool (`compare`, `bench-socks`) with `args` and `--out dir`, checks
-/// that it succeeded, and returns its report.md.
-fn report_of(exe: &str, args: &[&str], dir: &std::path::Path) -> String {
-    let out = Command::new(exe)
-        .args(args)
-        .arg("--out")
-        .arg(dir)
-        .output()
-        .unwrap();
+/// Runs `cmd` to its end and checks that it succeeded (its stderr is the failure message).
+fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Runs a report-writing tool (`compare`, `bench-socks`) with `args` and `--out dir`, checks
+/// that it succeeded, and returns its report.md.
+fn report_of(exe: &str, args: &[&str], dir: &std::path::Path) -> String {
+    run_ok(Command::new(exe).args(args).arg("--out").arg(dir));
     std::fs::read_to_string(dir.join("report.md")).unwrap()
 }
 
@@ -55,24 +56,16 @@ fn loadgen_reports_wrong_replies_as_errors() {
             });
         }
     });
-    let out = Command::new(exe!("loadgen"))
-        .args([
-            "--to",
-            &addr.to_string(),
-            "-c",
-            "3",
-            "--warmup",
-            "0",
-            "--duration",
-            "0.3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new(exe!("loadgen")).args([
+        "--to",
+        &addr.to_string(),
+        "-c",
+        "3",
+        "--warmup",
+        "0",
+        "--duration",
+        "0.3",
+    ]));
     let f = fields(&out.stdout);
     assert_eq!(f["welcomed"], 3.0, "{f:?}");
     assert_eq!(
