@@ -125,6 +125,9 @@ struct Results {
     failures: u64,
     /// Proxy CPU seconds per GiB relayed over the bulk runs (none for "direct").
     cpu_per_gib: Option<f64>,
+    /// Proxy CPU microseconds per connection, sequential and with 50 workers.
+    seq_cpu_us: Option<f64>,
+    par50_cpu_us: Option<f64>,
 }
 
 fn main() {
@@ -222,20 +225,21 @@ fn main() {
         let par50 = conn_rates(&live, echo, 50, seconds, args.slices, &failures);
         for (j, (i, proxy)) in live.into_iter().enumerate() {
             let r = &mut results[j];
-            (r.seq_cps, r.par50_cps) = (seq[j], par50[j]);
+            ((r.seq_cps, r.seq_cpu_us), (r.par50_cps, r.par50_cpu_us)) = (seq[j], par50[j]);
             if let Some(pid) = proxy.child.as_ref().map(Child::id) {
                 (r.idle_rss_mib, r.idle_procs) =
                     idle_rss(proxy.addr, holder, args.idle, pid, &failures[j]);
             }
             r.failures = failures[j].load(Ordering::Relaxed);
             eprintln!(
-                "  {}: up {:.2} Gbit/s, down {:.2}, 8 streams {:.2}; {:.0} conn/s sequential, {:.0} with 50 workers; idle RSS {}; CPU {} s/GiB; failures {}",
+                "  {}: up {:.2} Gbit/s, down {:.2}, 8 streams {:.2}; {:.0} conn/s sequential, {:.0} with 50 workers; CPU µs/conn {}; idle RSS {}; CPU {} s/GiB; failures {}",
                 proxy.kind.name(),
                 r.up_gbit,
                 r.down_gbit,
                 r.par8_gbit,
                 r.seq_cps,
                 r.par50_cps,
+                per_conn(r),
                 r.idle_rss_mib.map_or("—".into(), |m| format!("{m:.1} MiB")),
                 r.cpu_per_gib.map_or("—".into(), |c| format!("{c:.3}")),
                 r.failures
@@ -332,6 +336,8 @@ fn median(runs: &[Results]) -> Option<Results> {
         idle_procs: first.idle_procs,
         failures: runs.iter().map(|r| r.failures).sum(),
         cpu_per_gib: opt(|r| r.cpu_per_gib),
+        seq_cpu_us: opt(|r| r.seq_cpu_us),
+        par50_cpu_us: opt(|r| r.par50_cpu_us),
     })
 }
 
@@ -582,8 +588,17 @@ fn throughput(
     )
 }
 
-/// Each live server's connections per second, `workers` clients at a time: `slices` slices
-/// of `time / slices`, taken in turn across the servers.
+/// "seq / 50 w" CPU microseconds per connection, or "—" (direct has no proxy to measure).
+fn per_conn(r: &Results) -> String {
+    match (r.seq_cpu_us, r.par50_cpu_us) {
+        (Some(s), Some(p)) => format!("{s:.0} / {p:.0}"),
+        _ => "—".into(),
+    }
+}
+
+/// Each live server's connections per second, `workers` clients at a time, and its proxy's
+/// CPU microseconds per connection: `slices` slices of `time / slices`, taken in turn across
+/// the servers.
 fn conn_rates(
     live: &[(usize, Proxy)],
     echo: SocketAddr,
@@ -591,36 +606,45 @@ fn conn_rates(
     time: Duration,
     slices: usize,
     failures: &[Arc<AtomicU64>],
-) -> Vec<f64> {
+) -> Vec<(f64, Option<f64>)> {
     let slices = slices.max(1);
-    let mut done = vec![(0u64, 0f64); live.len()];
+    // Per server: connections and seconds measured; CPU seconds and connections in all.
+    let mut done = vec![(0u64, 0f64, 0f64, 0u64); live.len()];
     for _ in 0..slices {
         for (j, (_, proxy)) in live.iter().enumerate() {
-            let (n, secs) = conn_count(
+            let pid = proxy.child.as_ref().map(Child::id);
+            let before = pid.map(tree_cpu_seconds);
+            let (n, secs, all) = conn_count(
                 proxy.addr,
                 echo,
                 workers,
                 time / slices as u32,
                 &failures[j],
             );
-            done[j].0 += n;
-            done[j].1 += secs;
+            let cpu = pid.zip(before).map(|(p, b)| tree_cpu_seconds(p) - b);
+            let d = &mut done[j];
+            (d.0, d.1, d.2, d.3) = (d.0 + n, d.1 + secs, d.2 + cpu.unwrap_or(0.0), d.3 + all);
         }
     }
-    done.iter()
-        .map(|&(n, secs)| if secs > 0.0 { n as f64 / secs } else { 0.0 })
+    live.iter()
+        .zip(done)
+        .map(|((_, proxy), (n, secs, cpu, all))| {
+            let rate = if secs > 0.0 { n as f64 / secs } else { 0.0 };
+            let per_conn = (proxy.child.is_some() && all > 0).then(|| cpu * 1e6 / all as f64);
+            (rate, per_conn)
+        })
         .collect()
 }
 
-/// Connections completed in `time` (after a tenth of it as warm-up), and the seconds measured:
-/// greeting + CONNECT + one 32-byte round trip + close.
+/// Connections completed in `time` (after a tenth of it as warm-up), the seconds measured, and
+/// the connections completed in all: greeting + CONNECT + one 32-byte round trip + close.
 fn conn_count(
     via: Option<SocketAddr>,
     echo: SocketAddr,
     workers: usize,
     time: Duration,
     failures: &Arc<AtomicU64>,
-) -> (u64, f64) {
+) -> (u64, f64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
@@ -662,7 +686,7 @@ fn conn_count(
     for h in handles {
         let _ = h.join();
     }
-    (n, secs)
+    (n, secs, done.load(Ordering::Relaxed))
 }
 
 /// RSS (MiB, summed over the proxy's processes) with `n` idle relayed connections open.
@@ -725,7 +749,8 @@ fn report(rows: &[(Kind, Option<Results>, String)], args: &Args, network: &str) 
         md,
         "Machine: {cpus} CPUs, Linux {}; network: {network}. {} s per run (connection rates in {} slices taken in turn across the servers); ratios in parentheses are to microsocks in this run; \
          \"vs direct\" is single-stream download against no proxy at all; CPU s/GiB is the proxy's \
-         user + system time over the three bulk runs divided by the bytes they moved.{}\n",
+         user + system time over the three bulk runs divided by the bytes they moved, CPU µs/conn its \
+         time over the connection-rate runs divided by the connections they made.{}\n",
         kernel.trim(),
         args.seconds,
         args.slices.max(1),
@@ -735,13 +760,16 @@ fn report(rows: &[(Kind, Option<Results>, String)], args: &Args, network: &str) 
             String::new()
         }
     );
-    let _ = writeln!(md, "| server | upload Gbit/s | download Gbit/s | vs direct | 8 streams Gbit/s | conn/s sequential | conn/s, 50 workers | RSS, {} idle relays | CPU s/GiB | failures | note |", args.idle);
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(md, "| server | upload Gbit/s | download Gbit/s | vs direct | 8 streams Gbit/s | conn/s sequential | conn/s, 50 workers | CPU µs/conn, seq / 50 w | RSS, {} idle relays | CPU s/GiB | failures | note |", args.idle);
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
     for (kind, r, note) in rows {
         let Some(r) = r else {
             let _ = writeln!(
                 md,
-                "| {} | — | — | — | — | — | — | — | — | — | skipped: {note} |",
+                "| {} | — | — | — | — | — | — | — | — | — | — | skipped: {note} |",
                 kind.name()
             );
             continue;
@@ -768,7 +796,7 @@ fn report(rows: &[(Kind, Option<Results>, String)], args: &Args, network: &str) 
         });
         let _ = writeln!(
             md,
-            "| {} | {:.2}{} | {:.2}{} | {} | {:.2}{} | {:.0}{} | {:.0}{} | {} | {} | {} | {} |",
+            "| {} | {:.2}{} | {:.2}{} | {} | {:.2}{} | {:.0}{} | {:.0}{} | {} | {} | {} | {} | {} |",
             kind.name(),
             r.up_gbit,
             ratio(r.up_gbit, b.map(|b| b.up_gbit)),
@@ -781,6 +809,7 @@ fn report(rows: &[(Kind, Option<Results>, String)], args: &Args, network: &str) 
             ratio(r.seq_cps, b.map(|b| b.seq_cps)),
             r.par50_cps,
             ratio(r.par50_cps, b.map(|b| b.par50_cps)),
+            per_conn(r),
             rss,
             cpu,
             r.failures,
