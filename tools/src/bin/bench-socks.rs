@@ -113,6 +113,9 @@ impl Drop for Proxy {
     }
 }
 
+/// A server, its results in each run (with the run's number), and why it was skipped if it was.
+type Measured = (Kind, Vec<(usize, Results)>, String);
+
 #[derive(Default, Clone)]
 struct Results {
     up_gbit: f64,
@@ -189,7 +192,7 @@ fn main() {
     let ports: Vec<u16> = (0..runs * kinds.len()).map(|_| free_port()).collect();
     // Per server: its results in each run, or why it was skipped.
     // Per server: its results in each run (with the run's number), or why it was skipped.
-    let mut measured: Vec<(Kind, Vec<(usize, Results)>, String)> = kinds
+    let mut measured: Vec<Measured> = kinds
         .iter()
         .map(|&k| (k, Vec::new(), String::new()))
         .collect();
@@ -732,7 +735,7 @@ fn procfs_rss(pid: u32) -> (u64, u64) {
 
 fn report(
     rows: &[(Kind, Option<Results>, String)],
-    runs: &[(Kind, Vec<(usize, Results)>, String)],
+    runs: &[Measured],
     args: &Args,
     network: &str,
 ) -> String {
@@ -834,12 +837,7 @@ fn report(
 /// single stream against lesson 12's. A ratio is taken within each run, where the two servers
 /// were measured side by side, and the median of those is checked (not the ratio of two
 /// medians, which may come from different runs).
-fn bars(
-    md: &mut String,
-    rows: &[(Kind, Option<Results>, String)],
-    runs: &[(Kind, Vec<(usize, Results)>, String)],
-    args: &Args,
-) {
+fn bars(md: &mut String, rows: &[(Kind, Option<Results>, String)], runs: &[Measured], args: &Args) {
     let get = |kind: Kind| {
         rows.iter()
             .find(|(k, r, _)| *k == kind && r.is_some())
