@@ -230,23 +230,35 @@ pub fn pump(
             }
         }
         if writable && !flow.pending().is_empty() {
-            // write(2) to the destination: it may take only part (its send buffer is full).
-            match write(dst, flow.pending()) {
-                Ok(n) => {
-                    flow.consumed(n, pool);
-                    progress = true;
-                }
-                // Full: the rest waits for POLLOUT.
-                Err(Errno::EAGAIN) => writable = false,
-                Err(Errno::EINTR) => {}
-                Err(errno) => return Err(Broken::Write("write", errno)),
-            }
+            progress |= write_pending(dst, flow, pool, &mut writable)?;
         }
         if !progress {
             break;
         }
     }
     Ok(())
+}
+
+/// write(2) what waits in the buffer to the destination: it may take only part. Says whether
+/// any went out; a full send buffer (EAGAIN) clears `writable`: the rest waits for POLLOUT.
+pub fn write_pending(
+    dst: &OwnedFd,
+    flow: &mut Flow,
+    pool: &mut Pool,
+    writable: &mut bool,
+) -> Result<bool, Broken> {
+    match write(dst, flow.pending()) {
+        Ok(n) => {
+            flow.consumed(n, pool);
+            Ok(true)
+        }
+        Err(Errno::EAGAIN) => {
+            *writable = false;
+            Ok(false)
+        }
+        Err(Errno::EINTR) => Ok(false),
+        Err(errno) => Err(Broken::Write("write", errno)),
+    }
 }
 
 /// setsockopt(SO_LINGER {on, 0 s}): the close(2) that follows sends RST instead of FIN.

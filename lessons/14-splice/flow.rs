@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
-use nix::unistd::{pipe2, write};
+use nix::unistd::pipe2;
 use sockets_by_hand::errors::{describe, report};
 use sockets_by_hand::say;
 
@@ -169,15 +169,7 @@ pub fn pump(
         let mut progress = false;
         if writable && !flow.pending().is_empty() {
             // write(2) what is in user space (a reply, early payload): it goes out first.
-            match write(dst, flow.pending()) {
-                Ok(n) => {
-                    flow.consumed(n, pool);
-                    progress = true;
-                }
-                Err(Errno::EAGAIN) => writable = false,
-                Err(Errno::EINTR) => {}
-                Err(errno) => return Err(Broken::Write("write", errno)),
-            }
+            progress |= copy::write_pending(dst, &mut flow.copy, pool, &mut writable)?;
         }
         if let (true, false, true, Some(pipe)) =
             (readable, flow.eof, flow.has_room(), flow.pipe.as_ref())
