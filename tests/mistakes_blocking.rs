@@ -14,7 +14,8 @@ use std::time::Duration;
 use common::echo_suite as cases;
 use common::single_thread::nofile_command;
 use common::{
-    children, fd_count, load, proc_state, wait_fd_count, wait_for, Client, Server, DEADLINE,
+    children, fd_count, load, mistake_args, proc_state, wait_fd_count, wait_for, wait_in_accept,
+    Client, Server, DEADLINE,
 };
 
 /// `--help` lists every mistake of a lesson with its line; an unknown name is a usage
@@ -174,7 +175,7 @@ fn lowest_free_fd(pid: u32) -> usize {
 /// never shows.
 fn lesson_02_fds(leak: bool) {
     const LIMIT: usize = 16;
-    let args: &[&str] = if leak { &["--mistake", "leak-fd"] } else { &[] };
+    let args = &mistake_args(leak, "leak-fd");
     let server = Server::spawn(nofile_command(
         exe!("lesson-02"),
         args,
@@ -410,11 +411,7 @@ fn lesson_04_reap_once_leaves_zombies_when_sigchlds_coalesce() {
 /// closed and exited, but the parent's copy keeps the connection open: no EOF, and the
 /// parent holds one more fd per client. Without it: EOF, and the fd count is steady.
 fn lesson_04_ends_first(keep: bool) {
-    let args: &[&str] = if keep {
-        &["--mistake", "parent-keeps-conn"]
-    } else {
-        &[]
-    };
+    let args = &mistake_args(keep, "parent-keeps-conn");
     let server = Server::start(exe!("lesson-04"), args);
     let pid = server.pid();
     let start = fd_count(pid);
@@ -444,28 +441,11 @@ fn lesson_04_parent_keeps_conn_client_never_sees_eof() {
     lesson_04_ends_first(false);
 }
 
-/// Waits until `pid` sleeps in accept(2) (its /proc wchan is `inet_csk_accept`), so that a
-/// signal sent now finds it there, not between its check of the stop flag and accept (the
-/// race lesson 04 documents). Does nothing where the kernel hides wchan.
-fn wait_in_accept(pid: u32) {
-    let wchan = || std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-    if matches!(wchan().as_str(), "" | "0") {
-        return;
-    }
-    wait_for("the lesson to sleep in accept", DEADLINE, || {
-        (wchan() == "inet_csk_accept").then_some(())
-    });
-}
-
 /// A client is being served when the server gets SIGTERM and stops. With `--mistake
 /// child-keeps-listener` its child still holds the listener: a new client connects (the
 /// kernel queues it in the backlog) but is never welcomed. Without it: refused.
 fn lesson_04_after_the_stop(keep: bool) {
-    let args: &[&str] = if keep {
-        &["--mistake", "child-keeps-listener"]
-    } else {
-        &[]
-    };
+    let args = &mistake_args(keep, "child-keeps-listener");
     let mut server = Server::start(exe!("lesson-04"), args);
     let addr = server.addr;
     let mut c = server.connect();
@@ -511,11 +491,7 @@ fn lesson_04_child_keeps_listener_queues_clients_after_the_stop() {
 /// client arrives (the accept returns and the loop sees the flag). Without it the accept
 /// fails with EINTR and the server stops at once.
 fn lesson_04_sigterm_in_accept(restart: bool) {
-    let args: &[&str] = if restart {
-        &["--mistake", "sa-restart"]
-    } else {
-        &[]
-    };
+    let args = &mistake_args(restart, "sa-restart");
     let mut server = Server::start(exe!("lesson-04"), args);
     wait_in_accept(server.pid());
     server.signal(libc::SIGTERM);

@@ -11,7 +11,9 @@ use std::thread;
 use std::time::Duration;
 
 use common::echo_suite::{fd_count_steady, partial_line_holder};
-use common::{children, load, proc_state, wait_for, Client, Server, Trace, Traced, DEADLINE};
+use common::{
+    children, load, proc_state, wait_for, wait_in_accept, Client, Server, Trace, Traced, DEADLINE,
+};
 
 // ---------------------------------------------------------------------------------------
 // Both lessons: many clients at once, a slow client, fd hygiene.
@@ -91,20 +93,6 @@ fn all_quit_together(server: &Server, n: usize) {
     for c in clients.iter_mut() {
         assert!(c.closed());
     }
-}
-
-/// Waits until `pid` sleeps in accept(2) (its /proc wchan is `inet_csk_accept`), so that a
-/// signal sent now interrupts accept. A signal that lands between the loop's check of the
-/// stop flag and accept is the race lesson 04 documents, not what these tests look at.
-/// Returns false at once where the kernel hides wchan.
-fn wait_in_accept(pid: u32) -> bool {
-    let wchan = || std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-    if matches!(wchan().as_str(), "" | "0") {
-        return false;
-    }
-    wait_for("the lesson to sleep in accept", DEADLINE, || {
-        (wchan() == "inet_csk_accept").then_some(true)
-    })
 }
 
 /// Stops the server with `signal`: it exits 0 after its one-line summary, whose counts

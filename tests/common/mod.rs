@@ -26,6 +26,15 @@ macro_rules! exe {
     };
 }
 
+/// A lesson's arguments for a paired mistake test: `--mistake NAME` when `on`, none when off.
+pub fn mistake_args(on: bool, name: &'static str) -> Vec<&'static str> {
+    if on {
+        vec!["--mistake", name]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Polls `check` until it returns Some, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -221,6 +230,25 @@ pub fn proc_state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     after.trim_start().chars().next()
+}
+
+/// Waits until `pid` sleeps in accept(2), so that a signal sent now finds it there and not
+/// between its check of the stop flag and accept (the race lesson 04 documents). Where the
+/// kernel names wait channels, that is wchan `inet_csk_accept` (true). Where it hides them it
+/// shows "0", as it does for a running process too: then sleeping at all ('S') is the best
+/// sign there is (false).
+pub fn wait_in_accept(pid: u32) -> bool {
+    let wchan = || fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    wait_for("the lesson to sleep in accept", DEADLINE, || {
+        if proc_state(pid) != Some('S') {
+            return None;
+        }
+        match wchan().trim() {
+            "inet_csk_accept" => Some(true),
+            "" | "0" => Some(false),
+            _ => None,
+        }
+    })
 }
 
 /// utime + stime of `pid` in clock ticks (from /proc/PID/stat).
