@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::socks5 as s5;
-use common::{wait_for, Server, DEADLINE};
+use common::{mistake_args, wait_for, Server, DEADLINE};
 use protocols::dns;
 use protocols::socks5::{client, Reply, Target};
 
@@ -480,11 +480,7 @@ use dns_cases;
 fn blocking_dns_mistake_makes_a_fast_name_wait() {
     in_namespace("blocking_dns_mistake_makes_a_fast_name_wait", |dns| {
         for (mistake, slow_name) in [(true, "slow1.test"), (false, "slow2.test")] {
-            let args: &[&str] = if mistake {
-                &["--mistake", "blocking-dns"]
-            } else {
-                &[]
-            };
+            let args = &mistake_args(mistake, "blocking-dns");
             let proxy = Server::start(exe!("lesson-12"), args);
             let echo = s5::echo_target();
             let order = Arc::new(Mutex::new(Vec::new()));
