@@ -87,37 +87,6 @@ fn lesson_01_greets_one_client_and_exits_0() {
 }
 
 #[test]
-fn lesson_01_without_reuseaddr_hits_time_wait() {
-    // A first run: the server closes first, so its side of the connection sits in
-    // TIME_WAIT on the port.
-    let mut first = Server::start(exe!("lesson-01"), &[]);
-    let port = first.addr.port().to_string();
-    let mut c = first.connect();
-    assert!(c.line().starts_with("Hello there! "));
-    assert!(c.closed());
-    assert_eq!(first.wait_exit(DEADLINE).and_then(|s| s.code()), Some(0));
-
-    // Without SO_REUSEADDR the same port cannot be bound again yet.
-    let out = Command::new(exe!("lesson-01"))
-        .args(["-p", &port, "--no-reuseaddr"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("bind: EADDRINUSE (Address already in use)"),
-        "stderr: {stderr}"
-    );
-
-    // With it (the default) the restart works at once.
-    let mut again = Server::start(exe!("lesson-01"), &["-p", &port]);
-    let mut c = again.connect();
-    assert!(c.line().starts_with("Hello there! "));
-    assert_eq!(again.wait_exit(DEADLINE).and_then(|s| s.code()), Some(0));
-}
-
-#[test]
 fn help_explains_and_bad_flags_exit_2() {
     for exe in [
         exe!("lesson-00"),
