@@ -174,50 +174,57 @@ enum Broken {
     PlainClose,
 }
 
-/// A reverse-echo server with one classic mistake; a thread per client.
-fn broken_server(how: Broken) -> SocketAddr {
+/// A loopback server that runs `serve` on a thread per client.
+fn thread_per_client(serve: impl Fn(std::net::TcpStream) + Copy + Send + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
-        for mut s in listener.incoming().map_while(Result::ok) {
-            thread::spawn(move || {
-                s.write_all(b"Welcome buddy!\n").unwrap();
-                let mut buf = [0u8; 4096];
-                let mut line = Vec::new();
-                while let Ok(n @ 1..) = s.read(&mut buf) {
-                    match how {
-                        Broken::OneReadOneLine => {
-                            let mut reply: Vec<u8> = buf[..n]
-                                .iter()
-                                .rev()
-                                .filter(|&&b| b != b'\n')
-                                .copied()
-                                .collect();
-                            reply.push(b'\n');
-                            let _ = s.write_all(&reply);
-                        }
-                        Broken::PlainClose => {
-                            for &b in &buf[..n] {
-                                if b != b'\n' {
-                                    line.push(b);
-                                    continue;
-                                }
-                                if line == b"q" {
-                                    // close(2) with unread input: the kernel sends RST.
-                                    return;
-                                }
-                                line.reverse();
-                                line.push(b'\n');
-                                let _ = s.write_all(&line);
-                                line.clear();
-                            }
-                        }
-                    }
-                }
-            });
+        for s in listener.incoming().map_while(Result::ok) {
+            thread::spawn(move || serve(s));
         }
     });
     addr
+}
+
+/// A reverse-echo server with one classic mistake; a thread per client.
+fn broken_server(how: Broken) -> SocketAddr {
+    thread_per_client(move |s| reverse_echo(s, how))
+}
+
+fn reverse_echo(mut s: std::net::TcpStream, how: Broken) {
+    s.write_all(b"Welcome buddy!\n").unwrap();
+    let mut buf = [0u8; 4096];
+    let mut line = Vec::new();
+    while let Ok(n @ 1..) = s.read(&mut buf) {
+        match how {
+            Broken::OneReadOneLine => {
+                let mut reply: Vec<u8> = buf[..n]
+                    .iter()
+                    .rev()
+                    .filter(|&&b| b != b'\n')
+                    .copied()
+                    .collect();
+                reply.push(b'\n');
+                let _ = s.write_all(&reply);
+            }
+            Broken::PlainClose => {
+                for &b in &buf[..n] {
+                    if b != b'\n' {
+                        line.push(b);
+                        continue;
+                    }
+                    if line == b"q" {
+                        // close(2) with unread input: the kernel sends RST.
+                        return;
+                    }
+                    line.reverse();
+                    line.push(b'\n');
+                    let _ = s.write_all(&line);
+                    line.clear();
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -284,43 +291,38 @@ enum BrokenRelay {
 
 /// A SOCKS5 relay (no auth, IPv4 CONNECT only) with one classic mistake.
 fn broken_relay(how: BrokenRelay) -> SocketAddr {
+    thread_per_client(move |c| relay(c, how))
+}
+
+fn relay(mut c: std::net::TcpStream, how: BrokenRelay) {
     use std::net::{Shutdown, TcpStream};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for mut c in listener.incoming().map_while(Result::ok) {
-            thread::spawn(move || {
-                let mut greeting = [0u8; 3];
-                let mut request = [0u8; 10];
-                c.read_exact(&mut greeting).unwrap();
-                c.write_all(&[5, 0]).unwrap();
-                c.read_exact(&mut request).unwrap();
-                let [a, b, c3, d] = [request[4], request[5], request[6], request[7]];
-                let port = u16::from_be_bytes([request[8], request[9]]);
-                let ok = [5, 0, 0, 1, 127, 0, 0, 1, 0, 0];
-                let up = match how {
-                    BrokenRelay::SuccessAlways => {
-                        let _ = c.write_all(&ok);
-                        return;
-                    }
-                    BrokenRelay::NoHalfClose => {
-                        TcpStream::connect(SocketAddr::from(([a, b, c3, d], port))).unwrap()
-                    }
-                };
-                c.write_all(&ok).unwrap();
-                let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
-                thread::spawn(move || {
-                    let _ = std::io::copy(&mut up2, &mut c2);
-                });
-                let mut up = up;
-                let _ = std::io::copy(&mut c, &mut up);
-                // The mistake: EOF from the client closes both ways at once.
-                let _ = up.shutdown(Shutdown::Both);
-                let _ = c.shutdown(Shutdown::Both);
-            });
+    let mut greeting = [0u8; 3];
+    let mut request = [0u8; 10];
+    c.read_exact(&mut greeting).unwrap();
+    c.write_all(&[5, 0]).unwrap();
+    c.read_exact(&mut request).unwrap();
+    let [a, b, c3, d] = [request[4], request[5], request[6], request[7]];
+    let port = u16::from_be_bytes([request[8], request[9]]);
+    let ok = [5, 0, 0, 1, 127, 0, 0, 1, 0, 0];
+    let up = match how {
+        BrokenRelay::SuccessAlways => {
+            let _ = c.write_all(&ok);
+            return;
         }
+        BrokenRelay::NoHalfClose => {
+            TcpStream::connect(SocketAddr::from(([a, b, c3, d], port))).unwrap()
+        }
+    };
+    c.write_all(&ok).unwrap();
+    let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut up2, &mut c2);
     });
-    addr
+    let mut up = up;
+    let _ = std::io::copy(&mut c, &mut up);
+    // The mistake: EOF from the client closes both ways at once.
+    let _ = up.shutdown(Shutdown::Both);
+    let _ = c.shutdown(Shutdown::Both);
 }
 
 #[test]

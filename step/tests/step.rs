@@ -119,6 +119,16 @@ impl Run {
             .parse()
             .unwrap()
     }
+    /// Waits for the stepper to end, checks that it succeeded, and returns what it printed.
+    fn finish(&mut self) -> String {
+        let status = self.wait();
+        assert!(
+            status.success(),
+            "step exited {status:?}: {}",
+            self.err.text()
+        );
+        self.out.text()
+    }
     fn wait(&mut self) -> ExitStatus {
         let end = Instant::now() + DEADLINE;
         loop {
@@ -212,13 +222,7 @@ fn lesson_01_blocks_in_order_with_real_source_lines() {
     let mut hello = String::new();
     client.read_to_string(&mut hello).unwrap();
     assert!(hello.starts_with("Hello there!"), "{hello}");
-    let status = run.wait();
-    assert!(
-        status.success(),
-        "step exited {status:?}: {}",
-        run.err.text()
-    );
-    let text = run.out.text();
+    let text = run.finish();
 
     let want = [
         ("socket", "socket("),
@@ -670,13 +674,7 @@ fn a_binary_replaced_on_disk_still_gives_the_lessons_lines() {
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut hello = String::new();
     client.read_to_string(&mut hello).unwrap();
-    let status = run.wait();
-    assert!(
-        status.success(),
-        "step exited {status:?}: {}",
-        run.err.text()
-    );
-    let text = run.out.text();
+    let text = run.finish();
     let all = blocks(&text);
     let close = all
         .iter()
