@@ -299,7 +299,9 @@ fn emfile_neither_spins_nor_crashes() {
 }
 
 /// Under strace: poll is the only readiness call; the upstream connect is non-blocking
-/// (EINPROGRESS), finished by poll and getsockopt(SO_ERROR); BND comes from getsockname.
+/// (EINPROGRESS) and asked again at once: a target on this host is connected by then (0),
+/// one whose SYN was dropped is not (EALREADY), and poll's POLLOUT and getsockopt(SO_ERROR)
+/// finish it; BND comes from getsockname.
 #[test]
 fn trace_poll_and_nonblocking_connect() {
     let traced = Traced::start(exe!($exe), &[]);
@@ -315,6 +317,15 @@ fn trace_poll_and_nonblocking_connect() {
     let name = Target::Domain("localhost".into(), echo.port());
     let (rep, _) = s5::request(&mut s, protocols::socks5::Command::Connect, &name);
     assert_eq!(rep, protocols::socks5::Reply::Succeeded);
+    drop(s);
+    // And a target whose handshake takes a SYN retransmission.
+    let late = s5::LateTarget::new();
+    let mut s = s5::connect(traced.server.addr);
+    assert_eq!(s5::greet(&mut s, &[0]), 0);
+    let request = protocols::socks5::client::connect_request(&Target::Ip(late.addr)).unwrap();
+    s.write_all(&request).unwrap();
+    late.let_in();
+    assert_eq!(s5::reply(&mut s).0, protocols::socks5::Reply::Succeeded);
     drop(s);
     for target in [
         format!("→ {echo} "),
@@ -334,17 +345,27 @@ fn trace_poll_and_nonblocking_connect() {
         "read",
         "socket",
         "connect",
-        "poll",
-        "getsockopt",
+        "connect",
         "getsockname",
         "write",
         "shutdown",
         "close",
+        "socket",
+        "connect",
+        "connect",
+        "poll",
+        "getsockopt",
+        "getsockname",
     ]);
     let connects = trace.lines_of("connect");
+    let pair = |second: &str| {
+        connects
+            .windows(2)
+            .any(|w| w[0].contains("EINPROGRESS") && w[1].contains(second))
+    };
     assert!(
-        connects.iter().any(|l| l.contains("EINPROGRESS")),
-        "no connect returned EINPROGRESS:\n{}",
+        pair(") = 0") && pair("EALREADY"),
+        "no EINPROGRESS followed by 0, and by EALREADY:\n{}",
         connects.join("\n")
     );
     assert!(

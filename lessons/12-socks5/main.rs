@@ -7,7 +7,8 @@
 //! Read relay.rs first: the loop, then a connection's life in order (accept → handshake →
 //! resolve → connect → relay → finish). Run `make lesson-12`, then
 //! `curl --socks5-hostname 127.0.0.1:1080 https://example.com/`. `make trace-12` shows poll,
-//! accept4, connect = -1 EINPROGRESS, getsockopt(SO_ERROR), shutdown(SHUT_WR), close.
+//! accept4, connect = -1 EINPROGRESS and connect again (0, or EALREADY: then POLLOUT and
+//! getsockopt(SO_ERROR)), shutdown(SHUT_WR), close.
 //! The classic failure: a blocking DNS lookup freezes every relay; here getaddrinfo runs on a
 //! pool of threads (one clone per extra thread, up to 32; one idle) that wake the loop
 //! through a pipe, so no name waits behind another. `--mistake NAME` switches on one classic

@@ -255,10 +255,9 @@ impl<A: Admission> Relay<'_, A> {
         let id = ConnId { slot, serial };
         let conn = Conn::new(id, client, peer, credentials, skip, deadline);
         if slot == self.conns.len() {
-            self.conns.push(Some(conn));
-        } else {
-            self.conns[slot] = Some(conn);
+            self.conns.push(None);
         }
+        self.conns[slot] = Some(conn);
         // A client sends its greeting right after connecting, so it is usually here by now:
         // read it at once instead of after one more poll (EAGAIN if not; poll waits then).
         self.with(id, |relay, conn| relay.handshake(conn));
@@ -422,19 +421,25 @@ impl<A: Admission> Relay<'_, A> {
                 }
             }
             // connect(2): EINPROGRESS means "started"; POLLOUT will say when it is done.
-            match connect(sock.as_raw_fd(), net::sockaddr(addr).as_ref()) {
-                Ok(()) => {
-                    conn.upstream = Some(sock);
-                    return self.connected(conn);
-                }
+            let (fd, to) = (sock.as_raw_fd(), net::sockaddr(addr));
+            let connected = match connect(fd, to.as_ref()) {
                 // The mistake: EINPROGRESS taken for "connected"; the client hears success
                 // before the handshake's outcome is known.
-                Err(Errno::EINPROGRESS) if mistake(SuccessAlways) => {
+                Err(Errno::EINPROGRESS) if mistake(SuccessAlways) => Ok(true),
+                // connect(2) again: 0 if the handshake is done already (for a target on
+                // this host the kernel ran it inside the first call), EALREADY if not yet.
+                Err(Errno::EINPROGRESS) => match connect(fd, to.as_ref()) {
+                    Err(Errno::EALREADY) => Ok(false),
+                    again => again.map(|()| true),
+                },
+                first => first.map(|()| true),
+            };
+            match connected {
+                Ok(connected) => {
                     conn.upstream = Some(sock);
-                    return self.connected(conn);
-                }
-                Err(Errno::EINPROGRESS) => {
-                    conn.upstream = Some(sock);
+                    if connected {
+                        return self.connected(conn);
+                    }
                     conn.state = State::Connecting;
                     conn.deadline = Some(Instant::now() + self.args.connect_timeout);
                     return Ok(());
@@ -551,11 +556,9 @@ impl<A: Admission> Relay<'_, A> {
 
     /// Deadlines: handshake (slowloris), admission, lookup, connect, a reply never read.
     fn expire(&mut self, now: Instant) {
+        let due = |c: &Conn| c.deadline.is_some_and(|at| at <= now).then_some(c.id);
         for slot in 0..self.conns.len() {
-            let due = self.conns[slot]
-                .as_ref()
-                .filter(|c| c.deadline.is_some_and(|at| at <= now));
-            let Some(id) = due.map(|c| c.id) else {
+            let Some(id) = self.conns[slot].as_ref().and_then(due) else {
                 continue;
             };
             self.with(id, |relay, conn| match conn.state {

@@ -12,7 +12,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocols::socks5::{client, Command as Cmd, Reply, Target};
 
@@ -263,6 +263,66 @@ pub fn closed_port() -> (std::os::fd::OwnedFd, SocketAddr) {
     let ss: SockaddrStorage = getsockname(sock.as_raw_fd()).unwrap();
     let addr = SocketAddr::from(*ss.as_sockaddr_in().unwrap());
     (sock, addr)
+}
+
+/// A target whose handshake does not finish inside connect(2), as a distant host's would
+/// not: a listener with a backlog of 0 and one connection already in its accept queue, so
+/// the kernel drops the next SYN and the connecting side retransmits it about a second
+/// later. [`LateTarget::let_in`] makes room for that retransmission.
+pub struct LateTarget {
+    pub addr: SocketAddr,
+    listener: TcpListener,
+    _queued: TcpStream,
+}
+
+impl LateTarget {
+    pub fn new() -> LateTarget {
+        use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag};
+        use nix::sys::socket::{SockType, SockaddrIn};
+        use std::os::fd::AsRawFd;
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        bind(sock.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+        listen(&sock, Backlog::new(0).unwrap()).unwrap();
+        let listener = TcpListener::from(sock);
+        let addr = listener.local_addr().unwrap();
+        let queued = TcpStream::connect(addr).unwrap();
+        LateTarget {
+            addr,
+            listener,
+            _queued: queued,
+        }
+    }
+
+    /// Waits until a socket on this host is in SYN_SENT towards the target (its SYN was
+    /// dropped), then accepts the queued connection, so the retransmitted SYN gets in.
+    pub fn let_in(&self) {
+        let remote = format!("0100007F:{:04X}", self.addr.port());
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+            // Columns: sl, local, remote, st (02 = SYN_SENT).
+            let waiting = table.lines().any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && cols[2] == remote && cols[3] == "02"
+            });
+            if waiting {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no SYN_SENT socket towards {}",
+                self.addr
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.listener.accept().unwrap();
+    }
 }
 
 /// `len` pseudo-random bytes (xorshift, seeded): reproducible test data.
