@@ -459,32 +459,12 @@ fn outgoing_address() {
 /// after --connect-timeout the client gets 0x06, and the proxy is fine.
 #[test]
 fn connect_timeout() {
-    use nix::sys::socket::{
-        bind, getsockname, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
-        SockaddrStorage,
-    };
-    use std::os::fd::AsRawFd;
-    let full = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .unwrap();
-    bind(full.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
-    listen(&full, Backlog::new(0).unwrap()).unwrap();
-    let ss: SockaddrStorage = getsockname(full.as_raw_fd()).unwrap();
-    let target = std::net::SocketAddr::from(*ss.as_sockaddr_in().unwrap());
-    // Fill the accept queue (never accepted); further SYNs are dropped.
-    let fillers: Vec<_> = (0..3)
-        .filter_map(|_| TcpStream::connect_timeout(&target, Duration::from_millis(200)).ok())
-        .collect();
-    assert!(!fillers.is_empty());
+    let late = s5::LateTarget::new();
     let proxy = start(&["--connect-timeout", "0.5"]);
     let mut s = s5::connect(proxy.addr);
     assert_eq!(s5::greet(&mut s, &[0]), 0);
     let cmd = protocols::socks5::Command::Connect;
-    let (rep, _) = s5::request(&mut s, cmd, &Target::Ip(target));
+    let (rep, _) = s5::request(&mut s, cmd, &Target::Ip(late.addr));
     assert_eq!(rep, protocols::socks5::Reply::TtlExpired);
     assert!(s5::closes(&mut s));
     proxy

@@ -249,6 +249,11 @@ pub fn resetting_target() -> SocketAddr {
 /// the kernel answers a SYN with RST, and no other test can be given the port meanwhile.
 /// Keep the returned fd while the port is in use.
 pub fn closed_port() -> (std::os::fd::OwnedFd, SocketAddr) {
+    bound_loopback()
+}
+
+/// A TCP socket bound to a free port on 127.0.0.1, and its address.
+fn bound_loopback() -> (std::os::fd::OwnedFd, SocketAddr) {
     use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType};
     use nix::sys::socket::{SockaddrIn, SockaddrStorage};
     use std::os::fd::AsRawFd;
@@ -268,7 +273,8 @@ pub fn closed_port() -> (std::os::fd::OwnedFd, SocketAddr) {
 /// A target whose handshake does not finish inside connect(2), as a distant host's would
 /// not: a listener with a backlog of 0 and one connection already in its accept queue, so
 /// the kernel drops the next SYN and the connecting side retransmits it about a second
-/// later. [`LateTarget::let_in`] makes room for that retransmission.
+/// later. [`LateTarget::let_in`] makes room for that retransmission; without it the
+/// handshake never finishes.
 pub struct LateTarget {
     pub addr: SocketAddr,
     listener: TcpListener,
@@ -277,20 +283,10 @@ pub struct LateTarget {
 
 impl LateTarget {
     pub fn new() -> LateTarget {
-        use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag};
-        use nix::sys::socket::{SockType, SockaddrIn};
-        use std::os::fd::AsRawFd;
-        let sock = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::empty(),
-            None,
-        )
-        .unwrap();
-        bind(sock.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+        use nix::sys::socket::{listen, Backlog};
+        let (sock, addr) = bound_loopback();
         listen(&sock, Backlog::new(0).unwrap()).unwrap();
         let listener = TcpListener::from(sock);
-        let addr = listener.local_addr().unwrap();
         let queued = TcpStream::connect(addr).unwrap();
         LateTarget {
             addr,
