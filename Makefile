@@ -193,3 +193,10 @@ fuzz:
 soak: tools
 	$(CARGO) build -q --release --workspace --bins
 	target/release/soak $(if $(QUICK),--quick) $(SOAK_ARGS)
+
+# The docs' snippets are cut from the lessons: every fenced block after an
+# `<!-- include lessons/FILE [name] -->` line is the region `// [name]` … `// [/name]` of that
+# file (exercises/src/docs.rs). `make docs` rewrites them; the test suite fails when one is stale.
+.PHONY: docs
+docs:
+	$(CARGO) run -q -p exercises --bin docs
