@@ -20,13 +20,12 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{
-    accept4, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog,
-    SockFlag, SockType, SockaddrStorage,
+    accept4, bind, getpeername, getsockname, listen, setsockopt, shutdown, socket, sockopt,
+    Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, read, write};
 use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::clients::shut_down_when_done;
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
@@ -317,10 +316,19 @@ fn drain(client: &mut Client, buf: &mut [u8]) -> Option<Ending> {
                 Err(errno) => return Some(Ending::Failed("write", errno)),
             }
         }
-        // Replies out after q (or a line too long): shutdown(SHUT_WR), then drain until the
-        // client closes; the lingering close (src/clients.rs says why).
-        if let Err(ending) = shut_down_when_done(&client.fd, &client.peer, &mut client.conn) {
-            return Some(ending);
+        // shutdown(2) SHUT_WR once the replies after q (or a line too long) are out: the FIN
+        // follows them, and from then on input is read and dropped until the client closes
+        // (the lingering close: a close with unread input would reset, losing the replies).
+        if client.conn.wants_shutdown() {
+            if let Err(errno) = shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
+                return Some(Ending::Failed("shutdown", errno));
+            }
+            client.conn.shut_down();
+            say!(
+                "client disconnected: {} ({})",
+                client.peer,
+                client.conn.ending()
+            );
         }
         if client.conn.finished() {
             return Some(client.conn.ending());

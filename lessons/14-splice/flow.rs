@@ -171,9 +171,8 @@ pub fn pump(
             // write(2) what is in user space (a reply, early payload): it goes out first.
             progress |= copy::write_pending(dst, &mut flow.copy, pool, &mut writable)?;
         }
-        if let (true, false, true, Some(pipe)) =
-            (readable, flow.eof, flow.has_room(), flow.pipe.as_ref())
-        {
+        let to_pipe = readable && !flow.eof && flow.has_room();
+        if let Some(pipe) = flow.pipe.as_ref().filter(|_| to_pipe) {
             let room = pipe.size - flow.in_pipe;
             // splice(2) source socket → pipe: the kernel hands the socket's pages to the pipe.
             match splice(src, None, &pipe.write, None, room, FLAGS) {
