@@ -4,7 +4,8 @@
 //!
 //! Run `make lesson-01`, then `nc 127.0.0.1 23333` (or `make lesson-00`) in a second
 //! terminal. `make trace-01` shows a server's whole life: socket → setsockopt(SO_REUSEADDR) →
-//! bind → listen → accept (asleep until a client comes) → write → close, close → exit_group.
+//! bind → listen → getsockname → accept (asleep until a client comes) → getpeername → write →
+//! close, close → exit_group.
 //!
 //! Classic failure: run it twice in a row with `--mistake no-reuseaddr`, and the second
 //! `bind` fails with EADDRINUSE: the first run's connection still sits in TIME_WAIT on this port.

@@ -3,8 +3,9 @@
 //! `Hello there! <local time>` and is closed; then the server accepts the next one.
 //!
 //! Run `make lesson-02`, then connect as often as you like: `nc 127.0.0.1 23333`.
-//! `make trace-02` shows socket → setsockopt → bind → listen once, then accept → write →
-//! close for every client, each accept returning the same fd number (the lowest free one).
+//! `make trace-02` shows socket → setsockopt → bind → listen → getsockname once, then
+//! accept → getpeername → write → close for every client, each accept returning the same fd
+//! number (the lowest free one).
 //!
 //! Classic failure: one client at a time. Every client waits, in the listen backlog, for the
 //! one before; this server answers so fast that nobody notices, lesson 03 shows the cost.

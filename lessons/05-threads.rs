@@ -5,7 +5,7 @@
 //! Run `make lesson-05` and several `nc 127.0.0.1 23333` at once: all are answered.
 //! `ps -T -p PID` lists a thread `client-N` per client. `make trace-05` shows, per client,
 //! accept, clone3 (a thread: it shares memory, fds and signal handlers) and that thread's
-//! reads and writes; no fork, and no close of the listener: there is one fd table.
+//! reads and writes; no new process, and no close of the listener: there is one fd table.
 //!
 //! Classic failure: shared state. Two threads that each do `SERVED += 1` on a plain integer
 //! can lose an update: `--mistake racy-counter`; `unbounded` drops the limit.
