@@ -84,18 +84,19 @@ fn main() {
                 }
             }
         }
-        if mistake(Mistake::LeakFd) {
-            // The mistake: no close(2). In C the fd just stays open; in Rust the OwnedFd would
-            // close itself when dropped, so it takes mem::forget to lose it. One fd leaks per
-            // client (who never sees EOF) until accept fails with EMFILE.
+        // close(2): without it, every client would leak one fd. `--mistake leak-fd` forgets the
+        // fd instead (in Rust a drop would close it), as C code that leaves the close out: the
+        // client never sees EOF, and one fd leaks per client until accept fails with EMFILE.
+        // [close]
+        if !mistake(Mistake::LeakFd) {
+            if let Err(errno) = close(conn) {
+                report("close", errno);
+            }
+            say!("client disconnected: {peer}");
+        } else {
             std::mem::forget(conn);
             say!("client left open: {peer} (its fd leaked)");
-            continue;
         }
-        // close(2): without it, every client would leak one fd.
-        if let Err(errno) = close(conn) {
-            report("close", errno);
-        }
-        say!("client disconnected: {peer}");
+        // [/close]
     }
 }

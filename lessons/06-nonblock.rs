@@ -115,8 +115,10 @@ fn main() {
 
 /// fcntl(F_GETFL), then fcntl(F_SETFL) with O_NONBLOCK added.
 fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    // [nonblock]
     let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    // [/nonblock]
     Ok(())
 }
 
@@ -162,8 +164,10 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
             }
             // EAGAIN only means "nothing yet". The mistake lets it fall through to the
             // error arm: the client is dropped for not having typed fast enough.
+            // [eagain]
             Err(Errno::EAGAIN | Errno::EINTR) if !mistake(NoEagain) => {}
             Err(errno) => return Some(Ending::Failed("read", errno)),
+            // [/eagain]
         }
     }
     if (readable || writable) && client.conn.wants_write() {

@@ -171,7 +171,9 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients) -> u64 {
         // panic), so write(2) the refusal, close(2), and never let it near a set. The
         // mistake skips the check: C's FD_SET would then write past the set, corrupting
         // memory; nix panics instead, and the server dies (the one mistake meant to die).
+        // [fd-setsize]
         if fd.as_raw_fd() >= FD_SETSIZE as RawFd && !mistake(Mistake::NoFdsetsizeCheck) {
+        // [/fd-setsize]
             if let Err(errno) = write(&fd, FULL) {
                 report("write", errno);
             }

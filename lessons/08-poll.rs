@@ -136,6 +136,7 @@ fn main() {
                 Some(ending) => {
                     // The entry goes before its fd closes; swap_remove moves the last entry
                     // into slot i, so i stays: stepping past it would skip it this round.
+                    // [swap-remove]
                     pollfds.swap_remove(i);
                     drop_client(&mut clients, fd, ending);
                     // The mistake steps on anyway, as a `for` loop would: the moved
@@ -143,6 +144,7 @@ fn main() {
                     if mistake(Mistake::SkipAfterRemove) {
                         i += 1;
                     }
+                    // [/swap-remove]
                 }
             }
         }

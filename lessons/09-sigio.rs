@@ -183,20 +183,22 @@ impl Server {
                 // SAFETY: the kernel filled in a SIGPOLL-style siginfo for F_SETSIG signals.
                 let fd = unsafe { (*info.as_ptr().cast::<SigPollInfo>()).si_fd };
                 self.ready(fd);
-            } else if mistake(Mistake::NoRescan) {
-                // The mistake: SIGIO taken for one more event with nothing to do. The
-                // clients whose signals did not fit in the queue are never served.
-                say!("signal queue overflowed (SIGIO): ignored");
-            } else {
+            } else if !mistake(Mistake::NoRescan) {
                 // Plain SIGIO: the real-time queue was full and events were lost. Which
                 // fds? The signal does not say: look at all of them.
                 let open = self.clients.iter().flatten().count();
                 say!("signal queue overflowed (SIGIO): rescanning the listener and {open} clients");
+                // [rescan]
                 self.ready(self.stop.as_raw_fd());
                 self.accept_clients();
                 for fd in 0..self.clients.len() {
                     self.serve(fd as RawFd);
                 }
+                // [/rescan]
+            } else {
+                // `--mistake no-rescan`: SIGIO taken for one more event with nothing to do.
+                // The clients whose signals did not fit in the queue are never served.
+                say!("signal queue overflowed (SIGIO): ignored");
             }
             // Accept was paused and a client left, or the retry is due: the clients waiting
             // in the backlog raised their signals long ago, so try the listener now.

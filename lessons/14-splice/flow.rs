@@ -221,6 +221,7 @@ pub fn pump(
 /// other direction keeps flowing. A reset (arm_reset) loses what the pipes hold: a reset
 /// means "forget this stream", so that is right.
 pub fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
+    // [half-close]
     if crate::mistake(CloseWithBytesInPipe) && flow.eof && !flow.shut {
         // The mistake: "EOF, so this direction is done": close the pipe and send FIN at
         // once. The bytes still in the pipe never reach the destination: the tail is lost.
@@ -229,5 +230,6 @@ pub fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
     if flow.in_pipe == 0 {
         copy::half_close(&mut flow.copy, dst)?;
     }
+    // [/half-close]
     Ok(())
 }
