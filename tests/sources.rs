@@ -152,6 +152,7 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["opcode::Recv"],
             &["opcode::Send"],
             &["submit_and_wait("],
+            &["shutdown("],
             &["close("],
         ],
     ),
