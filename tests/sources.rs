@@ -156,6 +156,7 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["opcode::Recv"],
             &["opcode::Send"],
             &["submit_and_wait("],
+            &["shutdown("],
             &["close("],
         ],
     ),
