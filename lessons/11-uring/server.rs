@@ -389,6 +389,7 @@ impl Server {
             }
             if !client.recv_in_flight && client.conn.wants_read() {
                 // Submit a recv into this client's buffer; it completes when bytes arrive.
+                // [recv-buf]
                 let mut buf = client.recv_buf.as_mut_ptr();
                 if mistake(Mistake::ReuseBuffer) {
                     // The mistake: one buffer for all, handed to the kernel again while
@@ -398,6 +399,7 @@ impl Server {
                     // others' bytes: clients get answers to other clients' lines.
                     buf = self.shared_recv.as_mut_ptr();
                 }
+                // [/recv-buf]
                 let entry =
                     opcode::Recv::new(types::Fd(client.fd.as_raw_fd()), buf, READ_CHUNK as u32)
                         .build()
