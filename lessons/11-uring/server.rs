@@ -361,12 +361,7 @@ impl Server {
             // never waits); then recv and drop until the client closes: the lingering close.
             match shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
                 Ok(()) => {
-                    client.conn.shut_down();
-                    say!(
-                        "client disconnected: {} ({})",
-                        client.peer,
-                        client.conn.ending()
-                    );
+                    client.conn.shut_down(&client.peer);
                 }
                 Err(errno) => client.end(Ending::Failed("shutdown", errno)),
             }
