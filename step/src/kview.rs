@@ -57,6 +57,8 @@ pub struct Snapshot {
 
 /// How many connections [`Conns`] remembers at most (the oldest are forgotten first).
 const REMEMBERED: usize = 256;
+/// How many connections with no fd the kernel view names one by one (the newest).
+const FDLESS_SHOWN: usize = 3;
 
 /// A connection seen up at some stop.
 struct Known {
@@ -121,11 +123,12 @@ impl Conns {
 
     /// What the kernel still holds, with no fd, of the remembered connections that this
     /// process's fds no longer show up (closed, or in CLOSE while TIME_WAIT holds the pair):
-    /// one line each. A connection the kernel no longer holds at all is forgotten.
+    /// one line each for the newest [`FDLESS_SHOWN`], then how many more and in which states.
+    /// A connection the kernel no longer holds at all is forgotten.
     fn fdless(&mut self, socks: &BTreeMap<i32, Sock>) -> Vec<String> {
         let mut known: Vec<(u64, u64)> = self.known.iter().map(|(i, k)| (k.seen, *i)).collect();
         known.sort();
-        let mut lines = Vec::new();
+        let mut held = Vec::new();
         for (_, inode) in known {
             let here = socks.values().find(|s| s.inode == inode);
             if here.is_some_and(|s| s.state != Some("CLOSE")) {
@@ -139,14 +142,9 @@ impl Conns {
             match found {
                 Some(f) if f.inode == 0 => {
                     let state = STATES.get(f.state as usize).copied().unwrap_or("?");
-                    let why = if state == "TIME_WAIT" {
-                        "no fd: the kernel keeps the pair 60 s"
-                    } else {
-                        "no fd: the kernel finishes the close"
-                    };
-                    lines.push(format!(
-                        "<{} {}↔{} {state}>  {why}",
-                        k.kind, k.local, k.peer
+                    held.push((
+                        format!("<{} {}↔{} {state}>", k.kind, k.local, k.peer),
+                        state,
                     ));
                 }
                 // Still open in another process (a forked child has it).
@@ -157,6 +155,32 @@ impl Conns {
                 }
                 _ => {}
             }
+        }
+        let older = held.len().saturating_sub(FDLESS_SHOWN);
+        let mut lines: Vec<String> = held[older..]
+            .iter()
+            .map(|(conn, state)| {
+                let why = if *state == "TIME_WAIT" {
+                    "no fd: the kernel keeps the pair 60 s"
+                } else {
+                    "no fd: the kernel finishes the close"
+                };
+                format!("{conn}  {why}")
+            })
+            .collect();
+        if older > 0 {
+            let mut states: Vec<(&str, usize)> = Vec::new();
+            for (_, state) in &held[..older] {
+                match states.iter_mut().find(|(s, _)| s == state) {
+                    Some((_, n)) => *n += 1,
+                    None => states.push((state, 1)),
+                }
+            }
+            let states: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            lines.push(format!(
+                "… and {older} older with no fd ({})",
+                states.join(", ")
+            ));
         }
         lines
     }

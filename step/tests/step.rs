@@ -867,3 +867,39 @@ fn the_close_when_the_server_closes_first_ends_in_time_wait() {
     let mut run = s.run;
     assert_eq!(run.wait().code(), Some(0));
 }
+
+/// A serial server that closes first leaves a TIME_WAIT per client: the kernel view names the
+/// newest three and counts the older ones, so that it stays readable.
+#[test]
+fn connections_with_no_fd_beyond_three_are_counted() {
+    let mut run = Run::start(
+        &["--no-pause", "--only", "accept,close"],
+        &["-p", "0"],
+        "lesson-02",
+    );
+    let port = run.port();
+    for _ in 0..5 {
+        let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let cport = client.local_addr().unwrap().port();
+        let mut hello = String::new();
+        client.read_to_string(&mut hello).unwrap();
+        drop(client);
+        until_tcp_state(port, cport, "06", true);
+    }
+    let text = run.out.wait_for("the sixth accept", |t| {
+        blocks(t).iter().filter(|(_, n, _)| n == "accept").count() == 6
+    });
+    let all = blocks(&text);
+    let sixth = &all
+        .iter()
+        .filter(|(_, n, _)| n == "accept")
+        .nth(5)
+        .unwrap()
+        .2;
+    assert_eq!(sixth.matches("  no fd: ").count(), 3, "{sixth}");
+    assert!(
+        sixth.contains("… and 2 older with no fd (TIME_WAIT 2)"),
+        "{sixth}"
+    );
+    stop(&mut run, all[0].0, 130);
+}
