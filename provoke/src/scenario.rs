@@ -264,3 +264,49 @@ pub fn fail_open(mistake: Option<&str>) -> Provoked {
         _ => Outcome::new(true, format!("{said}: fails closed")),
     })
 }
+
+/// How long a refusal may take while Redis is frozen: lesson 13's default `--redis-timeout`
+/// (0.5 s), and a second of margin.
+const FROZEN_PROMPT: Duration = Duration::from_millis(1500);
+
+/// Lesson 13, then its redis-server frozen (SIGSTOP: the kernel still completes handshakes
+/// and takes the GETs, Redis never answers): a client must be refused 0x01 promptly, never
+/// let in and never left waiting.
+pub fn frozen_store(mistake: Option<&str>) -> Provoked {
+    let redis = Redis::start()?;
+    let store = format!("127.0.0.1:{}", redis.1);
+    let lesson = up(
+        start_with("lesson-13", mistake, &["-p", "0", "--redis", &store], None)?,
+        "lesson-13",
+    )?;
+    let target = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let target = Target::Ip(target.local_addr().map_err(|e| e.to_string())?);
+    // A first client while Redis runs: the proxy's Redis connection is up before the freeze.
+    socks::connect(lesson.addr, &target)?;
+    let freeze = |signal| {
+        // SAFETY: kill(2) on the redis-server this scenario started.
+        unsafe { libc::kill(redis.0.id() as i32, signal) }
+    };
+    freeze(libc::SIGSTOP);
+    let asked = Instant::now();
+    let got = socks::connect(lesson.addr, &target);
+    let took = asked.elapsed();
+    freeze(libc::SIGCONT);
+    let said = |what: String| format!("Redis frozen (SIGSTOP): {what} after {took:.2?}");
+    Ok(match got {
+        Ok((Reply::GeneralFailure, _)) if took < FROZEN_PROMPT => Outcome::new(
+            true,
+            said("refused 0x01".into()) + ": fails closed and fast",
+        ),
+        Ok((Reply::Succeeded, _)) => Outcome::new(
+            false,
+            said("let in".into()) + ": the store cannot answer and everyone is let in (fail open)",
+        ),
+        Ok((rep, _)) => Outcome::new(
+            false,
+            said(format!("reply {:#04x} ({})", rep.code(), rep.describe()))
+                + ": every client waits that long while the store is frozen",
+        ),
+        Err(e) => Outcome::new(false, said(format!("no reply ({e})"))),
+    })
+}
