@@ -30,6 +30,13 @@ fn sysctl(name: &str) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_string()
 }
 
+/// The one line of `stderr` that contains `needle` (exactly one says why).
+fn one_line<'a>(stderr: &'a str, needle: &str) -> &'a str {
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(needle)).collect();
+    assert_eq!(lines.len(), 1, "one line says why:\n{stderr}");
+    lines[0]
+}
+
 /// The report's network note (the "Machine: …" line).
 fn network(report: &str) -> &str {
     report
@@ -54,12 +61,8 @@ fn cubic_by_default_or_one_line_why_not() {
             "{line}"
         );
     } else {
-        let why: Vec<&str> = stderr
-            .lines()
-            .filter(|l| l.contains("tcp_allowed_congestion_control"))
-            .collect();
-        assert_eq!(why.len(), 1, "one line says why:\n{stderr}");
-        assert!(why[0].contains("sudo sysctl -w"), "{}", why[0]);
+        let why = one_line(&stderr, "tcp_allowed_congestion_control");
+        assert!(why.contains("sudo sysctl -w"), "{why}");
         let under = format!("TCP congestion control {host}, not cubic");
         assert!(line.contains(&under), "{line}");
     }
@@ -78,12 +81,8 @@ fn unknown_congestion_control_runs_under_the_host_default() {
     let host = sysctl("tcp_congestion_control");
     let (out, report) = bench(&["--congestion", "nosuchcc"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let why: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("no congestion control nosuchcc"))
-        .collect();
-    assert_eq!(why.len(), 1, "one line says why:\n{stderr}");
-    assert!(why[0].contains("modprobe tcp_nosuchcc"), "{}", why[0]);
+    let why = one_line(&stderr, "no congestion control nosuchcc");
+    assert!(why.contains("modprobe tcp_nosuchcc"), "{why}");
     let line = network(&report);
     assert!(
         line.contains(&format!("TCP congestion control {host}, not nosuchcc")),
