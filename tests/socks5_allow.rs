@@ -298,6 +298,10 @@ fn redis_restart() {
     p.redis = redis;
 }
 
+/// A deadline per check longer than any freeze in the tests that pause Redis to see the
+/// GETs queue up (each waits at most DEADLINE, 20 s, for them): their stall is not an outage.
+const LONGER_THAN_THE_FREEZE: &str = "60";
+
 /// The receive queue of Redis' side of its connections (bytes sent to Redis, not yet read):
 /// from /proc/net/tcp, summed over the established sockets on `port`.
 fn redis_rx_queue(port: u16) -> usize {
@@ -345,7 +349,7 @@ fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
 fn load_200_lookups_pipelined_on_one_connection() {
     const N: usize = 200;
     common::load::raise_nofile();
-    let mut p = start(&[]);
+    let mut p = start(&["--redis-timeout", LONGER_THAN_THE_FREEZE]);
     let echo = s5::echo_target();
     let ip = |i: usize| [127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8];
     let expect = |i: usize| match i % 3 {
@@ -447,7 +451,7 @@ fn curl_once_allowed() {
 /// so the next client gets its own answer, not the leaver's.
 #[test]
 fn leaver_keeps_the_fifo_aligned() {
-    let mut p = start(&[]);
+    let mut p = start(&["--redis-timeout", LONGER_THAN_THE_FREEZE]);
     let echo = s5::echo_target();
     p.redis.set("allowed:127.0.1.1", "1");
     // Warm up the Redis connection.
@@ -648,4 +652,141 @@ fn ipv6_banner_names_the_real_key() {
     assert_eq!(verdict(p.proxy.addr, echo), Reply::NotAllowed);
     p.redis.set("allowed:::1", "1");
     assert_eq!(verdict(p.proxy.addr, echo), Reply::Succeeded);
+}
+
+/// Asks once: the reply code and how long it took from connect to reply.
+fn timed_verdict(proxy: SocketAddr, target: SocketAddr) -> (Reply, Duration) {
+    let start = Instant::now();
+    let (rep, _) = ask(proxy, target);
+    (rep, start.elapsed())
+}
+
+/// A frozen Redis (SIGSTOP: it still completes handshakes and takes writes, never answers).
+/// With the default deadline (0.5 s) the proxy fails closed *and* fast: a relay already
+/// allowed keeps echoing; a new client is refused 0x01 within deadline + 1 s; 200 clients at
+/// once, on the redialled connection, are all refused within deadline + 2 s (none allowed)
+/// and the fd count comes back;
+/// one log line starts the outage, one ends it; after SIGCONT a client is allowed within
+/// 3 s. The margins are for a loaded 2-core machine; the real figures are printed.
+#[test]
+fn frozen_redis_refused_fast() {
+    const N: usize = 200;
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    common::load::raise_nofile();
+    let p = start_allowed(&[]);
+    let echo = s5::echo_target();
+    let mut relay = s5::open(p.proxy.addr, echo);
+    let echoes = |relay: &mut TcpStream, round: usize| {
+        let msg = format!("round {round}");
+        relay.write_all(msg.as_bytes()).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        relay.read_exact(&mut got).unwrap();
+        assert_eq!(
+            got,
+            msg.as_bytes(),
+            "the allowed relay echoes during the freeze"
+        );
+    };
+    echoes(&mut relay, 0);
+    let fds = p.proxy.fd_count();
+
+    p.redis.child_signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    let (first, first_took) = timed_verdict(p.proxy.addr, echo);
+    echoes(&mut relay, 1);
+    // The burst comes once the proxy has redialled the frozen Redis (its fd count is back:
+    // the kernel still completes the handshake), so all 200 checks wait on that connection.
+    common::wait_fd_count(p.proxy.pid(), fds);
+
+    let mut request = client::greeting(&[0]).unwrap();
+    request.extend(client::connect_request(&Target::Ip(echo)).unwrap());
+    let burst = Instant::now();
+    let mut clients: Vec<TcpStream> = (0..N)
+        .map(|_| {
+            let mut s = s5::connect(p.proxy.addr);
+            s.write_all(&request).unwrap();
+            s
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(N);
+    for s in clients.iter_mut() {
+        let mut method = [0u8; 2];
+        s.read_exact(&mut method).unwrap();
+        answers.push(s5::reply(s).0);
+    }
+    let burst_took = burst.elapsed();
+    drop(clients);
+    echoes(&mut relay, 2);
+    let allowed = answers.iter().filter(|r| **r == Reply::Succeeded).count();
+    let failed = answers
+        .iter()
+        .filter(|r| **r == Reply::GeneralFailure)
+        .count();
+    common::wait_fd_count(p.proxy.pid(), fds);
+    let frozen_for = frozen.elapsed();
+
+    p.redis.child_signal(libc::SIGCONT);
+    let thawed = Instant::now();
+    let (back, back_took) = loop {
+        let (rep, _) = timed_verdict(p.proxy.addr, echo);
+        if rep == Reply::Succeeded || thawed.elapsed() > DEADLINE {
+            break (rep, thawed.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!(
+        "frozen Redis, deadline {TIMEOUT:?}: first client {first} after {first_took:?}; \
+         {N} clients all answered in {burst_took:?} ({failed} refused 0x01, {allowed} allowed); \
+         frozen {frozen_for:?} in all; allowed again {back_took:?} after SIGCONT"
+    );
+    assert_eq!(first, Reply::GeneralFailure, "refused 0x01 while frozen");
+    assert!(
+        first_took < TIMEOUT + Duration::from_secs(1),
+        "{first_took:?}"
+    );
+    assert_eq!((failed, allowed), (N, 0), "every client refused 0x01");
+    assert!(
+        burst_took < TIMEOUT + Duration::from_secs(2),
+        "{burst_took:?}"
+    );
+    assert_eq!(back, Reply::Succeeded, "allowed again after SIGCONT");
+    assert!(back_took < Duration::from_secs(3), "{back_took:?}");
+    echoes(&mut relay, 3);
+    // One line per outage: its start, and its end once Redis answers again.
+    p.proxy
+        .log
+        .wait_line("the outage's end", |l| l.contains("it answers again"));
+    let starts = p
+        .proxy
+        .log
+        .count(|l| l.starts_with("allowlist unavailable:"));
+    let ends = p.proxy.log.count(|l| l.contains("it answers again"));
+    assert_eq!((starts, ends), (1, 1), "{:#?}", p.proxy.log.lines());
+    let start = |l: &str| l.starts_with("allowlist unavailable:");
+    assert_eq!(
+        p.proxy
+            .log
+            .count(|l| start(l) && l.contains("no reply within 500 ms")),
+        1,
+        "the outage's line says why"
+    );
+}
+
+/// `--redis-timeout` sets how long a check waits for a frozen Redis: with 2 s, the first
+/// client is refused no sooner than 2 s after it asked, and the log names the 2 s.
+#[test]
+fn redis_timeout_flag_sets_the_wait() {
+    let p = start_allowed(&["--redis-timeout", "2"]);
+    let echo = s5::echo_target();
+    assert_eq!(verdict(p.proxy.addr, echo), Reply::Succeeded);
+    p.redis.child_signal(libc::SIGSTOP);
+    let (rep, took) = timed_verdict(p.proxy.addr, echo);
+    p.redis.child_signal(libc::SIGCONT);
+    eprintln!("frozen Redis, --redis-timeout 2: refused after {took:?}");
+    assert_eq!(rep, Reply::GeneralFailure);
+    assert!(took >= Duration::from_secs(2), "refused after {took:?}");
+    assert!(took < Duration::from_secs(5), "refused after {took:?}");
+    p.proxy.log.wait_line("the deadline named", |l| {
+        l.starts_with("allowlist unavailable:") && l.contains("no reply within 2 s")
+    });
 }
