@@ -5,10 +5,11 @@
 //!
 //! Read main.rs (ring and buffer ring), bufs.rs, then server.rs. Run `make lesson-15`, connect
 //! with `nc 127.0.0.1 23333`; `make trace-15` shows io_uring_setup, io_uring_register, then
-//! io_uring_enter. Memory: the ring's buffers (--bufs × 4 KiB, touched as used), not per client.
+//! io_uring_enter. Memory follows the data: the ring's buffers (--bufs, 256 × 4 KiB = 1 MiB).
 //!
 //! Classic failure: a multishot that ends (no IORING_CQE_F_MORE: the ring ran dry, ENOBUFS)
-//! must be submitted again (`--mistake no-rearm`, `--bufs 4`: clients hang). docs/lessons/15-uring-multishot.md
+//! must be submitted again; `--mistake no-rearm --bufs 4` leaves clients hanging.
+//! More: docs/lessons/15-uring-multishot.md
 
 mod bufs;
 mod server;
@@ -42,7 +43,7 @@ struct Args {
 
     /// Buffers in the provided-buffer ring, 4 KiB each (a power of two, 1 to 32768); a few
     /// make the ring run dry under a burst of clients (ENOBUFS).
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = bufs::parse_count)]
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = bufs::parse_count)]
     bufs: u16,
 
     /// Switch on one classic mistake, on purpose (see the list below).

@@ -265,7 +265,8 @@ impl Server {
             let client = Client {
                 fd,
                 peer,
-                conn: EchoConn::new(),
+                // The reply buffer, too, grows with the replies: none beyond the welcome.
+                conn: EchoConn::with_reply_capacity(0),
                 sending: None,
                 sent: 0,
                 recv_armed: false,
