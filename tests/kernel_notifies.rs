@@ -76,7 +76,11 @@ fn slow_reader_gets_every_reply(server: &Server) {
 /// the lesson is slow, and could otherwise find the next line already there and read it
 /// without waiting for the kernel to tell it).
 fn traced_session(exe: &str) -> common::Trace {
-    let traced = Traced::start(exe, &[]);
+    traced_session_of(Traced::start(exe, &[]))
+}
+
+/// The same session, traced as `traced` is.
+fn traced_session_of(traced: Traced) -> common::Trace {
     let pid = traced.lesson_pid();
     let asleep = || {
         common::wait_for("the lesson to sleep", DEADLINE, || {
@@ -387,27 +391,7 @@ fn lesson_11_without_io_uring_exits_cleanly() {
             ),
             bpf(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
         ];
-        // SAFETY: pre_exec runs in the forked child before exec; prctl is a plain system
-        // call, and `filter` outlives the call (it is moved into the closure).
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                let prog = libc::sock_fprog {
-                    len: filter.len() as u16,
-                    filter: filter.as_ptr() as *mut libc::sock_filter,
-                };
-                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                    || libc::prctl(
-                        libc::PR_SET_SECCOMP,
-                        libc::SECCOMP_MODE_FILTER,
-                        &prog as *const libc::sock_fprog,
-                    ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        with_seccomp(&mut cmd, filter.to_vec());
         let out = cmd.output().expect("run lesson-11");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
@@ -425,6 +409,46 @@ fn lesson_11_without_io_uring_exits_cleanly() {
 // --------------------------------------------------------------------------------------
 // Lesson 15: io_uring multishot, a provided-buffer ring.
 // --------------------------------------------------------------------------------------
+
+/// The calls of a session: the buffer ring registered once, then io_uring_enter, a
+/// getpeername per client (a multishot accept writes no address), the lingering close's
+/// shutdown, and no accept, read or write on a socket.
+#[test]
+fn lesson_15_trace_multishot() {
+    let set = format!("{},io_uring_register", common::TRACE_SET);
+    let trace = traced_session_of(Traced::start_tracing(exe!("lesson-15"), &[], &set));
+    trace.assert_in_order(&[
+        "socket",
+        "bind",
+        "listen",
+        "io_uring_setup",
+        "io_uring_register",
+        "io_uring_enter",
+        "getpeername",
+        "io_uring_enter",
+        "shutdown",
+        "close",
+    ]);
+    trace.assert_absent(&[
+        "epoll_wait",
+        "epoll_pwait",
+        "poll",
+        "ppoll",
+        "select",
+        "pselect6",
+        "accept",
+        "accept4",
+        "read",
+        "recvfrom",
+        "sendto",
+    ]);
+    let registers = trace.lines_of("io_uring_register");
+    assert_eq!(registers.len(), 1, "{registers:?}");
+    assert!(
+        registers[0].contains("IORING_REGISTER_PBUF_RING"),
+        "{registers:?}"
+    );
+}
 
 /// A ring of one buffer under 300 busy clients: nearly every round the kernel finds bytes on
 /// more sockets than it has buffers, and ends their multishot recvs with ENOBUFS. Every client
