@@ -44,6 +44,8 @@ TRACE_03 := $(TRACE_01),read,shutdown
 TRACE_04 := $(TRACE_03),rt_sigaction,clone,clone3,fork,vfork,wait4
 # 14: also the pipes (pipe2) and the splices that move the relayed bytes.
 TRACE_14 := $(TRACE_DEFAULT),pipe2,splice
+# 15: also io_uring_register (the provided-buffer ring).
+TRACE_15 := $(TRACE_DEFAULT),io_uring_register
 
 trace_filter = $(or $(TRACE_$(1)),$(TRACE_DEFAULT))
 
@@ -72,6 +74,7 @@ PROVOKE_11 := coalesced+50 many+50
 PROVOKE_12 := blocking-dns socks-refused socks-half-close
 PROVOKE_13 := fail-open frozen-store
 PROVOKE_14 := socks-half-close+--bytes+2000000+--tries+10
+PROVOKE_15 := burst+64
 PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store
 ADDR    ?=
 MISTAKE ?=

@@ -55,7 +55,14 @@ impl Default for EchoConn {
 impl EchoConn {
     /// A new connection, with the welcome already queued.
     pub fn new() -> Self {
-        let mut out = OutBuf::with_capacity(4 * 1024);
+        Self::with_reply_capacity(4 * 1024)
+    }
+
+    /// The same, with room for `bytes` of replies before the reply buffer first grows (it
+    /// keeps what it grew to). 0 allocates only what the welcome takes: an idle client then
+    /// holds almost nothing (lesson 15).
+    pub fn with_reply_capacity(bytes: usize) -> Self {
+        let mut out = OutBuf::with_capacity(bytes);
         out.push(WELCOME);
         EchoConn {
             echo: Echo::new(),

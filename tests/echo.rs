@@ -12,3 +12,4 @@ echo_suite!(lesson_08, "lesson-08");
 echo_suite!(lesson_09, "lesson-09");
 echo_suite!(lesson_10, "lesson-10");
 echo_suite!(lesson_11, "lesson-11");
+echo_suite!(lesson_15, "lesson-15");

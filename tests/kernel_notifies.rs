@@ -76,7 +76,11 @@ fn slow_reader_gets_every_reply(server: &Server) {
 /// the lesson is slow, and could otherwise find the next line already there and read it
 /// without waiting for the kernel to tell it).
 fn traced_session(exe: &str) -> common::Trace {
-    let traced = Traced::start(exe, &[]);
+    traced_session_of(Traced::start(exe, &[]))
+}
+
+/// The same session, traced as `traced` is.
+fn traced_session_of(traced: Traced) -> common::Trace {
     let pid = traced.lesson_pid();
     let asleep = || {
         common::wait_for("the lesson to sleep", DEADLINE, || {
@@ -147,6 +151,7 @@ macro_rules! single_threaded_cases {
 single_threaded_cases!(lesson_09, "lesson-09", 500, 20);
 single_threaded_cases!(lesson_10, "lesson-10", 5000, 3);
 single_threaded_cases!(lesson_11, "lesson-11", 500, 20);
+single_threaded_cases!(lesson_15, "lesson-15", 500, 20);
 
 // --------------------------------------------------------------------------------------
 // Lesson 10: epoll, EventMachine style.
@@ -386,27 +391,7 @@ fn lesson_11_without_io_uring_exits_cleanly() {
             ),
             bpf(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
         ];
-        // SAFETY: pre_exec runs in the forked child before exec; prctl is a plain system
-        // call, and `filter` outlives the call (it is moved into the closure).
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                let prog = libc::sock_fprog {
-                    len: filter.len() as u16,
-                    filter: filter.as_ptr() as *mut libc::sock_filter,
-                };
-                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                    || libc::prctl(
-                        libc::PR_SET_SECCOMP,
-                        libc::SECCOMP_MODE_FILTER,
-                        &prog as *const libc::sock_fprog,
-                    ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        with_seccomp(&mut cmd, filter.to_vec());
         let out = cmd.output().expect("run lesson-11");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
@@ -418,6 +403,135 @@ fn lesson_11_without_io_uring_exits_cleanly() {
             "seccomp"
         };
         assert!(stderr.contains(explained), "stderr:\n{stderr}");
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// Lesson 15: io_uring multishot, a provided-buffer ring.
+// --------------------------------------------------------------------------------------
+
+/// The calls of a session: the buffer ring registered once, then io_uring_enter, a
+/// getpeername per client (a multishot accept writes no address), the lingering close's
+/// shutdown, and no accept, read or write on a socket.
+#[test]
+fn lesson_15_trace_multishot() {
+    let set = format!("{},io_uring_register", common::TRACE_SET);
+    let trace = traced_session_of(Traced::start_tracing(exe!("lesson-15"), &[], &set));
+    trace.assert_in_order(&[
+        "socket",
+        "bind",
+        "listen",
+        "io_uring_setup",
+        "io_uring_register",
+        "io_uring_enter",
+        "getpeername",
+        "io_uring_enter",
+        "shutdown",
+        "close",
+    ]);
+    trace.assert_absent(&[
+        "epoll_wait",
+        "epoll_pwait",
+        "poll",
+        "ppoll",
+        "select",
+        "pselect6",
+        "accept",
+        "accept4",
+        "read",
+        "recvfrom",
+        "sendto",
+    ]);
+    let registers = trace.lines_of("io_uring_register");
+    assert_eq!(registers.len(), 1, "{registers:?}");
+    assert!(
+        registers[0].contains("IORING_REGISTER_PBUF_RING"),
+        "{registers:?}"
+    );
+}
+
+/// A ring of one buffer under 300 busy clients: nearly every round the kernel finds bytes on
+/// more sockets than it has buffers, and ends their multishot recvs with ENOBUFS. Every client
+/// must still get every reply (the lesson arms those recvs again), and the fds come back.
+/// tests/mistakes_events.rs shows the same burst leaving clients hanging when they are not.
+#[test]
+fn lesson_15_ring_runs_dry_and_every_client_gets_every_reply() {
+    let server = Server::start(exe!("lesson-15"), &["--bufs", "1"]);
+    load::round_trips(server.addr, 300, 10);
+    echo_suite::fd_count_steady(&server, 30);
+}
+
+/// A kernel that refuses the provided-buffer ring (older than 5.19): the lesson says which
+/// feature and which kernel in one line and exits 1. A seccomp filter makes
+/// io_uring_register(IORING_REGISTER_PBUF_RING) fail with EINVAL, as such a kernel does.
+#[test]
+fn lesson_15_without_a_buffer_ring_names_the_feature_and_kernel() {
+    const IORING_REGISTER_PBUF_RING: u32 = 22;
+    let mut cmd = common::server_command(exe!("lesson-15"), &[]);
+    let filter = [
+        // A = seccomp_data.nr; if A == io_uring_register: next, else allow
+        bpf(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+        bpf(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            3,
+            libc::SYS_io_uring_register as u32,
+        ),
+        // A = the low half of args[1] (the opcode: offset 16 + 8, little-endian)
+        bpf(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 24),
+        bpf(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            IORING_REGISTER_PBUF_RING,
+        ),
+        bpf(
+            libc::BPF_RET | libc::BPF_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | libc::EINVAL as u32,
+        ),
+        bpf(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    with_seccomp(&mut cmd, filter.to_vec());
+    let out = cmd.output().expect("run lesson-15");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("IORING_REGISTER_PBUF_RING"))
+        .unwrap_or_else(|| panic!("no line naming the registration:\n{stderr}"));
+    assert!(line.contains("EINVAL"), "{line}");
+    assert!(
+        line.contains("provided-buffer ring needs Linux 5.19"),
+        "{line}"
+    );
+    assert!(line.contains("this kernel: "), "{line}");
+    assert!(!stderr.contains("panicked"), "stderr:\n{stderr}");
+}
+
+/// Installs `filter` as a seccomp filter in the child, before exec.
+fn with_seccomp(cmd: &mut std::process::Command, filter: Vec<libc::sock_filter>) {
+    // SAFETY: pre_exec runs in the forked child before exec; prctl is a plain system call,
+    // and `filter` outlives the call (it is moved into the closure).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

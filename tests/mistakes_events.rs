@@ -606,3 +606,50 @@ fn lesson_11_reuse_buffer_gives_clients_each_others_replies() {
     let corrupted = lesson_11_corrupted(false, 3);
     assert_eq!(corrupted, 0, "without the mistake every reply is right");
 }
+
+// ---------------------------------------------------------------------------------------
+// 15 no-rearm
+// ---------------------------------------------------------------------------------------
+
+/// Lesson 15 with a ring of `bufs` buffers: 32 clients each send a distinct line while the
+/// server is stopped, `rounds` times, so that their recvs all find bytes in one
+/// io_uring_enter and the ring runs dry (ENOBUFS ends those multishot recvs). Returns how
+/// many clients stopped getting replies, and the replies that arrived.
+pub fn lesson_15_hung(extra: &[&'static str], rounds: usize) -> (usize, usize) {
+    let on = extra.contains(&"--mistake");
+    let server = spawn(server_command(exe!("lesson-15"), extra), "no-rearm", on);
+    let mut peers: Vec<Peer> = (0..32).map(|_| Peer::connect(server.addr)).collect();
+    for peer in &mut peers {
+        assert_eq!(peer.line().as_deref(), Some("Welcome buddy!"));
+    }
+    let mut hung = vec![false; peers.len()];
+    let mut replies = 0;
+    for round in 0..rounds {
+        while_stopped(server.pid(), || {
+            for (i, peer) in peers.iter_mut().enumerate() {
+                peer.send(format!("client {i:02} round {round}\n").as_bytes());
+            }
+        });
+        let got = answers(&mut peers, Duration::from_secs(2));
+        for (i, line) in got.iter().enumerate() {
+            let sent = format!("client {i:02} round {round}");
+            if hung[i] || line.as_deref() != Some(reversed(&sent).as_str()) {
+                hung[i] = true;
+            } else {
+                replies += 1;
+            }
+        }
+    }
+    let hung = hung.iter().filter(|&&h| h).count();
+    eprintln!("lesson 15 {extra:?}: {hung} of 32 clients hung, {replies} replies");
+    (hung, replies)
+}
+
+#[test]
+fn lesson_15_no_rearm_leaves_clients_hanging_when_the_ring_runs_dry() {
+    let (hung, _) = lesson_15_hung(&["--bufs", "4", "--mistake", "no-rearm"], 3);
+    assert!(hung >= 1, "with the mistake: {hung} clients hung");
+    let (hung, replies) = lesson_15_hung(&["--bufs", "4"], 3);
+    assert_eq!(hung, 0, "without the mistake every client is answered");
+    assert_eq!(replies, 32 * 3);
+}

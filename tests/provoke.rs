@@ -456,3 +456,17 @@ fn lesson_exe(name: &str) -> String {
         _ => exe!("lesson-14").to_string(),
     }
 }
+
+/// `make provoke-15`: a burst of clients runs a small buffer ring dry; with the multishot
+/// recvs never armed again, clients hang, and `burst` says so.
+#[test]
+fn burst_catches_lesson_15_no_rearm() {
+    let exe = exe!("lesson-15");
+    let server = Server::start(exe, &["--bufs", "4", "--mistake", "no-rearm"]);
+    let (code, line) = provoke(Some(server.addr), &["burst", "64", "--rounds", "3"]);
+    assert_eq!(code, 1, "lesson 15 --mistake no-rearm: not caught: {line}");
+    drop(server);
+    let server = Server::start(exe, &["--bufs", "4"]);
+    let (code, line) = provoke(Some(server.addr), &["burst", "64", "--rounds", "3"]);
+    assert_eq!(code, 0, "lesson 15: a false alarm: {line}");
+}

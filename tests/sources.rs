@@ -207,6 +207,22 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["close("],
         ],
     ),
+    (
+        "15",
+        &[
+            &["IoUring::", "io_uring_setup("],
+            &["register_buf_ring"],
+            &["opcode::AcceptMulti"],
+            &["getpeername("],
+            &["opcode::RecvMulti"],
+            &["give_back("],
+            &["opcode::Send"],
+            &["opcode::AsyncCancel"],
+            &["submit_and_wait("],
+            &["shutdown("],
+            &["close("],
+        ],
+    ),
 ];
 
 fn root() -> PathBuf {

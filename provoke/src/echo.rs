@@ -447,3 +447,50 @@ pub fn idle(addr: SocketAddr, seconds: u64) -> Provoked {
         ),
     ))
 }
+
+/// N clients each send one line at the same moment (with the server stopped meanwhile, when
+/// it runs here as our user), `rounds` times: every client must get every reply. Against a
+/// small provided-buffer ring (lesson 15 `--bufs 4`) the burst runs the ring dry (ENOBUFS).
+pub fn burst(addr: SocketAddr, n: usize, rounds: usize) -> Provoked {
+    raise_nofile();
+    let pid = procs::server_pid(addr);
+    let mut peers = Vec::new();
+    for _ in 0..n {
+        peers.push(open(addr)?);
+    }
+    let mut hung = vec![false; n];
+    let mut answered = 0;
+    for round in 0..rounds {
+        procs::while_stopped(pid, || {
+            for (i, p) in peers.iter_mut().enumerate() {
+                let _ = p.send(format!("client {i} round {round}\n").as_bytes());
+            }
+        });
+        // One deadline for all: a client that hangs costs patience() once per round.
+        let by = Instant::now() + patience();
+        for (i, p) in peers.iter_mut().enumerate() {
+            if hung[i] {
+                continue;
+            }
+            let want = reversed(format!("client {i} round {round}").as_bytes());
+            match p.line_by(by) {
+                Got::Line(l) if l == want => answered += 1,
+                _ => hung[i] = true,
+            }
+        }
+    }
+    let hung = hung.iter().filter(|&&h| h).count();
+    let how = if pid.is_some() {
+        "server stopped while they sent"
+    } else {
+        "server not ours to stop"
+    };
+    Ok(Outcome::new(
+        hung == 0,
+        format!(
+            "{n} clients × {rounds} rounds of one line each at once ({how}): {answered} of {} \
+             replies, {hung} clients left hanging",
+            n * rounds
+        ),
+    ))
+}

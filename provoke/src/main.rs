@@ -120,6 +120,14 @@ enum Kind {
         #[arg(long, default_value_t = 64)]
         mib: usize,
     },
+    /// N clients send a line each at the same moment, ROUNDS times: every client must get
+    /// every reply (a burst runs a small provided-buffer ring dry: ENOBUFS).
+    Burst {
+        #[arg(default_value_t = 64)]
+        n: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Idle clients for a few seconds: the server's CPU time meanwhile (a spinning loop
     /// shows in ticks, as in top).
     Idle {
@@ -224,6 +232,7 @@ fn main() -> ExitCode {
                 Kind::Flood { n } => ("flood", echo::flood(addr, *n)),
                 Kind::SlowReader { mib } => ("slow-reader", echo::slow_reader(addr, *mib)),
                 Kind::Idle { seconds } => ("idle", echo::idle(addr, *seconds)),
+                Kind::Burst { n, rounds } => ("burst", echo::burst(addr, *n, *rounds)),
                 _ => unreachable!("matched above"),
             }
         }

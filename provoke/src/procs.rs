@@ -84,3 +84,27 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The state letter of `pid` (R, S, T for stopped, …), if it exists.
+pub fn state(pid: u32) -> Option<char> {
+    stat(pid)?.first()?.chars().next()
+}
+
+/// Runs `during` with `pid` stopped (SIGSTOP), then lets it go on (SIGCONT): whatever
+/// arrives meanwhile, the server finds all at once when it wakes. Without a pid (the server
+/// is not ours to signal), `during` just runs.
+pub fn while_stopped<T>(pid: Option<u32>, during: impl FnOnce() -> T) -> T {
+    let Some(pid) = pid else {
+        return during();
+    };
+    // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    let by = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while state(pid) != Some('T') && std::time::Instant::now() < by {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let value = during();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+    value
+}

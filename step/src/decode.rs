@@ -52,6 +52,7 @@ pub const CALLS: &[(i64, &str)] = &[
     (libc::SYS_epoll_pwait, "epoll_pwait"),
     (libc::SYS_io_uring_setup, "io_uring_setup"),
     (libc::SYS_io_uring_enter, "io_uring_enter"),
+    (libc::SYS_io_uring_register, "io_uring_register"),
     (libc::SYS_pipe2, "pipe2"),
     (libc::SYS_splice, "splice"),
     (libc::SYS_exit_group, "exit_group"),

@@ -21,6 +21,25 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (own + kids) as f64 / ticks
 }
 
+/// Nanoseconds on a CPU of `pid` and its live descendants, every thread of each: the
+/// first field of /proc/PID/task/TID/schedstat, the kernel's sum of the task's run time
+/// (user + system, the same time as utime + stime, without their 10 ms ticks). Threads
+/// and children that have exited no longer count, so take differences over a window in
+/// which the server's processes and threads stay the same.
+pub fn cpu_ns(pid: u32) -> u64 {
+    std::iter::once(pid)
+        .chain(descendants(pid))
+        .flat_map(|p| {
+            fs::read_dir(format!("/proc/{p}/task"))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// The numeric fields of /proc/PID/stat after the command name (index 0 = field 3).
 pub fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -149,6 +149,9 @@ fn compare_quickest_run_writes_reports() {
             .unwrap_or_else(|| panic!("no row for {label}:\n{md}"));
         let rps: f64 = row.split('|').nth(3).unwrap().trim().parse().unwrap();
         assert!(rps > 0.0, "{row}");
+        // The server's CPU per request over the measured window (loadgen --server-pid).
+        let cpu: f64 = row.split('|').nth(7).unwrap().trim().parse().unwrap();
+        assert!(cpu > 0.0, "{label}: no server CPU per request: {row}");
         let per_request = md
             .lines()
             .rfind(|l| l.starts_with(&format!("| {label} |")))

@@ -1,8 +1,9 @@
 //! compare: `make compare`, the I/O models side by side on the same protocol (not a lesson).
 //!
-//! For each echo lesson (03–11) and the tokio reference, and for each concurrency level, it
+//! For each echo lesson (03–11, 15) and the tokio reference, and for each concurrency level, it
 //! starts a fresh server pinned to one core, runs `loadgen` pinned to the other, and records
-//! requests/s, p50/p99 latency, the server's CPU seconds (utime + stime of it and its
+//! requests/s, p50/p99 latency, the server's CPU time per request over the measured window
+//! (loadgen --server-pid), the server's CPU seconds (utime + stime of it and its
 //! children, from /proc), its peak RSS summed over its processes, its thread and process
 //! count, and what failed (a serial server starving clients, select's FD_SETSIZE wall). A
 //! separate short run under `strace -c -f` with a fixed request count gives system calls
@@ -131,6 +132,13 @@ const SPECS: &[Spec] = &[
         why_not: "",
     },
     Spec {
+        key: "15",
+        bin: "lesson-15",
+        label: "15 io_uring multishot",
+        max_level: 5000,
+        why_not: "",
+    },
+    Spec {
         key: "tokio",
         bin: "tokio-echo",
         label: "tokio (current-thread)",
@@ -140,7 +148,7 @@ const SPECS: &[Spec] = &[
 ];
 
 /// The servers of the idle-cost runs.
-const IDLE_COST: &[&str] = &["06", "08", "09", "10", "11", "tokio"];
+const IDLE_COST: &[&str] = &["06", "08", "09", "10", "11", "15", "tokio"];
 
 /// What loadgen printed, as key → value.
 type Fields = BTreeMap<String, f64>;
@@ -431,6 +439,8 @@ fn run_one(
         duration.to_string(),
         "--idle".to_string(),
         idle.to_string(),
+        "--server-pid".to_string(),
+        pid.to_string(),
     ];
     let load = run_loadgen(loadgen, server.addr, level, &extra, pin);
     let cpu_after = cpu_seconds(pid);
@@ -523,13 +533,14 @@ fn syscalls_per_request(
 fn print_row(r: &Row) {
     let get = |k: &str| r.load.get(k).copied().unwrap_or(0.0);
     eprintln!(
-        "  {:<24} {:>5} clients {:>9.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs  cpu {:>5.2} s  rss {:>7.1} MiB  {} thr/{} proc  {}",
+        "  {:<24} {:>5} clients {:>9.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs  cpu {:>5.2} s  {:>6.2} µs/req  rss {:>7.1} MiB  {} thr/{} proc  {}",
         r.label,
         r.level,
         get("rps"),
         get("p50_us"),
         get("p99_us"),
         r.cpu_s,
+        get("cpu_us_per_req"),
         r.peak_rss_mib,
         r.threads,
         r.procs,
@@ -573,13 +584,14 @@ fn report_md(
         if pin { "server pinned to CPU 0, loadgen to CPU 1" } else { "not pinned (one CPU)" },
         took.as_secs_f64()
     );
-    let _ = writeln!(md, "| server | clients | requests/s | p50 µs | p99 µs | server CPU s | peak RSS MiB | threads | processes | failures |");
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(md, "Server CPU per request: the server's on-CPU time (utime + stime, from /proc/PID/task/*/schedstat) over the measured window, divided by the requests answered in it; the fair measure when server and load share the machine. Compare ratios within one run.\n");
+    let _ = writeln!(md, "| server | clients | requests/s | p50 µs | p99 µs | server CPU s | server CPU µs/request | peak RSS MiB | threads | processes | failures |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
         if let Some(why) = &r.skipped {
             let _ = writeln!(
                 md,
-                "| {} | {} | — | — | — | — | — | — | — | not run: {why} |",
+                "| {} | {} | — | — | — | — | — | — | — | — | not run: {why} |",
                 r.label, r.level
             );
             continue;
@@ -587,13 +599,14 @@ fn report_md(
         let get = |k: &str| r.load.get(k).copied().unwrap_or(0.0);
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {} | {} | {} |",
             r.label,
             r.level,
             get("rps"),
             get("p50_us"),
             get("p99_us"),
             r.cpu_s,
+            get("cpu_us_per_req"),
             r.peak_rss_mib,
             r.threads,
             r.procs,
@@ -611,9 +624,9 @@ fn report_md(
         );
         let _ = writeln!(
             md,
-            "| server | requests/s, no idle | requests/s, {idle} idle | ratio | p99 µs with idle | server CPU s with idle | failures |"
+            "| server | requests/s, no idle | requests/s, {idle} idle | ratio | p99 µs with idle | server CPU s with idle | server CPU µs/request with idle | peak RSS MiB with idle | failures |"
         );
-        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
         for r in idle_rows {
             let base = rows
                 .iter()
@@ -629,13 +642,15 @@ fn report_md(
             }
             let _ = writeln!(
                 md,
-                "| {} | {} | {rps:.0} | {} | {:.1} | {:.2} | {} |",
+                "| {} | {} | {rps:.0} | {} | {:.1} | {:.2} | {:.2} | {:.1} | {} |",
                 r.label,
                 base.map_or("—".to_string(), |b| format!("{b:.0}")),
                 base.filter(|b| *b > 0.0)
                     .map_or("—".to_string(), |b| format!("{:.2}×", rps / b)),
                 r.load.get("p99_us").copied().unwrap_or(0.0),
                 r.cpu_s,
+                r.load.get("cpu_us_per_req").copied().unwrap_or(0.0),
+                r.peak_rss_mib,
                 if failure.is_empty() { "—" } else { &failure }
             );
         }

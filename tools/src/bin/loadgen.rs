@@ -23,6 +23,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{connect, getsockopt, socket, sockopt, SockFlag, SockType};
 use nix::unistd::{read, write};
 use sockets_by_hand::{limits, net};
+use tools::procfs::cpu_ns;
 
 /// Echo-protocol load generator: N connections from one thread on epoll, fixed-size lines,
 /// every reply checked, latency in an HDR histogram. Loopback targets only.
@@ -60,6 +61,10 @@ struct Args {
     /// O(connections) wait such as poll pays for and epoll does not.
     #[arg(long, default_value_t = 0)]
     idle: usize,
+    /// The server's pid: report its CPU time over the measured window (`server_cpu_ms`) and
+    /// per request answered in it (`cpu_us_per_req`), from /proc (tools::procfs::cpu_ns).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
     /// Print JSON instead of key=value.
     #[arg(long)]
     json: bool,
@@ -155,6 +160,8 @@ fn main() {
     let mut in_flight = 0usize;
     let mut measure_from: Option<Instant> = None;
     let mut measure_until: Option<Instant> = None;
+    // The server's CPU time when the measured window opened (--server-pid).
+    let mut cpu_from: Option<u64> = None;
     let mut last_open = Instant::now();
 
     loop {
@@ -211,6 +218,9 @@ fn main() {
             measure_until = Some(from + Duration::from_secs_f64(args.duration));
         }
         let measuring = measure_from.is_some_and(|from| now >= from);
+        if measuring && cpu_from.is_none() {
+            cpu_from = args.server_pid.map(cpu_ns);
+        }
         let finished = match (measure_until, args.requests) {
             (_, Some(n)) if measuring && counts.requests >= n => true,
             (Some(until), None) => now >= until,
@@ -368,6 +378,10 @@ fn main() {
         }
     }
 
+    let server_cpu_ns = match (cpu_from, args.server_pid) {
+        (Some(from), Some(pid)) => cpu_ns(pid).saturating_sub(from),
+        _ => 0,
+    };
     let window = match (measure_from, measure_until) {
         (Some(from), Some(until)) => Instant::now().min(until).saturating_duration_since(from),
         _ => Duration::ZERO,
@@ -408,6 +422,21 @@ fn main() {
                     0.0
                 } else {
                     hist.max() as f64 / 1000.0
+                }
+            ),
+        ),
+        (
+            "server_cpu_ms",
+            format!("{:.1}", server_cpu_ns as f64 / 1e6),
+        ),
+        (
+            "cpu_us_per_req",
+            format!(
+                "{:.3}",
+                if counts.requests > 0 {
+                    server_cpu_ns as f64 / 1e3 / counts.requests as f64
+                } else {
+                    0.0
                 }
             ),
         ),

@@ -1,0 +1,491 @@
+//! Lesson 15's server: what it keeps per client, and the loop that arms multishot accept and
+//! recv, sends replies, and reacts to completions. main.rs sets the ring up; bufs.rs is the
+//! ring of buffers the recvs take from.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use nix::errno::Errno;
+use nix::sys::socket::{getpeername, shutdown, Shutdown, SockaddrStorage};
+use nix::unistd::close;
+use sockets_by_hand::accept::{AcceptPause, RETRY};
+use sockets_by_hand::cli::Lesson;
+use sockets_by_hand::conn::EchoConn;
+use sockets_by_hand::ending::Ending;
+use sockets_by_hand::errors::{fatal, report};
+use sockets_by_hand::{net, say, stop};
+
+use crate::bufs::{BufRing, GROUP};
+use crate::{mistake, too_old, Mistake, RING_ENTRIES};
+
+/// The most one send takes from a client's pending replies.
+const SEND_CHUNK: usize = 64 * 1024;
+/// Send buffers kept for reuse once their send is done; beyond that they are freed.
+const SPARE_SENDS: usize = 256;
+
+/// What an operation was for. Its user_data carries the kind and a number: the client's fd
+/// for Recv, Send and the cancels (see `tag` and `untag`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(u32)]
+enum Op {
+    Accept = 0,
+    RetryAccept = 1,
+    Stop = 2,
+    Recv = 3,
+    Send = 4,
+    CancelRecv = 5,
+    CancelSend = 6,
+}
+
+/// user_data: the number in the high 32 bits, the kind in the low 32.
+fn tag(op: Op, n: usize) -> u64 {
+    (n as u64) << 32 | op as u64
+}
+
+/// Inverse of `tag`.
+fn untag(user_data: u64) -> (Op, usize) {
+    let op = match user_data as u32 {
+        0 => Op::Accept,
+        1 => Op::RetryAccept,
+        2 => Op::Stop,
+        3 => Op::Recv,
+        4 => Op::Send,
+        5 => Op::CancelRecv,
+        _ => Op::CancelSend, // 6: `tag` makes no other
+    };
+    (op, (user_data >> 32) as usize)
+}
+
+struct Client {
+    fd: OwnedFd,
+    peer: String,
+    conn: EchoConn,
+    /// A copy of the replies being sent, only while a send is in flight: the kernel reads
+    /// it until the send completes, while new replies pile up in `conn`.
+    sending: Option<Vec<u8>>,
+    /// How much of `sending` the kernel has taken so far.
+    sent: usize,
+    /// A multishot recv is in the ring: it completes each time bytes arrive, until a
+    /// completion without IORING_CQE_F_MORE ends it.
+    recv_armed: bool,
+    /// `--mistake no-rearm` only: false once the mistake has let this client's recv lapse.
+    rearm: bool,
+    /// Cancels in flight. The fd is not closed (and its number not reused) before they
+    /// complete: a late cancel must not hit the next client's operation.
+    cancelling_recv: bool,
+    cancelling_send: bool,
+    /// Set once the conversation is over; the fd closes when nothing is in flight.
+    ending: Option<Ending>,
+}
+
+pub struct Server {
+    /// The lesson being served, for the summary line at Ctrl-C.
+    lesson: &'static Lesson,
+    ring: IoUring,
+    /// The provided buffers every recv takes from (bufs.rs).
+    bufs: BufRing,
+    listener: OwnedFd,
+    stop: OwnedFd,
+    /// Clients by fd (user_data carries the fd). An fd closes only once nothing is in
+    /// flight on it, so a completion never finds the next client on the same number.
+    clients: Vec<Option<Client>>,
+    /// Send buffers whose send is done, for the next send; allocated as sends need them.
+    spare: Vec<Vec<u8>>,
+    /// The multishot accept is in the ring.
+    accepting: bool,
+    /// The accept pause after EMFILE (src/accept.rs); while it lasts no accept is
+    /// submitted, only a timeout op (retry_after) that ends it.
+    pause: AcceptPause,
+    retry_in_flight: bool,
+    retry_after: Box<types::Timespec>,
+    /// Completions of one round, (user_data, result, flags); allocated once.
+    done: Vec<(u64, i32, u32)>,
+    served: u64,
+    /// Ctrl-C came: no more accepts, and the loop ends once every client is closed.
+    stopping: bool,
+    open_at_stop: usize,
+}
+
+impl Server {
+    /// The server around a ring just set up, with nothing submitted yet.
+    pub fn new(
+        lesson: &'static Lesson,
+        ring: IoUring,
+        bufs: BufRing,
+        listener: OwnedFd,
+        stop: OwnedFd,
+    ) -> Self {
+        Server {
+            lesson,
+            ring,
+            bufs,
+            listener,
+            stop,
+            clients: Vec::new(),
+            spare: Vec::new(),
+            accepting: false,
+            pause: AcceptPause::new(RETRY),
+            retry_in_flight: false,
+            retry_after: Box::new(types::Timespec::from(RETRY)),
+            done: Vec::with_capacity(2 * RING_ENTRIES as usize),
+            served: 0,
+            stopping: false,
+            open_at_stop: 0,
+        }
+    }
+
+    /// Submits the stop pipe's poll and the multishot accept, then runs until Ctrl-C.
+    pub fn serve(mut self) {
+        self.submit_stop_poll();
+        self.submit_accept();
+        self.run();
+    }
+
+    fn run(&mut self) {
+        while !(self.stopping && self.clients.iter().all(Option::is_none)) {
+            // io_uring_enter(2): submit every operation queued since the last call and
+            // sleep until at least one has completed. One call, many operations.
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(err) if err.raw_os_error() == Some(libc::EINTR) => {}
+                Err(err) => fatal(
+                    "io_uring_enter",
+                    Errno::from_raw(err.raw_os_error().unwrap_or(0)),
+                ),
+            }
+            // Take every completion off the ring (they come in any order), then act. The
+            // flags say whether a multishot goes on (F_MORE) and which buffer a recv took.
+            self.done.clear();
+            self.done.extend(
+                self.ring
+                    .completion()
+                    .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
+            );
+            for i in 0..self.done.len() {
+                let (user_data, result, flags) = self.done[i];
+                match untag(user_data) {
+                    (Op::Accept, _) => self.accepted(result, cqueue::more(flags)),
+                    (Op::RetryAccept, _) => {
+                        self.retry_in_flight = false;
+                        self.submit_accept();
+                    }
+                    (Op::Stop, _) => self.stop(result),
+                    (op, fd) => self.completed(fd, op, result, flags),
+                }
+            }
+        }
+        say!(
+            "{}",
+            stop::summary(self.lesson, self.served, self.open_at_stop)
+        );
+    }
+
+    /// Keeps a poll on the stop pipe in the ring: it completes when Ctrl-C writes its byte.
+    fn submit_stop_poll(&mut self) {
+        let entry = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32);
+        push(&mut self.ring, entry.build().user_data(tag(Op::Stop, 0)));
+    }
+
+    /// Ctrl-C (a poll result > 0): stop accepting, and wind every client down as if its
+    /// conversation were over (cancel what is in flight, close); `run` ends after the last.
+    fn stop(&mut self, result: i32) {
+        if result <= 0 {
+            return self.submit_stop_poll();
+        }
+        self.stopping = true;
+        self.open_at_stop = self.clients.iter().flatten().count();
+        for fd in 0..self.clients.len() {
+            if let Some(client) = self.clients[fd].as_mut() {
+                client.end(Ending::Eof); // not logged while stopping
+                self.drive(fd);
+            }
+        }
+    }
+
+    /// Puts the multishot accept back in the ring if it ended. While accept is paused
+    /// after EMFILE it submits none, only a timeout op whose completion tries again.
+    fn submit_accept(&mut self) {
+        if self.stopping {
+            return;
+        }
+        if !self.pause.watching(Instant::now()) {
+            if !self.retry_in_flight {
+                let limit = self.pause.wait_limit(Instant::now()).unwrap_or(RETRY);
+                *self.retry_after = types::Timespec::from(limit);
+                let timeout = opcode::Timeout::new(&*self.retry_after).build();
+                push(&mut self.ring, timeout.user_data(tag(Op::RetryAccept, 0)));
+                self.retry_in_flight = true;
+            }
+            return;
+        }
+        if !self.accepting {
+            // A multishot accept: one submission, one completion per new client (its fd),
+            // for as long as the completions carry F_MORE.
+            let entry = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(tag(Op::Accept, 0));
+            push(&mut self.ring, entry);
+            self.accepting = true;
+        }
+    }
+
+    fn accepted(&mut self, result: i32, more: bool) {
+        if !more {
+            // The multishot accept ended (after an error such as EMFILE): submit it again
+            // below, or pause.
+            self.accepting = false;
+        }
+        if result == -libc::EINVAL {
+            too_old(
+                "accept (multishot)",
+                Errno::EINVAL,
+                "multishot accept",
+                "5.19",
+            );
+        }
+        if result < 0 {
+            // Reports EMFILE once per pause (and pauses); a broken listener ends the program.
+            self.pause.failed(Errno::from_raw(-result));
+        } else {
+            // SAFETY: the accept completed, so `result` is a new fd we own.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(result as RawFd) };
+            if self.stopping {
+                if let Err(errno) = close(fd) {
+                    report("close", errno);
+                }
+                return;
+            }
+            // getpeername(2): a multishot accept writes no address, so ask for it.
+            let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd())
+                .map_or_else(|_| "?".to_string(), |p| net::show(&p));
+            say!("client connected: {peer}");
+            self.served += 1;
+            let client = Client {
+                fd,
+                peer,
+                // The reply buffer, too, grows with the replies: none beyond the welcome.
+                conn: EchoConn::with_reply_capacity(0),
+                sending: None,
+                sent: 0,
+                recv_armed: false,
+                rearm: true,
+                cancelling_recv: false,
+                cancelling_send: false,
+                ending: None,
+            };
+            let fd = result as usize;
+            if fd >= self.clients.len() {
+                self.clients.resize_with(fd + 1, || None);
+            }
+            self.clients[fd] = Some(client);
+            self.drive(fd);
+        }
+        self.submit_accept(); // if the multishot ended
+    }
+
+    /// A client's operation completed.
+    fn completed(&mut self, fd: usize, op: Op, result: i32, flags: u32) {
+        let Some(client) = self.clients.get_mut(fd).and_then(Option::as_mut) else {
+            return;
+        };
+        match op {
+            Op::Recv => {
+                if !cqueue::more(flags) {
+                    // This multishot recv is over (EOF, an error, ENOBUFS, a cancel): `drive`
+                    // arms a new one if the client is still to be read.
+                    client.recv_armed = false;
+                }
+                match result {
+                    0 => client.conn.peer_closed(),
+                    n if n > 0 => {
+                        // The kernel took a buffer from the ring and says which: consume its
+                        // bytes, then give it straight back.
+                        if let Some(bid) = cqueue::buffer_select(flags) {
+                            client.conn.received(self.bufs.bytes(bid, n as usize));
+                            self.bufs.give_back(bid);
+                        }
+                    }
+                    err => match Errno::from_raw(-err) {
+                        // The ring ran dry. `drive` arms the recv again; by the next
+                        // io_uring_enter every buffer this round took is back in the ring.
+                        Errno::ENOBUFS if mistake(Mistake::NoRearm) => client.rearm = false,
+                        Errno::ENOBUFS | Errno::ECANCELED | Errno::EINTR | Errno::EAGAIN => {}
+                        Errno::EINVAL => {
+                            too_old("recv (multishot)", Errno::EINVAL, "multishot recv", "6.0")
+                        }
+                        errno => client.end(Ending::Failed("recv", errno)),
+                    },
+                }
+            }
+            Op::Send => {
+                let Some(buf) = client.sending.take() else {
+                    return;
+                };
+                if result >= 0 {
+                    let n = result as usize;
+                    client.conn.wrote(n);
+                    client.sent += n;
+                    if client.sent < buf.len() && client.ending.is_none() {
+                        // A partial send: resubmit the rest, from the same buffer.
+                        let rest = &buf[client.sent..];
+                        let entry = send_entry(fd, rest.as_ptr(), rest.len());
+                        client.sending = Some(buf);
+                        push(&mut self.ring, entry);
+                        return;
+                    }
+                } else {
+                    match Errno::from_raw(-result) {
+                        // Nothing was taken: `conn` still holds those bytes, and the next
+                        // send copies them again.
+                        Errno::ECANCELED | Errno::EINTR | Errno::EAGAIN => {}
+                        errno => client.end(Ending::Failed("send", errno)),
+                    }
+                }
+                // The send is done, and its buffer free for the next one, anyone's.
+                if self.spare.len() < SPARE_SENDS {
+                    self.spare.push(buf);
+                }
+            }
+            // A cancel is done (its target completes on its own, with ECANCELED or a result).
+            Op::CancelRecv => client.cancelling_recv = false,
+            _ => client.cancelling_send = false,
+        }
+        self.drive(fd);
+    }
+
+    /// Submits what a client needs next (a send; a recv to arm, or to cancel while its
+    /// replies are backed up), or winds it down once its conversation is over: cancel what
+    /// is in flight, close when nothing is.
+    fn drive(&mut self, fd: usize) {
+        let Some(client) = self.clients[fd].as_mut() else {
+            return;
+        };
+        if client.ending.is_none() && client.conn.wants_shutdown() {
+            // shutdown(2) SHUT_WR after the last reply, a plain call (it queues a FIN and
+            // never waits); then recv and drop until the client closes: the lingering close.
+            match shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
+                Ok(()) => {
+                    client.conn.shut_down(&client.peer);
+                }
+                Err(errno) => client.end(Ending::Failed("shutdown", errno)),
+            }
+        }
+        if client.ending.is_none() && client.conn.finished() {
+            client.ending = Some(client.conn.ending());
+        }
+        if client.ending.is_none() {
+            if client.sending.is_none() && client.conn.wants_write() {
+                // Copy the next chunk of replies into a send buffer (a spare one if any)
+                // and submit a send of it.
+                let pending = client.conn.pending();
+                let n = pending.len().min(SEND_CHUNK);
+                let mut buf = self.spare.pop().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(&pending[..n]);
+                client.sent = 0;
+                push(&mut self.ring, send_entry(fd, buf.as_ptr(), n));
+                client.sending = Some(buf);
+            }
+            let idle = !client.recv_armed && !client.cancelling_recv;
+            if idle && client.conn.wants_read() && client.rearm {
+                // Arm a multishot recv: it takes a ring buffer (group GROUP) each time bytes
+                // arrive, and completes with it, until it ends.
+                let entry = opcode::RecvMulti::new(types::Fd(client.fd.as_raw_fd()), GROUP)
+                    .build()
+                    .user_data(tag(Op::Recv, fd));
+                client.recv_armed = true;
+                push(&mut self.ring, entry);
+            } else if client.recv_armed && !client.cancelling_recv && !client.conn.wants_read() {
+                // Backpressure: the replies are backed up (HIGH_WATER, src/conn.rs), and an
+                // armed recv would go on taking buffers. Cancel it; drive re-arms it later.
+                push(&mut self.ring, cancel_entry(fd, Op::Recv));
+                client.cancelling_recv = true;
+            }
+        } else if client.recv_armed || client.sending.is_some() {
+            // Cancel the outstanding ops; their completions (ECANCELED, or a late result)
+            // come back to `completed`, and the fd closes after the last.
+            let (recv, send) = (
+                client.recv_armed && !client.cancelling_recv,
+                client.sending.is_some() && !client.cancelling_send,
+            );
+            if recv || send {
+                say!(
+                    "client {}: cancelling {} operation(s) in flight before close",
+                    client.peer,
+                    recv as u8 + send as u8
+                );
+            }
+            if recv {
+                push(&mut self.ring, cancel_entry(fd, Op::Recv));
+                client.cancelling_recv = true;
+            }
+            if send {
+                push(&mut self.ring, cancel_entry(fd, Op::Send));
+                client.cancelling_send = true;
+            }
+        } else if !client.cancelling_recv && !client.cancelling_send {
+            let client = self.clients[fd].take().expect("client present");
+            // close(2): nothing is in flight, so the fd can go.
+            if let Err(errno) = close(client.fd) {
+                report("close", errno);
+            }
+            let ending = client.ending.unwrap_or(Ending::Eof);
+            if !self.stopping && !client.conn.lingering() {
+                say!("client disconnected: {} ({ending})", client.peer);
+            }
+            self.pause.resume(); // a free fd: accept can go on
+            self.submit_accept();
+        }
+    }
+}
+
+impl Client {
+    fn end(&mut self, ending: Ending) {
+        if self.ending.is_none() {
+            self.ending = Some(ending);
+        }
+    }
+}
+
+/// A send of `len` bytes at `buf` (inside the client's send buffer) on socket `fd`.
+fn send_entry(fd: usize, buf: *const u8, len: usize) -> squeue::Entry {
+    // MSG_NOSIGNAL: a send to a reset connection fails with EPIPE instead of raising
+    // SIGPIPE (which Rust's runtime ignores anyway).
+    opcode::Send::new(types::Fd(fd as RawFd), buf, len as u32)
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(tag(Op::Send, fd))
+}
+
+/// A cancel of client `fd`'s operation `op` (matched by its user_data).
+fn cancel_entry(fd: usize, op: Op) -> squeue::Entry {
+    let cancel = if op == Op::Recv {
+        Op::CancelRecv
+    } else {
+        Op::CancelSend
+    };
+    opcode::AsyncCancel::new(tag(op, fd))
+        .build()
+        .user_data(tag(cancel, fd))
+}
+
+/// Queues an entry for the next io_uring_enter.
+fn push(ring: &mut IoUring, entry: squeue::Entry) {
+    loop {
+        // SAFETY: every buffer an entry points to (a client's send buffer, the Timespec, the
+        // buffer ring's) is a heap allocation owned by the Server, neither freed, moved nor
+        // touched until that entry's completion has been taken.
+        if unsafe { ring.submission().push(&entry) }.is_ok() {
+            return;
+        }
+        // The submission ring is full: hand what it holds to the kernel now.
+        if let Err(err) = ring.submit() {
+            fatal(
+                "io_uring_enter",
+                Errno::from_raw(err.raw_os_error().unwrap_or(0)),
+            );
+        }
+    }
+}
