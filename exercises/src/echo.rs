@@ -1,0 +1,171 @@
+//! The echo protocol's rules (lessons 03–11), each a step: written once, walked by the checker
+//! (`make check-NN`) and by the project's integration suite (tests/common/echo_suite.rs).
+//!
+//! A step connects to `addr`, talks, and returns what went wrong as a [`Failure`].
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::Duration;
+
+use crate::client::{show, Conn, Failure, Outcome};
+
+pub const WELCOME: &[u8] = b"Welcome buddy!\n";
+
+/// Connects and expects the welcome.
+pub fn welcomed(addr: SocketAddr) -> Result<Conn, Failure> {
+    let mut c = Conn::open(addr)?;
+    c.expect(WELCOME)
+        .map_err(|f| Failure { sent: "(nothing: just connected)".into(), ..f })?;
+    Ok(c)
+}
+
+/// On connect the server sends `Welcome buddy!\n`; `q` then closes the connection.
+pub fn welcome(addr: SocketAddr) -> Outcome {
+    let mut c = welcomed(addr)?;
+    c.send("q\n")?;
+    c.expect_close()
+}
+
+/// Each line comes back reversed.
+pub fn reverse(addr: SocketAddr) -> Outcome {
+    let mut c = welcomed(addr)?;
+    c.round_trip(b"hello", b"olleh")?;
+    c.round_trip(b"Hello there, buddy!", b"!yddub ,ereht olleH")?;
+    c.round_trip(b"a", b"a")
+}
+
+/// One trailing `\r` is stripped, any other is a character.
+pub fn crlf(addr: SocketAddr) -> Outcome {
+    let mut c = welcomed(addr)?;
+    c.send("abc\r\n")?;
+    c.expect(b"cba\n")?;
+    c.send("a\rb\r\r\n")?;
+    c.expect(b"\rb\ra\n")
+}
+
+/// Several lines in one segment: each answered.
+pub fn coalesced_lines(addr: SocketAddr) -> Outcome {
+    let mut c = welcomed(addr)?;
+    c.send("one\ntwo\r\nthree\n")?;
+    c.expect(b"eno\nowt\neerht\n")
+}
+
+/// A line in pieces (flushed one by one, then byte by byte): answered once whole.
+pub fn split_lines(addr: SocketAddr) -> Outcome {
+    let mut c = welcomed(addr)?;
+    c.stream.set_nodelay(true).ok();
+    let pieces = ["sp", "l", "it li", "ne", "\r", "\nnext", " one\n"];
+    for piece in pieces {
+        c.send(piece)?;
+        // Separate reads are likely (nothing to wait for: no answer is due yet).
+        thread::sleep(Duration::from_millis(5));
+    }
+    c.sent = pieces.concat().into_bytes();
+    c.expect(b"enil tilps\neno txen\n")?;
+    c.send_bytewise(b"bytes\n")?;
+    c.expect(b"setyb\n")
+}
+
+/// Reversed by characters, not bytes; bytewise where it is not UTF-8.
+pub fn utf8(addr: SocketAddr) -> Outcome {
+    let mut c = welcomed(addr)?;
+    c.round_trip("héllo wörld".as_bytes(), "dlröw olléh".as_bytes())?;
+    c.round_trip("こんにちは 🦀".as_bytes(), "🦀 はちにんこ".as_bytes())?;
+    c.send(b"a\xffb\xc3\x00z\n")?;
+    c.expect(b"z\x00\xc3b\xffa\n")?;
+    c.round_trip(b"still here", b"ereh llits")
+}
+
+/// Empty lines are lines.
+pub fn empty_line(addr: SocketAddr) -> Outcome {
+    let mut c = welcomed(addr)?;
+    c.send("\n\r\nx\n")?;
+    c.expect(b"\n\nx\n")
+}
+
+/// The replies to the lines before `q`, sent in the same write, arrive before the close.
+pub fn q_flushes_earlier_replies(addr: SocketAddr) -> Outcome {
+    let mut c = welcomed(addr)?;
+    c.send("one\ntwo\nq\n")?;
+    let got = c.rest()?;
+    if got != b"eno\nowt\n" {
+        return Err(Failure::new(
+            "\"one\\ntwo\\nq\\n\"",
+            "\"eno\\nowt\\n\", then the close",
+            format!("{}, then the close", show(&got)),
+        ));
+    }
+    Ok(())
+}
+
+/// A client that vanishes mid-line, and one that resets: the next client is served.
+pub fn next_after_eof_and_reset(addr: SocketAddr) -> Outcome {
+    let mut a = welcomed(addr)?;
+    a.round_trip(b"first", b"tsrif")?;
+    a.send("half a li")?;
+    drop(a);
+    let mut b = welcomed(addr)?;
+    b.round_trip(b"next", b"txen")?;
+    b.send("partial")?;
+    b.reset();
+    let mut c = welcomed(addr)?;
+    c.round_trip(b"after reset", b"teser retfa")
+}
+
+/// A line over 64 KiB: `error: line too long\n` and the close; the server lives on.
+pub fn line_too_long(addr: SocketAddr) -> Outcome {
+    let mut c = welcomed(addr)?;
+    c.round_trip(b"short", b"trohs")?;
+    let stream = c.stream.try_clone().map_err(|e| Failure::new("", "", e.to_string()))?;
+    let writer = thread::spawn(move || {
+        use std::io::Write;
+        let mut stream = stream;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..16 {
+            if stream.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = stream.write_all(b"\n");
+    });
+    c.sent = b"1 MiB of x without a newline".to_vec();
+    let result = c.expect(b"error: line too long\n");
+    let _ = c.rest();
+    let _ = writer.join();
+    result.map_err(|f| Failure { sent: "1 MiB of x, no newline".into(), ..f })?;
+    let mut d = welcomed(addr)?;
+    d.round_trip(b"ok", b"ko")
+}
+
+/// 1,000 lines of 100 bytes, `q`, then 1 MB of junk: every reply arrives (the lingering close:
+/// shutdown(SHUT_WR), drain, close), none thrown away by a reset. `tries` connections.
+pub fn q_then_junk_keeps_replies(addr: SocketAddr, tries: usize) -> Outcome {
+    let (mut lines, mut replies) = (Vec::new(), Vec::new());
+    for i in 0..1000 {
+        let line = format!("{i:0>99}");
+        lines.extend(format!("{line}\n").bytes());
+        replies.extend(line.bytes().rev().chain([b'\n']));
+    }
+    lines.extend_from_slice(b"q\n");
+    for _ in 0..tries {
+        let mut c = welcomed(addr)?;
+        let mut bytes = lines.clone();
+        bytes.resize(lines.len() + 1_000_000, b'x');
+        let mut stream = c.stream.try_clone().map_err(|e| Failure::new("", "", e.to_string()))?;
+        let writer = thread::spawn(move || {
+            use std::io::Write;
+            let _ = stream.write_all(&bytes);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        });
+        let _ = writer.join();
+        let got = c.rest()?;
+        if got != replies {
+            return Err(Failure::new(
+                "1,000 lines, q, then 1 MB more before reading anything",
+                "the 1,000 replies (100,000 bytes), then the close",
+                format!("{} bytes, then the close (a reset threw the rest away)", got.len()),
+            ));
+        }
+    }
+    Ok(())
+}
