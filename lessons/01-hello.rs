@@ -4,7 +4,8 @@
 //!
 //! Run `make lesson-01`, then `nc 127.0.0.1 23333` (or `make lesson-00`) in a second
 //! terminal. `make trace-01` shows a server's whole life: socket → setsockopt(SO_REUSEADDR) →
-//! bind → listen → accept (asleep until a client comes) → write → close, close → exit_group.
+//! bind → listen → getsockname → accept (asleep until a client comes) → getpeername → write →
+//! close, close → exit_group.
 //!
 //! Classic failure: run it twice in a row with `--mistake no-reuseaddr`, and the second
 //! `bind` fails with EADDRINUSE: the first run's connection still sits in TIME_WAIT on this port.
@@ -53,17 +54,18 @@ fn main() {
     let addr = args.listen.addr();
     hello::load_time_zone(); // before socket(), so the trace shows only what follows
 
-    let family = net::family(&addr); // AF_INET or AF_INET6
-                                     // socket(2): a TCP endpoint (SOCK_STREAM) of that family, bound to nothing yet.
+    // AF_INET or AF_INET6, as the address says.
+    let family = net::family(&addr);
+    // socket(2): a TCP endpoint (SOCK_STREAM) of that family, bound to nothing yet.
     let listener = socket(family, SockType::Stream, SockFlag::empty(), None).or_die("socket");
-    if mistake(Mistake::NoReuseaddr) {
-        // The mistake: no setsockopt(SO_REUSEADDR). The last run's connection still sits in
-        // TIME_WAIT on this port (60 s), so the bind below fails with EADDRINUSE.
-    } else {
-        // setsockopt(SO_REUSEADDR): bind even while old connections on this port are in
-        // TIME_WAIT, so the server can be restarted at once.
+    // setsockopt(SO_REUSEADDR): bind even while old connections on this port are in
+    // TIME_WAIT, so the server can be restarted at once. `--mistake no-reuseaddr` leaves it
+    // out: a restart within a minute then fails in bind with EADDRINUSE.
+    // [reuseaddr]
+    if !mistake(Mistake::NoReuseaddr) {
         setsockopt(&listener, sockopt::ReuseAddr, &true).or_die("setsockopt(SO_REUSEADDR)");
     }
+    // [/reuseaddr]
     // bind(2): give the socket its local address and port.
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
     // listen(2): the kernel now completes handshakes for us and queues up to 128 finished

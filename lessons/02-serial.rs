@@ -3,8 +3,9 @@
 //! `Hello there! <local time>` and is closed; then the server accepts the next one.
 //!
 //! Run `make lesson-02`, then connect as often as you like: `nc 127.0.0.1 23333`.
-//! `make trace-02` shows socket → setsockopt → bind → listen once, then accept → write →
-//! close for every client, each accept returning the same fd number (the lowest free one).
+//! `make trace-02` shows socket → setsockopt → bind → listen → getsockname once, then
+//! accept → getpeername → write → close for every client, each accept returning the same fd
+//! number (the lowest free one).
 //!
 //! Classic failure: one client at a time. Every client waits, in the listen backlog, for the
 //! one before; this server answers so fast that nobody notices, lesson 03 shows the cost.
@@ -83,18 +84,19 @@ fn main() {
                 }
             }
         }
-        if mistake(Mistake::LeakFd) {
-            // The mistake: no close(2). In C the fd just stays open; in Rust the OwnedFd would
-            // close itself when dropped, so it takes mem::forget to lose it. One fd leaks per
-            // client (who never sees EOF) until accept fails with EMFILE.
+        // close(2): without it, every client would leak one fd. `--mistake leak-fd` forgets the
+        // fd instead (in Rust a drop would close it), as C code that leaves the close out: the
+        // client never sees EOF, and one fd leaks per client until accept fails with EMFILE.
+        // [close]
+        if !mistake(Mistake::LeakFd) {
+            if let Err(errno) = close(conn) {
+                report("close", errno);
+            }
+            say!("client disconnected: {peer}");
+        } else {
             std::mem::forget(conn);
             say!("client left open: {peer} (its fd leaked)");
-            continue;
         }
-        // close(2): without it, every client would leak one fd.
-        if let Err(errno) = close(conn) {
-            report("close", errno);
-        }
-        say!("client disconnected: {peer}");
+        // [/close]
     }
 }

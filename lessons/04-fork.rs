@@ -80,23 +80,25 @@ fn main() {
 
     // sigaction(2) without SA_RESTART: a signal makes the sleeping accept fail with EINTR, so
     // the loop sees STOP at once (signal-hook sets SA_RESTART: see docs/lessons/04-fork.md).
-    let flags = if mistake(Mistake::SaRestart) {
-        // The mistake: SA_RESTART. The kernel restarts the interrupted accept itself, the
-        // loop never sees STOP, and Ctrl-C takes effect only when the next client arrives.
-        SaFlags::SA_RESTART
-    } else {
+    // `--mistake sa-restart` sets SA_RESTART: the kernel then restarts the interrupted accept
+    // itself, the loop never sees STOP, and Ctrl-C works only when the next client arrives.
+    // [no-restart]
+    let flags = if !mistake(Mistake::SaRestart) {
         SaFlags::empty()
+    } else {
+        SaFlags::SA_RESTART
     };
+    // [/no-restart]
     let stop = SigAction::new(SigHandler::Handler(request_stop), flags, SigSet::empty());
     for signal in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(signal, &stop) }.or_die("sigaction");
     }
-    if mistake(Mistake::NoReap) {
-        // The mistake: no SIGCHLD handler, and no waitpid anywhere. A child that exits keeps
-        // its entry in the process table (a zombie, with its exit status) until we exit.
-    } else {
-        // sigaction(2) for SIGCHLD, sent when a child exits (SA_NOCLDSTOP: not when stopped).
+    // sigaction(2) for SIGCHLD, sent when a child exits (SA_NOCLDSTOP: not when stopped).
+    // `--mistake no-reap` leaves it out, and with it every waitpid: a child that exits keeps
+    // its entry in the process table (a zombie, with its exit status) until we exit.
+    // [sigchld]
+    if !mistake(Mistake::NoReap) {
         let reap = SigAction::new(
             SigHandler::Handler(reap_children),
             SaFlags::SA_NOCLDSTOP,
@@ -106,10 +108,11 @@ fn main() {
         // is one atomic load).
         unsafe { sigaction(Signal::SIGCHLD, &reap) }.or_die("sigaction");
     }
-    let what = if mistake(Mistake::NoReap) {
-        "no reaping: finished children stay zombies"
-    } else {
+    // [/sigchld]
+    let what = if !mistake(Mistake::NoReap) {
         "one child per client, reaped on SIGCHLD"
+    } else {
+        "no reaping: finished children stay zombies"
     };
     let watch = format!(
         "{what}; see them with: ps -o pid,stat,cmd --ppid {}",
@@ -119,7 +122,6 @@ fn main() {
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&watch]);
 
     let mut served = 0usize;
-    let mut kept = Vec::new(); // only with --mistake parent-keeps-conn
     let mut pause = AcceptPause::new(BLOCKING_RETRY);
     while !STOP.load(Ordering::Relaxed) {
         // accept(2): the next client, or EINTR when a handler ran: check STOP, accept again.
@@ -142,16 +144,19 @@ fn main() {
             Ok(ForkResult::Parent { .. }) => served += 1,
             Err(errno) => report("fork", errno), // EAGAIN: this client is closed unanswered
         }
-        if mistake(Mistake::ParentKeepsConn) {
-            // The mistake: no close(2) of the parent's copy. In C it just stays open; in
-            // Rust dropping the OwnedFd would close it, so a Vec keeps it alive. The child's
-            // close is then not the last: no FIN, and a client that ends first (EOF) waits
-            // forever for ours; and the parent leaks one fd per client.
-            kept.push(conn);
-        } else if let Err(errno) = close(conn) {
-            // close(2) the parent's copy: the client sees EOF only once both are closed.
-            report("close", errno);
+        // close(2) the parent's copy: the client sees EOF only once both are closed.
+        // `--mistake parent-keeps-conn` forgets it instead (a drop would close it), as C code
+        // that leaves out the close: the child's close is then not the last, no FIN goes out,
+        // a client that ends first waits forever for ours, and the parent leaks an fd each.
+        // [parent-close]
+        if !mistake(Mistake::ParentKeepsConn) {
+            if let Err(errno) = close(conn) {
+                report("close", errno);
+            }
+        } else {
+            std::mem::forget(conn);
         }
+        // [/parent-close]
     }
 
     let reaped = REAPED.load(Ordering::Relaxed);
@@ -172,15 +177,18 @@ fn child(listener: OwnedFd, conn: OwnedFd, peer: &str) -> ! {
             report("sigaction", errno);
         }
     }
-    if mistake(Mistake::ChildKeepsListener) {
-        // The mistake: no close(2) of the child's copy of the listener (forget: in Rust a
-        // drop would close it). The port stays open as long as this child lives: once the
-        // server has stopped, new clients are queued in the backlog and never answered.
+    // close(2) the listener: kept, it would outlive a stopped server with this child.
+    // `--mistake child-keeps-listener` forgets it instead: the port then stays open as long
+    // as this child lives, and once the server has stopped, new clients wait unanswered.
+    // [child-close]
+    if !mistake(Mistake::ChildKeepsListener) {
+        if let Err(errno) = close(listener) {
+            report("close", errno);
+        }
+    } else {
         std::mem::forget(listener);
-    } else if let Err(errno) = close(listener) {
-        // close(2) the listener: kept, it would outlive a stopped server with this child.
-        report("close", errno);
     }
+    // [/child-close]
     say!("client connected: {peer} (child pid {})", getpid());
 
     // The conversation: read(2) and write(2) per line, lesson 03's loop.
@@ -205,17 +213,10 @@ extern "C" fn request_stop(_signal: libc::c_int) {
 /// SIGCHLD handler: reaps every child that has exited, since SIGCHLDs do not queue.
 extern "C" fn reap_children(_signal: libc::c_int) {
     let saved = Errno::last_raw(); // waitpid sets errno: give the interrupted code its own back
-    if mistake(Mistake::ReapOnce) {
-        // The mistake (Stevens' tcpserv03): one waitpid per SIGCHLD. But signals do not
-        // queue: children that exit together raise one SIGCHLD, and the rest stay zombies.
-        if let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
-            waitpid(None, Some(WaitPidFlag::WNOHANG))
-        {
-            REAPED.fetch_add(1, Ordering::Relaxed);
-        }
-        Errno::set_raw(saved);
-        return;
-    }
+                                   // `--mistake reap-once` (Stevens' tcpserv03) stops after one waitpid per SIGCHLD. But
+                                   // signals do not queue: children that exit together raise one SIGCHLD, and the rest stay
+                                   // zombies.
+                                   // [reap-loop]
     loop {
         // waitpid(-1, WNOHANG): one exited child, or at once StillAlive / ECHILD.
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -226,6 +227,10 @@ extern "C" fn reap_children(_signal: libc::c_int) {
             Err(Errno::EINTR) => continue,
             Err(_) => break, // ECHILD: no children left
         }
+        if mistake(Mistake::ReapOnce) {
+            break;
+        }
     }
+    // [/reap-loop]
     Errno::set_raw(saved);
 }

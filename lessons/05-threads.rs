@@ -5,7 +5,7 @@
 //! Run `make lesson-05` and several `nc 127.0.0.1 23333` at once: all are answered.
 //! `ps -T -p PID` lists a thread `client-N` per client. `make trace-05` shows, per client,
 //! accept, clone3 (a thread: it shares memory, fds and signal handlers) and that thread's
-//! reads and writes; no fork, and no close of the listener: there is one fd table.
+//! reads and writes; no new process, and no close of the listener: there is one fd table.
 //!
 //! Classic failure: shared state. Two threads that each do `SERVED += 1` on a plain integer
 //! can lose an update: `--mistake racy-counter`; `unbounded` drops the limit.
@@ -109,13 +109,11 @@ fn main() {
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
 
         let active = ACTIVE.load(Ordering::SeqCst);
-        let full = if mistake(Mistake::Unbounded) {
-            // The mistake: no limit. Every client gets a thread (its stack, its fd), however
-            // many come, until memory, the thread limit or the fd limit runs out for all.
-            false
-        } else {
-            active >= max_clients
-        };
+        // At most max_clients threads. `--mistake unbounded` has no limit: every client gets a
+        // thread (its stack, its fd) until memory, threads or fds run out for all.
+        // [limit]
+        let full = !mistake(Mistake::Unbounded) && active >= max_clients;
+        // [/limit]
         if full {
             // write(2) the refusal (one call: 19 bytes fit an empty send buffer), close(2).
             if let Err(errno) = write(&conn, FULL) {
@@ -143,20 +141,15 @@ fn main() {
                     report("close", errno);
                 }
                 ACTIVE.fetch_sub(1, Ordering::SeqCst);
-                let served = if mistake(Mistake::RacyCounter) {
-                    // The mistake: `SERVED += 1` as a load, then a store. Another thread can
-                    // store between the two, and one update is lost. On a plain static that
-                    // is a data race, undefined behaviour that Rust refuses without unsafe; two
-                    // atomic calls make the same lost update, safely. The yield stands for
-                    // the scheduler switching threads there, which it may do at any time.
-                    let served = SERVED.load(Ordering::SeqCst) + 1;
-                    thread::yield_now();
-                    SERVED.store(served, Ordering::SeqCst);
-                    served
-                } else {
-                    // One indivisible read-modify-write: no update is lost.
+                // One indivisible read-modify-write: no update is lost. `--mistake
+                // racy-counter` does `SERVED += 1` as a load, then a store (racy_add).
+                // [count]
+                let served = if !mistake(Mistake::RacyCounter) {
                     SERVED.fetch_add(1, Ordering::SeqCst) + 1
+                } else {
+                    racy_add()
                 };
+                // [/count]
                 say!("client disconnected: {peer} ({ending}) · {served} served so far");
             });
         // EAGAIN: out of threads or memory. The unrun closure was dropped, closing conn.
@@ -166,4 +159,15 @@ fn main() {
             report("pthread_create", errno);
         }
     }
+}
+
+/// `--mistake racy-counter`: `SERVED += 1` as a load, then a store. Another thread can store
+/// between the two, and one update is lost. On a plain static that is a data race, undefined
+/// behaviour that Rust refuses without unsafe; two atomic calls make the same lost update,
+/// safely. The yield stands for the scheduler switching threads there, as it may at any time.
+fn racy_add() -> usize {
+    let served = SERVED.load(Ordering::SeqCst) + 1;
+    thread::yield_now();
+    SERVED.store(served, Ordering::SeqCst);
+    served
 }

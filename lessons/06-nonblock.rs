@@ -18,12 +18,12 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{
-    accept, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag,
-    SockType, SockaddrStorage,
+    accept, bind, getpeername, getsockname, listen, setsockopt, shutdown, socket, sockopt, Backlog,
+    Shutdown, SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, read, write};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::clients::{shut_down_when_done, Client, Clients};
+use sockets_by_hand::clients::{Client, Clients};
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{report, OrDie};
@@ -115,8 +115,10 @@ fn main() {
 
 /// fcntl(F_GETFL), then fcntl(F_SETFL) with O_NONBLOCK added.
 fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    // [nonblock]
     let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    // [/nonblock]
     Ok(())
 }
 
@@ -162,8 +164,10 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
             }
             // EAGAIN only means "nothing yet". The mistake lets it fall through to the
             // error arm: the client is dropped for not having typed fast enough.
+            // [eagain]
             Err(Errno::EAGAIN | Errno::EINTR) if !mistake(NoEagain) => {}
             Err(errno) => return Some(Ending::Failed("read", errno)),
+            // [/eagain]
         }
     }
     if (readable || writable) && client.conn.wants_write() {
@@ -174,10 +178,19 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
             Err(errno) => return Some(Ending::Failed("write", errno)),
         }
     }
-    // Replies out after q (or a line too long): shutdown(SHUT_WR), then drain until the
-    // client closes; the lingering close (src/clients.rs says why).
-    if let Err(ending) = shut_down_when_done(&client.fd, &client.peer, &mut client.conn) {
-        return Some(ending);
+    // shutdown(2) SHUT_WR once the replies after q (or a line too long) are out: the FIN
+    // follows them, and from then on input is read and dropped until the client closes
+    // (the lingering close: a close with unread input would reset, losing the replies).
+    if client.conn.wants_shutdown() {
+        if let Err(errno) = shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
+            return Some(Ending::Failed("shutdown", errno));
+        }
+        client.conn.shut_down();
+        say!(
+            "client disconnected: {} ({})",
+            client.peer,
+            client.conn.ending()
+        );
     }
     client.conn.finished().then(|| client.conn.ending())
 }

@@ -18,13 +18,13 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::select::{select, FdSet, FD_SETSIZE};
 use nix::sys::socket::{
-    accept4, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog,
-    SockFlag, SockType, SockaddrStorage,
+    accept4, bind, getpeername, getsockname, listen, setsockopt, shutdown, socket, sockopt,
+    Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
 };
 use nix::sys::time::{TimeVal, TimeValLike};
 use nix::unistd::{close, read, write};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::clients::{shut_down_when_done, Client, Clients};
+use sockets_by_hand::clients::{Client, Clients};
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
@@ -171,7 +171,9 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients) -> u64 {
         // panic), so write(2) the refusal, close(2), and never let it near a set. The
         // mistake skips the check: C's FD_SET would then write past the set, corrupting
         // memory; nix panics instead, and the server dies (the one mistake meant to die).
+        // [fd-setsize]
         if fd.as_raw_fd() >= FD_SETSIZE as RawFd && !mistake(Mistake::NoFdsetsizeCheck) {
+        // [/fd-setsize]
             if let Err(errno) = write(&fd, FULL) {
                 report("write", errno);
             }
@@ -209,10 +211,19 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
             Err(errno) => return Some(Ending::Failed("write", errno)),
         }
     }
-    // Replies out after q (or a line too long): shutdown(SHUT_WR), then drain until the
-    // client closes; the lingering close (src/clients.rs says why).
-    if let Err(ending) = shut_down_when_done(&client.fd, &client.peer, &mut client.conn) {
-        return Some(ending);
+    // shutdown(2) SHUT_WR once the replies after q (or a line too long) are out: the FIN
+    // follows them, and from then on input is read and dropped until the client closes
+    // (the lingering close: a close with unread input would reset, losing the replies).
+    if client.conn.wants_shutdown() {
+        if let Err(errno) = shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
+            return Some(Ending::Failed("shutdown", errno));
+        }
+        client.conn.shut_down();
+        say!(
+            "client disconnected: {} ({})",
+            client.peer,
+            client.conn.ending()
+        );
     }
     client.conn.finished().then(|| client.conn.ending())
 }

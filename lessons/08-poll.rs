@@ -18,12 +18,12 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    accept4, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog,
-    SockFlag, SockType, SockaddrStorage,
+    accept4, bind, getpeername, getsockname, listen, setsockopt, shutdown, socket, sockopt,
+    Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, read, write};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::clients::{shut_down_when_done, Client, Clients};
+use sockets_by_hand::clients::{Client, Clients};
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
@@ -136,6 +136,7 @@ fn main() {
                 Some(ending) => {
                     // The entry goes before its fd closes; swap_remove moves the last entry
                     // into slot i, so i stays: stepping past it would skip it this round.
+                    // [swap-remove]
                     pollfds.swap_remove(i);
                     drop_client(&mut clients, fd, ending);
                     // The mistake steps on anyway, as a `for` loop would: the moved
@@ -143,6 +144,7 @@ fn main() {
                     if mistake(Mistake::SkipAfterRemove) {
                         i += 1;
                     }
+                    // [/swap-remove]
                 }
             }
         }
@@ -188,11 +190,16 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients, pollfds: &mut Vec<P
         let conn = EchoConn::new();
         let events = interest(&conn);
         let fd = clients.insert(fd, peer, conn);
-        // SAFETY: the entry names an fd the table owns; the scan in main removes the
-        // entry before drop_client closes the fd.
-        pollfds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, events));
+        pollfds.push(watch(fd, events));
         accepted += 1;
     }
+}
+
+/// A pollfd entry for `fd`, kept across rounds while the table owns the socket.
+fn watch(fd: RawFd, events: PollFlags) -> PollFd<'static> {
+    // SAFETY: the entry names an fd the table owns; the scan in main removes the entry
+    // before drop_client closes the fd.
+    PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, events)
 }
 
 /// One client's turn: a read if it is readable, then a write of what is pending.
@@ -217,10 +224,19 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
             Err(errno) => return Some(Ending::Failed("write", errno)),
         }
     }
-    // Replies out after q (or a line too long): shutdown(SHUT_WR), then drain until the
-    // client closes; the lingering close (src/clients.rs says why).
-    if let Err(ending) = shut_down_when_done(&client.fd, &client.peer, &mut client.conn) {
-        return Some(ending);
+    // shutdown(2) SHUT_WR once the replies after q (or a line too long) are out: the FIN
+    // follows them, and from then on input is read and dropped until the client closes
+    // (the lingering close: a close with unread input would reset, losing the replies).
+    if client.conn.wants_shutdown() {
+        if let Err(errno) = shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
+            return Some(Ending::Failed("shutdown", errno));
+        }
+        client.conn.shut_down();
+        say!(
+            "client disconnected: {} ({})",
+            client.peer,
+            client.conn.ending()
+        );
     }
     client.conn.finished().then(|| client.conn.ending())
 }

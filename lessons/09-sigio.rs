@@ -20,13 +20,12 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{
-    accept4, bind, getpeername, getsockname, listen, setsockopt, socket, sockopt, Backlog,
-    SockFlag, SockType, SockaddrStorage,
+    accept4, bind, getpeername, getsockname, listen, setsockopt, shutdown, socket, sockopt,
+    Backlog, Shutdown, SockFlag, SockType, SockaddrStorage,
 };
 use nix::unistd::{close, read, write};
 use sockets_by_hand::accept::{AcceptFailure, AcceptPause, RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::clients::shut_down_when_done;
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report, OrDie};
@@ -184,20 +183,22 @@ impl Server {
                 // SAFETY: the kernel filled in a SIGPOLL-style siginfo for F_SETSIG signals.
                 let fd = unsafe { (*info.as_ptr().cast::<SigPollInfo>()).si_fd };
                 self.ready(fd);
-            } else if mistake(Mistake::NoRescan) {
-                // The mistake: SIGIO taken for one more event with nothing to do. The
-                // clients whose signals did not fit in the queue are never served.
-                say!("signal queue overflowed (SIGIO): ignored");
-            } else {
+            } else if !mistake(Mistake::NoRescan) {
                 // Plain SIGIO: the real-time queue was full and events were lost. Which
                 // fds? The signal does not say: look at all of them.
                 let open = self.clients.iter().flatten().count();
                 say!("signal queue overflowed (SIGIO): rescanning the listener and {open} clients");
+                // [rescan]
                 self.ready(self.stop.as_raw_fd());
                 self.accept_clients();
                 for fd in 0..self.clients.len() {
                     self.serve(fd as RawFd);
                 }
+                // [/rescan]
+            } else {
+                // `--mistake no-rescan`: SIGIO taken for one more event with nothing to do.
+                // The clients whose signals did not fit in the queue are never served.
+                say!("signal queue overflowed (SIGIO): ignored");
             }
             // Accept was paused and a client left, or the retry is due: the clients waiting
             // in the backlog raised their signals long ago, so try the listener now.
@@ -317,10 +318,19 @@ fn drain(client: &mut Client, buf: &mut [u8]) -> Option<Ending> {
                 Err(errno) => return Some(Ending::Failed("write", errno)),
             }
         }
-        // Replies out after q (or a line too long): shutdown(SHUT_WR), then drain until the
-        // client closes; the lingering close (src/clients.rs says why).
-        if let Err(ending) = shut_down_when_done(&client.fd, &client.peer, &mut client.conn) {
-            return Some(ending);
+        // shutdown(2) SHUT_WR once the replies after q (or a line too long) are out: the FIN
+        // follows them, and from then on input is read and dropped until the client closes
+        // (the lingering close: a close with unread input would reset, losing the replies).
+        if client.conn.wants_shutdown() {
+            if let Err(errno) = shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
+                return Some(Ending::Failed("shutdown", errno));
+            }
+            client.conn.shut_down();
+            say!(
+                "client disconnected: {} ({})",
+                client.peer,
+                client.conn.ending()
+            );
         }
         if client.conn.finished() {
             return Some(client.conn.ending());

@@ -1,5 +1,5 @@
-//! One echo connection's state in a single-threaded server (lessons 06–09 and 11; lesson
-//! 10's handler keeps its own, and takes only [`HIGH_WATER`] and [`READ_CHUNK`] from here):
+//! One echo connection's state in a single-threaded server (the event loops from lesson 06
+//! on; lesson 10's handler keeps its own state, and takes only the constants from here):
 //! the protocol state, the replies not yet written, and the backpressure rule. Sans-IO like
 //! [`protocols::echo`]: the lesson does the `read`/`write` (or the io_uring submissions) and
 //! tells this value what happened.

@@ -2,9 +2,9 @@
 //!
 //! Nothing here makes a lesson's defining calls for it: every `socket`, `bind`, `listen`,
 //! `accept`, `connect`, `read`, `write`, `close` (and `poll`, `fork`, `epoll_wait`, …) a
-//! lesson teaches is written out in that lesson's own files under `lessons/`. The one shared
-//! loop is a lesson's too: lesson 03's read/write loop, `lessons/03-interactive/serve.rs`,
-//! which lessons 04 and 05 mount with `#[path]`.
+//! lesson teaches is written out in that lesson's own files under `lessons/`. The loops that
+//! lessons share are lessons' files too, mounted with `#[path]`: lesson 03's read/write loop
+//! (`lessons/03-interactive/serve.rs`) in 04 and 05, lesson 12's relay in 13 and 14.
 //!
 //! This crate holds the rest: the command line, the banner and each lesson's title and
 //! `--help` from its header ([`cli`]); TLPI-style error reporting ([`errors`]); address

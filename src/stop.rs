@@ -1,4 +1,4 @@
-//! Ctrl-C for the single-threaded loops (lessons 06–12): the self-pipe trick.
+//! Ctrl-C for the single-threaded loops (every lesson from 06 on): the self-pipe trick.
 //!
 //! A signal handler may do almost nothing safely (no allocation, no lock, no `println!`), and
 //! a loop asleep in select/poll/epoll_wait must still learn that the signal came. The
@@ -7,8 +7,9 @@
 //! (an async-signal-safe, non-blocking `write` that saves and restores errno). The loop then
 //! stops accepting, closes its clients (each sees EOF), prints one summary line and exits 0.
 //!
-//! Lesson 04 does not use this: it needs its SIGCHLD handler installed without SA_RESTART
-//! (so a blocked `accept` returns EINTR), which is why it calls sigaction itself.
+//! Lesson 04 does not use this: it needs its SIGINT and SIGTERM handlers installed without
+//! SA_RESTART (so the `accept` it sleeps in returns EINTR and it sees the stop at once), and
+//! signal-hook installs its handlers with SA_RESTART, which is why it calls sigaction itself.
 
 use std::os::fd::OwnedFd;
 

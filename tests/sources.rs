@@ -444,14 +444,12 @@ fn every_header_is_short_and_links_its_doc() {
 
 #[test]
 fn lesson_files_read_in_one_sitting() {
-    // A few hundred lines per file at most: a 15-minute read. The longest is lesson 12's
-    // relay.rs (about 600), which keeps the poll loop and a connection's whole life, in
-    // order, in one file on purpose; every other lesson file is under 450.
+    // A few hundred lines per file at most: a 15-minute read.
     for (number, _) in DEFINING {
         for file in sources(number) {
             let lines = fs::read_to_string(&file).unwrap().lines().count();
             assert!(
-                lines <= 620,
+                lines <= 500,
                 "lesson {number}: {} has {lines} lines; split it by the stages of a connection's life",
                 Path::new(&file).display()
             );

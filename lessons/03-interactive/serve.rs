@@ -46,35 +46,29 @@ pub fn serve_echo(conn: impl AsFd) -> Ending {
             Err(errno) => return Ending::Failed("read", errno),
         };
         replies.clear();
-        let status = if mistake(Mistake::OneReadOneLine) {
-            // The mistake: what one read returned, taken as one whole line. TCP is a byte
-            // stream: a line typed in pieces takes several reads, lines sent together one.
-            let line = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line == b"q" {
-                Status::Quit
-            } else {
-                echo::reverse_into(line, &mut replies);
-                replies.push(b'\n');
-                Status::Open
-            }
-        } else {
-            // The protocol keeps an unfinished line between reads and answers each whole one.
+        // The protocol keeps an unfinished line between reads and answers each whole one.
+        // [feed]
+        let status = if !mistake(Mistake::OneReadOneLine) {
             session.feed(&buf[..n], &mut replies)
+        } else {
+            one_read_one_line(&buf[..n], &mut replies) // the mistake, at the end of this file
         };
+        // [/feed]
         // write(2) the replies before reading more: a client that does not read blocks us
         // here, and that is the backpressure of a blocking server.
         if let Err(errno) = write_all(&conn, &replies) {
             return Ending::Failed("write", errno);
         }
         if let Some(ending) = Ending::from_status(status) {
-            if mistake(Mistake::PlainClose) {
-                // The mistake: straight to the caller's close(2), input still unread. The
-                // kernel answers unread input with a reset, which throws away the replies
-                // still on their way: the client never sees the last of them.
-                return ending;
+            // The lingering close; `--mistake plain-close` goes straight to the caller's
+            // close(2) with input unread: the kernel answers it with a reset, which throws
+            // away the replies still on their way.
+            // [linger]
+            if !mistake(Mistake::PlainClose) {
+                return linger(&conn).unwrap_or(ending);
             }
-            return linger(&conn).unwrap_or(ending);
+            // [/linger]
+            return ending;
         }
     }
 }
@@ -120,4 +114,17 @@ fn linger(conn: impl AsFd) -> Option<Ending> {
         }
     }
     None
+}
+
+/// `--mistake one-read-one-line`: what one read returned, taken as one whole line. TCP is a
+/// byte stream: a line typed in pieces takes several reads, lines sent together one.
+fn one_read_one_line(bytes: &[u8], replies: &mut Vec<u8>) -> Status {
+    let line = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line == b"q" {
+        return Status::Quit;
+    }
+    echo::reverse_into(line, replies);
+    replies.push(b'\n');
+    Status::Open
 }

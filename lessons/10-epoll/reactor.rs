@@ -81,6 +81,7 @@ impl Connection {
     /// (not closing, and under the backpressure mark: a client that does not read its
     /// replies is not read from either), EPOLLOUT only while output is pending.
     fn interest(&self) -> EpollFlags {
+        // [interest]
         let mut events = EpollFlags::empty();
         let lingering = matches!(self.closing, Closing::Lingering(..));
         if lingering || self.closing == Closing::No && self.out.len() < HIGH_WATER {
@@ -96,6 +97,7 @@ impl Connection {
         if mistake(Mistake::EdgeTriggered) {
             events |= EpollFlags::EPOLLET;
         }
+        // [/interest]
         events
     }
 }

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::poll::{PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{SockFlag, SockaddrLike, SockaddrStorage};
 use nix::unistd::close;
 use protocols::socks5::{Handshake, Target};
@@ -20,6 +20,15 @@ use crate::flow::Flow;
 
 /// poll's "the peer sent FIN" (nix 0.32 has no name for it).
 pub const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(libc::POLLRDHUP);
+
+/// What poll reported on `fd`. nix's `revents()` is None when a bit it has no name for is
+/// set, and the one such bit the loop asks for is POLLRDHUP, which it asks for only while a
+/// client waits for its name (State::Resolving). There POLLRDHUP alone decides (the client
+/// left), whatever came with it, so None reads as POLLRDHUP. The kernel reports only the bits
+/// asked for plus POLLERR, POLLHUP and POLLNVAL, all of which nix names.
+pub fn seen(fd: &PollFd) -> PollFlags {
+    fd.revents().unwrap_or(POLLRDHUP)
+}
 
 /// Where a connection is in its life (the names appear in the log lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

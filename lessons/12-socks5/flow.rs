@@ -23,8 +23,8 @@ const POOL_SPARE: usize = 4;
 const SPARE_IDLE: Duration = Duration::from_secs(1);
 /// How many free buffers that only ever held a short message (a handshake, a small
 /// exchange) the pool keeps: each has one resident page, and reusing it saves the mmap,
-/// page fault and munmap of a new 1 MiB buffer per connection (~5 % of the CPU a short
-/// connection costs; see docs/lessons/12-socks5.md).
+/// page fault and munmap of a new 1 MiB buffer per connection (docs/lessons/12-socks5.md,
+/// "Bounded memory").
 const LIGHT_SPARE: usize = 64;
 /// A buffer whose bytes never went past this offset has touched one page.
 const LIGHT: usize = 4000;

@@ -171,9 +171,8 @@ pub fn pump(
             // write(2) what is in user space (a reply, early payload): it goes out first.
             progress |= copy::write_pending(dst, &mut flow.copy, pool, &mut writable)?;
         }
-        if let (true, false, true, Some(pipe)) =
-            (readable, flow.eof, flow.has_room(), flow.pipe.as_ref())
-        {
+        let to_pipe = readable && !flow.eof && flow.has_room();
+        if let Some(pipe) = flow.pipe.as_ref().filter(|_| to_pipe) {
             let room = pipe.size - flow.in_pipe;
             // splice(2) source socket → pipe: the kernel hands the socket's pages to the pipe.
             match splice(src, None, &pipe.write, None, room, FLAGS) {
@@ -222,6 +221,7 @@ pub fn pump(
 /// other direction keeps flowing. A reset (arm_reset) loses what the pipes hold: a reset
 /// means "forget this stream", so that is right.
 pub fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
+    // [half-close]
     if crate::mistake(CloseWithBytesInPipe) && flow.eof && !flow.shut {
         // The mistake: "EOF, so this direction is done": close the pipe and send FIN at
         // once. The bytes still in the pipe never reach the destination: the tail is lost.
@@ -230,5 +230,6 @@ pub fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
     if flow.in_pipe == 0 {
         copy::half_close(&mut flow.copy, dst)?;
     }
+    // [/half-close]
     Ok(())
 }

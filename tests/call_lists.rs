@@ -1,0 +1,330 @@
+//! The call lists the docs give agree with the calls each lesson really makes.
+//!
+//! Each lesson runs under strace with the filter `make trace-NN` uses (read from the Makefile),
+//! one client says `abc` and `q`, and the calls from the first `socket` on are collected.
+//! Then, for the lesson's header (the paragraph naming `make trace-NN`), its README row (the
+//! "what to watch" column) and its docs page (the "What the trace shows" section):
+//! - the header and the README name no call the lesson does not make (no phantom calls);
+//! - a chain from `socket` on (`socket → bind → …`) claims the whole life, so it names every
+//!   call the trace shows;
+//! - the docs page's trace section explains every call the trace shows (from lesson 03 on,
+//!   but for the set-up every server repeats, which lessons 01 and 02 explain).
+//!
+//! A call is "named" when its name stands as a word (`accept`, `epoll_ctl`), or one of the
+//! usual names for it (`fork` for glibc's `clone`, `select` for `pselect6`, `exit` for
+//! `exit_group`, `sigaction` for `rt_sigaction`, `waitpid` for `wait4`).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+
+use common::{Traced, DEADLINE};
+
+/// The system calls the docs may name: a word in this list is a call, any other is prose.
+const SYSCALLS: &[&str] = &[
+    "socket",
+    "setsockopt",
+    "getsockopt",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "connect",
+    "read",
+    "write",
+    "close",
+    "shutdown",
+    "getsockname",
+    "getpeername",
+    "poll",
+    "ppoll",
+    "pselect6",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "fcntl",
+    "clone",
+    "clone3",
+    "vfork",
+    "wait4",
+    "kill",
+    "rt_sigaction",
+    "rt_sigtimedwait",
+    "signalfd4",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "pipe2",
+    "splice",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "exit_group",
+];
+
+/// The set-up and exit every server repeats, explained on lessons 01 and 02's pages: the later
+/// pages need not explain them again.
+const SET_UP: &[&str] = &[
+    "socket",
+    "setsockopt",
+    "bind",
+    "listen",
+    "getsockname",
+    "getpeername",
+    "exit_group",
+];
+
+/// Other names for a call, as the docs use them.
+const ALIASES: &[(&str, &str)] = &[
+    ("fork", "clone"),
+    ("select", "pselect6"),
+    ("exit", "exit_group"),
+    ("sigaction", "rt_sigaction"),
+    ("waitpid", "wait4"),
+    ("sigtimedwait", "rt_sigtimedwait"),
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The calls `text` names, as words (case matters: "Read relay.rs" is prose).
+fn named(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter_map(|word| {
+            let call = ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == word)
+                .map_or(word, |(_, call)| call);
+            SYSCALLS.contains(&call).then(|| call.to_string())
+        })
+        .collect()
+}
+
+/// The Makefile's strace filter for lesson `nn`, its `$(TRACE_..)` references expanded.
+fn make_filter(nn: &str) -> String {
+    let makefile = fs::read_to_string(root().join("Makefile")).unwrap();
+    let vars: BTreeMap<&str, &str> = makefile
+        .lines()
+        .filter_map(|l| l.split_once(" := "))
+        .filter(|(name, _)| name.starts_with("TRACE_"))
+        .map(|(name, value)| (name.trim(), value.trim()))
+        .collect();
+    fn expand(value: &str, vars: &BTreeMap<&str, &str>) -> String {
+        let mut out = String::new();
+        let mut rest = value;
+        while let Some(at) = rest.find("$(") {
+            out.push_str(&rest[..at]);
+            let end = rest[at..].find(')').unwrap() + at;
+            out.push_str(&expand(vars[&rest[at + 2..end]], vars));
+            rest = &rest[end + 1..];
+        }
+        out + rest
+    }
+    let name = format!("TRACE_{nn}");
+    let value = vars.get(name.as_str()).unwrap_or(&vars["TRACE_DEFAULT"]);
+    expand(value, &vars)
+}
+
+/// The lesson's main file: lessons/NN-topic.rs or lessons/NN-topic/main.rs.
+fn main_file(nn: &str) -> PathBuf {
+    let dir = root().join("lessons");
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{nn}-")) {
+            return if path.is_dir() {
+                path.join("main.rs")
+            } else {
+                path
+            };
+        }
+    }
+    panic!("no lesson {nn}")
+}
+
+fn docs_page(nn: &str) -> String {
+    let dir = root().join("docs/lessons");
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&format!("{nn}-"))
+        {
+            return fs::read_to_string(path).unwrap();
+        }
+    }
+    panic!("no docs page for lesson {nn}")
+}
+
+/// The header's paragraph that names `make trace-NN`.
+fn header_trace_paragraph(nn: &str) -> String {
+    let text = fs::read_to_string(main_file(nn)).unwrap();
+    let header: Vec<&str> = text
+        .lines()
+        .take_while(|l| l.starts_with("//!"))
+        .map(|l| l.trim_start_matches("//!").trim())
+        .collect();
+    let paragraphs = header.split(|l| l.is_empty()).map(|p| p.join(" "));
+    let mark = format!("make trace-{nn}");
+    paragraphs
+        .filter(|p| p.contains(&mark))
+        .map(|p| p[p.find(&mark).unwrap() + mark.len()..].to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The README row's "what to watch in `make trace-NN`" cell.
+fn readme_watch_cell(nn: &str) -> String {
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with(&format!("| {nn} |")))
+        .unwrap_or_else(|| panic!("README has no row for lesson {nn}"));
+    let cells: Vec<String> = row
+        .replace("\\|", "¦")
+        .split('|')
+        .map(str::to_string)
+        .collect();
+    cells[4].clone()
+}
+
+/// The docs page's "What the trace shows" (or "What strace shows") section.
+fn docs_trace_section(nn: &str) -> String {
+    let page = docs_page(nn);
+    let start = page
+        .find("\n## What the trace shows")
+        .or_else(|| page.find("\n## What strace shows"))
+        .unwrap_or_else(|| panic!("docs page of lesson {nn} has no \"What the trace shows\""));
+    let rest = &page[start + 4..];
+    rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+}
+
+/// One client's whole conversation with an echo lesson: welcome, `abc`, `q`, EOF.
+fn echo_client(addr: std::net::SocketAddr) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut lines = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "Welcome buddy!\n");
+    conn.write_all(b"abc\nq\n").unwrap();
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "cba\n");
+    let mut rest = Vec::new();
+    lines.read_to_end(&mut rest).unwrap();
+}
+
+/// One client of lessons 01–02: the greeting, then EOF.
+fn hello_client(addr: std::net::SocketAddr) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("Hello there! "), "{text}");
+}
+
+/// The calls lesson `nn` makes for one client, as `make trace-NN` filters them.
+fn traced_calls(nn: &str, exe: &str) -> BTreeSet<String> {
+    let traced = Traced::start_tracing(exe, &[], &make_filter(nn));
+    let addr = traced.server.addr;
+    if matches!(nn, "01" | "02") {
+        hello_client(addr);
+    } else {
+        echo_client(addr);
+    }
+    traced
+        .server
+        .log
+        .wait_line("the disconnect", |l| l.contains("client disconnected"));
+    let trace = if nn == "01" {
+        traced.finish()
+    } else {
+        traced.stop(libc::SIGTERM)
+    };
+    // A debug build's OwnedFd checks with fcntl(F_GETFD) that an fd is open before closing
+    // it; `make trace-NN` runs the release build, which does not.
+    trace
+        .lines()
+        .into_iter()
+        .filter(|line| !line.contains(", F_GETFD)"))
+        .filter_map(common::syscall_of)
+        .collect()
+}
+
+fn check(nn: &str, exe: &str) {
+    let made = traced_calls(nn, exe);
+    let mut wrong = Vec::new();
+    for (place, text) in [
+        ("its header", header_trace_paragraph(nn)),
+        ("its README row", readme_watch_cell(nn)),
+    ] {
+        let phantom: Vec<_> = named(&text).difference(&made).cloned().collect();
+        if !phantom.is_empty() {
+            wrong.push(format!(
+                "{place} names {phantom:?}, which the lesson never calls"
+            ));
+        }
+        let missing: Vec<_> = made.difference(&named(&text)).cloned().collect();
+        if text.contains("socket →") && !missing.is_empty() {
+            wrong.push(format!(
+                "{place} lists the whole life as a chain but leaves out {missing:?}"
+            ));
+        }
+    }
+    let section = docs_trace_section(nn);
+    let missing: Vec<_> = made
+        .difference(&named(&section))
+        .filter(|call| nn <= "02" || !SET_UP.contains(&call.as_str()))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        wrong.push(format!(
+            "its docs page's trace section never names {missing:?}"
+        ));
+    }
+    assert!(
+        wrong.is_empty(),
+        "lesson {nn} (the trace shows {made:?}):\n  {}",
+        wrong.join("\n  ")
+    );
+}
+
+macro_rules! call_lists {
+    ($($name:ident: $nn:literal,)*) => {$(
+        #[test]
+        fn $name() {
+            check($nn, env!(concat!("CARGO_BIN_EXE_lesson-", $nn)));
+        }
+    )*};
+}
+
+call_lists! {
+    lesson_01: "01",
+    lesson_02: "02",
+    lesson_03: "03",
+    lesson_04: "04",
+    lesson_05: "05",
+    lesson_06: "06",
+    lesson_07: "07",
+    lesson_08: "08",
+    lesson_09: "09",
+    lesson_10: "10",
+    lesson_11: "11",
+}
+
+#[test]
+fn named_reads_words_and_aliases_only() {
+    let words = named("socket → bind; a fork, a select(…), epoll_ctl(ADD). Read relay.rs; reading");
+    let want = ["bind", "clone", "epoll_ctl", "pselect6", "socket"];
+    assert_eq!(words, want.iter().map(|s| s.to_string()).collect());
+}
