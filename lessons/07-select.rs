@@ -173,7 +173,7 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients) -> u64 {
         // memory; nix panics instead, and the server dies (the one mistake meant to die).
         // [fd-setsize]
         if fd.as_raw_fd() >= FD_SETSIZE as RawFd && !mistake(Mistake::NoFdsetsizeCheck) {
-        // [/fd-setsize]
+            // [/fd-setsize]
             if let Err(errno) = write(&fd, FULL) {
                 report("write", errno);
             }

@@ -49,7 +49,8 @@ const ONE_READ: &str = "a read(2) returns whatever bytes have come, part of a li
 const PLAIN_CLOSE: &str = "after q, shutdown(SHUT_WR) and drain before close(2): a close with \
     unread input sends a reset that throws the last replies away. This is lesson 03's \
     `--mistake plain-close`: `make lesson-03 ARGS='--mistake plain-close'`, then `make provoke-03`";
-const ZOMBIES: &str = "zombies left: this is lesson 04 with `--mistake reap-once` (one waitpid per \
+const ZOMBIES: &str =
+    "zombies left: this is lesson 04 with `--mistake reap-once` (one waitpid per \
     SIGCHLD; signals coalesce) or `--mistake no-reap`: `make lesson-04 ARGS='--mistake reap-once'` \
     and `make provoke-04` show it happening. Loop on waitpid(-1, WNOHANG) in the handler";
 const PARENT_KEEPS: &str = "the client's EOF must end the child's loop and the child's close(2) \
@@ -74,10 +75,26 @@ fn echo_steps() -> Vec<Step> {
 fn steps_03() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
-        Step { name: "unicode and invalid UTF-8", run: |c| echo::utf8(c.addr()), hint: "the protocol reverses; pass it the bytes as they came" },
-        Step { name: "a line too long", run: |c| echo::line_too_long(c.addr()), hint: "write the protocol's error reply, then close" },
-        Step { name: "the lingering close keeps the last replies", run: |c| echo::q_then_junk_keeps_replies(c.addr(), 3), hint: PLAIN_CLOSE },
-        Step { name: "model: one thread, no child, fds back", run: serial_model, hint: "lesson 03 is one blocking loop: no thread, no fork; close(2) every client" },
+        Step {
+            name: "unicode and invalid UTF-8",
+            run: |c| echo::utf8(c.addr()),
+            hint: "the protocol reverses; pass it the bytes as they came",
+        },
+        Step {
+            name: "a line too long",
+            run: |c| echo::line_too_long(c.addr()),
+            hint: "write the protocol's error reply, then close",
+        },
+        Step {
+            name: "the lingering close keeps the last replies",
+            run: |c| echo::q_then_junk_keeps_replies(c.addr(), 3),
+            hint: PLAIN_CLOSE,
+        },
+        Step {
+            name: "model: one thread, no child, fds back",
+            run: serial_model,
+            hint: "lesson 03 is one blocking loop: no thread, no fork; close(2) every client",
+        },
     ]);
     steps
 }
@@ -85,10 +102,26 @@ fn steps_03() -> Vec<Step> {
 fn steps_04() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
-        Step { name: "three clients at once", run: clients_at_once, hint: "fork(2) after accept: the child serves, the parent goes back to accept at once" },
-        Step { name: "model: a process per client", run: process_per_client, hint: "fork(2) per client: the child serves and _exit(2)s; no threads" },
-        Step { name: "a client's EOF ends its child and closes", run: eof_first, hint: PARENT_KEEPS },
-        Step { name: "model: no zombie when ten leave at once", run: no_zombies, hint: ZOMBIES },
+        Step {
+            name: "three clients at once",
+            run: clients_at_once,
+            hint: "fork(2) after accept: the child serves, the parent goes back to accept at once",
+        },
+        Step {
+            name: "model: a process per client",
+            run: process_per_client,
+            hint: "fork(2) per client: the child serves and _exit(2)s; no threads",
+        },
+        Step {
+            name: "a client's EOF ends its child and closes",
+            run: eof_first,
+            hint: PARENT_KEEPS,
+        },
+        Step {
+            name: "model: no zombie when ten leave at once",
+            run: no_zombies,
+            hint: ZOMBIES,
+        },
     ]);
     steps
 }
@@ -139,12 +172,36 @@ fn steps_12() -> Vec<Step> {
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
-        Exercise { nn: "01", title: "hello, one client and done", steps: steps_01() },
-        Exercise { nn: "03", title: "interactive reverse echo, one client at a time", steps: steps_03() },
-        Exercise { nn: "04", title: "reverse echo, a process per client (fork)", steps: steps_04() },
-        Exercise { nn: "08", title: "poll, many clients on one thread", steps: steps_08() },
-        Exercise { nn: "10", title: "epoll, an event loop", steps: steps_10() },
-        Exercise { nn: "12", title: "SOCKS5 on poll: the relay", steps: steps_12() },
+        Exercise {
+            nn: "01",
+            title: "hello, one client and done",
+            steps: steps_01(),
+        },
+        Exercise {
+            nn: "03",
+            title: "interactive reverse echo, one client at a time",
+            steps: steps_03(),
+        },
+        Exercise {
+            nn: "04",
+            title: "reverse echo, a process per client (fork)",
+            steps: steps_04(),
+        },
+        Exercise {
+            nn: "08",
+            title: "poll, many clients on one thread",
+            steps: steps_08(),
+        },
+        Exercise {
+            nn: "10",
+            title: "epoll, an event loop",
+            steps: steps_10(),
+        },
+        Exercise {
+            nn: "12",
+            title: "SOCKS5 on poll: the relay",
+            steps: steps_12(),
+        },
     ]
 }
 
@@ -167,7 +224,11 @@ pub struct Walk {
 pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str)) -> Walk {
     run::become_subreaper();
     let total = ex.steps.len() + 1;
-    let mut w = Walk { passed: 0, total, failed: None };
+    let mut w = Walk {
+        passed: 0,
+        total,
+        failed: None,
+    };
     let fail = |w: &mut Walk, n: usize, name: &str, f: Failure, out: &mut dyn FnMut(&str)| {
         out(&format!("  FAIL  {n:>2}. {name}\n{f}"));
         w.failed = Some((name.to_string(), f));
@@ -175,7 +236,8 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
     let server = match run::start(exe, args, 0) {
         Ok(s) => s,
         Err(f) => {
-            let f = todo_hint(f.hint("the banner comes after socket, bind, listen and getsockname"));
+            let f =
+                todo_hint(f.hint("the banner comes after socket, bind, listen and getsockname"));
             fail(&mut w, 1, BANNER_STEP, f, out);
             run::reap_orphans();
             return w;
@@ -183,7 +245,11 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
     };
     out(&format!("  ok    {:>2}. {BANNER_STEP}", 1));
     w.passed = 1;
-    let mut ctx = Ctx { server, exe: exe.to_path_buf(), args: args.to_vec() };
+    let mut ctx = Ctx {
+        server,
+        exe: exe.to_path_buf(),
+        args: args.to_vec(),
+    };
     for (i, step) in ex.steps.iter().enumerate() {
         let from = ctx.server.log.len();
         let outcome = (step.run)(&mut ctx);
@@ -194,11 +260,13 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
             }
             Err(mut f) => {
                 thread::sleep(Duration::from_millis(50)); // the log's last lines
-                // A todo!() reached or a panic explains any failure; an exit, one where the
-                // server did not answer.
+                                                          // A todo!() reached or a panic explains any failure; an exit, one where the
+                                                          // server did not answer.
                 let exited = ctx.server.child.try_wait().ok().flatten();
                 if let Some(what) = ctx.server.what_happened(from) {
-                    if ctx.server.log.panic_since(0).is_some() || exited.is_some_and(|s| !s.success()) {
+                    if ctx.server.log.panic_since(0).is_some()
+                        || exited.is_some_and(|s| !s.success())
+                    {
                         f.got = what;
                     }
                 }
@@ -249,11 +317,19 @@ fn exits_after_one(c: &mut Ctx) -> Outcome {
             if status.success() {
                 return Ok(());
             }
-            return Err(Failure::new("one client", "exit status 0", format!("{status}")));
+            return Err(Failure::new(
+                "one client",
+                "exit status 0",
+                format!("{status}"),
+            ));
         }
         thread::sleep(Duration::from_millis(10));
     }
-    Err(Failure::new("one client", "the server exits", format!("still running after {} s", wait().as_secs())))
+    Err(Failure::new(
+        "one client",
+        "the server exits",
+        format!("still running after {} s", wait().as_secs()),
+    ))
 }
 
 /// Lesson 01 again on the port the first run used, whose connection is in TIME_WAIT.
@@ -267,7 +343,10 @@ fn restart_binds(c: &mut Ctx) -> Outcome {
         Err(f) => {
             let got = c.server.log.lines().join(" / ");
             let _ = got;
-            Err(Failure { sent: format!("a second run on port {port}, right after the first"), ..f })
+            Err(Failure {
+                sent: format!("a second run on port {port}, right after the first"),
+                ..f
+            })
         }
     }
 }
@@ -341,7 +420,10 @@ fn eof_first(c: &mut Ctx) -> Outcome {
     let mut conn = echo::welcomed(c.addr())?;
     conn.send("abc\n")?;
     conn.finish();
-    let sent = |f| Failure { sent: "\"abc\\n\", then shutdown(SHUT_WR) (EOF)".into(), ..f };
+    let sent = |f| Failure {
+        sent: "\"abc\\n\", then shutdown(SHUT_WR) (EOF)".into(),
+        ..f
+    };
     conn.expect(b"cba\n").map_err(sent)?;
     conn.expect_close().map_err(sent)
 }
@@ -373,7 +455,11 @@ fn no_zombies(c: &mut Ctx) -> Outcome {
             return Err(Failure::new(
                 "ten clients that send q and leave at once",
                 "no child left in state Z (every child reaped by waitpid)",
-                format!("{} zombie(s) (state Z in /proc/PID/stat): {:?}", zombies.len(), zombies),
+                format!(
+                    "{} zombie(s) (state Z in /proc/PID/stat): {:?}",
+                    zombies.len(),
+                    zombies
+                ),
             ));
         }
         thread::sleep(Duration::from_millis(20));
@@ -449,14 +535,21 @@ fn one_thread_in(c: &mut Ctx, calls: &[&str]) -> Outcome {
 
 fn blocking_sockets(pid: u32, sent: &str) -> Outcome {
     let sockets = model::sockets(pid);
-    let blocking: Vec<u32> = sockets.iter().filter(|(_, nb)| !nb).map(|(fd, _)| *fd).collect();
+    let blocking: Vec<u32> = sockets
+        .iter()
+        .filter(|(_, nb)| !nb)
+        .map(|(fd, _)| *fd)
+        .collect();
     if blocking.is_empty() && !sockets.is_empty() {
         return Ok(());
     }
     Err(Failure::new(
         sent,
         "every socket O_NONBLOCK (flags in /proc/PID/fdinfo)",
-        format!("blocking socket fds {blocking:?} of {} sockets", sockets.len()),
+        format!(
+            "blocking socket fds {blocking:?} of {} sockets",
+            sockets.len()
+        ),
     ))
 }
 
@@ -473,7 +566,11 @@ fn socks_model(c: &mut Ctx) -> Outcome {
     let until = Instant::now() + wait();
     loop {
         let asleep = model::syscall(pid, pid);
-        if model::children(pid).is_empty() && asleep.as_deref().is_some_and(|s| s == "poll" || s == "ppoll") {
+        if model::children(pid).is_empty()
+            && asleep
+                .as_deref()
+                .is_some_and(|s| s == "poll" || s == "ppoll")
+        {
             break;
         }
         if Instant::now() > until {

@@ -31,7 +31,11 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn new(sent: impl Into<String>, expected: impl Into<String>, got: impl Into<String>) -> Self {
+    pub fn new(
+        sent: impl Into<String>,
+        expected: impl Into<String>,
+        got: impl Into<String>,
+    ) -> Self {
         Failure {
             sent: sent.into(),
             expected: expected.into(),
@@ -118,9 +122,9 @@ impl Conn {
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) -> Outcome {
         let bytes = bytes.as_ref();
         self.sent = bytes.to_vec();
-        self.stream.write_all(bytes).map_err(|e| {
-            Failure::new(show(bytes), "the bytes taken", format!("write failed: {e}"))
-        })
+        self.stream
+            .write_all(bytes)
+            .map_err(|e| Failure::new(show(bytes), "the bytes taken", format!("write failed: {e}")))
     }
 
     /// Sends `bytes` one byte per segment.

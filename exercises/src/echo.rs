@@ -14,8 +14,10 @@ pub const WELCOME: &[u8] = b"Welcome buddy!\n";
 /// Connects and expects the welcome.
 pub fn welcomed(addr: SocketAddr) -> Result<Conn, Failure> {
     let mut c = Conn::open(addr)?;
-    c.expect(WELCOME)
-        .map_err(|f| Failure { sent: "(nothing: just connected)".into(), ..f })?;
+    c.expect(WELCOME).map_err(|f| Failure {
+        sent: "(nothing: just connected)".into(),
+        ..f
+    })?;
     Ok(c)
 }
 
@@ -116,7 +118,10 @@ pub fn next_after_eof_and_reset(addr: SocketAddr) -> Outcome {
 pub fn line_too_long(addr: SocketAddr) -> Outcome {
     let mut c = welcomed(addr)?;
     c.round_trip(b"short", b"trohs")?;
-    let stream = c.stream.try_clone().map_err(|e| Failure::new("", "", e.to_string()))?;
+    let stream = c
+        .stream
+        .try_clone()
+        .map_err(|e| Failure::new("", "", e.to_string()))?;
     let writer = thread::spawn(move || {
         use std::io::Write;
         let mut stream = stream;
@@ -132,7 +137,10 @@ pub fn line_too_long(addr: SocketAddr) -> Outcome {
     let result = c.expect(b"error: line too long\n");
     let _ = c.rest();
     let _ = writer.join();
-    result.map_err(|f| Failure { sent: "1 MiB of x, no newline".into(), ..f })?;
+    result.map_err(|f| Failure {
+        sent: "1 MiB of x, no newline".into(),
+        ..f
+    })?;
     let mut d = welcomed(addr)?;
     d.round_trip(b"ok", b"ko")
 }
@@ -151,7 +159,10 @@ pub fn q_then_junk_keeps_replies(addr: SocketAddr, tries: usize) -> Outcome {
         let mut c = welcomed(addr)?;
         let mut bytes = lines.clone();
         bytes.resize(lines.len() + 1_000_000, b'x');
-        let mut stream = c.stream.try_clone().map_err(|e| Failure::new("", "", e.to_string()))?;
+        let mut stream = c
+            .stream
+            .try_clone()
+            .map_err(|e| Failure::new("", "", e.to_string()))?;
         let writer = thread::spawn(move || {
             use std::io::Write;
             let _ = stream.write_all(&bytes);
@@ -163,7 +174,10 @@ pub fn q_then_junk_keeps_replies(addr: SocketAddr, tries: usize) -> Outcome {
             return Err(Failure::new(
                 "1,000 lines, q, then 1 MB more before reading anything",
                 "the 1,000 replies (100,000 bytes), then the close",
-                format!("{} bytes, then the close (a reset threw the rest away)", got.len()),
+                format!(
+                    "{} bytes, then the close (a reset threw the rest away)",
+                    got.len()
+                ),
             ));
         }
     }

@@ -22,7 +22,10 @@ pub fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for tid in threads(pid) {
         if let Ok(text) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")) {
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     out
@@ -44,7 +47,9 @@ pub fn zombies(pid: u32) -> Vec<u32> {
 
 /// Open fds of `pid`.
 pub fn fd_count(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// The socket fds of `pid` and whether each is O_NONBLOCK (/proc/PID/fdinfo's flags).
@@ -54,11 +59,15 @@ pub fn sockets(pid: u32) -> Vec<(u32, bool)> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|f| f.parse::<u32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|f| f.parse::<u32>().ok())
+        else {
             continue;
         };
-        let is_socket = fs::read_link(entry.path())
-            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        let is_socket =
+            fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
         if !is_socket {
             continue;
         }
@@ -141,7 +150,9 @@ pub fn describe(pid: u32) -> String {
     } else {
         match asleep.as_str() {
             "poll" | "ppoll" => "one thread in poll (lesson 08's model)",
-            "epoll_wait" | "epoll_pwait" | "epoll_pwait2" => "one thread in epoll (lesson 10's model)",
+            "epoll_wait" | "epoll_pwait" | "epoll_pwait2" => {
+                "one thread in epoll (lesson 10's model)"
+            }
             "select" | "pselect6" => "one thread in select (lesson 07's model)",
             "read" | "recvfrom" | "accept" | "accept4" => {
                 "one thread blocked in one call at a time (a serial server, lesson 03's model)"

@@ -115,17 +115,26 @@ pub fn start(exe: &Path, args: &[String], port: u16) -> Result<Server, Failure> 
 }
 
 impl Server {
-    /// A todo!() reached, a panic or an exit since log line `from`, in words.
+    /// A todo!() reached or a panic (since log line `from`, else earlier: a server that
+    /// panicked right after its banner), or an exit, in words.
     pub fn what_happened(&mut self, from: usize) -> Option<String> {
-        if let Some((place, message)) = self.log.panic_since(from) {
+        let panic = self
+            .log
+            .panic_since(from)
+            .or_else(|| self.log.panic_since(0));
+        if let Some((place, message)) = panic {
             return Some(match message.strip_prefix("not yet implemented: ") {
-                Some(sentence) => format!("the server reached a todo!() at {place}: \"{sentence}\""),
+                Some(sentence) => {
+                    format!("the server reached a todo!() at {place}: \"{sentence}\"")
+                }
                 None => format!("the server panicked at {place}: {message}"),
             });
         }
         let status = self.child.try_wait().ok().flatten()?;
         let last = self.log.lines().last().cloned().unwrap_or_default();
-        Some(format!("the server exited ({status}); its last line: {last}"))
+        Some(format!(
+            "the server exited ({status}); its last line: {last}"
+        ))
     }
 
     /// Kills the whole process group and reaps the server.

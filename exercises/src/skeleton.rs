@@ -13,9 +13,10 @@
 //! ```
 //!
 //! The `--mistake` branches go by their shape, which every lesson keeps (principle 9):
-//! `if mistake(M) { naive } else { right }` becomes `right`; `if mistake(M) { naive }` with no
-//! else goes, with the comment lines just above it; `if mistake(M) { .. } else if C {` becomes
-//! `if C {`; `let x = if mistake(M) { a } else { b };` becomes `let x = b;`. The mistakes'
+//! `if !mistake(M) { right } else { naive }` and `if !mistake(M) { right }` become `right`;
+//! `let x = if !mistake(M) { a } else { b };` becomes `let x = a;`; `if mistake(M) { naive }`
+//! goes, with the comment lines just above it (`else { right }` stays as `right`); a match
+//! arm guarded `if mistake(M)` goes; `c || mistake(M)` becomes `c`. The mistakes'
 //! declaration and the `--mistake` flag are `drop` lines of the spec. A spec line that no
 //! longer matches its lesson is an error, so the drift test names it.
 
@@ -92,7 +93,8 @@ pub fn generate(root: &Path, spec: &Spec) -> Result<Vec<(String, String)>, Strin
     let mut gaps_used = Vec::new();
     let mut drops_used = vec![0usize; spec.drops.len()];
     for (from, to) in &spec.files {
-        let source = std::fs::read_to_string(root.join(from)).map_err(|e| format!("{from}: {e}"))?;
+        let source =
+            std::fs::read_to_string(root.join(from)).map_err(|e| format!("{from}: {e}"))?;
         let found = regions::parse(&source).map_err(|e| format!("{from}: {e}"))?;
         let lines: Vec<&str> = source.lines().collect();
         // 1. The gaps: each region's lines, markers included, become its replacement.
@@ -104,7 +106,12 @@ pub fn generate(root: &Path, spec: &Spec) -> Result<Vec<(String, String)>, Strin
                 .and_then(|(name, _)| spec.gaps.get_key_value(name));
             if let Some((name, body)) = gap {
                 let region = &found[name.as_str()];
-                let indent = indent_of(lines[i]);
+                // The region's first line of code sets the indentation (a marker line
+                // itself may sit elsewhere, after a trailing comment).
+                let indent = lines[i + 1..region.close]
+                    .iter()
+                    .find(|l| !l.trim().is_empty() && regions::marker(l).is_none())
+                    .map_or(indent_of(lines[i]), |l| indent_of(l));
                 for line in body {
                     cut.push(if line.is_empty() {
                         String::new()
@@ -155,12 +162,16 @@ pub fn generate(root: &Path, spec: &Spec) -> Result<Vec<(String, String)>, Strin
     }
     for name in spec.gaps.keys() {
         if !gaps_used.contains(name) {
-            return Err(format!("gap [{name}]: no such region in the exercise's files"));
+            return Err(format!(
+                "gap [{name}]: no such region in the exercise's files"
+            ));
         }
     }
     for (drop, used) in spec.drops.iter().zip(drops_used) {
         if used == 0 {
-            return Err(format!("drop `{drop}`: no such line in the exercise's files"));
+            return Err(format!(
+                "drop `{drop}`: no such line in the exercise's files"
+            ));
         }
     }
     Ok(out)
@@ -177,6 +188,11 @@ fn remove_statement(lines: &mut Vec<String>, at: usize) {
     let indent = indent_of(&lines[at]).to_string();
     let first = lines[at].trim_end();
     let mut end = at;
+    if first.trim_start().starts_with("#[") {
+        // An attribute alone.
+        lines.remove(at);
+        return;
+    }
     if first.ends_with('{') || first.ends_with('(') {
         end += 1;
         while end < lines.len()
@@ -207,82 +223,142 @@ fn unwrap_mistakes(lines: Vec<String>) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
     while i < lines.len() {
-        let line = &lines[i];
-        let Some(pos) = line.find("if mistake(") else {
-            out.push(line.clone());
+        let line = lines[i].replace(" || mistake(", " ||mistake(");
+        let line = strip_or_mistake(&line);
+        let negated = line.contains("if !mistake(");
+        let Some(pos) = line
+            .find("if !mistake(")
+            .or_else(|| line.find("if mistake("))
+        else {
+            out.push(line);
             i += 1;
             continue;
         };
-        let indent = indent_of(line).to_string();
+        let indent = indent_of(&line).to_string();
         let prefix = line[indent.len()..pos].to_string();
-        if !line.trim_end().ends_with('{') {
-            return Err(format!("line `{}`: a mistake branch must open a block", line.trim()));
-        }
         let close = |from: usize| {
             (from..lines.len())
                 .find(|&j| indent_of(&lines[j]) == indent && lines[j].trim_start().starts_with('}'))
                 .ok_or_else(|| format!("line `{}`: its block never closes", line.trim()))
         };
+        if line.contains("=>") {
+            // A match arm guarded by the mistake: the arm goes.
+            let end = if line.trim_end().ends_with('{') {
+                close(i + 1)?
+            } else {
+                (i..lines.len())
+                    .find(|&j| lines[j].trim_end().ends_with(','))
+                    .unwrap_or(i)
+            };
+            i = end + 1;
+            continue;
+        }
+        if !line.trim_end().ends_with('{') {
+            return Err(format!(
+                "line `{}`: a mistake branch must open a block",
+                line.trim()
+            ));
+        }
         let j = close(i + 1)?;
-        let at_j = lines[j].trim();
-        if at_j == "}" || at_j == "};" {
-            if !prefix.is_empty() {
-                return Err(format!("line `{}`: an if-expression needs an else", line.trim()));
+        let at_j = lines[j].trim().to_string();
+        let (right, naive_end) = match (negated, at_j.as_str()) {
+            // if !mistake { right } [else { naive }]
+            (true, "}" | "};") => ((i + 1, j), j),
+            (true, "} else {") => ((i + 1, j), close(j + 1)?),
+            // if mistake { naive } [else { right }]
+            (false, "}" | "};") => ((j, j), j),
+            (false, "} else {") => {
+                let k = close(j + 1)?;
+                ((j + 1, k), k)
             }
-            // No else: the branch goes, and its comment lines just above.
+            (false, _) if at_j.starts_with("} else if ") && prefix.is_empty() => {
+                out.push(format!("{indent}if {}", &at_j["} else if ".len()..]));
+                i = j + 1;
+                continue;
+            }
+            _ => return Err(format!("line `{}`: unexpected `{at_j}`", line.trim())),
+        };
+        let body: Vec<&String> = lines[right.0..right.1].iter().collect();
+        let suffix = lines[naive_end].trim().trim_start_matches('}').to_string();
+        if body.is_empty() {
+            if !prefix.is_empty() {
+                return Err(format!(
+                    "line `{}`: an if-expression needs an else",
+                    line.trim()
+                ));
+            }
+            // Nothing right to keep: the branch goes, and its comment lines just above.
             while out.last().is_some_and(|l| is_comment_or_attr(l, &indent)) {
                 out.pop();
             }
-            i = j + 1;
-        } else if at_j == "} else {" {
-            let k = close(j + 1)?;
-            let body: Vec<&String> = lines[j + 1..k].iter().collect();
-            let code: Vec<&&String> = body.iter().filter(|l| !l.trim_start().starts_with("//")).collect();
-            let suffix = lines[k].trim().trim_start_matches('}');
-            if prefix.is_empty() {
-                for l in &body {
-                    out.push(l.strip_prefix("    ").unwrap_or(l).to_string());
-                }
-            } else if code.len() == 1 {
+        } else if prefix.is_empty() {
+            for l in &body {
+                out.push(l.strip_prefix("    ").unwrap_or(l).to_string());
+            }
+        } else {
+            let code: Vec<&&String> = body
+                .iter()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect();
+            if code.len() == 1 {
                 for l in body.iter().filter(|l| l.trim_start().starts_with("//")) {
                     out.push(format!("{indent}{}", l.trim()));
                 }
-                out.push(format!("{indent}{prefix}{}{suffix}", code[0].trim()));
+                // A trailing comment on the value stays after the `;`.
+                let value = code[0].trim();
+                let (value, comment) = match value.find(" // ") {
+                    Some(at) => (&value[..at], &value[at..]),
+                    None => (value, ""),
+                };
+                out.push(format!("{indent}{prefix}{value}{suffix}{comment}"));
             } else {
                 out.push(format!("{indent}{prefix}{{"));
                 out.extend(body.iter().map(|l| l.to_string()));
-                out.push(lines[k].clone());
+                out.push(format!("{indent}}}{suffix}"));
             }
-            i = k + 1;
-        } else if let Some(cond) = at_j.strip_prefix("} else if ") {
-            if !prefix.is_empty() {
-                return Err(format!("line `{}`: an if-expression with else if", line.trim()));
-            }
-            out.push(format!("{indent}if {cond}"));
-            i = j + 1;
-        } else {
-            return Err(format!("line `{}`: unexpected `{at_j}`", line.trim()));
         }
+        i = naive_end + 1;
     }
     Ok(out)
 }
 
+/// `a || mistake(M)` in a condition: the `|| mistake(M)` goes.
+fn strip_or_mistake(line: &str) -> String {
+    let Some(at) = line.find(" ||mistake(") else {
+        return line.to_string();
+    };
+    let rest = &line[at + " ||mistake(".len()..];
+    let mut depth = 1;
+    for (k, ch) in rest.char_indices() {
+        match ch {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return format!("{}{}", &line[..at], &rest[k + 1..]);
+                }
+            }
+            _ => {}
+        }
+    }
+    line.to_string()
+}
+
 /// Joins the lines: no two blank lines in a row, none just before a closing brace.
 fn tidy(lines: Vec<String>) -> String {
-    let mut out = String::new();
-    for (i, line) in lines.iter().enumerate() {
-        let blank = line.trim().is_empty();
-        let prev_blank = i > 0 && lines[i - 1].trim().is_empty();
-        let next_closes = lines
-            .get(i + 1)
-            .is_some_and(|n| n.trim_start().starts_with(['}', ')']));
-        if blank && (prev_blank || next_closes || i == 0) {
+    let mut out: Vec<&str> = Vec::new();
+    for line in &lines {
+        let line = line.trim_end();
+        let last_blank = out.last().is_none_or(|l| l.is_empty());
+        if line.is_empty() && last_blank {
             continue;
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
+        if line.trim_start().starts_with(['}', ')']) && out.last() == Some(&"") {
+            out.pop();
+        }
+        out.push(line);
     }
-    out
+    out.iter().map(|l| format!("{l}\n")).collect()
 }
 
 /// The learner's Cargo.toml: a crate of its own (its own `[workspace]`, so the project's
@@ -309,8 +385,15 @@ pub fn manifest(nn: &str, root: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A folder of its own per call: the tests run in parallel in one process.
+    fn scratch() -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::env::temp_dir().join(format!("skel-{}-{n}", std::process::id()))
+    }
+
     fn run(src: &str, spec: &str) -> String {
-        let dir = std::env::temp_dir().join(format!("skel-{}", std::process::id()));
+        let dir = scratch();
         std::fs::create_dir_all(dir.join("lessons")).unwrap();
         std::fs::write(dir.join("lessons/x.rs"), src).unwrap();
         let spec = parse_spec(&format!("file lessons/x.rs src/x.rs\n{spec}")).unwrap();
@@ -323,14 +406,17 @@ mod tests {
     fn a_gap_replaces_its_region_and_markers_go() {
         let src = "fn main() {\n    // [accept]\n    let c = accept(&l);\n    // [doc]\n    x();\n    // [/doc]\n    // [/accept]\n    // [keep]\n    y();\n    // [/keep]\n}\n";
         let out = run(src, "gap accept\n    let c = todo!(\"accept(2)\");\n");
-        assert_eq!(out, "fn main() {\n    let c = todo!(\"accept(2)\");\n    y();\n}\n");
+        assert_eq!(
+            out,
+            "fn main() {\n    let c = todo!(\"accept(2)\");\n    y();\n}\n"
+        );
     }
 
     #[test]
     fn mistake_branches_leave_the_right_code() {
-        let src = "fn f() {\n    // The mistake, said.\n    if mistake(M::A) {\n        wrong();\n    }\n    if mistake(M::B) {\n        // naive\n        wrong();\n    } else {\n        // right\n        right();\n    }\n    let x = if mistake(M::C) {\n        1\n    } else {\n        // two\n        2\n    };\n    if mistake(M::D) {\n        keep();\n    } else if let Err(e) = close(c) {\n        report(e);\n    }\n}\n";
+        let src = "fn f() {\n    // The mistake, said.\n    if mistake(M::A) {\n        wrong();\n    }\n    if !mistake(M::B) {\n        // right\n        right();\n    } else {\n        wrong();\n    }\n    let x = if !mistake(M::C) {\n        // two\n        2\n    } else {\n        1\n    };\n    if !mistake(M::E) {\n        kept();\n    }\n    match r {\n        Err(_) if mistake(M::F) => 0,\n        Ok(n) if n > 0 || mistake(M::G) => n,\n    }\n}\n";
         let out = run(src, "");
-        let want = "fn f() {\n    // right\n    right();\n    // two\n    let x = 2;\n    if let Err(e) = close(c) {\n        report(e);\n    }\n}\n";
+        let want = "fn f() {\n    // right\n    right();\n    // two\n    let x = 2;\n    kept();\n    match r {\n        Ok(n) if n > 0 => n,\n    }\n}\n";
         assert_eq!(out, want);
     }
 
@@ -339,10 +425,11 @@ mod tests {
         let src = "struct A {\n    x: u8,\n\n    /// Doc.\n    #[arg(long)]\n    mistake: Option<M>,\n}\n\nm! {\n    A,\n}\n\nfn f() {}\n";
         let out = run(src, "drop mistake: Option<M>,\ndrop m! {\n");
         assert_eq!(out, "struct A {\n    x: u8,\n}\n\nfn f() {}\n");
-        let dir = std::env::temp_dir().join(format!("skel2-{}", std::process::id()));
+        let dir = scratch();
         std::fs::create_dir_all(dir.join("lessons")).unwrap();
         std::fs::write(dir.join("lessons/x.rs"), src).unwrap();
-        let spec = parse_spec("file lessons/x.rs src/x.rs\ndrop gone();\ngap nope\n    x\n").unwrap();
+        let spec =
+            parse_spec("file lessons/x.rs src/x.rs\ndrop gone();\ngap nope\n    x\n").unwrap();
         let err = generate(&dir, &spec).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("[nope]"), "{err}");

@@ -78,10 +78,17 @@ pub fn bound_loopback() -> (OwnedFd, SocketAddr) {
         sin.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        assert_eq!(libc::bind(raw, (&sin as *const libc::sockaddr_in).cast(), len), 0);
+        assert_eq!(
+            libc::bind(raw, (&sin as *const libc::sockaddr_in).cast(), len),
+            0
+        );
         let mut got: libc::sockaddr_in = std::mem::zeroed();
         let mut got_len = len;
-        libc::getsockname(raw, (&mut got as *mut libc::sockaddr_in).cast(), &mut got_len);
+        libc::getsockname(
+            raw,
+            (&mut got as *mut libc::sockaddr_in).cast(),
+            &mut got_len,
+        );
         let port = u16::from_be(got.sin_port);
         (fd, SocketAddr::from(([127, 0, 0, 1], port)))
     }
@@ -114,7 +121,11 @@ fn read_message<T>(
             Ok(Some((value, _))) => return Ok(value),
             Ok(None) => {}
             Err(e) => {
-                return Err(Failure::new(show(&c.sent), what, format!("{} ({e:?})", show(&buf))))
+                return Err(Failure::new(
+                    show(&c.sent),
+                    what,
+                    format!("{} ({e:?})", show(&buf)),
+                ))
             }
         }
         let mut byte = [0u8; 1];
@@ -125,7 +136,12 @@ fn read_message<T>(
                 buf.push(byte[0]);
                 continue;
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if buf.is_empty() {
                     format!("nothing within {} s", wait().as_secs())
                 } else {
@@ -141,9 +157,17 @@ fn read_message<T>(
 /// Sends the greeting (no auth) and expects method 0x00.
 pub fn greet(c: &mut Conn) -> Outcome {
     c.send(client::greeting(&[0]).expect("greeting"))?;
-    let method = read_message(c, "\"\\x05\\x00\" (version 5, method 0: no auth)", client::parse_method_selection)?;
+    let method = read_message(
+        c,
+        "\"\\x05\\x00\" (version 5, method 0: no auth)",
+        client::parse_method_selection,
+    )?;
     if method != 0 {
-        return Err(Failure::new(show(&c.sent), "method 0x00", format!("method {method:#04x}")));
+        return Err(Failure::new(
+            show(&c.sent),
+            "method 0x00",
+            format!("method {method:#04x}"),
+        ));
     }
     Ok(())
 }
@@ -155,7 +179,11 @@ pub fn expect_reply(c: &mut Conn, want: Reply) -> Result<Target, Failure> {
         Ok(client::parse_reply(b)?.map(|(rep, bnd, used)| ((rep, bnd), used)))
     })?;
     if rep != want {
-        return Err(Failure::new(show(&c.sent), what, format!("REP {:#04x} ({rep:?})", rep as u8)));
+        return Err(Failure::new(
+            show(&c.sent),
+            what,
+            format!("REP {:#04x} ({rep:?})", rep as u8),
+        ));
     }
     Ok(bnd)
 }
@@ -202,7 +230,11 @@ pub fn byte_by_byte(proxy: SocketAddr) -> Outcome {
     c.send_bytewise(&greeting)?;
     let method = read_message(&mut c, "method 0x00", client::parse_method_selection)?;
     if method != 0 {
-        return Err(Failure::new(show(&c.sent), "method 0x00", format!("{method:#04x}")));
+        return Err(Failure::new(
+            show(&c.sent),
+            "method 0x00",
+            format!("{method:#04x}"),
+        ));
     }
     c.send_bytewise(&client::connect_request(&Target::Ip(echo)).expect("request"))?;
     let bnd = expect_reply(&mut c, Reply::Succeeded)?;

@@ -36,8 +36,10 @@ pub fn progress_file(root: &Path) -> PathBuf {
 /// The skeleton of `nn` as generated from its lesson now: (crate path, text).
 pub fn generate(root: &Path, nn: &str) -> Result<Vec<(String, String)>, String> {
     let spec_path = pristine_dir(root, nn).join("exercise.txt");
-    let text = fs::read_to_string(&spec_path).map_err(|e| format!("{}: {e}", spec_path.display()))?;
-    let spec = skeleton::parse_spec(&text).map_err(|e| format!("exercises/{nn}/exercise.txt: {e}"))?;
+    let text =
+        fs::read_to_string(&spec_path).map_err(|e| format!("{}: {e}", spec_path.display()))?;
+    let spec =
+        skeleton::parse_spec(&text).map_err(|e| format!("exercises/{nn}/exercise.txt: {e}"))?;
     skeleton::generate(root, &spec).map_err(|e| format!("exercise {nn}: {e}"))
 }
 
@@ -103,7 +105,10 @@ pub fn new(root: &Path, nn: &str) -> Result<String, String> {
 /// Builds the crate at `dir` into `target_dir`: the binary's path, or the compiler's message.
 pub fn build(dir: &Path, nn: &str, target_dir: &Path, release: bool) -> Result<PathBuf, String> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.arg("build").arg("-q").arg("--manifest-path").arg(dir.join("Cargo.toml"));
+    cmd.arg("build")
+        .arg("-q")
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"));
     if release {
         cmd.arg("--release");
     }
@@ -149,7 +154,8 @@ fn progress_of(root: &Path, nn: &str) -> Option<Vec<String>> {
 
 /// `make check`: one line per exercise.
 pub fn progress_table(root: &Path) -> String {
-    let mut out = String::from("exercise  lesson                                          status\n");
+    let mut out =
+        String::from("exercise  lesson                                          status\n");
     for ex in check::exercises() {
         let status = if !learner_dir(root, ex.nn).exists() {
             format!("not started (make exercise-{})", ex.nn)
@@ -184,7 +190,11 @@ pub fn todos_left(dir: &Path) -> Vec<String> {
         for (i, line) in text.lines().enumerate() {
             if let Some(at) = line.find("todo!(\"") {
                 let sentence = line[at + 7..].split("\")").next().unwrap_or("");
-                let name = file.strip_prefix(dir).unwrap_or(&file).display().to_string();
+                let name = file
+                    .strip_prefix(dir)
+                    .unwrap_or(&file)
+                    .display()
+                    .to_string();
                 out.push(format!("{name}:{}: {sentence}", i + 1));
             }
         }
@@ -244,7 +254,9 @@ pub fn reset(root: &Path, nn: &str) -> Result<String, String> {
     }
     fs::rename(&dir, &old).map_err(|e| format!("{}: {e}", dir.display()))?;
     new(root, nn)?;
-    Ok(format!("my-exercises/{nn}/ is the pristine skeleton again; your copy is my-exercises/{nn}.old/"))
+    Ok(format!(
+        "my-exercises/{nn}/ is the pristine skeleton again; your copy is my-exercises/{nn}.old/"
+    ))
 }
 
 /// Prints the walk's header and lines; returns it.

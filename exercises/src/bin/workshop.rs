@@ -10,6 +10,7 @@
 //! workshop hint NN        make hint-NN
 //! workshop reset NN       make reset-NN: asks, keeps the old copy beside
 //! workshop gen [--check]  regenerate the pristine skeletons from the lessons
+//! workshop crate NN DIR   the pristine skeleton as a crate at DIR
 //! ```
 
 use std::path::PathBuf;
@@ -43,7 +44,10 @@ fn main() -> ExitCode {
             let only_check = args.iter().any(|a| a == "--check");
             match workshop::regenerate(&root, only_check) {
                 Ok(changed) if only_check && !changed.is_empty() => {
-                    eprintln!("stale skeletons (run `make exercises`): {}", changed.join(", "));
+                    eprintln!(
+                        "stale skeletons (run `make exercises`): {}",
+                        changed.join(", ")
+                    );
                     ExitCode::FAILURE
                 }
                 Ok(changed) => {
@@ -59,7 +63,9 @@ fn main() -> ExitCode {
             }
         }
         "new" => {
-            let Some(_) = known(&nn) else { return ExitCode::from(2) };
+            let Some(_) = known(&nn) else {
+                return ExitCode::from(2);
+            };
             match workshop::new(&root, &nn) {
                 Ok(msg) => {
                     eprintln!("{msg}");
@@ -72,9 +78,14 @@ fn main() -> ExitCode {
             }
         }
         "check" => {
-            let Some(ex) = known(&nn) else { return ExitCode::from(2) };
+            let Some(ex) = known(&nn) else {
+                return ExitCode::from(2);
+            };
             let opt = |name: &str| {
-                args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(PathBuf::from)
+                args.iter()
+                    .position(|a| a == name)
+                    .and_then(|i| args.get(i + 1))
+                    .map(PathBuf::from)
             };
             let release = !args.iter().any(|a| a == "--debug");
             let reference = opt("--bin");
@@ -115,17 +126,35 @@ fn main() -> ExitCode {
                 Some(_) => ExitCode::FAILURE,
             }
         }
+        "crate" => {
+            // workshop crate NN DIR: the pristine skeleton as a crate at DIR (tests, CI).
+            let Some(dir) = args.get(2) else {
+                return usage();
+            };
+            let root_ref = root.display().to_string();
+            match workshop::write_crate(&root, &nn, std::path::Path::new(dir), &root_ref) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("workshop: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         "progress" => {
             print!("{}", workshop::progress_table(&root));
             ExitCode::SUCCESS
         }
         "hint" => {
-            let Some(_) = known(&nn) else { return ExitCode::from(2) };
+            let Some(_) = known(&nn) else {
+                return ExitCode::from(2);
+            };
             print!("{}", workshop::hint(&root, &nn));
             ExitCode::SUCCESS
         }
         "reset" => {
-            let Some(_) = known(&nn) else { return ExitCode::from(2) };
+            let Some(_) = known(&nn) else {
+                return ExitCode::from(2);
+            };
             match workshop::reset(&root, &nn) {
                 Ok(msg) => {
                     println!("{msg}");
