@@ -30,20 +30,26 @@ impl Log {
         self.len() == 0
     }
 
-    /// A panic in the lines from `from` on: (where, the message), a `todo!()`'s sentence
-    /// included (`not yet implemented: …`).
+    /// A panic in the lines from `from` on: (where, the message). A `todo!()` reached
+    /// (`not yet implemented: …`) comes first: in a signal handler it is followed by a
+    /// second panic, "panic in a function that cannot unwind", which says less.
     pub fn panic_since(&self, from: usize) -> Option<(String, String)> {
         let lines = self.lines();
         let lines = lines.get(from..).unwrap_or(&[]);
-        let at = lines.iter().position(|l| l.contains("panicked at"))?;
-        let place = lines[at]
-            .split("panicked at ")
-            .nth(1)
-            .unwrap_or("")
-            .trim_end_matches(':')
-            .to_string();
-        let message = lines.get(at + 1).cloned().unwrap_or_default();
-        Some((place, message))
+        let panics: Vec<(String, String)> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("panicked at"))
+            .map(|(at, l)| {
+                let place = l.split("panicked at ").nth(1).unwrap_or("");
+                let message = lines.get(at + 1).cloned().unwrap_or_default();
+                (place.trim_end_matches(':').to_string(), message)
+            })
+            .collect();
+        let todo = panics
+            .iter()
+            .find(|(_, m)| m.starts_with("not yet implemented"));
+        todo.or(panics.first()).cloned()
     }
 }
 
@@ -118,10 +124,13 @@ impl Server {
     /// A todo!() reached or a panic (since log line `from`, else earlier: a server that
     /// panicked right after its banner), or an exit, in words.
     pub fn what_happened(&mut self, from: usize) -> Option<String> {
-        let panic = self
-            .log
-            .panic_since(from)
-            .or_else(|| self.log.panic_since(0));
+        // A todo!() anywhere in the log explains the failure best (a later panic may be its
+        // consequence); else the panic since the step began, else an earlier one.
+        let first = self.log.panic_since(0);
+        let todo = first
+            .clone()
+            .filter(|(_, m)| m.starts_with("not yet implemented"));
+        let panic = todo.or_else(|| self.log.panic_since(from)).or(first);
         if let Some((place, message)) = panic {
             return Some(match message.strip_prefix("not yet implemented: ") {
                 Some(sentence) => {

@@ -206,7 +206,7 @@ pub fn todos_left(dir: &Path) -> Vec<String> {
 pub fn hint(root: &Path, nn: &str) -> String {
     let dir = learner_dir(root, nn);
     if !dir.exists() {
-        return format!("no exercise {nn} yet: `make exercise-{nn}` creates it");
+        return format!("no exercise {nn} yet: `make exercise-{nn}` creates it\n");
     }
     let mut out = String::new();
     match progress_of(root, nn) {
