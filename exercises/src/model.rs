@@ -142,7 +142,15 @@ pub fn syscall_name(nr: i64) -> Option<&'static str> {
 pub fn describe(pid: u32) -> String {
     let threads = threads(pid).len();
     let children = children(pid).len();
-    let asleep = syscall(pid, pid).unwrap_or_else(|| "?".into());
+    // A few looks: a thread seen running once may be asleep the next moment.
+    let mut asleep = "?".to_string();
+    for _ in 0..10 {
+        asleep = syscall(pid, pid).unwrap_or_else(|| "?".into());
+        if asleep != "running" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let model = if children > 0 {
         "a process per client (lesson 04's model)"
     } else if threads > 1 {

@@ -106,6 +106,11 @@ pub fn start(exe: &Path, args: &[String], port: u16) -> Result<Server, Failure> 
         if exited.is_some() || Instant::now() > until {
             // Let the reader thread catch the last lines.
             thread::sleep(Duration::from_millis(50));
+            if let Some(addr) = server.log.lines().iter().find_map(|l| banner_addr(l)) {
+                // A banner, then the end: the next step reports what happened.
+                server.addr = addr;
+                return Ok(server);
+            }
             let got = server.what_happened(0).unwrap_or_else(|| match exited {
                 Some(status) => format!("it exited ({status}) without a banner"),
                 None => format!("no banner on stderr within {} s", wait().as_secs()),

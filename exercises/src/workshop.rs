@@ -118,7 +118,16 @@ pub fn build(dir: &Path, nn: &str, target_dir: &Path, release: bool) -> Result<P
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let profile = if release { "release" } else { "debug" };
-    Ok(target_dir.join(profile).join(format!("exercise-{nn}")))
+    Ok(target_dir.join(profile).join(bin_name(dir).unwrap_or(format!("exercise-{nn}"))))
+}
+
+/// The `[[bin]]` name in the crate's Cargo.toml (a test's variant has a name of its own, so
+/// that crates built side by side into one target folder do not overwrite each other).
+fn bin_name(dir: &Path) -> Option<String> {
+    let manifest = fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+    let after = manifest.split("[[bin]]").nth(1)?;
+    let line = after.lines().find(|l| l.trim_start().starts_with("name"))?;
+    Some(line.split('"').nth(1)?.to_string())
 }
 
 /// One check's result, as the progress file keeps it.

@@ -5,6 +5,7 @@
 //! workshop check NN       make check-NN: build my-exercises/NN/, walk its steps (exit 0/1/2)
 //!     [--bin EXE]         check EXE instead (a lesson: the reference), no build
 //!     [--dir DIR] [--target-dir DIR] [--debug]   another crate, target folder, profile
+//!     [--wait SECS]       the bound on each wait for the server (default 5)
 //!     [-- ARGS]           arguments for the server (a lesson's --mistake NAME)
 //! workshop progress       make check: a line per exercise
 //! workshop hint NN        make hint-NN
@@ -88,6 +89,9 @@ fn main() -> ExitCode {
                     .map(PathBuf::from)
             };
             let release = !args.iter().any(|a| a == "--debug");
+            if let Some(secs) = opt("--wait").and_then(|w| w.to_str()?.parse::<f64>().ok()) {
+                exercises::client::set_wait(std::time::Duration::from_secs_f64(secs));
+            }
             let reference = opt("--bin");
             let exe = match &reference {
                 Some(exe) => exe.clone(),
