@@ -68,7 +68,7 @@ fn echo_steps() -> Vec<Step> {
             Step { name: "a line in pieces", run: |c| echo::split_lines(c.addr()), hint: ONE_READ },
             Step { name: "lines coalesced", run: |c| echo::coalesced_lines(c.addr()), hint: ONE_READ },
             Step { name: "q flushes the replies before it", run: |c| echo::q_flushes_earlier_replies(c.addr()), hint: "write every reply before the close" },
-            Step { name: "the next client after an EOF and a reset", run: |c| echo::next_after_eof_and_reset(c.addr()), hint: "read(2) returning 0 (EOF) or failing ECONNRESET ends that client only: close it, accept the next" },
+            Step { name: "the next client after an EOF and a reset", run: |c| echo::next_after_eof(c.addr()).and_then(|()| echo::next_after_reset(c.addr())), hint: "read(2) returning 0 (EOF) or failing ECONNRESET ends that client only: close it, accept the next" },
     ]
 }
 
@@ -77,7 +77,7 @@ fn steps_03() -> Vec<Step> {
     steps.extend([
         Step {
             name: "unicode and invalid UTF-8",
-            run: |c| echo::utf8(c.addr()),
+            run: |c| echo::utf8(c.addr()).and_then(|()| echo::invalid_utf8(c.addr())),
             hint: "the protocol reverses; pass it the bytes as they came",
         },
         Step {
@@ -466,48 +466,9 @@ fn no_zombies(c: &mut Ctx) -> Outcome {
     }
 }
 
-/// The fd count after twenty clients that end every way (q, EOF mid-line, reset) is the
-/// count before them.
+/// The fd count after twenty clients that end every way is the count before them.
 fn fd_count_back(c: &mut Ctx) -> Outcome {
-    let pid = c.pid();
-    let addr = c.addr();
-    let mut first = echo::welcomed(addr)?;
-    first.finish();
-    first.rest()?;
-    let start = model::fd_count(pid);
-    for i in 0..20 {
-        let mut conn = echo::welcomed(addr)?;
-        match i % 3 {
-            0 => {
-                conn.send("abc\n")?;
-                conn.finish();
-                conn.rest()?;
-            }
-            1 => {
-                conn.send("half a line")?;
-                drop(conn);
-            }
-            _ => conn.reset(),
-        }
-    }
-    let mut last = echo::welcomed(addr)?;
-    last.finish();
-    last.rest()?;
-    let until = Instant::now() + wait();
-    loop {
-        let now = model::fd_count(pid);
-        if now == start {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "twenty clients: q, EOF mid-line and reset",
-                format!("{start} open fds afterwards, as before them (/proc/PID/fd)"),
-                format!("{now} open fds: {} never closed", now as i64 - start as i64),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    echo::fd_count_back(c.addr(), c.pid(), 20)
 }
 
 /// One thread, no child, and it sleeps in one of `calls` while its clients are idle.

@@ -68,11 +68,16 @@ pub fn split_lines(addr: SocketAddr) -> Outcome {
     c.expect(b"setyb\n")
 }
 
-/// Reversed by characters, not bytes; bytewise where it is not UTF-8.
+/// Reversed by characters, not bytes.
 pub fn utf8(addr: SocketAddr) -> Outcome {
     let mut c = welcomed(addr)?;
     c.round_trip("héllo wörld".as_bytes(), "dlröw olléh".as_bytes())?;
-    c.round_trip("こんにちは 🦀".as_bytes(), "🦀 はちにんこ".as_bytes())?;
+    c.round_trip("こんにちは 🦀".as_bytes(), "🦀 はちにんこ".as_bytes())
+}
+
+/// Bytewise where the line is not UTF-8.
+pub fn invalid_utf8(addr: SocketAddr) -> Outcome {
+    let mut c = welcomed(addr)?;
     c.send(b"a\xffb\xc3\x00z\n")?;
     c.expect(b"z\x00\xc3b\xffa\n")?;
     c.round_trip(b"still here", b"ereh llits")
@@ -100,18 +105,24 @@ pub fn q_flushes_earlier_replies(addr: SocketAddr) -> Outcome {
     Ok(())
 }
 
-/// A client that vanishes mid-line, and one that resets: the next client is served.
-pub fn next_after_eof_and_reset(addr: SocketAddr) -> Outcome {
+/// A client that vanishes mid-line: the next client is served.
+pub fn next_after_eof(addr: SocketAddr) -> Outcome {
     let mut a = welcomed(addr)?;
     a.round_trip(b"first", b"tsrif")?;
     a.send("half a li")?;
     drop(a);
     let mut b = welcomed(addr)?;
-    b.round_trip(b"next", b"txen")?;
-    b.send("partial")?;
-    b.reset();
-    let mut c = welcomed(addr)?;
-    c.round_trip(b"after reset", b"teser retfa")
+    b.round_trip(b"next", b"txen")
+}
+
+/// A client that resets mid-line: the next client is served.
+pub fn next_after_reset(addr: SocketAddr) -> Outcome {
+    let mut a = welcomed(addr)?;
+    a.round_trip(b"before reset", b"teser erofeb")?;
+    a.send("partial")?;
+    a.reset();
+    let mut b = welcomed(addr)?;
+    b.round_trip(b"after reset", b"teser retfa")
 }
 
 /// A line over 64 KiB: `error: line too long\n` and the close; the server lives on.
@@ -145,20 +156,31 @@ pub fn line_too_long(addr: SocketAddr) -> Outcome {
     d.round_trip(b"ok", b"ko")
 }
 
-/// 1,000 lines of 100 bytes, `q`, then 1 MB of junk: every reply arrives (the lingering close:
-/// shutdown(SHUT_WR), drain, close), none thrown away by a reset. `tries` connections.
-pub fn q_then_junk_keeps_replies(addr: SocketAddr, tries: usize) -> Outcome {
+/// 1,000 lines of 100 bytes: more replies than the client's receive buffer takes while it
+/// is still writing, so some wait in the server's send queue when it stops reading.
+fn lines_and_replies() -> (Vec<u8>, Vec<u8>) {
     let (mut lines, mut replies) = (Vec::new(), Vec::new());
     for i in 0..1000 {
         let line = format!("{i:0>99}");
         lines.extend(format!("{line}\n").bytes());
         replies.extend(line.bytes().rev().chain([b'\n']));
     }
-    lines.extend_from_slice(b"q\n");
+    (lines, replies)
+}
+
+/// Sends `head`, then 1 MB of junk, then half-closes (write errors ignored: the server stops
+/// reading), and only then reads: `tries` times, each must get `replies` then the close.
+fn head_then_junk(
+    addr: SocketAddr,
+    head: &[u8],
+    replies: &[u8],
+    tries: usize,
+    sent: &str,
+) -> Outcome {
     for _ in 0..tries {
         let mut c = welcomed(addr)?;
-        let mut bytes = lines.clone();
-        bytes.resize(lines.len() + 1_000_000, b'x');
+        let mut bytes = head.to_vec();
+        bytes.resize(head.len() + 1_000_000, b'x');
         let mut stream = c
             .stream
             .try_clone()
@@ -172,8 +194,8 @@ pub fn q_then_junk_keeps_replies(addr: SocketAddr, tries: usize) -> Outcome {
         let got = c.rest()?;
         if got != replies {
             return Err(Failure::new(
-                "1,000 lines, q, then 1 MB more before reading anything",
-                "the 1,000 replies (100,000 bytes), then the close",
+                sent,
+                format!("all {} bytes of replies, then the close", replies.len()),
                 format!(
                     "{} bytes, then the close (a reset threw the rest away)",
                     got.len()
@@ -182,4 +204,72 @@ pub fn q_then_junk_keeps_replies(addr: SocketAddr, tries: usize) -> Outcome {
         }
     }
     Ok(())
+}
+
+/// 1,000 lines, `q`, then 1 MB of junk: every reply arrives (the lingering close:
+/// shutdown(SHUT_WR), drain, close), none thrown away by a reset. `tries` connections.
+pub fn q_then_junk_keeps_replies(addr: SocketAddr, tries: usize) -> Outcome {
+    let (mut head, replies) = lines_and_replies();
+    head.extend_from_slice(b"q\n");
+    let sent = "1,000 lines, q, then 1 MB more before reading anything";
+    head_then_junk(addr, &head, &replies, tries, sent)
+}
+
+/// 1,000 lines, then a line over 64 KiB and more input: the replies and `error: line too
+/// long` all arrive, not reset away. `tries` connections.
+pub fn too_long_then_more_keeps_error(addr: SocketAddr, tries: usize) -> Outcome {
+    let (head, mut replies) = lines_and_replies();
+    replies.extend_from_slice(b"error: line too long\n");
+    let sent = "1,000 lines, then 1 MB without a newline, before reading anything";
+    head_then_junk(addr, &head, &replies, tries, sent)
+}
+
+/// The fd count of `pid` after `n` clients that end every way (q, EOF mid-line, reset) is
+/// the count before them: every accepted fd is closed on every path. The first and the last
+/// client half-close and read until the server closes (after `q` a server lingers until the
+/// client closes, so its close would not be seen).
+pub fn fd_count_back(addr: SocketAddr, pid: u32, n: usize) -> Outcome {
+    let mut first = welcomed(addr)?;
+    first.finish();
+    first.rest()?;
+    let start = crate::model::fd_count(pid);
+    for i in 0..n {
+        let mut conn = welcomed(addr)?;
+        match i % 3 {
+            0 => {
+                conn.send("abc\nq\n")?;
+                let got = conn.rest()?;
+                if got != b"cba\n" {
+                    return Err(Failure::new(
+                        "\"abc\\nq\\n\"",
+                        "\"cba\\n\", then the close",
+                        show(&got),
+                    ));
+                }
+            }
+            1 => {
+                conn.send("half a line")?;
+                drop(conn);
+            }
+            _ => conn.reset(),
+        }
+    }
+    let mut last = welcomed(addr)?;
+    last.finish();
+    last.rest()?;
+    let until = std::time::Instant::now() + crate::client::wait();
+    loop {
+        let now = crate::model::fd_count(pid);
+        if now == start {
+            return Ok(());
+        }
+        if std::time::Instant::now() > until {
+            return Err(Failure::new(
+                format!("{n} clients: q, EOF mid-line and reset"),
+                format!("{start} open fds afterwards, as before them (/proc/PID/fd)"),
+                format!("{now} open fds: {} never closed", now as i64 - start as i64),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -118,7 +118,9 @@ pub fn build(dir: &Path, nn: &str, target_dir: &Path, release: bool) -> Result<P
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let profile = if release { "release" } else { "debug" };
-    Ok(target_dir.join(profile).join(bin_name(dir).unwrap_or(format!("exercise-{nn}"))))
+    Ok(target_dir
+        .join(profile)
+        .join(bin_name(dir).unwrap_or(format!("exercise-{nn}"))))
 }
 
 /// The `[[bin]]` name in the crate's Cargo.toml (a test's variant has a name of its own, so

@@ -92,28 +92,47 @@ fn private_copy(nn: &str, name: &str) -> PathBuf {
 #[test]
 fn skeletons_are_their_lessons_with_the_gaps_cut_out() {
     let stale = workshop::regenerate(&root(), true).expect("every spec matches its lesson");
-    assert!(stale.is_empty(), "stale skeletons (make exercises): {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "stale skeletons (make exercises): {stale:?}"
+    );
 }
 
 /// Where each untouched skeleton stops, and the todo!() it names.
 const FIRST_FAILURES: &[(&str, &str, &str)] = &[
     ("01", "starts on port 0 and prints its banner", "socket(2)"),
     ("03", "welcome, and q closes", "accept(2)"),
-    ("04", "starts on port 0 and prints its banner", "sigaction(2): SIGCHLD"),
+    (
+        "04",
+        "starts on port 0 and prints its banner",
+        "sigaction(2): SIGCHLD",
+    ),
     ("08", "welcome, and q closes", "poll(2)"),
     ("10", "welcome, and q closes", "epoll_create1(2)"),
-    ("12", "CONNECT, and bytes relayed both ways", "write(2) flow.pending()"),
+    (
+        "12",
+        "CONNECT, and bytes relayed both ways",
+        "write(2) flow.pending()",
+    ),
 ];
 
 #[test]
 fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
     let target = target_dir();
     let exercises: Vec<&str> = exercises::check::exercises().iter().map(|e| e.nn).collect();
-    assert_eq!(exercises.len(), FIRST_FAILURES.len(), "a first failure per exercise");
+    assert_eq!(
+        exercises.len(),
+        FIRST_FAILURES.len(),
+        "a first failure per exercise"
+    );
     for (nn, step, call) in FIRST_FAILURES {
         let dir = scratch(&format!("skeleton-{nn}"));
         let made = workshop(&["crate", nn, dir.to_str().unwrap()]);
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
         let out = workshop(&[
             "check",
             nn,
@@ -124,11 +143,20 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
             "--debug",
         ]);
         let stdout = text(&out);
-        assert_eq!(out.status.code(), Some(1), "exercise {nn}:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "exercise {nn}:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let fail = stdout.lines().find(|l| l.contains("FAIL")).unwrap_or("");
-        assert!(fail.ends_with(step), "exercise {nn} failed at {fail:?}, not {step:?}:\n{stdout}");
         assert!(
-            stdout.contains(&format!("reached a todo!() at src/")) && stdout.contains(&format!("\"{call}")),
+            fail.ends_with(step),
+            "exercise {nn} failed at {fail:?}, not {step:?}:\n{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("reached a todo!() at src/"))
+                && stdout.contains(&format!("\"{call}")),
             "exercise {nn}'s failure does not quote its todo!() ({call}):\n{stdout}"
         );
     }
@@ -157,7 +185,10 @@ fn a_serial_server_fails_the_fork_exercise_naming_its_model() {
 fn threads_fail_the_poll_exercise_naming_their_model() {
     let (code, out) = check_bin("08", &lesson("05"), "2", &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL   9. model: one thread asleep in poll"), "{out}");
+    assert!(
+        out.contains("FAIL   9. model: one thread asleep in poll"),
+        "{out}"
+    );
     assert!(out.contains("lesson 05's thread per client"), "{out}");
 }
 
@@ -165,7 +196,10 @@ fn threads_fail_the_poll_exercise_naming_their_model() {
 fn poll_fails_the_epoll_exercise_naming_its_model() {
     let (code, out) = check_bin("10", &lesson("08"), "2", &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("one thread in poll (lesson 08's model)"), "{out}");
+    assert!(
+        out.contains("one thread in poll (lesson 08's model)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -174,8 +208,14 @@ fn zombies_fail_the_fork_exercise_and_the_hint_names_the_mistake() {
     for mistake in ["reap-once", "no-reap"] {
         let (code, out) = check_bin("04", &exe, "2", &["--mistake", mistake]);
         assert_eq!(code, 1, "{out}");
-        assert!(out.contains("FAIL  11. model: no zombie when ten leave at once"), "{out}");
-        assert!(out.contains("zombie(s)") && out.contains("--mistake reap-once"), "{out}");
+        assert!(
+            out.contains("FAIL  11. model: no zombie when ten leave at once"),
+            "{out}"
+        );
+        assert!(
+            out.contains("zombie(s)") && out.contains("--mistake reap-once"),
+            "{out}"
+        );
     }
     // The checker killed and reaped the server and every child it forked.
     assert_eq!(running(&exe), Vec::<u32>::new(), "processes left behind");
@@ -183,9 +223,17 @@ fn zombies_fail_the_fork_exercise_and_the_hint_names_the_mistake() {
 
 #[test]
 fn a_parent_that_keeps_the_connection_fails_at_the_eof_step() {
-    let (code, out) = check_bin("04", &lesson("04"), "2", &["--mistake", "parent-keeps-conn"]);
+    let (code, out) = check_bin(
+        "04",
+        &lesson("04"),
+        "2",
+        &["--mistake", "parent-keeps-conn"],
+    );
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL  10. a client's EOF ends its child"), "{out}");
+    assert!(
+        out.contains("FAIL  10. a client's EOF ends its child"),
+        "{out}"
+    );
     assert!(out.contains("--mistake parent-keeps-conn"), "{out}");
 }
 
@@ -195,7 +243,10 @@ fn a_blocking_socket_fails_where_the_model_needs_o_nonblock() {
     let dir = scratch("blocking-08");
     let source = fs::read_to_string(root().join("lessons/08-poll.rs")).unwrap();
     let nonblocking = "accept4(listener, SockFlag::SOCK_NONBLOCK)";
-    assert!(source.contains(nonblocking), "lesson 08 changed its accept4");
+    assert!(
+        source.contains(nonblocking),
+        "lesson 08 changed its accept4"
+    );
     let blocking = source.replace(nonblocking, "accept4(listener, SockFlag::empty())");
     fs::create_dir_all(dir.join("src")).unwrap();
     fs::write(dir.join("src/main.rs"), blocking).unwrap();
@@ -205,11 +256,27 @@ fn a_blocking_socket_fails_where_the_model_needs_o_nonblock() {
     fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
     let target = target_dir();
     let out = workshop(&[
-        "check", "08", "--dir", dir.to_str().unwrap(), "--target-dir", target.to_str().unwrap(), "--debug", "--wait", "3",
+        "check",
+        "08",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--target-dir",
+        target.to_str().unwrap(),
+        "--debug",
+        "--wait",
+        "3",
     ]);
     let stdout = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("FAIL  10. model: non-blocking sockets"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("FAIL  10. model: non-blocking sockets"),
+        "{stdout}"
+    );
     assert!(stdout.contains("blocking socket fds"), "{stdout}");
 }
 
@@ -219,18 +286,31 @@ fn a_compile_error_is_exit_2_with_the_compilers_message_only() {
     let made = workshop(&["crate", "03", dir.to_str().unwrap()]);
     assert!(made.status.success());
     let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-    fs::write(dir.join("Cargo.toml"), manifest.replace("exercise-03", "broken-03")).unwrap();
+    fs::write(
+        dir.join("Cargo.toml"),
+        manifest.replace("exercise-03", "broken-03"),
+    )
+    .unwrap();
     let main = dir.join("src/main.rs");
     let mut source = fs::read_to_string(&main).unwrap();
     source.push_str("\nfn broken() -> u8 { \"not a number\" }\n");
     fs::write(&main, source).unwrap();
     let target = target_dir();
     let out = workshop(&[
-        "check", "03", "--dir", dir.to_str().unwrap(), "--target-dir", target.to_str().unwrap(), "--debug",
+        "check",
+        "03",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--target-dir",
+        target.to_str().unwrap(),
+        "--debug",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("error[E0308]: mismatched types"), "{stderr}");
+    assert!(
+        stderr.contains("error[E0308]: mismatched types"),
+        "{stderr}"
+    );
     assert!(text(&out).is_empty(), "no step ran: {}", text(&out));
 }
 
@@ -249,7 +329,10 @@ fn no_banner_fails_the_first_step_within_the_wait() {
     let exe = script("silent", "exec sleep 60");
     let (code, out) = check_bin("03", &exe, "1", &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL   1. starts on port 0 and prints its banner"), "{out}");
+    assert!(
+        out.contains("FAIL   1. starts on port 0 and prints its banner"),
+        "{out}"
+    );
     assert!(out.contains("no banner on stderr within 1 s"), "{out}");
     assert!(running(Path::new("/bin/sleep")).iter().all(|pid| {
         // no sleep of ours: the group was killed (another test's sleep has another parent)
@@ -266,7 +349,10 @@ fn a_panic_is_reported_at_the_step_it_breaks() {
     let (code, out) = check_bin("03", &exe, "1", &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL   2. welcome, and q closes"), "{out}");
-    assert!(out.contains("the server panicked at src/serve.rs:7:9: index out of bounds"), "{out}");
+    assert!(
+        out.contains("the server panicked at src/serve.rs:7:9: index out of bounds"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -274,7 +360,8 @@ fn a_server_that_never_answers_fails_within_the_wait() {
     // A listener that never accepts: the kernel completes the handshake, nobody answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let body = format!("echo 'lesson 03 · x · listening on 127.0.0.1:{port} · y' >&2\nexec sleep 60");
+    let body =
+        format!("echo 'lesson 03 · x · listening on 127.0.0.1:{port} · y' >&2\nexec sleep 60");
     let exe = script("hangs", &body);
     let (code, out) = check_bin("03", &exe, "1", &[]);
     assert_eq!(code, 1, "{out}");
