@@ -245,7 +245,7 @@ pub fn hint(root: &Path, nn: &str) -> String {
 pub fn reset(root: &Path, nn: &str) -> Result<String, String> {
     let dir = learner_dir(root, nn);
     if !dir.exists() {
-        return Ok(new(root, nn)?);
+        return new(root, nn);
     }
     if !std::io::stdin().is_terminal() {
         return Err(format!(

@@ -155,8 +155,7 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
             "exercise {nn} failed at {fail:?}, not {step:?}:\n{stdout}"
         );
         assert!(
-            stdout.contains(&format!("reached a todo!() at src/"))
-                && stdout.contains(&format!("\"{call}")),
+            stdout.contains("reached a todo!() at src/") && stdout.contains(&format!("\"{call}")),
             "exercise {nn}'s failure does not quote its todo!() ({call}):\n{stdout}"
         );
     }
