@@ -6,6 +6,7 @@
 #   make provoke-NN [ADDR=host:port] [MISTAKE=NAME]   provoke lesson NN's classic mistakes
 #   make test                     install the tools the tests need, then run every test
 #   make lint                     cargo fmt --check and clippy -D warnings
+#   make docs                     copy the lessons' marked regions into the docs' Rust blocks
 #   make compare [QUICK=1]        the I/O models side by side (target/compare/report.*)
 #   make bench-socks              lessons 12 and 14 against microsocks, dante and no proxy
 #   make fuzz [FUZZ_SECONDS=60]   the protocol parsers' fuzz targets (cargo-fuzz, nightly)
@@ -94,6 +95,7 @@ help:
 	@echo "  make provoke-NN  provoke lesson NN's classic mistake: run it with --mistake NAME first"
 	@echo "  make test        install strace, nc, curl, redis-server if missing; run every test"
 	@echo "  make lint        cargo fmt --check and cargo clippy -D warnings"
+	@echo "  make docs        copy the lessons' // [regions] into the docs' Rust blocks"
 	@echo "  make compare     the I/O models side by side (QUICK=1: under a minute)"
 	@echo "  make bench-socks lessons 12 and 14 against microsocks, dante and no proxy"
 	@echo "  make fuzz        fuzz the SOCKS5, RESP and echo parsers (FUZZ_SECONDS=60 each)"

@@ -3,9 +3,10 @@
 //! It notices the server closing even while you are not typing.
 //!
 //! Run a server (`make lesson-03`), then `make lesson-00` (or `lesson-00 --to HOST:PORT`);
-//! type lines, `q` to quit, Ctrl-D to end input. `make trace-00` shows socket → connect, a
-//! `poll` over stdin and the socket that wakes for whichever is ready, the reads and writes,
-//! `shutdown(SHUT_WR)` when stdin ends, and the last read, which returns 0.
+//! type lines, `q` to quit, Ctrl-D to end input. `make trace-00` shows socket → connect →
+//! getsockname → fcntl(O_NONBLOCK) → a poll over stdin and the socket that wakes for
+//! whichever is ready → the reads and writes → shutdown(SHUT_WR) when stdin ends → the last
+//! read, which returns 0 → close → exit.
 //!
 //! Classic failure (Stevens' str_cli): a client asleep in `read` on stdin cannot see the
 //! server close. Waiting on both with `poll` fixes it. More: docs/lessons/00-client.md.

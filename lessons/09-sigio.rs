@@ -325,12 +325,7 @@ fn drain(client: &mut Client, buf: &mut [u8]) -> Option<Ending> {
             if let Err(errno) = shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
                 return Some(Ending::Failed("shutdown", errno));
             }
-            client.conn.shut_down();
-            say!(
-                "client disconnected: {} ({})",
-                client.peer,
-                client.conn.ending()
-            );
+            client.conn.shut_down(&client.peer);
         }
         if client.conn.finished() {
             return Some(client.conn.ending());

@@ -21,7 +21,6 @@ use nix::errno::Errno;
 
 use crate::accept::{AcceptPause, RETRY};
 use crate::conn::EchoConn;
-use crate::ending::Ending;
 
 /// One connection: its socket, the peer's address (for log lines) and its state.
 #[derive(Debug)]
@@ -153,24 +152,6 @@ impl<S> Clients<S> {
     pub fn wait_limit(&self) -> Option<Duration> {
         self.pause.wait_limit(Instant::now())
     }
-}
-
-/// The lingering close's first step, once per connection, for the loops that keep an
-/// [`EchoConn`] (06–09, 11): when the conversation is over and the last reply is out,
-/// `shutdown(SHUT_WR)` so the FIN follows the replies, and from then on the lesson reads and
-/// drops the client's input until it closes (a `close` with unread input would make the
-/// kernel send a reset that discards the replies still queued). Logs the disconnect here,
-/// at the FIN. Err: the shutdown failed, and how the connection ended.
-pub fn shut_down_when_done(fd: &OwnedFd, peer: &str, conn: &mut EchoConn) -> Result<(), Ending> {
-    if !conn.wants_shutdown() {
-        return Ok(());
-    }
-    // shutdown(2) SHUT_WR: our side is done writing.
-    nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Write)
-        .map_err(|errno| Ending::Failed("shutdown", errno))?;
-    conn.shut_down();
-    crate::say!("client disconnected: {peer} ({})", conn.ending());
-    Ok(())
 }
 
 #[cfg(test)]

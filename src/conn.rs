@@ -117,8 +117,10 @@ impl EchoConn {
     }
 
     /// The lesson called `shutdown(SHUT_WR)`: from now on, input is drained, not answered.
-    pub fn shut_down(&mut self) {
+    /// Logs the client's goodbye (`client disconnected: PEER (how it ended)`): the FIN is out.
+    pub fn shut_down(&mut self, peer: &str) {
         self.linger = Some((Instant::now() + LINGER_TIME, LINGER_BYTES));
+        crate::say!("client disconnected: {peer} ({})", self.ending());
     }
 
     /// True once `shutdown(SHUT_WR)` was called (the ending is already logged).
@@ -186,7 +188,7 @@ mod tests {
         let n = c.pending().len();
         c.wrote(n);
         assert!(c.wants_shutdown() && !c.finished());
-        c.shut_down();
+        c.shut_down("test");
         assert!(!c.wants_shutdown() && c.lingering());
         assert!(
             c.wants_read() && !c.finished(),
@@ -206,7 +208,7 @@ mod tests {
         c.received(&vec![b'x'; echo::MAX_LINE + 2]);
         let n = c.pending().len();
         c.wrote(n);
-        c.shut_down();
+        c.shut_down("test");
         let chunk = vec![b'x'; READ_CHUNK];
         let mut reads = 0;
         while !c.finished() {

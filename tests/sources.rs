@@ -97,6 +97,7 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["read("],
             &["write("],
             &["close("],
+            &["shutdown("],
         ],
     ),
     (
@@ -107,6 +108,7 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["read("],
             &["write("],
             &["close("],
+            &["shutdown("],
         ],
     ),
     (
@@ -117,6 +119,7 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["read("],
             &["write("],
             &["close("],
+            &["shutdown("],
         ],
     ),
     (
@@ -130,6 +133,7 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["read("],
             &["write("],
             &["close("],
+            &["shutdown("],
         ],
     ),
     (
@@ -152,6 +156,7 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["opcode::Recv"],
             &["opcode::Send"],
             &["submit_and_wait("],
+            &["shutdown("],
             &["close("],
         ],
     ),

@@ -1,11 +1,13 @@
 //! Lesson 11 — asynchronous I/O with io_uring.
-//! Stevens' fifth model: the server submits accept, recv and send to a ring it shares with
-//! the kernel, and reacts to their completions, instead of asking which sockets are ready.
+//! Stevens' fifth model: the server submits operations (IORING_OP_ACCEPT, RECV, SEND) to a
+//! ring it shares with the kernel, and reacts to their completions, instead of asking which
+//! sockets are ready.
 //!
 //! Read main.rs (the ring's set-up), then server.rs (submissions and completions).
 //! Run `make lesson-11` and connect with `nc 127.0.0.1 23333`. `make trace-11` shows socket,
-//! bind, listen, io_uring_setup, then only io_uring_enter: the accepts, reads and writes
-//! happen inside the kernel. Ctrl-C closes every client, prints a summary and exits 0.
+//! bind, listen, io_uring_setup, then io_uring_enter: the operations run inside the kernel;
+//! only shutdown(SHUT_WR) and close remain plain calls. Ctrl-C closes every client, prints a
+//! summary and exits 0.
 //!
 //! Classic failure: a buffer belongs to the kernel from submission to completion; reusing,
 //! growing or freeing it in between corrupts memory, and so does closing an fd with

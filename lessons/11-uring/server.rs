@@ -6,11 +6,10 @@ use std::time::Instant;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use nix::errno::Errno;
-use nix::sys::socket::{SockaddrLike, SockaddrStorage};
+use nix::sys::socket::{shutdown, Shutdown, SockaddrLike, SockaddrStorage};
 use nix::unistd::close;
 use sockets_by_hand::accept::{AcceptPause, RETRY};
 use sockets_by_hand::cli::Lesson;
-use sockets_by_hand::clients::shut_down_when_done;
 use sockets_by_hand::conn::{EchoConn, READ_CHUNK};
 use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{fatal, report};
@@ -21,20 +20,38 @@ use crate::{mistake, Mistake, RING_ENTRIES};
 /// The most one send takes from a client's pending replies.
 const SEND_CHUNK: usize = 64 * 1024;
 
-// Each operation's user_data says what it was for: a client slot and the kind of
-// operation, the listener's accepts and retry timeout, or the stop pipe's poll.
-const RETRY_ACCEPT: u64 = u64::MAX;
-const STOP: u64 = u64::MAX - 1;
-/// Accept i (of ACCEPTS) carries ACCEPT_BASE + i.
-const ACCEPT_BASE: u64 = u64::MAX - 64;
 /// Accepts kept in flight at once: with one, a loaded loop takes one newcomer per round trip.
 const ACCEPTS: usize = 16;
-const RECV: u64 = 0;
-const SEND: u64 = 1;
-const CANCEL: u64 = 2;
 
-fn user_data(slot: usize, op: u64) -> u64 {
-    (slot as u64) << 2 | op
+/// What an operation was for. Its user_data carries the kind and a number: the client's fd
+/// for Recv, Send and Cancel, the accept's index for Accept (see `tag` and `untag`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(u32)]
+enum Op {
+    Accept = 0,
+    RetryAccept = 1,
+    Stop = 2,
+    Recv = 3,
+    Send = 4,
+    Cancel = 5,
+}
+
+/// user_data: the number in the high 32 bits, the kind in the low 32.
+fn tag(op: Op, n: usize) -> u64 {
+    (n as u64) << 32 | op as u64
+}
+
+/// Inverse of `tag`.
+fn untag(user_data: u64) -> (Op, usize) {
+    let op = match user_data as u32 {
+        0 => Op::Accept,
+        1 => Op::RetryAccept,
+        2 => Op::Stop,
+        3 => Op::Recv,
+        4 => Op::Send,
+        _ => Op::Cancel, // 5: `tag` makes no other
+    };
+    (op, (user_data >> 32) as usize)
 }
 
 /// Where an accept op writes the client's address, after the submission.
@@ -59,8 +76,8 @@ struct Client {
     /// Set once the conversation is over; the fd closes when nothing is in flight.
     ending: Option<Ending>,
     cancelled: bool,
-    /// Cancel requests not yet completed. The slot is not reused before they are: a late
-    /// cancel must not hit the next client's operation with the same user_data.
+    /// Cancel requests not yet completed. The fd is not closed (and its number not reused)
+    /// before they are: a late cancel must not hit the next client's operation.
     cancels_in_flight: u8,
 }
 
@@ -70,11 +87,11 @@ pub struct Server {
     ring: IoUring,
     listener: OwnedFd,
     stop: OwnedFd,
-    /// Clients by slot (user_data carries the slot). The buffers the kernel holds
-    /// pointers into (recv_buf, send_buf) are heap allocations of their own, so they stay
-    /// put when this Vec grows and moves the Client values.
+    /// Clients by fd (user_data carries the fd). The buffers the kernel holds pointers
+    /// into (recv_buf, send_buf) are heap allocations of their own, so they stay put when
+    /// this Vec grows and moves the Client values. An fd closes only once nothing is in
+    /// flight on it, so a completion never finds the next client on the same number.
     clients: Vec<Option<Client>>,
-    free: Vec<usize>,
     /// Where accept i writes its client's address: a boxed slice, which can never grow
     /// and move while the kernel holds pointers into it.
     peers: Box<[PeerAddr]>,
@@ -104,7 +121,6 @@ impl Server {
             listener,
             stop,
             clients: Vec::new(),
-            free: Vec::new(),
             peers: (0..ACCEPTS)
                 .map(|_| PeerAddr {
                     // SAFETY: sockaddr_storage is plain bytes; all zeros is a valid value.
@@ -156,16 +172,14 @@ impl Server {
             );
             for i in 0..self.done.len() {
                 let (user_data, result) = self.done[i];
-                match user_data {
-                    u if (ACCEPT_BASE..ACCEPT_BASE + ACCEPTS as u64).contains(&u) => {
-                        self.accepted((u - ACCEPT_BASE) as usize, result)
-                    }
-                    RETRY_ACCEPT => {
+                match untag(user_data) {
+                    (Op::Accept, i) => self.accepted(i, result),
+                    (Op::RetryAccept, _) => {
                         self.retry_in_flight = false;
                         self.submit_accept();
                     }
-                    STOP => self.stop(result),
-                    _ => self.completed((user_data >> 2) as usize, user_data & 3, result),
+                    (Op::Stop, _) => self.stop(result),
+                    (op, fd) => self.completed(fd, op, result),
                 }
             }
         }
@@ -175,30 +189,10 @@ impl Server {
         );
     }
 
-    /// Queues an entry for the next io_uring_enter.
-    fn push(&mut self, entry: squeue::Entry) {
-        loop {
-            // SAFETY: every buffer an entry points to (a client's recv_buf or send_buf,
-            // a PeerAddr, the Timespec) is a heap allocation owned by `self`, neither freed,
-            // moved nor touched until that entry's completion has been taken (except the
-            // bytes of --mistake reuse-buffer's shared buffer: see `drive`).
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
-            // The submission ring is full: hand what it holds to the kernel now.
-            if let Err(err) = self.ring.submit() {
-                fatal(
-                    "io_uring_enter",
-                    Errno::from_raw(err.raw_os_error().unwrap_or(0)),
-                );
-            }
-        }
-    }
-
     /// Keeps a poll on the stop pipe in the ring: it completes when Ctrl-C writes its byte.
     fn submit_stop_poll(&mut self) {
         let entry = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32);
-        self.push(entry.build().user_data(STOP));
+        push(&mut self.ring, entry.build().user_data(tag(Op::Stop, 0)));
     }
 
     /// Ctrl-C (a poll result > 0): stop accepting, and wind every client down as if its
@@ -209,10 +203,10 @@ impl Server {
         }
         self.stopping = true;
         self.open_at_stop = self.clients.iter().flatten().count();
-        for slot in 0..self.clients.len() {
-            if let Some(client) = self.clients[slot].as_mut() {
+        for fd in 0..self.clients.len() {
+            if let Some(client) = self.clients[fd].as_mut() {
                 client.end(Ending::Eof); // not logged while stopping
-                self.drive(slot);
+                self.drive(fd);
             }
         }
     }
@@ -228,7 +222,7 @@ impl Server {
                 let limit = self.pause.wait_limit(Instant::now()).unwrap_or(RETRY);
                 *self.retry_after = types::Timespec::from(limit);
                 let timeout = opcode::Timeout::new(&*self.retry_after).build();
-                self.push(timeout.user_data(RETRY_ACCEPT));
+                push(&mut self.ring, timeout.user_data(tag(Op::RetryAccept, 0)));
                 self.retry_in_flight = true;
             }
             return;
@@ -247,8 +241,8 @@ impl Server {
             )
             .flags(libc::SOCK_CLOEXEC)
             .build()
-            .user_data(ACCEPT_BASE + i as u64);
-            self.push(entry);
+            .user_data(tag(Op::Accept, i));
+            push(&mut self.ring, entry);
             self.accepting[i] = true;
         }
     }
@@ -290,26 +284,23 @@ impl Server {
                 cancelled: false,
                 cancels_in_flight: 0,
             };
-            let slot = match self.free.pop() {
-                Some(slot) => slot,
-                None => {
-                    self.clients.push(None);
-                    self.clients.len() - 1
-                }
-            };
-            self.clients[slot] = Some(client);
-            self.drive(slot);
+            let fd = result as usize;
+            if fd >= self.clients.len() {
+                self.clients.resize_with(fd + 1, || None);
+            }
+            self.clients[fd] = Some(client);
+            self.drive(fd);
         }
         self.submit_accept(); // the next client
     }
 
     /// A client's operation completed.
-    fn completed(&mut self, slot: usize, op: u64, result: i32) {
-        let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+    fn completed(&mut self, fd: usize, op: Op, result: i32) {
+        let Some(client) = self.clients.get_mut(fd).and_then(Option::as_mut) else {
             return;
         };
         match op {
-            RECV => {
+            Op::Recv => {
                 client.recv_in_flight = false;
                 match result {
                     0 => client.conn.peer_closed(),
@@ -327,7 +318,7 @@ impl Server {
                     },
                 }
             }
-            SEND => {
+            Op::Send => {
                 client.send_in_flight = false;
                 if result >= 0 {
                     let n = result as usize;
@@ -336,9 +327,9 @@ impl Server {
                     if client.sent < client.send_buf.len() && client.ending.is_none() {
                         // A partial send: resubmit the rest, from the same buffer.
                         let rest = &client.send_buf[client.sent..];
-                        let entry = send_entry(client, rest.as_ptr(), rest.len(), slot);
+                        let entry = send_entry(client, rest.as_ptr(), rest.len());
                         client.send_in_flight = true;
-                        self.push(entry);
+                        push(&mut self.ring, entry);
                         return;
                     }
                 } else {
@@ -353,29 +344,31 @@ impl Server {
                     }
                 }
             }
-            // CANCEL: done (its target completes on its own, with ECANCELED or a result).
+            // A cancel is done (its target completes on its own, with ECANCELED or a result).
             _ => client.cancels_in_flight -= 1,
         }
-        self.drive(slot);
+        self.drive(fd);
     }
 
     /// Submits what a client needs next (a recv, a send), or winds it down once its
     /// conversation is over: cancel what is in flight, close when nothing is.
-    fn drive(&mut self, slot: usize) {
-        let Some(client) = self.clients[slot].as_mut() else {
+    fn drive(&mut self, fd: usize) {
+        let Some(client) = self.clients[fd].as_mut() else {
             return;
         };
-        if client.ending.is_none() {
-            // Replies out after q: shutdown(SHUT_WR) (a plain syscall, not a ring op), then
-            // recv and drop until the client closes; the lingering close (src/clients.rs).
-            if let Err(ending) = shut_down_when_done(&client.fd, &client.peer, &mut client.conn) {
-                client.end(ending);
+        if client.ending.is_none() && client.conn.wants_shutdown() {
+            // shutdown(2) SHUT_WR after the last reply, a plain call (it queues a FIN and
+            // never waits); then recv and drop until the client closes: the lingering close.
+            match shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
+                Ok(()) => {
+                    client.conn.shut_down(&client.peer);
+                }
+                Err(errno) => client.end(Ending::Failed("shutdown", errno)),
             }
         }
         if client.ending.is_none() && client.conn.finished() {
             client.ending = Some(client.conn.ending());
         }
-        let mut entries: [Option<squeue::Entry>; 2] = [None, None];
         if client.ending.is_none() {
             if !client.send_in_flight && client.conn.wants_write() {
                 // Copy the next chunk of replies into send_buf (its capacity is fixed: no
@@ -385,12 +378,13 @@ impl Server {
                 client.send_buf.clear();
                 client.send_buf.extend_from_slice(&pending[..n]);
                 client.sent = 0;
-                let entry = send_entry(client, client.send_buf.as_ptr(), n, slot);
+                let entry = send_entry(client, client.send_buf.as_ptr(), n);
                 client.send_in_flight = true;
-                entries[0] = Some(entry);
+                push(&mut self.ring, entry);
             }
             if !client.recv_in_flight && client.conn.wants_read() {
                 // Submit a recv into this client's buffer; it completes when bytes arrive.
+                // [recv-buf]
                 let mut buf = client.recv_buf.as_mut_ptr();
                 if mistake(Mistake::ReuseBuffer) {
                     // The mistake: one buffer for all, handed to the kernel again while
@@ -400,12 +394,13 @@ impl Server {
                     // others' bytes: clients get answers to other clients' lines.
                     buf = self.shared_recv.as_mut_ptr();
                 }
+                // [/recv-buf]
                 let entry =
                     opcode::Recv::new(types::Fd(client.fd.as_raw_fd()), buf, READ_CHUNK as u32)
                         .build()
-                        .user_data(user_data(slot, RECV));
+                        .user_data(tag(Op::Recv, fd));
                 client.recv_in_flight = true;
-                entries[1] = Some(entry);
+                push(&mut self.ring, entry);
             }
         } else if client.recv_in_flight || client.send_in_flight || client.cancels_in_flight > 0 {
             if !client.cancelled {
@@ -417,18 +412,19 @@ impl Server {
                     "client {}: cancelling {n} operation(s) in flight before close",
                     client.peer
                 );
-                for (busy, op) in [(client.recv_in_flight, RECV), (client.send_in_flight, SEND)] {
+                for (busy, op) in [
+                    (client.recv_in_flight, Op::Recv),
+                    (client.send_in_flight, Op::Send),
+                ] {
                     if busy {
-                        let cancel = opcode::AsyncCancel::new(user_data(slot, op)).build();
-                        let i = op as usize;
-                        entries[i] = Some(cancel.user_data(user_data(slot, CANCEL)));
+                        let cancel = opcode::AsyncCancel::new(tag(op, fd)).build();
+                        push(&mut self.ring, cancel.user_data(tag(Op::Cancel, fd)));
                         client.cancels_in_flight += 1;
                     }
                 }
             }
         } else {
-            let client = self.clients[slot].take().expect("client present");
-            self.free.push(slot);
+            let client = self.clients[fd].take().expect("client present");
             // close(2): nothing is in flight, so the buffers are ours again and the fd can go.
             if let Err(errno) = close(client.fd) {
                 report("close", errno);
@@ -439,10 +435,6 @@ impl Server {
             }
             self.pause.resume(); // a free fd: accept can go on
             self.submit_accept();
-            return;
-        }
-        for entry in entries.into_iter().flatten() {
-            self.push(entry);
         }
     }
 }
@@ -456,11 +448,31 @@ impl Client {
 }
 
 /// A send of `len` bytes at `buf` (inside the client's send_buf) on the client's socket.
-fn send_entry(client: &Client, buf: *const u8, len: usize, slot: usize) -> squeue::Entry {
+fn send_entry(client: &Client, buf: *const u8, len: usize) -> squeue::Entry {
     // MSG_NOSIGNAL: a send to a reset connection fails with EPIPE instead of raising
     // SIGPIPE (which Rust's runtime ignores anyway).
     opcode::Send::new(types::Fd(client.fd.as_raw_fd()), buf, len as u32)
         .flags(libc::MSG_NOSIGNAL)
         .build()
-        .user_data(user_data(slot, SEND))
+        .user_data(tag(Op::Send, client.fd.as_raw_fd() as usize))
+}
+
+/// Queues an entry for the next io_uring_enter.
+fn push(ring: &mut IoUring, entry: squeue::Entry) {
+    loop {
+        // SAFETY: every buffer an entry points to (a client's recv_buf or send_buf, a
+        // PeerAddr, the Timespec) is a heap allocation owned by the Server, neither freed,
+        // moved nor touched until that entry's completion has been taken (except the bytes
+        // of --mistake reuse-buffer's shared buffer: see `drive`).
+        if unsafe { ring.submission().push(&entry) }.is_ok() {
+            return;
+        }
+        // The submission ring is full: hand what it holds to the kernel now.
+        if let Err(err) = ring.submit() {
+            fatal(
+                "io_uring_enter",
+                Errno::from_raw(err.raw_os_error().unwrap_or(0)),
+            );
+        }
+    }
 }

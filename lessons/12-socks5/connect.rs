@@ -96,20 +96,21 @@ impl<A: Admission> Relay<'_, A> {
             // curl --socks5-hostname sends an IP host as a "name" too.
             Some(Target::Domain(name, port)) => match name.parse::<IpAddr>() {
                 Ok(ip) => self.connect_to(conn, vec![SocketAddr::new(ip, *port)]),
+                // A name: to the resolver's threads, and the loop goes on.
+                Err(_) if !mistake(BlockingDns) => {
+                    conn.state = State::Resolving;
+                    conn.deadline = Some(until);
+                    self.resolver.lookup(conn.id, name, *port, until);
+                    Ok(())
+                }
                 // The mistake: getaddrinfo here, on the loop: every other client waits for it.
-                Err(_) if mistake(BlockingDns) => match (name.as_str(), *port).to_socket_addrs() {
+                Err(_) => match (name.as_str(), *port).to_socket_addrs() {
                     Ok(addrs) => self.connect_to(conn, addrs.collect()),
                     Err(err) => {
                         let why = format!("getaddrinfo: {err}");
                         self.refuse(conn, Reply::HostUnreachable, why)
                     }
                 },
-                Err(_) => {
-                    conn.state = State::Resolving;
-                    conn.deadline = Some(until);
-                    self.resolver.lookup(conn.id, name, *port, until);
-                    Ok(())
-                }
             },
             None => Ok(()),
         }

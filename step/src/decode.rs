@@ -352,35 +352,101 @@ fn epoll_events(pid: Pid, addr: u64, n: u64, fds: &dyn FdView) -> String {
     format!("[{}]", out.join(", "))
 }
 
+const LEVELS: &[(u64, &str)] = &[
+    (libc::SOL_SOCKET as u64, "SOL_SOCKET"),
+    (libc::SOL_TCP as u64, "SOL_TCP"),
+    (libc::SOL_IP as u64, "SOL_IP"),
+    (libc::SOL_IPV6 as u64, "SOL_IPV6"),
+];
+/// SO_RCVTIMEO and SO_SNDTIMEO are 20 and 21 on x86_64, what the lessons' headers (and
+/// libc's) call them; strace 6 says SO_RCVTIMEO_OLD, against the _NEW pair (66, 67) that
+/// takes a 64-bit time on 32-bit machines. Same layout here.
+const SOCKET_OPTS: &[(u64, &str)] = &[
+    (libc::SO_REUSEADDR as u64, "SO_REUSEADDR"),
+    (libc::SO_REUSEPORT as u64, "SO_REUSEPORT"),
+    (libc::SO_ERROR as u64, "SO_ERROR"),
+    (libc::SO_KEEPALIVE as u64, "SO_KEEPALIVE"),
+    (libc::SO_LINGER as u64, "SO_LINGER"),
+    (libc::SO_RCVBUF as u64, "SO_RCVBUF"),
+    (libc::SO_SNDBUF as u64, "SO_SNDBUF"),
+    (libc::SO_RCVLOWAT as u64, "SO_RCVLOWAT"),
+    (libc::SO_RCVTIMEO as u64, "SO_RCVTIMEO"),
+    (libc::SO_SNDTIMEO as u64, "SO_SNDTIMEO"),
+    (66, "SO_RCVTIMEO_NEW"),
+    (67, "SO_SNDTIMEO_NEW"),
+    (libc::SO_TYPE as u64, "SO_TYPE"),
+    (libc::SO_DOMAIN as u64, "SO_DOMAIN"),
+    (libc::SO_ACCEPTCONN as u64, "SO_ACCEPTCONN"),
+    (libc::SO_BROADCAST as u64, "SO_BROADCAST"),
+    (libc::SO_BINDTODEVICE as u64, "SO_BINDTODEVICE"),
+];
+const TCP_OPTS: &[(u64, &str)] = &[
+    (libc::TCP_NODELAY as u64, "TCP_NODELAY"),
+    (libc::TCP_MAXSEG as u64, "TCP_MAXSEG"),
+    (libc::TCP_CORK as u64, "TCP_CORK"),
+    (libc::TCP_KEEPIDLE as u64, "TCP_KEEPIDLE"),
+    (libc::TCP_KEEPINTVL as u64, "TCP_KEEPINTVL"),
+    (libc::TCP_KEEPCNT as u64, "TCP_KEEPCNT"),
+    (libc::TCP_DEFER_ACCEPT as u64, "TCP_DEFER_ACCEPT"),
+    (libc::TCP_INFO as u64, "TCP_INFO"),
+    (libc::TCP_QUICKACK as u64, "TCP_QUICKACK"),
+    (libc::TCP_CONGESTION as u64, "TCP_CONGESTION"),
+    (libc::TCP_USER_TIMEOUT as u64, "TCP_USER_TIMEOUT"),
+    (libc::TCP_FASTOPEN as u64, "TCP_FASTOPEN"),
+];
+const IP_OPTS: &[(u64, &str)] = &[
+    (libc::IP_TOS as u64, "IP_TOS"),
+    (libc::IP_TTL as u64, "IP_TTL"),
+    (libc::IP_FREEBIND as u64, "IP_FREEBIND"),
+    (libc::IP_TRANSPARENT as u64, "IP_TRANSPARENT"),
+];
+const IPV6_OPTS: &[(u64, &str)] = &[
+    (libc::IPV6_V6ONLY as u64, "IPV6_V6ONLY"),
+    (libc::IPV6_TCLASS as u64, "IPV6_TCLASS"),
+];
+
+/// A socket option's level and name, the way strace names them.
 fn sockopt(level: u64, name: u64) -> (String, String) {
-    let lvl = one_of(
-        level,
-        &[
-            (libc::SOL_SOCKET as u64, "SOL_SOCKET"),
-            (libc::IPPROTO_TCP as u64, "IPPROTO_TCP"),
-            (libc::IPPROTO_IP as u64, "IPPROTO_IP"),
-            (libc::IPPROTO_IPV6 as u64, "IPPROTO_IPV6"),
-        ],
-    );
-    let opt = match level as i32 {
-        libc::SOL_SOCKET => one_of(
-            name,
-            &[
-                (libc::SO_REUSEADDR as u64, "SO_REUSEADDR"),
-                (libc::SO_REUSEPORT as u64, "SO_REUSEPORT"),
-                (libc::SO_ERROR as u64, "SO_ERROR"),
-                (libc::SO_KEEPALIVE as u64, "SO_KEEPALIVE"),
-                (libc::SO_LINGER as u64, "SO_LINGER"),
-                (libc::SO_RCVBUF as u64, "SO_RCVBUF"),
-                (libc::SO_SNDBUF as u64, "SO_SNDBUF"),
-                (libc::SO_TYPE as u64, "SO_TYPE"),
-            ],
-        ),
-        libc::IPPROTO_TCP => one_of(name, &[(libc::TCP_NODELAY as u64, "TCP_NODELAY")]),
-        libc::IPPROTO_IPV6 => one_of(name, &[(libc::IPV6_V6ONLY as u64, "IPV6_V6ONLY")]),
-        _ => name.to_string(),
+    let names = match level as i32 {
+        libc::SOL_SOCKET => SOCKET_OPTS,
+        libc::SOL_TCP => TCP_OPTS,
+        libc::SOL_IP => IP_OPTS,
+        libc::SOL_IPV6 => IPV6_OPTS,
+        _ => &[],
     };
-    (lvl, opt)
+    (one_of(level, LEVELS), one_of(name, names))
+}
+
+/// A socket option's value in the tracee's memory: `[1]`, `{l_onoff=1, l_linger=0}`,
+/// `{tv_sec=1, tv_usec=0}`, `"cubic"`, SO_ERROR's errno by name (`[ECONNREFUSED]`).
+fn sockopt_value(pid: Pid, level: u64, name: u64, addr: u64, len: u64) -> String {
+    if addr == 0 {
+        return "NULL".into();
+    }
+    let (level, name) = (level as i32, name as i32);
+    let raw = match mem::read(pid, addr, len.min(64) as usize) {
+        Some(raw) if raw.len() == len.min(64) as usize => raw,
+        _ => return format!("{addr:#x}"),
+    };
+    let int = |at: usize| i32::from_ne_bytes(raw[at..at + 4].try_into().unwrap());
+    let long = |at: usize| i64::from_ne_bytes(raw[at..at + 8].try_into().unwrap());
+    match (level, name, len) {
+        (libc::SOL_SOCKET, libc::SO_LINGER, 8) => {
+            format!("{{l_onoff={}, l_linger={}}}", int(0), int(4))
+        }
+        (libc::SOL_SOCKET, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO | 66 | 67, 16) => {
+            format!("{{tv_sec={}, tv_usec={}}}", long(0), long(8))
+        }
+        (libc::SOL_SOCKET, libc::SO_ERROR, 4) if int(0) != 0 => {
+            format!("[{:?}]", Errno::from_raw(int(0)))
+        }
+        (libc::SOL_TCP, libc::TCP_CONGESTION, _) | (libc::SOL_SOCKET, libc::SO_BINDTODEVICE, _) => {
+            let text: Vec<u8> = raw.iter().take_while(|&&b| b != 0).copied().collect();
+            escape(&text, 64)
+        }
+        (_, _, 4) => format!("[{}]", int(0)),
+        _ => format!("{addr:#x}"),
+    }
 }
 
 /// Linux's F_SETSIG/F_GETSIG (fcntl.h; the libc crate has no constant for them).
@@ -430,19 +496,15 @@ pub fn entry(pid: Pid, nr: i64, a: &[u64; 6], fds: &dyn FdView) -> String {
             );
             vec![one_of(a[0], FAMILIES), t, proto]
         }
-        libc::SYS_setsockopt | libc::SYS_getsockopt => {
+        libc::SYS_setsockopt => {
             let (lvl, opt) = sockopt(a[1], a[2]);
-            let val = if nr == libc::SYS_setsockopt && a[4] == 4 {
-                int_at(pid, a[3])
-            } else {
-                format!("{:#x}", a[3])
-            };
-            let len = if nr == libc::SYS_setsockopt {
-                a[4].to_string()
-            } else {
-                int_at(pid, a[4])
-            };
-            vec![fd(0), lvl, opt, val, len]
+            let val = sockopt_value(pid, a[1], a[2], a[3], a[4]);
+            vec![fd(0), lvl, opt, val, a[4].to_string()]
+        }
+        // The value is the kernel's answer: shown with the result.
+        libc::SYS_getsockopt => {
+            let (lvl, opt) = sockopt(a[1], a[2]);
+            vec![fd(0), lvl, opt, ptr(a[3]), int_at(pid, a[4])]
         }
         libc::SYS_bind | libc::SYS_connect => {
             vec![fd(0), sockaddr(pid, a[1], a[2]), a[2].to_string()]
@@ -657,6 +719,10 @@ pub fn exit(pid: Pid, nr: i64, a: &[u64; 6], ret: i64, fds: &dyn FdView) -> Stri
             let len = read_u32(pid, a[2]).unwrap_or(0) as u64;
             format!("0 ({})", sockaddr(pid, a[1], len))
         }
+        libc::SYS_getsockopt => {
+            let len = read_u32(pid, a[4]).unwrap_or(0) as u64;
+            format!("0 ({})", sockopt_value(pid, a[1], a[2], a[3], len))
+        }
         libc::SYS_poll | libc::SYS_ppoll => {
             format!("{ret} {}", pollfds(pid, a[0], a[1], fds, true))
         }
@@ -735,5 +801,82 @@ mod tests {
         sin[4..8].copy_from_slice(&[127, 0, 0, 1]);
         assert_eq!(sockaddr_bytes(&sin), "{AF_INET, 127.0.0.1:23333}");
         assert_eq!(escape(b"hi\n\x01", 64), "\"hi\\n\\x01\"");
+    }
+
+    #[test]
+    fn socket_options_by_name_with_their_values() {
+        let me = nix::unistd::getpid();
+        let at = |v: &[u8]| v.as_ptr() as u64;
+        let sol = libc::SOL_SOCKET as u64;
+        let one = 1i32.to_ne_bytes();
+        let set = |level: u64, name: i32, val: &[u8]| {
+            entry(
+                me,
+                libc::SYS_setsockopt,
+                &[3, level, name as u64, at(val), val.len() as u64, 0],
+                &NoFds,
+            )
+        };
+        assert_eq!(
+            set(sol, libc::SO_REUSEADDR, &one),
+            "setsockopt(3, SOL_SOCKET, SO_REUSEADDR, [1], 4)"
+        );
+        let mut tv = [0u8; 16];
+        tv[..8].copy_from_slice(&1i64.to_ne_bytes());
+        tv[8..].copy_from_slice(&250_000i64.to_ne_bytes());
+        assert_eq!(
+            set(sol, libc::SO_RCVTIMEO, &tv),
+            "setsockopt(3, SOL_SOCKET, SO_RCVTIMEO, {tv_sec=1, tv_usec=250000}, 16)"
+        );
+        assert_eq!(
+            set(sol, libc::SO_SNDTIMEO, &tv),
+            "setsockopt(3, SOL_SOCKET, SO_SNDTIMEO, {tv_sec=1, tv_usec=250000}, 16)"
+        );
+        let mut linger = [0u8; 8];
+        linger[..4].copy_from_slice(&1i32.to_ne_bytes());
+        assert_eq!(
+            set(sol, libc::SO_LINGER, &linger),
+            "setsockopt(3, SOL_SOCKET, SO_LINGER, {l_onoff=1, l_linger=0}, 8)"
+        );
+        assert_eq!(
+            set(sol, libc::SO_KEEPALIVE, &one),
+            "setsockopt(3, SOL_SOCKET, SO_KEEPALIVE, [1], 4)"
+        );
+        let tcp = libc::SOL_TCP as u64;
+        assert_eq!(
+            set(tcp, libc::TCP_NODELAY, &one),
+            "setsockopt(3, SOL_TCP, TCP_NODELAY, [1], 4)"
+        );
+        assert_eq!(
+            set(tcp, libc::TCP_DEFER_ACCEPT, &5i32.to_ne_bytes()),
+            "setsockopt(3, SOL_TCP, TCP_DEFER_ACCEPT, [5], 4)"
+        );
+        assert_eq!(
+            set(tcp, libc::TCP_CONGESTION, b"cubic"),
+            "setsockopt(3, SOL_TCP, TCP_CONGESTION, \"cubic\", 5)"
+        );
+        assert_eq!(
+            set(
+                libc::SOL_IPV6 as u64,
+                libc::IPV6_V6ONLY,
+                &0i32.to_ne_bytes()
+            ),
+            "setsockopt(3, SOL_IPV6, IPV6_V6ONLY, [0], 4)"
+        );
+        // getsockopt: the value is the kernel's answer, read at the exit.
+        let err = libc::ECONNREFUSED.to_ne_bytes();
+        let len = 4u32.to_ne_bytes();
+        let args = [3, sol, libc::SO_ERROR as u64, at(&err), at(&len), 0];
+        assert_eq!(
+            entry(me, libc::SYS_getsockopt, &args, &NoFds),
+            format!("getsockopt(3, SOL_SOCKET, SO_ERROR, {:#x}, [4])", at(&err))
+        );
+        assert_eq!(
+            exit(me, libc::SYS_getsockopt, &args, 0, &NoFds),
+            "0 ([ECONNREFUSED])"
+        );
+        let none = 0i32.to_ne_bytes();
+        let args = [3, sol, libc::SO_ERROR as u64, at(&none), at(&len), 0];
+        assert_eq!(exit(me, libc::SYS_getsockopt, &args, 0, &NoFds), "0 ([0])");
     }
 }

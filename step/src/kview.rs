@@ -7,13 +7,24 @@
 //! Send-Q). The duplicate is closed at once, while the lesson is stopped.
 //! (/proc/net/tcp has the same facts, but reading it costs time in proportion to every TCP
 //! socket of the machine, TIME_WAITs included: 60 ms for 35,000, at every stop.)
+//!
+//! The close, to its end. TCP_INFO gives the state of the socket itself, whichever side
+//! closes first: FIN_WAIT1, FIN_WAIT2, CLOSING, CLOSE_WAIT, LAST_ACK, CLOSE. But a socket in
+//! CLOSE has no peer any more (getpeername: ENOTCONN), so [`Conns`] remembers each
+//! connection's two addresses by the socket's inode, from the stops where it was up. And the
+//! last steps belong to no fd: after close(2) the kernel finishes the close alone, and a
+//! TIME_WAIT is a socket of its own, never the fd's (the fd's socket is in CLOSE by then).
+//! Those are asked for by address pair (NETLINK_SOCK_DIAG, [`crate::diag`]) and shown on a
+//! line of their own: `<TCP 127.0.0.1:23333↔127.0.0.1:41000 TIME_WAIT>  no fd: …`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use nix::unistd::Pid;
+
+use crate::diag::Diag;
 
 /// Whatever can name an fd: `3<TCP 127.0.0.1:23333 LISTEN>`.
 pub trait FdView {
@@ -24,8 +35,11 @@ pub trait FdView {
 pub struct Sock {
     /// TCP, TCPv6, UDP, UDPv6, UNIX.
     pub kind: &'static str,
-    pub local: Option<String>,
-    pub remote: Option<String>,
+    /// The inode of /proc/PID/fd/N's `socket:[N]`: the socket's name across stops.
+    pub inode: u64,
+    pub local: Option<SocketAddr>,
+    /// The peer: getpeername's, or the one remembered from an earlier stop.
+    pub remote: Option<SocketAddr>,
     /// The TCP state, for TCP sockets.
     pub state: Option<&'static str>,
     /// A listener's accept queue (fill, size); a connection's bytes queued (recv, send).
@@ -37,6 +51,139 @@ pub struct Snapshot {
     /// fd → what /proc/PID/fd/N links to (`socket:[123]`, `pipe:[45]`, `/dev/pts/0`).
     pub links: BTreeMap<i32, String>,
     socks: BTreeMap<i32, Sock>,
+    /// What the kernel still holds of remembered connections, no fd holding it.
+    fdless: Vec<String>,
+}
+
+/// How many connections [`Conns`] remembers at most (the oldest are forgotten first).
+const REMEMBERED: usize = 256;
+/// How many connections with no fd the kernel view names one by one (the newest).
+const FDLESS_SHOWN: usize = 3;
+
+/// A connection seen up at some stop.
+struct Known {
+    kind: &'static str,
+    local: SocketAddr,
+    peer: SocketAddr,
+    /// When it was last seen (a counter), to forget the oldest first.
+    seen: u64,
+}
+
+/// What the stepper remembers across stops: each TCP connection's two addresses, by the
+/// socket's inode (inodes of sockets are unique on the machine, so the processes of a
+/// lesson that forks share this).
+#[derive(Default)]
+pub struct Conns {
+    known: HashMap<u64, Known>,
+    clock: u64,
+    diag: Option<Diag>,
+}
+
+impl Conns {
+    fn remember(&mut self, inode: u64, kind: &'static str, local: SocketAddr, peer: SocketAddr) {
+        self.clock += 1;
+        let seen = self.clock;
+        self.known.insert(
+            inode,
+            Known {
+                kind,
+                local,
+                peer,
+                seen,
+            },
+        );
+        if self.known.len() > REMEMBERED {
+            if let Some(oldest) = self
+                .known
+                .iter()
+                .min_by_key(|(_, k)| k.seen)
+                .map(|(i, _)| *i)
+            {
+                self.known.remove(&oldest);
+            }
+        }
+    }
+
+    /// A socket that lost its peer (CLOSE) gets the remembered one back.
+    fn fill(&mut self, sock: &mut Sock) {
+        if !matches!(sock.kind, "TCP" | "TCPv6") {
+            return;
+        }
+        match (sock.local, sock.remote) {
+            (Some(l), Some(r)) => self.remember(sock.inode, sock.kind, l, r),
+            (local, None) => {
+                if let Some(k) = self.known.get(&sock.inode) {
+                    sock.local = local.or(Some(k.local));
+                    sock.remote = Some(k.peer);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What the kernel still holds, with no fd, of the remembered connections that this
+    /// process's fds no longer show up (closed, or in CLOSE while TIME_WAIT holds the pair):
+    /// one line each for the newest [`FDLESS_SHOWN`], then how many more and in which states.
+    /// A connection the kernel no longer holds at all is forgotten.
+    fn fdless(&mut self, socks: &BTreeMap<i32, Sock>) -> Vec<String> {
+        let mut known: Vec<(u64, u64)> = self.known.iter().map(|(i, k)| (k.seen, *i)).collect();
+        known.sort();
+        let mut held = Vec::new();
+        for (_, inode) in known {
+            let here = socks.values().find(|s| s.inode == inode);
+            if here.is_some_and(|s| s.state != Some("CLOSE")) {
+                continue;
+            }
+            if self.diag.is_none() {
+                self.diag = Diag::open();
+            }
+            let k = &self.known[&inode];
+            let found = self.diag.as_mut().and_then(|d| d.lookup(k.local, k.peer));
+            match found {
+                Some(f) if f.inode == 0 => {
+                    let state = STATES.get(f.state as usize).copied().unwrap_or("?");
+                    held.push((
+                        format!("<{} {}↔{} {state}>", k.kind, k.local, k.peer),
+                        state,
+                    ));
+                }
+                // Still open in another process (a forked child has it).
+                Some(f) if f.inode == inode => {}
+                // Nothing left of it (or the pair is another connection's now).
+                _ if here.is_none() => {
+                    self.known.remove(&inode);
+                }
+                _ => {}
+            }
+        }
+        let older = held.len().saturating_sub(FDLESS_SHOWN);
+        let mut lines: Vec<String> = held[older..]
+            .iter()
+            .map(|(conn, state)| {
+                let why = if *state == "TIME_WAIT" {
+                    "no fd: the kernel keeps the pair 60 s"
+                } else {
+                    "no fd: the kernel finishes the close"
+                };
+                format!("{conn}  {why}")
+            })
+            .collect();
+        if older > 0 {
+            let mut states: Vec<(&str, usize)> = Vec::new();
+            for (_, state) in &held[..older] {
+                match states.iter_mut().find(|(s, _)| s == state) {
+                    Some((_, n)) => *n += 1,
+                    None => states.push((state, 1)),
+                }
+            }
+            let states: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            lines.push(format!(
+                "… and {older} older with no fd ({})",
+                states.join(", ")
+            ));
+        }
+        lines
+    }
 }
 
 const STATES: [&str; 13] = [
@@ -55,20 +202,20 @@ const STATES: [&str; 13] = [
     "NEW_SYN_RECV",
 ];
 
-fn show_addr(ss: &libc::sockaddr_storage) -> Option<String> {
+fn show_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match ss.ss_family as i32 {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
             let sin: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(format!("{ip}:{}", u16::from_be(sin.sin_port)))
+            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
             let sin6: &libc::sockaddr_in6 =
                 unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(format!("[{ip}]:{}", u16::from_be(sin6.sin6_port)))
+            Some(SocketAddr::from((ip, u16::from_be(sin6.sin6_port))))
         }
         _ => None,
     }
@@ -82,7 +229,7 @@ fn int_opt(fd: i32, level: i32, name: i32) -> Option<i32> {
     (r == 0).then_some(v)
 }
 
-fn name_of(fd: i32, peer: bool) -> Option<String> {
+fn name_of(fd: i32, peer: bool) -> Option<SocketAddr> {
     // SAFETY: zeroed sockaddr_storage is valid; len is its size.
     let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -113,7 +260,7 @@ fn queued(fd: i32, req: libc::c_ulong) -> u64 {
 }
 
 /// What the kernel says about a socket, through our own fd for it.
-fn describe(fd: i32) -> Option<Sock> {
+fn describe(fd: i32, inode: u64) -> Option<Sock> {
     let domain = int_opt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     let ty = int_opt(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
     let kind = match (domain, ty) {
@@ -125,10 +272,11 @@ fn describe(fd: i32) -> Option<Sock> {
         (libc::AF_NETLINK, _) => "NETLINK",
         _ => "socket",
     };
-    let local = name_of(fd, false).filter(|a| !a.ends_with(":0"));
+    let local = name_of(fd, false).filter(|a| a.port() != 0);
     let remote = name_of(fd, true);
     let mut sock = Sock {
         kind,
+        inode,
         local,
         remote,
         state: None,
@@ -161,7 +309,7 @@ fn describe(fd: i32) -> Option<Sock> {
 }
 
 impl Snapshot {
-    pub fn take(pid: Pid) -> Snapshot {
+    pub fn take(pid: Pid, conns: &mut Conns) -> Snapshot {
         let mut links = BTreeMap::new();
         if let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) {
             for entry in dir.flatten() {
@@ -174,19 +322,22 @@ impl Snapshot {
             }
         }
         let mut socks = BTreeMap::new();
-        let wanted: Vec<i32> = links
+        let wanted: Vec<(i32, u64)> = links
             .iter()
-            .filter(|(_, l)| l.starts_with("socket:"))
-            .map(|(fd, _)| *fd)
+            .filter_map(|(fd, l)| {
+                let inode = l.strip_prefix("socket:[")?.strip_suffix(']')?;
+                Some((*fd, inode.parse().ok()?))
+            })
             .collect();
         if !wanted.is_empty() {
             // SAFETY: pidfd_open and pidfd_getfd take integers and return new fds we own.
             let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) } as i32;
             if pidfd >= 0 {
-                for fd in wanted {
+                for (fd, inode) in wanted {
                     let ours = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) } as i32;
                     if ours >= 0 {
-                        if let Some(sock) = describe(ours) {
+                        if let Some(mut sock) = describe(ours, inode) {
+                            conns.fill(&mut sock);
                             socks.insert(fd, sock);
                         }
                         // SAFETY: ours is our own duplicate, closed once.
@@ -197,7 +348,12 @@ impl Snapshot {
                 unsafe { libc::close(pidfd) };
             }
         }
-        Snapshot { links, socks }
+        let fdless = conns.fdless(&socks);
+        Snapshot {
+            links,
+            socks,
+            fdless,
+        }
     }
 
     pub fn sock(&self, fd: i32) -> Option<&Sock> {
@@ -209,13 +365,14 @@ impl Snapshot {
         let s = self.socks.get(&fd)?;
         match s.state? {
             "LISTEN" => Some(format!("accept queue {} of {}", s.queues.0, s.queues.1)),
-            "CLOSE" => None,
+            "CLOSE" if s.remote.is_none() => None,
             _ => Some(format!("recv-q {} · send-q {}", s.queues.0, s.queues.1)),
         }
     }
 
     /// The kernel view: one line per socket, epoll or io_uring instance (files and pipes,
-    /// inherited ones included, are named where a call uses them, not listed here).
+    /// inherited ones included, are named where a call uses them, not listed here), then one
+    /// per connection the kernel holds with no fd (its fd number: -1).
     pub fn lines(&self) -> Vec<(i32, String)> {
         self.links
             .iter()
@@ -228,6 +385,7 @@ impl Snapshot {
                 }
                 (fd, line)
             })
+            .chain(self.fdless.iter().map(|l| (-1, l.clone())))
             .collect()
     }
 }
@@ -244,8 +402,10 @@ impl FdView for Snapshot {
                 (Some(l), None) => w.push_str(&format!(" {l}")),
                 _ => {}
             }
+            // A socket never connected is in CLOSE too: the state is said once it had a peer.
             match s.state {
-                Some("CLOSE") | None => {}
+                Some("CLOSE") if s.remote.is_none() => {}
+                None => {}
                 Some(state) => w.push_str(&format!(" {state}")),
             }
             w

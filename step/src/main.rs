@@ -10,6 +10,7 @@
 //! thread and process of the lesson is held with PTRACE_INTERRUPT.
 
 mod decode;
+mod diag;
 mod frames;
 mod kview;
 mod mem;

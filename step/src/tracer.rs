@@ -16,7 +16,7 @@ use nix::unistd::{execvp, fork, ForkResult, Pid};
 
 use crate::decode;
 use crate::frames::Frames;
-use crate::kview::Snapshot;
+use crate::kview::{Conns, Snapshot};
 
 static SIGINT: AtomicBool = AtomicBool::new(false);
 
@@ -82,6 +82,8 @@ struct Tracer {
     mode: Mode,
     started: bool,
     frames: Frames,
+    /// The connections seen so far, remembered across stops.
+    conns: Conns,
     status: Option<i32>,
 }
 
@@ -186,6 +188,7 @@ pub fn run(argv: Vec<std::ffi::CString>, stops: Vec<i64>, tty: Option<File>) -> 
         mode: Mode::Pause,
         started: false,
         frames: Frames::default(),
+        conns: Conns::default(),
         status: None,
     };
     t.tasks.insert(child, Task::new(child));
@@ -452,7 +455,7 @@ impl Tracer {
             return self.resume(tid);
         }
         let tgid = self.task(tid).tgid;
-        let snap = Snapshot::take(tgid);
+        let snap = Snapshot::take(tgid, &mut self.conns);
         let mut block = format!(
             "{} {}",
             who(tid, tgid),
@@ -494,7 +497,7 @@ impl Tracer {
             self.prompt(nr);
             // What the kernel did while the prompt waited (a client's handshake, its FIN),
             // before the call runs.
-            let now = Snapshot::take(tgid).lines();
+            let now = Snapshot::take(tgid, &mut self.conns).lines();
             if let Some(call) = self.task(tid).call.as_mut() {
                 let meanwhile = changes(&call.before, &now, "meanwhile:");
                 if !meanwhile.is_empty() {
@@ -536,7 +539,7 @@ impl Tracer {
     /// `[pid N] accept = 4<TCP ...>  peer ...`, then what changed in the kernel's view.
     fn result(&mut self, tid: Pid, call: &Call, ret: i64) {
         let tgid = self.task(tid).tgid;
-        let snap = Snapshot::take(tgid);
+        let snap = Snapshot::take(tgid, &mut self.conns);
         let mut text = format!(
             "{} {} = {}",
             who(tid, tgid),
@@ -544,7 +547,7 @@ impl Tracer {
             decode::exit(tid, call.nr, &call.args, ret, &snap)
         );
         if matches!(call.nr, libc::SYS_accept | libc::SYS_accept4) && ret >= 0 {
-            if let Some(peer) = snap.sock(ret as i32).and_then(|s| s.remote.clone()) {
+            if let Some(peer) = snap.sock(ret as i32).and_then(|s| s.remote) {
                 text.push_str(&format!("  peer {peer}"));
             }
         }
@@ -714,20 +717,23 @@ impl Tracer {
     }
 }
 
-/// The lines of the kernel view that are new or changed, and the fds that went away, each on
-/// its own line, the first one labelled.
+/// The lines of the kernel view that are new or changed, the fds that went away, then what
+/// the kernel holds with no fd (fd -1) that is new, each on its own line, the first one
+/// labelled.
 fn changes(before: &[(i32, String)], after: &[(i32, String)], label: &str) -> String {
-    let mut lines = Vec::new();
-    for (_, line) in after {
-        if !before.iter().any(|(_, l)| l == line) {
-            lines.push(line.clone());
-        }
-    }
+    let new = |fdless: bool| {
+        after
+            .iter()
+            .filter(move |(fd, line)| (*fd < 0) == fdless && !before.iter().any(|(_, l)| l == line))
+            .map(|(_, line)| line.clone())
+    };
+    let mut lines: Vec<String> = new(false).collect();
     for (fd, _) in before {
-        if !after.iter().any(|(f, _)| f == fd) {
+        if *fd >= 0 && !after.iter().any(|(f, _)| f == fd) {
             lines.push(format!("{fd} closed"));
         }
     }
+    lines.extend(new(true));
     let pad = " ".repeat(label.chars().count());
     lines
         .iter()

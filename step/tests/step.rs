@@ -258,6 +258,19 @@ fn lesson_01_blocks_in_order_with_real_source_lines() {
         text.contains(&format!("accept = 4<TCP 127.0.0.1:{port}↔127.0.0.1:{client_port} ESTABLISHED>  peer 127.0.0.1:{client_port}")),
         "no accept result with peer port {client_port}:\n{text}"
     );
+    // The server closed first and did not linger: once its fd is closed, the kernel alone
+    // finishes the close, waiting for the client's FIN (the client is still open).
+    let closes: Vec<_> = all.iter().filter(|(_, n, _)| n == "close").collect();
+    let last = &closes.last().unwrap().2;
+    let pair = format!("<TCP 127.0.0.1:{port}↔127.0.0.1:{client_port} ");
+    assert!(
+        ["FIN_WAIT1", "FIN_WAIT2"]
+            .iter()
+            .any(|st| last.contains(&format!(
+                "{pair}{st}>  no fd: the kernel finishes the close"
+            ))),
+        "the listener's close shows no fd-less {pair}...>:\n{last}"
+    );
     // The lesson's own log lines (writes to fd 2) are no stops.
     assert!(!text.contains("write(2"), "{text}");
     // Nothing before the first socket().
@@ -687,4 +700,206 @@ fn a_binary_replaced_on_disk_still_gives_the_lessons_lines() {
     assert_eq!(file, "lessons/01-hello.rs", "{}", close.2);
     assert!(file_line(file, *n).contains("close("), "{}", close.2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The stepper under a pty, held at each stop of `stops`: `go` types a command and waits for
+/// what it prints.
+struct Stepping {
+    run: Run,
+    master: OwnedFd,
+    pid: i32,
+}
+
+impl Stepping {
+    fn start(stops: &str, lesson_name: &str) -> Stepping {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_step"));
+        cmd.args(["--only", stops, "--"])
+            .arg(lesson(lesson_name))
+            .args(["-p", "0"]);
+        let (master, screen) = with_tty(&mut cmd);
+        let run = Run::spawn(cmd);
+        let text = run
+            .out
+            .wait_for("the first block", |t| !blocks(t).is_empty());
+        screen.wait_for("the prompt", |t| t.contains("step ["));
+        let pid = blocks(&text)[0].0;
+        Stepping { run, master, pid }
+    }
+    /// Type `line`, wait for the block of call `nr` after the `n`th block, and for the lesson
+    /// to be held at that call; returns that block.
+    fn go(&self, line: &str, name: &str, nr: i64) -> String {
+        let before = blocks(&self.run.out.text()).len();
+        type_line(&self.master, line);
+        let text = self.run.out.wait_for(name, |t| {
+            blocks(t)
+                .get(before..)
+                .is_some_and(|b| b.iter().any(|(_, n, _)| n == name))
+        });
+        held_at(self.pid, nr);
+        let all = blocks(&text);
+        let (_, _, block) = all[before..].iter().find(|(_, n, _)| n == name).unwrap();
+        block.clone()
+    }
+}
+
+/// Waits until /proc/net/tcp shows (or no longer shows) the server's side of the pair in
+/// `state` (hex, as the file gives it).
+fn until_tcp_state(local_port: u16, remote_port: u16, state: &str, shown: bool) {
+    let end = Instant::now() + DEADLINE;
+    while tcp_state(local_port, remote_port, state) != shown {
+        assert!(
+            Instant::now() < end,
+            "the server's side of :{local_port}↔:{remote_port} never {} state {state}",
+            if shown { "reached" } else { "left" }
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The client closes first (its FIN before the lesson's shutdown): CLOSE_WAIT, then after the
+/// lesson's shutdown(SHUT_WR) LAST_ACK (often gone before shutdown returns) and CLOSE, where
+/// getpeername fails: the stepper still names the peer it saw. The options by name.
+#[test]
+fn the_close_when_the_client_closes_first() {
+    let s = Stepping::start("setsockopt,accept,shutdown,close", "lesson-03");
+    let first = &blocks(&s.run.out.text())[0].2;
+    assert!(
+        first.contains("setsockopt(3<TCP>, SOL_SOCKET, SO_REUSEADDR, [1], 4)"),
+        "{first}"
+    );
+    s.go("c accept\n", "accept", libc::SYS_accept);
+    let port = s.run.port();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let cport = client.local_addr().unwrap().port();
+    client.write_all(b"abc\nq\n").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    until_tcp_state(port, cport, "08", true);
+    let conn = format!("4<TCP 127.0.0.1:{port}↔127.0.0.1:{cport}");
+    let block = s.go("c shutdown\n", "shutdown", libc::SYS_shutdown);
+    assert!(
+        block.contains(&format!("shutdown({conn} CLOSE_WAIT>, SHUT_WR)")),
+        "{block}"
+    );
+    let block = s.go("\n", "setsockopt", libc::SYS_setsockopt);
+    let after = |block: &str, rest: &str| {
+        ["LAST_ACK", "CLOSE"]
+            .iter()
+            .any(|st| block.contains(&format!("{conn} {st}>{rest}")))
+    };
+    assert!(
+        after(
+            &block,
+            ", SOL_SOCKET, SO_RCVTIMEO, {tv_sec=1, tv_usec=0}, 16)"
+        ),
+        "{block}"
+    );
+    // Held at the close: once the client's ACK has taken LAST_ACK away, the socket is in
+    // CLOSE, getpeername fails, and the peer shown is the one remembered.
+    let block = s.go("c close\n", "close", libc::SYS_close);
+    assert!(after(&block, ")"), "{block}");
+    until_tcp_state(port, cport, "09", false);
+    s.go("c accept\n", "accept", libc::SYS_accept);
+    let text = s.run.out.text();
+    let closed = &text[text.find(&format!("close({conn}")).unwrap()..];
+    assert!(closed.contains(&format!("{conn} CLOSE>")), "{closed}");
+    let mut reply = String::new();
+    client.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "Welcome buddy!\ncba\n");
+    type_line(&s.master, "q\n");
+    let mut run = s.run;
+    assert_eq!(run.wait().code(), Some(0));
+}
+
+/// The lesson closes first (shutdown(SHUT_WR) on `q`, the client still open): FIN_WAIT1 or
+/// FIN_WAIT2 while it lingers; the client's FIN then turns the fd's socket to CLOSE and
+/// leaves the pair in TIME_WAIT, a socket of no fd, shown on a line of its own, after the
+/// close too.
+#[test]
+fn the_close_when_the_server_closes_first_ends_in_time_wait() {
+    let s = Stepping::start("accept,read,shutdown,setsockopt,close", "lesson-03");
+    s.go("c accept\n", "accept", libc::SYS_accept);
+    let port = s.run.port();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let cport = client.local_addr().unwrap().port();
+    client.write_all(b"abc\nq\n").unwrap();
+    let conn = format!("4<TCP 127.0.0.1:{port}↔127.0.0.1:{cport}");
+    let block = s.go("c shutdown\n", "shutdown", libc::SYS_shutdown);
+    assert!(block.contains(&format!("{conn} ESTABLISHED>")), "{block}");
+    // Held at the lingering read: the FIN is out, the client has not closed.
+    s.go("c read\n", "read", libc::SYS_read);
+    let text = s.run.out.text();
+    let all = blocks(&text);
+    let set = &all
+        .iter()
+        .rev()
+        .find(|(_, n, _)| n == "setsockopt")
+        .unwrap()
+        .2;
+    assert!(
+        ["FIN_WAIT1", "FIN_WAIT2"]
+            .iter()
+            .any(|st| set.contains(&format!(
+                "setsockopt({conn} {st}>, SOL_SOCKET, SO_RCVTIMEO, {{tv_sec=1, tv_usec=0}}, 16)"
+            ))),
+        "{set}"
+    );
+    let mut reply = String::new();
+    client.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "Welcome buddy!\ncba\n");
+    drop(client);
+    until_tcp_state(port, cport, "06", true);
+    let time_wait = format!(
+        "<TCP 127.0.0.1:{port}↔127.0.0.1:{cport} TIME_WAIT>  no fd: the kernel keeps the pair 60 s"
+    );
+    let block = s.go("c close\n", "close", libc::SYS_close);
+    assert!(block.contains(&format!("close({conn} CLOSE>)")), "{block}");
+    assert!(block.contains(&time_wait), "{block}");
+    let text = s.run.out.text();
+    let meanwhile = &text[text.rfind("read(4<").unwrap()..];
+    assert!(
+        meanwhile.contains(&format!("meanwhile: {conn} CLOSE>")),
+        "{meanwhile}"
+    );
+    let block = s.go("c accept\n", "accept", libc::SYS_accept);
+    assert!(block.contains(&time_wait), "{block}");
+    assert!(!block.contains("4<TCP"), "{block}");
+    type_line(&s.master, "q\n");
+    let mut run = s.run;
+    assert_eq!(run.wait().code(), Some(0));
+}
+
+/// A serial server that closes first leaves a TIME_WAIT per client: the kernel view names the
+/// newest three and counts the older ones, so that it stays readable.
+#[test]
+fn connections_with_no_fd_beyond_three_are_counted() {
+    let mut run = Run::start(
+        &["--no-pause", "--only", "accept,close"],
+        &["-p", "0"],
+        "lesson-02",
+    );
+    let port = run.port();
+    for _ in 0..5 {
+        let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let cport = client.local_addr().unwrap().port();
+        let mut hello = String::new();
+        client.read_to_string(&mut hello).unwrap();
+        drop(client);
+        until_tcp_state(port, cport, "06", true);
+    }
+    let text = run.out.wait_for("the sixth accept", |t| {
+        blocks(t).iter().filter(|(_, n, _)| n == "accept").count() == 6
+    });
+    let all = blocks(&text);
+    let sixth = &all
+        .iter()
+        .filter(|(_, n, _)| n == "accept")
+        .nth(5)
+        .unwrap()
+        .2;
+    assert_eq!(sixth.matches("  no fd: ").count(), 3, "{sixth}");
+    assert!(
+        sixth.contains("… and 2 older with no fd (TIME_WAIT 2)"),
+        "{sixth}"
+    );
+    stop(&mut run, all[0].0, 130);
 }
