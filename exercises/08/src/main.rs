@@ -207,12 +207,7 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
         if let Err(errno) = shutdown(client.fd.as_raw_fd(), Shutdown::Write) {
             return Some(Ending::Failed("shutdown", errno));
         }
-        client.conn.shut_down();
-        say!(
-            "client disconnected: {} ({})",
-            client.peer,
-            client.conn.ending()
-        );
+        client.conn.shut_down(&client.peer);
     }
     client.conn.finished().then(|| client.conn.ending())
 }

@@ -95,13 +95,15 @@ impl<A: Admission> Relay<'_, A> {
             // curl --socks5-hostname sends an IP host as a "name" too.
             Some(Target::Domain(name, port)) => match name.parse::<IpAddr>() {
                 Ok(ip) => self.connect_to(conn, vec![SocketAddr::new(ip, *port)]),
+                // A name: to the resolver's threads, and the loop goes on.
                 // The mistake: getaddrinfo here, on the loop: every other client waits for it.
-                Err(_) => {
-                    conn.state = State::Resolving;
-                    conn.deadline = Some(until);
-                    self.resolver.lookup(conn.id, name, *port, until);
-                    Ok(())
-                }
+                Err(_) => match (name.as_str(), *port).to_socket_addrs() {
+                    Ok(addrs) => self.connect_to(conn, addrs.collect()),
+                    Err(err) => {
+                        let why = format!("getaddrinfo: {err}");
+                        self.refuse(conn, Reply::HostUnreachable, why)
+                    }
+                },
             },
             None => Ok(()),
         }
