@@ -140,10 +140,10 @@ fn steps_08() -> Vec<Step> {
 fn steps_10() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
-        Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "serve only the fds epoll_wait returned, and go back to epoll_wait" },
-        Step { name: "model: one thread asleep in epoll_wait", run: |c| one_thread_in(c, &["epoll_wait", "epoll_pwait", "epoll_pwait2"]), hint: "one thread, epoll_create1 once, epoll_ctl per fd, epoll_wait in the loop" },
+        Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "serve only the fds epoll_wait returned, and go back to epoll_wait; a handler that blocks stalls every client (lesson 10's `--mistake blocking-handler`)" },
+        Step { name: "model: one thread asleep in epoll_wait", run: |c| one_thread_in(c, &["epoll_wait", "epoll_pwait", "epoll_pwait2"]), hint: "one thread, epoll_create1 once, epoll_ctl per fd, epoll_wait in the loop; a thread that never sleeps is lesson 10's `--mistake epollout-always` (EPOLLOUT watched with nothing to write): `make lesson-10 ARGS='--mistake epollout-always'`, then `make provoke-10`" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "SOCK_NONBLOCK on the listener and on every accepted fd: the reactor must never block in read" },
-        Step { name: "model: the fd count comes back", run: fd_count_back, hint: "EPOLL_CTL_DEL (or the close) and close(2) on every ending" },
+        Step { name: "model: the fd count comes back", run: fd_count_back, hint: "EPOLL_CTL_DEL (or the close) and close(2) on every ending; connections left open are also what lesson 10's `--mistake edge-triggered` does (EPOLLET, one read per wake-up: the bytes left raise no new event): `make lesson-10 ARGS='--mistake edge-triggered'`" },
     ]);
     steps
 }
@@ -162,8 +162,8 @@ fn steps_12() -> Vec<Step> {
     Step { name: "CONNECT, and bytes relayed both ways", run: |c| socks::connect_and_relay(c.addr()), hint: "after the reply, every byte read from one side is written to the other: POLLIN on one, POLLOUT on the other when it backs up" },
     Step { name: "greeting and request byte by byte", run: |c| socks::byte_by_byte(c.addr()), hint: "keep the bytes of a message that is not whole yet: the handshake buffers them" },
     Step { name: "greeting, request and payload in one write", run: |c| socks::everything_in_one_write(c.addr()), hint: "bytes after the request are payload: forward them once the target is connected" },
-    Step { name: "a half-close is relayed", run: |c| socks::half_close(c.addr()), hint: "EOF from one side: shutdown(SHUT_WR) on the other, and keep relaying the other way (lesson 12's `--mistake close-on-eof`: `make provoke-12`)" },
-    Step { name: "a refused target: REP 0x05", run: |c| socks::refused(c.addr()), hint: "the connect's outcome is SO_ERROR once POLLOUT comes: ECONNREFUSED is REP 0x05" },
+    Step { name: "a half-close is relayed", run: |c| socks::half_close(c.addr()), hint: "EOF from one side: shutdown(SHUT_WR) on the other, and keep relaying the other way (lesson 12's `--mistake no-half-close` fails this way: `make lesson-12 ARGS='--mistake no-half-close'`, then `make provoke-12`)" },
+    Step { name: "a refused target: REP 0x05", run: |c| socks::refused(c.addr()), hint: "the connect's outcome is SO_ERROR once POLLOUT comes: ECONNREFUSED is REP 0x05 (a success here is lesson 12's `--mistake success-always`: `make lesson-12 ARGS='--mistake success-always'`, then `make provoke-12`)" },
     Step { name: "model: the loop's thread asleep in poll, sockets non-blocking", run: socks_model, hint: "one loop thread in poll(2) (the resolver threads aside), every socket SOCK_NONBLOCK" },
     Step { name: "model: the fd count comes back", run: socks_fds_back, hint: "close both sides of a relay once both directions are done" },
     ]
@@ -429,36 +429,51 @@ fn eof_first(c: &mut Ctx) -> Outcome {
 }
 
 fn no_zombies(c: &mut Ctx) -> Outcome {
+    // Three rounds: a reaper that takes one child per SIGCHLD passes a round whose children
+    // happen to exit one by one; it cannot pass three where they exit together.
+    for _ in 0..3 {
+        zombie_round(c)?;
+    }
+    Ok(())
+}
+
+/// Ten clients quit and, once their children linger, all close at once: the children exit
+/// together and their SIGCHLDs coalesce. Every child must then be reaped, none left in Z.
+fn zombie_round(c: &mut Ctx) -> Outcome {
     let pid = c.pid();
     let mut clients = welcomed_clients(c.addr(), 10)?;
-    // All ten end at once: their children exit together, and their SIGCHLDs coalesce.
     for conn in &mut clients {
         conn.send("q\n")?;
     }
     for conn in &mut clients {
+        conn.expect_close()?; // its child has shut down its side and lingers in read(2)
+    }
+    for conn in &clients {
         conn.finish();
     }
-    for conn in &mut clients {
-        conn.expect_close()?;
-    }
     drop(clients);
-    // A new client makes a reaping handler run again only for its own child: give the
-    // handler its chance, then look.
+    let sent = "ten clients that send q, then close at the same moment";
     let until = Instant::now() + wait();
     loop {
-        let zombies = model::zombies(pid);
-        let alive = model::children(pid).len() - zombies.len();
-        if zombies.is_empty() {
+        let children = model::children(pid);
+        if children.is_empty() {
             return Ok(());
         }
-        if Instant::now() > until && alive == 0 {
+        if Instant::now() > until {
+            let zombies = model::zombies(pid);
+            if zombies.is_empty() {
+                return Err(Failure::new(
+                    sent,
+                    "every child exits once its client has closed",
+                    format!("{} child(ren) still running: {children:?}", children.len()),
+                ));
+            }
             return Err(Failure::new(
-                "ten clients that send q and leave at once",
+                sent,
                 "no child left in state Z (every child reaped by waitpid)",
                 format!(
-                    "{} zombie(s) (state Z in /proc/PID/stat): {:?}",
-                    zombies.len(),
-                    zombies
+                    "{} zombie(s) (state Z in /proc/PID/stat): {zombies:?}",
+                    zombies.len()
                 ),
             ));
         }

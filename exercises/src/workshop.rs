@@ -43,6 +43,18 @@ pub fn generate(root: &Path, nn: &str) -> Result<Vec<(String, String)>, String> 
     skeleton::generate(root, &spec).map_err(|e| format!("exercise {nn}: {e}"))
 }
 
+/// The skeleton of `nn` with its gaps left as the lesson has them (the mistakes and the
+/// markers still cut): what a learner who fills every gap as the lesson does ends with.
+pub fn generate_solved(root: &Path, nn: &str) -> Result<Vec<(String, String)>, String> {
+    let spec_path = pristine_dir(root, nn).join("exercise.txt");
+    let text =
+        fs::read_to_string(&spec_path).map_err(|e| format!("{}: {e}", spec_path.display()))?;
+    let mut spec =
+        skeleton::parse_spec(&text).map_err(|e| format!("exercises/{nn}/exercise.txt: {e}"))?;
+    spec.gaps.clear();
+    skeleton::generate(root, &spec).map_err(|e| format!("exercise {nn}: {e}"))
+}
+
 /// Regenerates every pristine skeleton; with `check`, writes nothing and returns the stale
 /// files. Returns the files written (or stale).
 pub fn regenerate(root: &Path, check: bool) -> Result<Vec<String>, String> {

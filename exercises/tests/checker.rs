@@ -161,6 +161,48 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
     }
 }
 
+/// Each skeleton with its gaps filled as the lesson fills them passes every step: cutting
+/// the mistakes out and the gaps' surroundings leave a working server.
+#[test]
+fn every_skeleton_filled_as_its_lesson_passes_every_step() {
+    let target = target_dir();
+    for ex in exercises::check::exercises() {
+        let dir = scratch(&format!("solved-{}", ex.nn));
+        for (path, text) in workshop::generate_solved(&root(), ex.nn).unwrap() {
+            let file = dir.join(path);
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(file, text).unwrap();
+        }
+        let manifest = exercises::skeleton::manifest(ex.nn, root().to_str().unwrap());
+        let name = format!("exercise-{}", ex.nn);
+        fs::write(
+            dir.join("Cargo.toml"),
+            manifest.replace(&name, &format!("solved-{}", ex.nn)),
+        )
+        .unwrap();
+        fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+        let out = workshop(&[
+            "check",
+            ex.nn,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--target-dir",
+            target.to_str().unwrap(),
+            "--debug",
+            "--wait",
+            "10",
+        ]);
+        let stdout = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}:\n{stdout}{}",
+            ex.nn,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn every_reference_lesson_passes_every_step() {
     for ex in exercises::check::exercises() {
@@ -234,6 +276,23 @@ fn a_parent_that_keeps_the_connection_fails_at_the_eof_step() {
         "{out}"
     );
     assert!(out.contains("--mistake parent-keeps-conn"), "{out}");
+}
+
+#[test]
+fn the_relays_mistakes_fail_at_their_steps_and_the_hints_name_them() {
+    let cases = [
+        ("no-half-close", "FAIL   6. a half-close is relayed"),
+        ("success-always", "FAIL   7. a refused target: REP 0x05"),
+    ];
+    for (mistake, step) in cases {
+        let (code, out) = check_bin("12", &lesson("12"), "3", &["--mistake", mistake]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(step), "{mistake}: {out}");
+        assert!(
+            out.contains(&format!("--mistake {mistake}")),
+            "{mistake}: {out}"
+        );
+    }
 }
 
 #[test]
