@@ -3,7 +3,7 @@
 //! checking it, the progress file, hints and resets.
 
 use std::fs;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -253,13 +253,14 @@ pub fn hint(root: &Path, nn: &str) -> String {
     out
 }
 
-/// `make reset-NN`: asks on the terminal, keeps the old copy beside, then copies afresh.
-pub fn reset(root: &Path, nn: &str) -> Result<String, String> {
+/// `make reset-NN`: asks on the terminal (`interactive`: stdin is one), keeps the old copy
+/// beside, then copies afresh. Without a terminal it refuses: nothing is lost unasked.
+pub fn reset(root: &Path, nn: &str, interactive: bool) -> Result<String, String> {
     let dir = learner_dir(root, nn);
     if !dir.exists() {
         return new(root, nn);
     }
-    if !std::io::stdin().is_terminal() {
+    if !interactive {
         return Err(format!(
             "reset-{nn} replaces my-exercises/{nn}/ and asks first: run it in a terminal"
         ));

@@ -426,3 +426,34 @@ fn a_server_that_never_answers_fails_within_the_wait() {
     assert!(out.contains("FAIL   2. welcome, and q closes"), "{out}");
     assert!(out.contains("got      nothing within 1 s"), "{out}");
 }
+
+#[test]
+fn progress_hint_and_a_reset_that_asks_first() {
+    // A project root of this test's own: my-exercises/ with exercise 03 started.
+    let fake = scratch("fake-root");
+    let mine = fake.join("my-exercises/03");
+    fs::create_dir_all(mine.join("src")).unwrap();
+    let work = "fn main() {\n    let n: usize = todo!(\"read(2) into buf\");\n}\n";
+    fs::write(mine.join("src/main.rs"), work).unwrap();
+    fs::write(mine.join("Cargo.toml"), "[package]\n").unwrap();
+    let failure = exercises::client::Failure::new("x", "y", "z").hint("read the bytes");
+    let walk = exercises::check::Walk {
+        passed: 1,
+        total: 11,
+        failed: Some(("welcome, and q closes".into(), failure)),
+    };
+    workshop::record(&fake, "03", &walk);
+    let table = workshop::progress_table(&fake);
+    assert!(
+        table.contains("1/11 steps, stuck at: welcome, and q closes"),
+        "{table}"
+    );
+    assert!(table.contains("not started (make exercise-04)"), "{table}");
+    let hint = workshop::hint(&fake, "03");
+    assert!(hint.contains("hint: read the bytes"), "{hint}");
+    assert!(hint.contains("src/main.rs:2: read(2) into buf"), "{hint}");
+    // Without a terminal to ask on, reset refuses, and the learner's work is untouched.
+    let refused = workshop::reset(&fake, "03", false).unwrap_err();
+    assert!(refused.contains("asks first"), "{refused}");
+    assert_eq!(fs::read_to_string(mine.join("src/main.rs")).unwrap(), work);
+}

@@ -159,7 +159,8 @@ fn main() -> ExitCode {
             let Some(_) = known(&nn) else {
                 return ExitCode::from(2);
             };
-            match workshop::reset(&root, &nn) {
+            let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+            match workshop::reset(&root, &nn, interactive) {
                 Ok(msg) => {
                     println!("{msg}");
                     ExitCode::SUCCESS
