@@ -72,9 +72,9 @@ PROVOKE_09 := sigpending
 PROVOKE_10 := many+20 slow-reader idle
 PROVOKE_11 := coalesced+50 many+50
 PROVOKE_12 := blocking-dns socks-refused socks-half-close
-PROVOKE_13 := fail-open
+PROVOKE_13 := fail-open frozen-store
 PROVOKE_14 := socks-half-close+--bytes+2000000+--tries+10
-PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open
+PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store
 ADDR    ?=
 MISTAKE ?=
 

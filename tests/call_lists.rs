@@ -88,6 +88,11 @@ const OTHER_PATHS: &[(&str, &str, &str)] = &[
         "getsockopt",
         "SO_ERROR after POLLOUT, a distant target: socks5.rs trace_poll_and_nonblocking_connect",
     ),
+    (
+        "13",
+        "getsockopt",
+        "the same, lesson 12's connect; and Redis's own connect",
+    ),
     ("14", "getsockopt", "the same, lesson 12's connect"),
 ];
 
@@ -311,11 +316,21 @@ fn traced_calls(nn: &str, exe: &str) -> BTreeSet<String> {
     if nn == "00" {
         return client_calls(exe);
     }
-    let traced = Traced::start_tracing(exe, &[], &make_filter(nn));
+    // Lesson 13 asks its own redis-server, which lets this host in.
+    let mut redis = (nn == "13").then(common::redis::Redis::start);
+    let redis_addr = redis.as_ref().map(|r| r.addr_arg());
+    if let Some(redis) = redis.as_mut() {
+        redis.set("allowed:127.0.0.1", "1");
+    }
+    let args: Vec<&str> = redis_addr
+        .iter()
+        .flat_map(|a| ["--redis", a.as_str()])
+        .collect();
+    let traced = Traced::start_tracing(exe, &args, &make_filter(nn));
     let addr = traced.server.addr;
     match nn {
         "01" | "02" => hello_client(addr),
-        "12" | "14" => socks_clients(addr),
+        "12" | "13" | "14" => socks_clients(addr),
         _ => echo_client(addr),
     }
     traced
@@ -425,6 +440,7 @@ call_lists! {
     lesson_10: "10",
     lesson_11: "11",
     lesson_12: "12",
+    lesson_13: "13",
     lesson_14: "14",
 }
 

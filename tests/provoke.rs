@@ -165,6 +165,18 @@ fn scenarios_pass_against_correct_lessons() {
     }
 }
 
+/// `frozen-store` (lesson 13, Redis frozen with SIGSTOP): refused 0x01 promptly by the right
+/// lesson; with `--mistake fail-open` the client is let in once the Redis deadline passes.
+#[test]
+fn frozen_store_catches_fail_open() {
+    let (code, line) = provoke(None, &["frozen-store"]);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.contains("fails closed and fast"), "{line}");
+    let (code, line) = provoke(None, &["frozen-store", "--mistake", "fail-open"]);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains("fail open"), "{line}");
+}
+
 /// How a broken server written here goes wrong.
 #[derive(Clone, Copy)]
 enum Broken {

@@ -8,138 +8,15 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::redis::Redis;
 use common::socks5::{self as s5, Proxy};
 use common::{wait_for, Server, Traced, DEADLINE};
-use protocols::resp::{encode_command, parse, Value};
+use protocols::resp::Value;
 use protocols::socks5::{client, Command as Cmd, Reply, Target};
-
-/// A redis-server child on 127.0.0.1:`port`, and one client connection to it.
-struct Redis {
-    child: Child,
-    port: u16,
-    conn: TcpStream,
-}
-
-impl Redis {
-    /// Starts redis-server on a free port.
-    fn start() -> Redis {
-        Redis::start_with(&[])
-    }
-
-    /// Starts redis-server on a free port, with `extra` arguments.
-    fn start_with(extra: &[&str]) -> Redis {
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            if let Some(redis) = Redis::start_on_with(port, extra) {
-                return redis;
-            }
-        }
-        panic!("could not start redis-server on a free port");
-    }
-
-    /// Starts redis-server on `port` and waits until it answers PING (None if it exits).
-    fn start_on(port: u16) -> Option<Redis> {
-        Redis::start_on_with(port, &[])
-    }
-
-    fn start_on_with(port: u16, extra: &[&str]) -> Option<Redis> {
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (make test installs it)");
-        let start = Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return None; // the port was taken meanwhile
-            }
-            if let Some(conn) = pong(port) {
-                return Some(Redis { child, port, conn });
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = child.kill();
-                panic!("redis-server never answered PING");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// One command, one reply.
-    fn cmd(&mut self, args: &[&str]) -> Value {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        let mut out = Vec::new();
-        encode_command(&args, &mut out);
-        self.conn.write_all(&out).unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some((value, _)) = parse(&buf).unwrap() {
-                return value;
-            }
-            let n = self.conn.read(&mut chunk).unwrap();
-            assert!(n > 0, "redis closed the connection");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    fn set(&mut self, key: &str, value: &str) {
-        assert_eq!(
-            self.cmd(&["SET", key, value]),
-            Value::SimpleString("OK".into())
-        );
-    }
-
-    /// A line of `INFO section`, e.g. `total_connections_received`.
-    fn info(&mut self, section: &str, field: &str) -> String {
-        let Value::Bulk(Some(text)) = self.cmd(&["INFO", section]) else {
-            panic!("INFO is a bulk string");
-        };
-        let text = String::from_utf8(text).unwrap();
-        let prefix = format!("{field}:");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
-            .unwrap_or_else(|| panic!("no {field} in INFO {section}:\n{text}"))
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn addr_arg(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A connection to 127.0.0.1:`port` that got PONG to its PING.
-fn pong(port: u16) -> Option<TcpStream> {
-    let conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    conn.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut out = Vec::new();
-    encode_command(&[b"PING"], &mut out);
-    (&conn).write_all(&out).ok()?;
-    let mut buf = [0u8; 64];
-    let n = (&conn).read(&mut buf).ok()?;
-    (&buf[..n] == b"+PONG\r\n").then_some(conn)
-}
 
 /// Lesson 13 and its redis-server (dropped together).
 struct Lesson13 {
@@ -298,6 +175,10 @@ fn redis_restart() {
     p.redis = redis;
 }
 
+/// A deadline per check longer than any freeze in the tests that pause Redis to see the
+/// GETs queue up (each waits at most DEADLINE, 20 s, for them): their stall is not an outage.
+const LONGER_THAN_THE_FREEZE: &str = "60";
+
 /// The receive queue of Redis' side of its connections (bytes sent to Redis, not yet read):
 /// from /proc/net/tcp, summed over the established sockets on `port`.
 fn redis_rx_queue(port: u16) -> usize {
@@ -345,7 +226,7 @@ fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
 fn load_200_lookups_pipelined_on_one_connection() {
     const N: usize = 200;
     common::load::raise_nofile();
-    let mut p = start(&[]);
+    let mut p = start(&["--redis-timeout", LONGER_THAN_THE_FREEZE]);
     let echo = s5::echo_target();
     let ip = |i: usize| [127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8];
     let expect = |i: usize| match i % 3 {
@@ -408,13 +289,6 @@ fn load_200_lookups_pipelined_on_one_connection() {
     assert!(calls.starts_with(&format!("calls={},", N + 1)), "{calls}");
 }
 
-impl Redis {
-    fn child_signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-    }
-}
-
 /// curl through lesson 13: refused before the key is set, the whole file once it is.
 #[test]
 fn curl_once_allowed() {
@@ -447,7 +321,7 @@ fn curl_once_allowed() {
 /// so the next client gets its own answer, not the leaver's.
 #[test]
 fn leaver_keeps_the_fifo_aligned() {
-    let mut p = start(&[]);
+    let mut p = start(&["--redis-timeout", LONGER_THAN_THE_FREEZE]);
     let echo = s5::echo_target();
     p.redis.set("allowed:127.0.1.1", "1");
     // Warm up the Redis connection.
@@ -648,4 +522,141 @@ fn ipv6_banner_names_the_real_key() {
     assert_eq!(verdict(p.proxy.addr, echo), Reply::NotAllowed);
     p.redis.set("allowed:::1", "1");
     assert_eq!(verdict(p.proxy.addr, echo), Reply::Succeeded);
+}
+
+/// Asks once: the reply code and how long it took from connect to reply.
+fn timed_verdict(proxy: SocketAddr, target: SocketAddr) -> (Reply, Duration) {
+    let start = Instant::now();
+    let (rep, _) = ask(proxy, target);
+    (rep, start.elapsed())
+}
+
+/// A frozen Redis (SIGSTOP: it still completes handshakes and takes writes, never answers).
+/// With the default deadline (0.5 s) the proxy fails closed *and* fast: a relay already
+/// allowed keeps echoing; a new client is refused 0x01 within deadline + 1 s; 200 clients at
+/// once, on the redialled connection, are all refused within deadline + 2 s (none allowed)
+/// and the fd count comes back;
+/// one log line starts the outage, one ends it; after SIGCONT a client is allowed within
+/// 3 s. The margins are for a loaded 2-core machine; the real figures are printed.
+#[test]
+fn frozen_redis_refused_fast() {
+    const N: usize = 200;
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    common::load::raise_nofile();
+    let p = start_allowed(&[]);
+    let echo = s5::echo_target();
+    let mut relay = s5::open(p.proxy.addr, echo);
+    let echoes = |relay: &mut TcpStream, round: usize| {
+        let msg = format!("round {round}");
+        relay.write_all(msg.as_bytes()).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        relay.read_exact(&mut got).unwrap();
+        assert_eq!(
+            got,
+            msg.as_bytes(),
+            "the allowed relay echoes during the freeze"
+        );
+    };
+    echoes(&mut relay, 0);
+    let fds = p.proxy.fd_count();
+
+    p.redis.child_signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    let (first, first_took) = timed_verdict(p.proxy.addr, echo);
+    echoes(&mut relay, 1);
+    // The burst comes once the proxy has redialled the frozen Redis (its fd count is back:
+    // the kernel still completes the handshake), so all 200 checks wait on that connection.
+    common::wait_fd_count(p.proxy.pid(), fds);
+
+    let mut request = client::greeting(&[0]).unwrap();
+    request.extend(client::connect_request(&Target::Ip(echo)).unwrap());
+    let burst = Instant::now();
+    let mut clients: Vec<TcpStream> = (0..N)
+        .map(|_| {
+            let mut s = s5::connect(p.proxy.addr);
+            s.write_all(&request).unwrap();
+            s
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(N);
+    for s in clients.iter_mut() {
+        let mut method = [0u8; 2];
+        s.read_exact(&mut method).unwrap();
+        answers.push(s5::reply(s).0);
+    }
+    let burst_took = burst.elapsed();
+    drop(clients);
+    echoes(&mut relay, 2);
+    let allowed = answers.iter().filter(|r| **r == Reply::Succeeded).count();
+    let failed = answers
+        .iter()
+        .filter(|r| **r == Reply::GeneralFailure)
+        .count();
+    common::wait_fd_count(p.proxy.pid(), fds);
+    let frozen_for = frozen.elapsed();
+
+    p.redis.child_signal(libc::SIGCONT);
+    let thawed = Instant::now();
+    let (back, back_took) = loop {
+        let (rep, _) = timed_verdict(p.proxy.addr, echo);
+        if rep == Reply::Succeeded || thawed.elapsed() > DEADLINE {
+            break (rep, thawed.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!(
+        "frozen Redis, deadline {TIMEOUT:?}: first client {first} after {first_took:?}; \
+         {N} clients all answered in {burst_took:?} ({failed} refused 0x01, {allowed} allowed); \
+         frozen {frozen_for:?} in all; allowed again {back_took:?} after SIGCONT"
+    );
+    assert_eq!(first, Reply::GeneralFailure, "refused 0x01 while frozen");
+    assert!(
+        first_took < TIMEOUT + Duration::from_secs(1),
+        "{first_took:?}"
+    );
+    assert_eq!((failed, allowed), (N, 0), "every client refused 0x01");
+    assert!(
+        burst_took < TIMEOUT + Duration::from_secs(2),
+        "{burst_took:?}"
+    );
+    assert_eq!(back, Reply::Succeeded, "allowed again after SIGCONT");
+    assert!(back_took < Duration::from_secs(3), "{back_took:?}");
+    echoes(&mut relay, 3);
+    // One line per outage: its start, and its end once Redis answers again.
+    p.proxy
+        .log
+        .wait_line("the outage's end", |l| l.contains("it answers again"));
+    let starts = p
+        .proxy
+        .log
+        .count(|l| l.starts_with("allowlist unavailable:"));
+    let ends = p.proxy.log.count(|l| l.contains("it answers again"));
+    assert_eq!((starts, ends), (1, 1), "{:#?}", p.proxy.log.lines());
+    let start = |l: &str| l.starts_with("allowlist unavailable:");
+    assert_eq!(
+        p.proxy
+            .log
+            .count(|l| start(l) && l.contains("no reply within 500 ms")),
+        1,
+        "the outage's line says why"
+    );
+}
+
+/// `--redis-timeout` sets how long a check waits for a frozen Redis: with 2 s, the first
+/// client is refused no sooner than 2 s after it asked, and the log names the 2 s.
+#[test]
+fn redis_timeout_flag_sets_the_wait() {
+    let p = start_allowed(&["--redis-timeout", "2"]);
+    let echo = s5::echo_target();
+    assert_eq!(verdict(p.proxy.addr, echo), Reply::Succeeded);
+    p.redis.child_signal(libc::SIGSTOP);
+    let (rep, took) = timed_verdict(p.proxy.addr, echo);
+    p.redis.child_signal(libc::SIGCONT);
+    eprintln!("frozen Redis, --redis-timeout 2: refused after {took:?}");
+    assert_eq!(rep, Reply::GeneralFailure);
+    assert!(took >= Duration::from_secs(2), "refused after {took:?}");
+    assert!(took < Duration::from_secs(5), "refused after {took:?}");
+    p.proxy.log.wait_line("the deadline named", |l| {
+        l.starts_with("allowlist unavailable:") && l.contains("no reply within 2 s")
+    });
 }

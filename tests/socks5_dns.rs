@@ -65,7 +65,7 @@ fn in_namespace(test: &str, body: impl FnOnce(&Dns)) {
 /// The test's DNS server and the names it knows; also the namespace's set-up.
 struct Dns {
     /// Every query seen: (name, qtype).
-    seen: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<Vec<(String, u16)>>>,
 }
 
 impl Dns {
@@ -123,19 +123,35 @@ impl Dns {
                 .lock()
                 .unwrap()
                 .iter()
-                .any(|n| n == name)
+                .any(|(n, _)| n == name)
                 .then_some(())
         });
     }
 
     fn asked(&self, prefix: &str) -> usize {
         let seen = self.seen.lock().unwrap();
-        let mut names: Vec<&String> = seen.iter().filter(|n| n.starts_with(prefix)).collect();
+        let mut names: Vec<&String> = seen
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(prefix))
+            .collect();
         names.sort();
         names.dedup();
         names.len()
     }
+
+    /// How many questions of type `qtype` (1 = A, 28 = AAAA) the server got for `name`.
+    fn questions(&self, name: &str, qtype: u16) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|(n, t)| n == name && *t == qtype)
+            .count()
+    }
 }
+
+/// DNS question types (RFC 1035, RFC 3596).
+const A: u16 = 1;
+const AAAA: u16 = 28;
 
 /// What the server does with a name: its A and AAAA records and when it answers.
 enum Answer {
@@ -158,7 +174,7 @@ fn answer_for(name: &str) -> Answer {
 
 /// Answers A and AAAA queries from [`answer_for`]; a delayed answer is sent by a thread
 /// of its own, so a slow name never delays the server's other answers.
-fn serve(socket: UdpSocket, seen: Arc<Mutex<Vec<String>>>) {
+fn serve(socket: UdpSocket, seen: Arc<Mutex<Vec<(String, u16)>>>) {
     let mut buf = [0u8; 1500];
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
@@ -167,7 +183,7 @@ fn serve(socket: UdpSocket, seen: Arc<Mutex<Vec<String>>>) {
         let Some(q) = dns::question(&buf[..n]) else {
             continue;
         };
-        seen.lock().unwrap().push(q.name.clone());
+        seen.lock().unwrap().push((q.name.clone(), q.qtype));
         let (rcode, ips, delay): (u8, Vec<IpAddr>, Duration) = match answer_for(&q.name) {
             Answer::Never => continue,
             Answer::NxDomain => (dns::NXDOMAIN, vec![], Duration::ZERO),
@@ -414,6 +430,87 @@ fn a_full_pool_logged_once_and_left_names_forgotten() {
             "names of clients that left were looked up"
         );
         assert_eq!(proxy.log.count(full), 1, "one line per episode");
+    });
+}
+
+/// Fifty clients for one name that is never answered share one lookup: one thread waits for
+/// it, not all 32. When they have left, a fast name is resolved at once (before, the 32
+/// threads it filled hung for the resolver's 30 s and the fast name waited behind them).
+#[test]
+fn clients_for_one_hung_name_share_a_lookup() {
+    in_namespace(concat!(stringify!($module), "::clients_for_one_hung_name_share_a_lookup"), |dns| {
+        let proxy = start(&["--connect-timeout", "30"]);
+        let idle = threads(&proxy);
+        let echo = s5::echo_target();
+        let clients: Vec<TcpStream> = (0..50)
+            .map(|_| ask(proxy.addr, "hung-shared.test", echo.port()))
+            .collect();
+        dns.wait_asked("hung-shared.test");
+        let left = |l: &str| l.contains("hung-shared") && l.contains("client left while Resolving");
+        // A relay by IP literal: by the time it echoes, every request above was read.
+        echo_says(&mut s5::open(proxy.addr, echo));
+        let busy = threads(&proxy);
+        drop(clients);
+        wait_for("50 log lines", DEADLINE, || {
+            (proxy.log.count(left) == 50).then_some(())
+        });
+        let (rep, took, _) = timed(proxy.addr, "fast.test", echo.port());
+        let asked = (dns.questions("hung-shared.test", A), dns.questions("hung-shared.test", AAAA));
+        eprintln!(
+            "50 clients for one hung name: threads {idle} idle, {busy} busy; questions (A, AAAA) \
+             {asked:?}; then a fast name in {took:?}"
+        );
+        assert_eq!(rep, Reply::Succeeded);
+        assert!(took < SLOW / 2, "fast name after a shared hung one: {took:?}");
+        assert!(busy <= idle + 1, "{busy} threads for one name ({idle} idle)");
+    });
+}
+
+/// Twenty clients for one slow name: the DNS server is asked once (one A and one AAAA
+/// question), and every client gets the answer, each for its own port (half of them an
+/// echo target, half a closed port: 0x05).
+#[test]
+fn clients_for_one_slow_name_share_a_lookup() {
+    in_namespace(concat!(stringify!($module), "::clients_for_one_slow_name_share_a_lookup"), |dns| {
+        let proxy = start(&[]);
+        let echo = s5::echo_target();
+        let (_closed, closed) = s5::closed_port();
+        let port = |i: usize| if i % 2 == 0 { echo.port() } else { closed.port() };
+        let start = Instant::now();
+        let mut clients: Vec<TcpStream> = (0..20)
+            .map(|i| ask(proxy.addr, "slow-shared.test", port(i)))
+            .collect();
+        let replies: Vec<Reply> = clients.iter_mut().map(|s| s5::reply(s).0).collect();
+        let took = start.elapsed();
+        let asked = (dns.questions("slow-shared.test", A), dns.questions("slow-shared.test", AAAA));
+        eprintln!("20 clients for one slow name: all answered in {took:?}; questions (A, AAAA) {asked:?}");
+        for (i, rep) in replies.iter().enumerate() {
+            let want = if i % 2 == 0 { Reply::Succeeded } else { Reply::ConnectionRefused };
+            assert_eq!(*rep, want, "client {i}");
+        }
+        echo_says(&mut clients[0]);
+        assert_eq!(asked, (1, 1), "one lookup for twenty clients");
+    });
+}
+
+/// Distinct names that are never answered still fill the pool (one thread each, up to the
+/// cap), and the log says so.
+#[test]
+fn distinct_hung_names_fill_the_pool() {
+    in_namespace(concat!(stringify!($module), "::distinct_hung_names_fill_the_pool"), |dns| {
+        let proxy = start(&["--connect-timeout", "30"]);
+        let idle = threads(&proxy);
+        let echo = s5::echo_target();
+        let _clients: Vec<TcpStream> = (0..CAP + 4)
+            .map(|i| ask(proxy.addr, &format!("hung{i}.test"), echo.port()))
+            .collect();
+        proxy.log.wait_line("the pool is full", |l| {
+            l.contains(&format!("all {CAP} threads are waiting"))
+        });
+        wait_for("CAP hung names asked", DEADLINE, || {
+            (dns.asked("hung") == CAP).then_some(())
+        });
+        assert_eq!(threads(&proxy), idle + CAP - FLOOR, "one thread per distinct name");
     });
 }
 

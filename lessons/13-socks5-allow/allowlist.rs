@@ -4,7 +4,8 @@
 //! GETs go out together at the next POLLOUT (pipelining) and the replies come back in order,
 //! so a FIFO says whose each reply is. Every Redis failure is a state ([`Link::Down`]),
 //! never an exit: waiting clients are refused 0x01 (fail closed) and Redis is redialled
-//! with a backoff.
+//! with a backoff. Each check has a deadline (`--redis-timeout`): a frozen Redis, which
+//! accepts and never answers, costs a client that deadline and no more (fail fast).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -29,8 +30,6 @@ const MAX_RETRY: Duration = Duration::from_secs(1);
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 /// A connect(2) to Redis that takes longer than this is given up (and retried).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// A lookup unanswered for this long means Redis hangs: drop the connection, fail closed.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of commands not yet taken by the kernel; above it new lookups are refused (0x01)
 /// instead of buffered without bound (a Redis that stopped reading).
 const MAX_OUTBOX: usize = 256 * 1024;
@@ -54,6 +53,10 @@ enum Link {
 /// the reply bytes not yet parsed (`inbox`) and the FIFO of clients waiting for a reply.
 pub struct Allowlist {
     redis: SocketAddr,
+    /// How long a check may wait for its reply (`--redis-timeout`). Past it, Redis is taken
+    /// as frozen: the connection is dropped (its late replies could no longer be matched to
+    /// their clients) and every check waiting on it is refused 0x01.
+    timeout: Duration,
     link: Link,
     backoff: Duration,
     outbox: Vec<u8>,
@@ -70,9 +73,10 @@ pub struct Allowlist {
 }
 
 impl Allowlist {
-    pub fn new(redis: SocketAddr) -> Allowlist {
+    pub fn new(redis: SocketAddr, timeout: Duration) -> Allowlist {
         Allowlist {
             redis,
+            timeout,
             // The first dial happens inside the loop, at its first round.
             link: Link::Down {
                 retry: Instant::now(),
@@ -303,11 +307,14 @@ impl Admission for Allowlist {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        match &self.link {
+        let link = match &self.link {
             Link::Down { retry } => Some(*retry),
             Link::Connecting { since, .. } => Some(*since + CONNECT_TIMEOUT),
-            Link::Up(_) => self.waiting.front().map(|(_, at)| *at + REPLY_TIMEOUT),
-        }
+            Link::Up(_) => None,
+        };
+        // The oldest check's deadline, whatever the link is doing.
+        let check = self.waiting.front().map(|(_, at)| *at + self.timeout);
+        link.into_iter().chain(check).min()
     }
 
     fn ready(
@@ -327,18 +334,19 @@ impl Admission for Allowlist {
                 let outcome = if !events.is_empty() {
                     // getsockopt(SO_ERROR): how the non-blocking connect ended (0 = connected).
                     match getsockopt(sock, sockopt::SocketError) {
-                        Ok(0) => Ok(()),
-                        Ok(code) => Err(describe("connect", Errno::from_raw(code))),
-                        Err(errno) => Err(describe("getsockopt", errno)),
+                        Ok(0) => Some(Ok(())),
+                        Ok(code) => Some(Err(describe("connect", Errno::from_raw(code)))),
+                        Err(errno) => Some(Err(describe("getsockopt", errno))),
                     }
                 } else if *since + CONNECT_TIMEOUT <= now {
-                    Err(describe("connect", Errno::ETIMEDOUT))
+                    Some(Err(describe("connect", Errno::ETIMEDOUT)))
                 } else {
-                    return;
+                    None
                 };
                 match outcome {
-                    Ok(()) => self.connected(now),
-                    Err(why) => self.lost(now, why, verdicts),
+                    Some(Ok(())) => self.connected(now),
+                    Some(Err(why)) => self.lost(now, why, verdicts),
+                    None => {}
                 }
             }
             Link::Up(_) => {
@@ -348,15 +356,17 @@ impl Admission for Allowlist {
                 if events.contains(PollFlags::POLLOUT) {
                     self.send(now, verdicts);
                 }
-                if self
-                    .waiting
-                    .front()
-                    .is_some_and(|(_, at)| *at + REPLY_TIMEOUT <= now)
-                {
-                    let why = format!("no reply for {} s", REPLY_TIMEOUT.as_secs());
-                    self.lost(now, why, verdicts);
-                }
             }
+        }
+        // The oldest check is past its deadline (a frozen Redis, or a connect that hangs):
+        // drop the connection, refuse every waiting client at once (0x01), redial.
+        if self
+            .waiting
+            .front()
+            .is_some_and(|(_, at)| *at + self.timeout <= now)
+        {
+            let why = format!("no reply within {}", millis(self.timeout));
+            self.lost(now, why, verdicts);
         }
     }
 
@@ -370,6 +380,14 @@ impl Admission for Allowlist {
         if let Some(entry) = self.waiting.iter_mut().find(|(w, _)| *w == Some(id)) {
             entry.0 = None;
         }
+    }
+}
+
+/// A duration for a log line: "500 ms", "2.5 s".
+fn millis(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms < 1000 => format!("{ms} ms"),
+        _ => format!("{} s", d.as_secs_f64()),
     }
 }
 

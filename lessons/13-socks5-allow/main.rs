@@ -7,8 +7,9 @@
 //! Run `make lesson-13` (it starts a private redis-server if none answers), then
 //! `redis-cli set allowed:127.0.0.1 1` and `curl --socks5-hostname 127.0.0.1:1080 …`.
 //! `make trace-13` shows one more socket, its connect = -1 EINPROGRESS to port 6379 and the
-//! GETs' writes, all from the loop's own pid. The classic failure: Redis is down; here the
-//! proxy fails closed, keeps serving and redials (`--mistake fail-open` shows the wrong way;
+//! GETs' writes, all from the loop's own pid. The classic failure: Redis is down or frozen;
+//! here the proxy fails closed and fast (a check waits at most `--redis-timeout`, 0.5 s),
+//! keeps serving and redials (`--mistake fail-open` shows the wrong way;
 //! `make provoke-13` stops Redis). More: docs/lessons/13-socks5-allow.md
 
 // Lesson 12's relay, mounted (not copied): its flags, its loop and the hook this plugs in.
@@ -30,6 +31,7 @@ mod resolver;
 mod allowlist;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use clap::Parser;
 use protocols::resp::allowlist_key;
@@ -67,6 +69,11 @@ struct Args {
     )]
     redis: SocketAddr,
 
+    /// Seconds an allowlist check may wait for Redis; past it the client is refused (0x01)
+    /// and the Redis connection is dropped and redialled (a frozen Redis answers nothing).
+    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = flags::seconds)]
+    redis_timeout: Duration,
+
     /// Switch on one classic mistake, on purpose (docs/lessons/13-socks5-allow.md).
     #[arg(long, value_name = "NAME")]
     mistake: Option<Mistake>,
@@ -79,7 +86,7 @@ fn redis_addr(text: &str) -> Result<SocketAddr, String> {
 
 fn main() {
     let args: Args = cli::parse(&LESSON);
-    let mut allowlist = Allowlist::new(args.redis);
+    let mut allowlist = Allowlist::new(args.redis, args.redis_timeout);
     let cli = match args.redis.to_string().as_str() {
         "127.0.0.1:6379" => "redis-cli".to_string(),
         _ => format!("redis-cli -h {} -p {}", args.redis.ip(), args.redis.port()),
@@ -88,8 +95,9 @@ fn main() {
     let key = allowlist_key(net::dialable(args.relay.listen.addr()).ip());
     let notes = [
         format!(
-            "allowlist: Redis at {} (key allowed:<client ip>; no cache, asked per connection)",
-            args.redis
+            "allowlist: Redis at {} (key allowed:<client ip>; no cache, asked per connection; \
+             {:?} at most per check)",
+            args.redis, args.redis_timeout
         ),
         format!("allow: {cli} set {key} 1"),
         format!("deny:  {cli} del {key}"),

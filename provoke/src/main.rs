@@ -10,7 +10,7 @@
 //! Modules: [`peer`] (a client connection with deadlines on every read), [`procs`] (what
 //! /proc says about the server: pid, zombies, threads, CPU), [`echo`] (the kinds against the
 //! reverse-echo lessons 03–11), [`socks`] (against the SOCKS5 relays 12–14), [`scenario`]
-//! (restart, sigpending, fail-open: they start the lesson themselves) and [`dns`] (the
+//! (restart, sigpending, fail-open, frozen-store: they start the lesson themselves) and [`dns`] (the
 //! private resolver of the blocking-dns scenario).
 
 mod dns;
@@ -162,6 +162,12 @@ enum Kind {
         #[arg(long, value_name = "NAME")]
         mistake: Option<String>,
     },
+    /// Scenario (lesson 13): a private redis-server, then frozen (SIGSTOP): a client must be
+    /// refused 0x01 within the proxy's Redis deadline and a second, never let in.
+    FrozenStore {
+        #[arg(long, value_name = "NAME")]
+        mistake: Option<String>,
+    },
 }
 
 /// `--to`, or the default for the kind of server.
@@ -183,6 +189,9 @@ fn main() -> ExitCode {
         }
         Kind::BlockingDns { mistake } => ("blocking-dns", dns::scenario(mistake.as_deref())),
         Kind::FailOpen { mistake } => ("fail-open", scenario::fail_open(mistake.as_deref())),
+        Kind::FrozenStore { mistake } => {
+            ("frozen-store", scenario::frozen_store(mistake.as_deref()))
+        }
         kind @ (Kind::SocksRefused | Kind::SocksHalfClose { .. }) => {
             let proxy = match target(&args.to, "127.0.0.1:1080") {
                 Ok(a) => a,

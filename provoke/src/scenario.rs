@@ -233,18 +233,24 @@ impl Drop for Redis {
     }
 }
 
-/// Lesson 13 with an empty allowlist: a CONNECT is refused (0x02) while Redis runs; Redis
-/// is stopped; the same CONNECT must still be refused, never let through.
-pub fn fail_open(mistake: Option<&str>) -> Provoked {
+/// A private redis-server, lesson 13 (with `mistake`) asking it, and a target that accepts,
+/// so that "let through" would really connect (keep the listener while it is used).
+fn lesson_13(mistake: Option<&str>) -> Result<(Redis, Lesson, TcpListener, Target), String> {
     let redis = Redis::start()?;
     let store = format!("127.0.0.1:{}", redis.1);
     let lesson = up(
         start_with("lesson-13", mistake, &["-p", "0", "--redis", &store], None)?,
         "lesson-13",
     )?;
-    // A target that accepts, so that "let through" would really connect.
-    let target = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    let target = Target::Ip(target.local_addr().map_err(|e| e.to_string())?);
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let target = Target::Ip(listener.local_addr().map_err(|e| e.to_string())?);
+    Ok((redis, lesson, listener, target))
+}
+
+/// Lesson 13 with an empty allowlist: a CONNECT is refused (0x02) while Redis runs; Redis
+/// is stopped; the same CONNECT must still be refused, never let through.
+pub fn fail_open(mistake: Option<&str>) -> Provoked {
+    let (redis, lesson, _listener, target) = lesson_13(mistake)?;
     let (before, _) = socks::connect(lesson.addr, &target)?;
     drop(redis);
     let (after, _) = socks::connect(lesson.addr, &target)?;
@@ -262,5 +268,44 @@ pub fn fail_open(mistake: Option<&str>) -> Provoked {
         ),
         (Reply::Succeeded, _) => Outcome::new(false, format!("{said}: let in while Redis said no")),
         _ => Outcome::new(true, format!("{said}: fails closed")),
+    })
+}
+
+/// How long a refusal may take while Redis is frozen: lesson 13's default `--redis-timeout`
+/// (0.5 s), and a second of margin.
+const FROZEN_PROMPT: Duration = Duration::from_millis(1500);
+
+/// Lesson 13, then its redis-server frozen (SIGSTOP: the kernel still completes handshakes
+/// and takes the GETs, Redis never answers): a client must be refused 0x01 promptly, never
+/// let in and never left waiting.
+pub fn frozen_store(mistake: Option<&str>) -> Provoked {
+    let (redis, lesson, _listener, target) = lesson_13(mistake)?;
+    // A first client while Redis runs: the proxy's Redis connection is up before the freeze.
+    socks::connect(lesson.addr, &target)?;
+    let freeze = |signal| {
+        // SAFETY: kill(2) on the redis-server this scenario started.
+        unsafe { libc::kill(redis.0.id() as i32, signal) }
+    };
+    freeze(libc::SIGSTOP);
+    let asked = Instant::now();
+    let got = socks::connect(lesson.addr, &target);
+    let took = asked.elapsed();
+    freeze(libc::SIGCONT);
+    let said = |what: String| format!("Redis frozen (SIGSTOP): {what} after {took:.2?}");
+    Ok(match got {
+        Ok((Reply::GeneralFailure, _)) if took < FROZEN_PROMPT => Outcome::new(
+            true,
+            said("refused 0x01".into()) + ": fails closed and fast",
+        ),
+        Ok((Reply::Succeeded, _)) => Outcome::new(
+            false,
+            said("let in".into()) + ": the store cannot answer and everyone is let in (fail open)",
+        ),
+        Ok((rep, _)) => Outcome::new(
+            false,
+            said(format!("reply {:#04x} ({})", rep.code(), rep.describe()))
+                + ": every client waits that long while the store is frozen",
+        ),
+        Err(e) => Outcome::new(false, said(format!("no reply ({e})"))),
     })
 }

@@ -575,5 +575,6 @@ pub fn syscall_of(line: &str) -> Option<String> {
 
 pub mod echo_suite;
 pub mod load;
+pub mod redis;
 pub mod single_thread;
 pub mod socks5;

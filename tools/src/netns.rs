@@ -1,6 +1,8 @@
-//! A private network namespace for a benchmark (`bench-socks --congestion NAME`): its own
-//! loopback and its own default TCP congestion control, so a run can be taken under a stated
-//! congestion control without touching the host's network settings.
+//! A private network namespace for a benchmark (`bench-socks`, cubic unless `--congestion
+//! NAME`): its own loopback and its own default TCP congestion control, so a run can be taken
+//! under a stated congestion control without touching the host's network settings. Where
+//! the namespace may not select it (not in `net.ipv4.tcp_allowed_congestion_control`), or no
+//! namespace can be made, [`Fallback`] says so and the run goes on under the host's default.
 //!
 //! Why it matters on loopback: a congestion control that paces (BBR does, through TCP's own
 //! hrtimer when no fq qdisc is attached, and loopback has none) arms a timer for about every
@@ -13,6 +15,23 @@ use std::fs;
 use nix::sched::{unshare, CloneFlags};
 
 const DEFAULT_CC: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+const ALLOWED_CC: &str = "net.ipv4.tcp_allowed_congestion_control";
+const AVAILABLE_CC: &str = "net.ipv4.tcp_available_congestion_control";
+
+/// Why a run goes on under the host's default congestion control: a line for the operator.
+#[derive(Debug)]
+pub enum Fallback {
+    /// No network namespace could be made: the run is on the host's own loopback.
+    NoNamespace(String),
+    /// In a private namespace, but the congestion control asked for could not be selected.
+    Congestion(String),
+}
+
+/// A sysctl's value, read from /proc/sys ("?" if unreadable).
+fn sysctl(name: &str) -> String {
+    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+    fs::read_to_string(path).map_or_else(|_| "?".into(), |s| s.trim().to_string())
+}
 
 /// This network namespace's default TCP congestion control (`net.ipv4.tcp_congestion_control`).
 pub fn congestion_control() -> String {
@@ -54,7 +73,9 @@ pub fn socket_congestion_control() -> Result<String, String> {
 /// default congestion control; everything it starts afterwards runs there too. Call it
 /// before any thread is started: as a user other than root it needs a new user namespace as
 /// well (our uid mapped to root inside), which unshare(2) refuses to a threaded process.
-pub fn enter_private(congestion: &str) -> Result<(), String> {
+/// It never changes the host's settings: when `congestion` cannot be had, the [`Fallback`]
+/// names the sysctl or module and the command that would allow it, for the operator to run.
+pub fn enter_private(congestion: &str) -> Result<(), Fallback> {
     // SAFETY: geteuid(2) and getegid(2) only read this process's ids.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let flags = if uid == 0 {
@@ -62,24 +83,52 @@ pub fn enter_private(congestion: &str) -> Result<(), String> {
     } else {
         CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET
     };
-    unshare(flags).map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+    let no_namespace = |why: String| Fallback::NoNamespace(why);
+    unshare(flags).map_err(|e| no_namespace(format!("unshare(CLONE_NEWNET): {e}")))?;
     if uid != 0 {
         let write = |file: &str, text: String| {
             fs::write(format!("/proc/self/{file}"), text)
-                .map_err(|e| format!("write /proc/self/{file}: {e}"))
+                .map_err(|e| no_namespace(format!("write /proc/self/{file}: {e}")))
         };
         write("setgroups", "deny".into())?;
         write("uid_map", format!("0 {uid} 1"))?;
         write("gid_map", format!("0 {gid} 1"))?;
     }
-    loopback_up()?;
-    fs::write(DEFAULT_CC, congestion)
-        .map_err(|e| format!("set net.ipv4.tcp_congestion_control to {congestion}: {e}"))?;
-    match socket_congestion_control()? {
+    loopback_up().map_err(no_namespace)?;
+    let host = congestion_control();
+    let refused = |why: String| {
+        Fallback::Congestion(format!("{why}; running under this host's default, {host}"))
+    };
+    match fs::write(DEFAULT_CC, congestion).map_err(|e| e.raw_os_error()) {
+        Ok(()) => {}
+        // Only the host's own namespace may choose one that is not allowed (net/ipv4/tcp_cong.c).
+        Err(Some(libc::EPERM)) => {
+            let allowed = sysctl(ALLOWED_CC);
+            return Err(refused(format!(
+                "{congestion} is not in {ALLOWED_CC} ({allowed}), so a network namespace may \
+                 not select it (EPERM); to allow it: sudo sysctl -w {ALLOWED_CC}=\"{allowed} \
+                 {congestion}\""
+            )));
+        }
+        Err(Some(libc::ENOENT)) => {
+            return Err(refused(format!(
+                "this kernel has no congestion control {congestion} ({AVAILABLE_CC}: {}); \
+                 to load it: sudo modprobe tcp_{congestion}",
+                sysctl(AVAILABLE_CC)
+            )));
+        }
+        Err(errno) => {
+            let e = std::io::Error::from_raw_os_error(errno.unwrap_or(libc::EIO));
+            return Err(refused(format!(
+                "set net.ipv4.tcp_congestion_control to {congestion}: {e}"
+            )));
+        }
+    }
+    match socket_congestion_control().map_err(refused)? {
         now if now == congestion => Ok(()),
-        now => Err(format!(
+        now => Err(refused(format!(
             "asked for congestion control {congestion}, a new socket has {now}"
-        )),
+        ))),
     }
 }
 
