@@ -58,7 +58,7 @@ pub struct RelayArgs {
 }
 
 /// A timeout: from a millisecond (0.001) to a day (86400); shorter would cut every client.
-fn seconds(text: &str) -> Result<Duration, String> {
+pub fn seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.parse().map_err(|e| format!("{e}"))?;
     if (0.001..=86_400.0).contains(&secs) {
         Ok(Duration::from_secs_f64(secs))

@@ -5,11 +5,13 @@
 //! pool of threads takes the names, one lookup per thread at a time, and when an answer is
 //! ready writes one byte to a pipe whose read end is in the loop's poll set (EventMachine's
 //! `EM.defer`). The pool keeps [`FLOOR`] threads; when a name arrives and no thread is idle
-//! it clones one more, up to [`CAP`]; an extra thread idle for [`IDLE`] ends. So a slow name
-//! holds up only its own thread, and only names that hang can fill the pool: then new names
-//! wait in the queue, and the log says so once per episode.
+//! it clones one more, up to [`CAP`]; an extra thread idle for [`IDLE`] ends. A name already
+//! queued or being looked up is not looked up again: the client joins the lookup in flight
+//! (Go's singleflight) and every waiting client gets its answer, each with its own port. So
+//! a slow name holds up only its own thread however many ask for it, and only distinct names
+//! that hang can fill the pool: then new names wait in the queue, and the log says so once.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -30,10 +32,15 @@ pub const CAP: usize = 32;
 /// How long a thread above the floor waits for a name before it ends.
 pub const IDLE: Duration = Duration::from_secs(2);
 
-/// A lookup to do: for whom, what, and until when the client waits for it.
-type Job = (ConnId, String, u16, Instant);
+/// A name to look up, and until when its latest client waits for it.
+type Job = (String, Instant);
 /// A finished lookup: for whom, and the addresses (or why there are none).
 pub type Lookup = (ConnId, std::io::Result<Vec<SocketAddr>>);
+/// What a thread sends back: the name, and its addresses (port 0), or None when it was not
+/// looked up because every client's deadline had passed.
+type Answer = (String, Option<std::io::Result<Vec<SocketAddr>>>);
+/// A client waiting for a name: who, its port, and until when it waits.
+type Waiter = (ConnId, u16, Instant);
 
 /// What the loop and the threads share: the names not yet taken, and the pool's count.
 struct Queue {
@@ -58,8 +65,11 @@ impl Shared {
 
 pub struct Resolver {
     shared: Arc<Shared>,
-    answer: mpsc::Sender<Lookup>,
-    answers: mpsc::Receiver<Lookup>,
+    answer: mpsc::Sender<Answer>,
+    answers: mpsc::Receiver<Answer>,
+    /// The loop's own map: every name queued or in flight, and the clients waiting for it
+    /// (none, once they all left a lookup that cannot be stopped: a new client joins it).
+    waiting: HashMap<String, Vec<Waiter>>,
     /// Names are waiting because all CAP threads are busy (logged once until it clears).
     full: bool,
     /// The pipe's read end, watched by poll.
@@ -72,7 +82,7 @@ impl Resolver {
         // pipe2(O_NONBLOCK): the loop drains it without blocking; a full pipe means a
         // wake-up is already pending, so a thread's write may fail with EAGAIN.
         let (wake, waker) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).or_die("pipe2");
-        let (answer, answers) = mpsc::channel::<Lookup>();
+        let (answer, answers) = mpsc::channel::<Answer>();
         let queue = Queue {
             jobs: VecDeque::new(),
             threads: 0,
@@ -87,6 +97,7 @@ impl Resolver {
             shared,
             answer,
             answers,
+            waiting: HashMap::new(),
             full: false,
             wake,
         };
@@ -99,10 +110,31 @@ impl Resolver {
         resolver
     }
 
-    /// Queues a lookup of `name`; clones a thread if none is idle and the cap allows.
+    /// Joins the lookup of `name` if one is queued or in flight; else queues one, and clones
+    /// a thread if none is idle and the cap allows.
     pub fn lookup(&mut self, id: ConnId, name: &str, port: u16, until: Instant) {
+        // DNS names are case-insensitive: one lookup for Example.COM and example.com.
+        let name = name.to_ascii_lowercase();
+        let now = Instant::now();
+        if let Some(waiters) = self.waiting.get_mut(&name) {
+            // Shared: one more client for the same answer. Clients past their deadline
+            // were answered 0x04 already; they leave the list here.
+            waiters.retain(|w| w.2 > now);
+            waiters.push((id, port, until));
+            // Still queued: it must not be skipped while this client waits.
+            if let Some(job) = self.shared.lock().jobs.iter_mut().find(|j| j.0 == name) {
+                job.1 = job.1.max(until);
+            }
+            return;
+        }
+        self.waiting.insert(name.clone(), vec![(id, port, until)]);
+        self.queue(name, until);
+    }
+
+    /// Puts a name in the queue for the threads.
+    fn queue(&mut self, name: String, until: Instant) {
         let mut queue = self.shared.lock();
-        queue.jobs.push_back((id, name.to_string(), port, until));
+        queue.jobs.push_back((name, until));
         if queue.jobs.len() <= queue.idle {
             self.shared.queued.notify_one();
         } else if queue.threads < CAP {
@@ -120,13 +152,26 @@ impl Resolver {
         }
     }
 
-    /// The client left while its lookup was pending: a name still queued is never looked
-    /// up; one in flight cannot be stopped, and its answer will find nobody.
-    pub fn forget(&self, id: ConnId) {
-        self.shared.lock().jobs.retain(|job| job.0 != id);
+    /// The client left while its lookup was pending. A name nobody waits for any more is
+    /// never looked up if still queued; one in flight cannot be stopped: it stays listed
+    /// (so a new client for it joins it), and its answer will find nobody.
+    pub fn forget(&mut self, id: ConnId) {
+        let Some(name) = self.waiting.iter_mut().find_map(|(name, waiters)| {
+            let before = waiters.len();
+            waiters.retain(|w| w.0 != id);
+            (waiters.len() < before && waiters.is_empty()).then(|| name.clone())
+        }) else {
+            return;
+        };
+        let mut queue = self.shared.lock();
+        if let Some(at) = queue.jobs.iter().position(|j| j.0 == name) {
+            queue.jobs.remove(at);
+            self.waiting.remove(&name);
+        }
     }
 
-    /// The pipe woke the loop: drain it, then take every finished lookup.
+    /// The pipe woke the loop: drain it, then hand each finished lookup to every client
+    /// waiting for its name, with the client's own port.
     pub fn done(&mut self) -> Vec<Lookup> {
         let mut bytes = [0u8; 256];
         // read(2) the wake-up bytes until the pipe is empty (EAGAIN).
@@ -135,11 +180,37 @@ impl Resolver {
                 break;
             }
         }
+        let mut lookups = Vec::new();
+        let answers: Vec<Answer> = self.answers.try_iter().collect();
+        for (name, result) in answers {
+            let waiters = self.waiting.remove(&name).unwrap_or_default();
+            let Some(result) = result else {
+                // Skipped (its deadline had passed), but a client that joined meanwhile
+                // still waits: queue the name again for it.
+                let now = Instant::now();
+                let waiters: Vec<Waiter> = waiters.into_iter().filter(|w| w.2 > now).collect();
+                if let Some(until) = waiters.iter().map(|w| w.2).max() {
+                    self.waiting.insert(name.clone(), waiters);
+                    self.queue(name, until);
+                }
+                continue;
+            };
+            for (id, port, _) in waiters {
+                let each = match &result {
+                    Ok(addrs) => Ok(addrs
+                        .iter()
+                        .map(|a| SocketAddr::new(a.ip(), port))
+                        .collect()),
+                    Err(err) => Err(std::io::Error::new(err.kind(), err.to_string())),
+                };
+                lookups.push((id, each));
+            }
+        }
         if self.full && self.shared.lock().jobs.is_empty() {
             self.full = false;
             say!("resolver: the queue is empty again");
         }
-        self.answers.try_iter().collect()
+        lookups
     }
 
     /// One more thread in the pool (the caller holds the queue's lock).
@@ -154,10 +225,10 @@ impl Resolver {
 }
 
 /// A resolver thread: takes names until it has been idle for IDLE above the floor.
-fn work(shared: &Shared, answer: &mpsc::Sender<Lookup>) {
+fn work(shared: &Shared, answer: &mpsc::Sender<Answer>) {
     let mut queue = shared.lock();
     loop {
-        let Some((id, name, port, until)) = queue.jobs.pop_front() else {
+        let Some((name, until)) = queue.jobs.pop_front() else {
             queue.idle += 1;
             let (again, waited) = shared
                 .queued
@@ -172,21 +243,22 @@ fn work(shared: &Shared, answer: &mpsc::Sender<Lookup>) {
             continue;
         };
         drop(queue);
-        // Past its deadline the client was answered (0x04) and closed already: skip it.
-        if Instant::now() < until {
+        // Past its deadline every client was answered (0x04) and closed already: skip it,
+        // but say so (a client may have joined since).
+        let addrs = (Instant::now() < until).then(|| {
             // getaddrinfo(3), through std: may block here, never in the loop.
-            let addrs = (name.as_str(), port)
+            (name.as_str(), 0)
                 .to_socket_addrs()
-                .map(|a| a.collect::<Vec<_>>());
-            if answer.send((id, addrs)).is_err() {
-                return;
-            }
-            // write(2) one byte: the loop's poll wakes up. EAGAIN (a full pipe) means a
-            // wake-up is pending anyway.
-            match write(&shared.waker, b"!") {
-                Ok(_) | Err(Errno::EAGAIN) => {}
-                Err(errno) => report("write (resolver pipe)", errno),
-            }
+                .map(|a| a.collect::<Vec<_>>())
+        });
+        if answer.send((name, addrs)).is_err() {
+            return;
+        }
+        // write(2) one byte: the loop's poll wakes up. EAGAIN (a full pipe) means a
+        // wake-up is pending anyway.
+        match write(&shared.waker, b"!") {
+            Ok(_) | Err(Errno::EAGAIN) => {}
+            Err(errno) => report("write (resolver pipe)", errno),
         }
         queue = shared.lock();
     }
