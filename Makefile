@@ -10,6 +10,8 @@
 #   make compare [QUICK=1]        the I/O models side by side (target/compare/report.*)
 #   make bench-socks              lessons 12 and 14 against microsocks, dante and no proxy
 #   make fuzz [FUZZ_SECONDS=60]   the protocol parsers' fuzz targets (cargo-fuzz, nightly)
+#   make exercise-NN [ARGS="..."] your own copy of lesson NN, with its calls to write
+#   make check-NN                 check it step by step; make check: progress; hint-NN, reset-NN
 #   make soak [QUICK=1]           10,000 connections per server (target/soak/report.md)
 #
 # Every lesson, a file lessons/NN-topic.rs or a folder lessons/NN-topic/ (main.rs + modules),
@@ -101,6 +103,8 @@ help:
 	@echo "  make bench-socks lessons 12 and 14 against microsocks, dante and no proxy"
 	@echo "  make fuzz        fuzz the SOCKS5, RESP and echo parsers (FUZZ_SECONDS=60 each)"
 	@echo "  make soak        10,000 connections per server, Redis restarts (QUICK=1: < 1 min)"
+	@echo "  make exercise-NN your own lesson NN to write (01 03 04 08 10 12); make check-NN checks it"
+	@echo "  make check       your progress; make hint-NN the next hint; make reset-NN start afresh"
 	@echo
 	@echo "  Flags go in ARGS: make lesson-03 ARGS='-p 4000'; every lesson has --help."
 
@@ -205,3 +209,37 @@ soak: tools
 .PHONY: docs
 docs:
 	$(CARGO) run -q -p exercises --bin docs
+
+# The hands-on half (exercises/, the workshop tool): `make exercise-NN` copies the pristine
+# skeleton exercises/NN/ into my-exercises/NN/ (git-ignored, a crate of its own outside the
+# workspace: a half-written exercise never breaks test, lint, compare or soak), the first time
+# only, then builds and runs it as lesson-NN runs the lesson; `make check-NN` checks it step by
+# step (exit 0 all passed, 1 a step failed, 2 it could not be built or started); `make check`
+# shows the progress; `make hint-NN` the next hint; `make reset-NN` asks, then starts afresh.
+# The learner's crate builds into target/ with the project's Cargo.lock: the dependencies the
+# lessons already built are reused. `make exercises` regenerates the skeletons from the lessons.
+WORKSHOP := target/release/workshop
+.PHONY: workshop-tool exercises check
+workshop-tool:
+	@$(CARGO) build -q --release -p exercises --bin workshop
+
+exercise-%: workshop-tool
+	@$(WORKSHOP) new $*
+	@CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build -q --release --manifest-path my-exercises/$*/Cargo.toml
+	@echo "running your exercise $* (Ctrl-C stops it); make check-$* checks it:" >&2
+	target/release/exercise-$* $(ARGS)
+
+check-%: workshop-tool
+	@$(WORKSHOP) check $*
+
+check: workshop-tool
+	@$(WORKSHOP) progress
+
+hint-%: workshop-tool
+	@$(WORKSHOP) hint $*
+
+reset-%: workshop-tool
+	@$(WORKSHOP) reset $*
+
+exercises:
+	$(CARGO) run -q -p exercises --bin workshop -- gen

@@ -57,7 +57,9 @@ fn main() {
     // AF_INET or AF_INET6, as the address says.
     let family = net::family(&addr);
     // socket(2): a TCP endpoint (SOCK_STREAM) of that family, bound to nothing yet.
+    // [socket]
     let listener = socket(family, SockType::Stream, SockFlag::empty(), None).or_die("socket");
+    // [/socket]
     // setsockopt(SO_REUSEADDR): bind even while old connections on this port are in
     // TIME_WAIT, so the server can be restarted at once. `--mistake no-reuseaddr` leaves it
     // out: a restart within a minute then fails in bind with EADDRINUSE.
@@ -67,16 +69,21 @@ fn main() {
     }
     // [/reuseaddr]
     // bind(2): give the socket its local address and port.
+    // [bind]
     bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die("bind");
+    // [/bind]
     // listen(2): the kernel now completes handshakes for us and queues up to 128 finished
     // connections until we accept them.
+    // [listen]
     listen(&listener, Backlog::new(128).or_die("listen")).or_die("listen");
+    // [/listen]
     // getsockname(2): the address really bound (with -p 0 the kernel chose the port).
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
     // The banner; with --mistake, a last line says so (MISTAKE ON: ...).
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
 
     // accept(2): sleep until a client has connected; returns a new socket for that client.
+    // [accept]
     let conn = loop {
         match accept(&listener) {
             Ok(conn) => break conn,
@@ -85,6 +92,7 @@ fn main() {
             Err(errno) => fatal("accept", errno),
         }
     };
+    // [/accept]
     let peer = getpeername::<SockaddrStorage>(conn.as_raw_fd());
     let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
     say!("client connected: {peer}");
@@ -93,6 +101,7 @@ fn main() {
     // client that already left makes it fail: EPIPE or ECONNRESET, an error, not a signal.
     let greeting = hello::greeting();
     let mut rest = greeting.as_bytes();
+    // [write]
     while !rest.is_empty() {
         match write(&conn, rest) {
             Ok(n) => rest = &rest[n..],
@@ -102,9 +111,12 @@ fn main() {
             }
         }
     }
+    // [/write]
 
     // close(2) both sockets: the connection first (this sends our FIN), then the listener.
+    // [close]
     close(conn).or_die("close");
+    // [/close]
     say!("client disconnected: {peer}");
     close(listener).or_die("close");
 }

@@ -139,11 +139,13 @@ fn main() {
 
         // fork(2): two processes go on from here, each with its own copy of both fds.
         // SAFETY: this process has one thread, so the child may do what any program does.
+        // [fork]
         match unsafe { fork() } {
             Ok(ForkResult::Child) => child(listener, conn, &peer),
             Ok(ForkResult::Parent { .. }) => served += 1,
             Err(errno) => report("fork", errno), // EAGAIN: this client is closed unanswered
         }
+        // [/fork]
         // close(2) the parent's copy: the client sees EOF only once both are closed.
         // `--mistake parent-keeps-conn` forgets it instead (a drop would close it), as C code
         // that leaves out the close: the child's close is then not the last, no FIN goes out,

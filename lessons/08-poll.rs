@@ -98,11 +98,13 @@ fn main() {
 
         // poll(2): sleep until an entry is ready (or, after EMFILE, until the retry); it
         // fills in every entry's `revents` and returns how many have some.
+        // [poll]
         let mut nready = match poll(&mut pollfds, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(errno) => fatal("poll", errno),
         };
+        // [/poll]
         let stop_revents = pollfds[1].revents().unwrap_or(PollFlags::empty());
         if !stop_revents.is_empty() && stop::stop_requested(&stop) {
             break;
@@ -176,6 +178,7 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients, pollfds: &mut Vec<P
     let mut accepted = 0;
     loop {
         // accept4(2) with SOCK_NONBLOCK: lesson 06's accept and fcntl in one call.
+        // [accept4]
         let fd = match accept4(listener, SockFlag::SOCK_NONBLOCK) {
             Ok(fd) => fd,
             Err(Errno::EAGAIN) => return accepted,
@@ -184,13 +187,16 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients, pollfds: &mut Vec<P
                 return accepted;
             }
         };
+        // [/accept4]
         let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd());
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
         say!("client connected: {peer}");
         let conn = EchoConn::new();
         let events = interest(&conn);
         let fd = clients.insert(fd, peer, conn);
+        // [watch]
         pollfds.push(watch(fd, events));
+        // [/watch]
         accepted += 1;
     }
 }

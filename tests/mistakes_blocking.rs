@@ -294,7 +294,7 @@ fn lesson_03_plain_close_loses_the_replies_before_q() {
             Err(panic) => {
                 let text = panic.downcast_ref::<String>().cloned().unwrap_or_default();
                 assert!(
-                    text.contains("replies before q lost in "),
+                    text.contains("a reset threw the rest away"),
                     "failed for another reason: {text}"
                 );
                 println!("plain-close: {text}");

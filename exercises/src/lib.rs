@@ -4,8 +4,20 @@
 //! source marks a run of lines with a comment line `// [name]` before it and `// [/name]`
 //! after it. The docs quote a region (`make docs` copies it into the fenced block after an
 //! `<!-- include lessons/FILE [name] -->` line, and a test fails when a block is stale); an
-//! exercise's skeleton is its lesson with some regions replaced by a `todo!` (exercises/).
+//! exercise's skeleton is its lesson with some regions replaced by a `todo!` ([`skeleton`]).
 //! So the docs, the exercises and the code cannot drift apart.
+//!
+//! And the checker behind `make check-NN` ([`check`]): named steps, the protocol rules the
+//! project's own tests walk too ([`echo`], [`socks`]), and the model as the kernel shows it
+//! ([`model`]). std, libc and the std-only `protocols` only: `make check-03` builds in seconds.
 
+pub mod check;
+pub mod client;
 pub mod docs;
+pub mod echo;
+pub mod model;
 pub mod regions;
+pub mod run;
+pub mod skeleton;
+pub mod socks;
+pub mod workshop;

@@ -57,6 +57,7 @@ fn main() {
     let mut pause = AcceptPause::new(BLOCKING_RETRY);
     loop {
         // accept(2): the next client. While we serve it, the others wait in the backlog.
+        // [accept]
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
@@ -65,6 +66,7 @@ fn main() {
                 continue;
             }
         };
+        // [/accept]
         let peer = getpeername::<SockaddrStorage>(conn.as_raw_fd());
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
         say!("client connected: {peer}");
@@ -73,9 +75,11 @@ fn main() {
         let ending = serve::serve_echo(&conn);
 
         // close(2) on every path: quit, EOF, reset, line too long.
+        // [close]
         if let Err(errno) = close(conn) {
             report("close", errno);
         }
+        // [/close]
         say!("client disconnected: {peer} ({ending})");
     }
 }

@@ -39,12 +39,14 @@ pub fn serve_echo(conn: impl AsFd) -> Ending {
     }
     loop {
         // read(2): sleeps until bytes arrive; they may be half a line or many lines.
+        // [read]
         let n = match read(&conn, &mut buf) {
             Ok(0) => return Ending::Eof, // the client closed its side
             Ok(n) => n,
             Err(Errno::EINTR) => continue, // a signal handler ran: read again
             Err(errno) => return Ending::Failed("read", errno),
         };
+        // [/read]
         replies.clear();
         // The protocol keeps an unfinished line between reads and answers each whole one.
         // [feed]
@@ -76,6 +78,7 @@ pub fn serve_echo(conn: impl AsFd) -> Ending {
 /// write(2) until every byte is taken (Stevens' writen): a socket may take fewer bytes
 /// than it was given.
 fn write_all(conn: impl AsFd, mut bytes: &[u8]) -> nix::Result<()> {
+    // [write-all]
     while !bytes.is_empty() {
         match write(&conn, bytes) {
             Ok(n) => bytes = &bytes[n..],
@@ -83,6 +86,7 @@ fn write_all(conn: impl AsFd, mut bytes: &[u8]) -> nix::Result<()> {
             Err(errno) => return Err(errno),
         }
     }
+    // [/write-all]
     Ok(())
 }
 
@@ -92,9 +96,11 @@ fn write_all(conn: impl AsFd, mut bytes: &[u8]) -> nix::Result<()> {
 /// [`LINGER_BYTES`], or [`LINGER_TIME`]. Returns the failed call, if one did.
 fn linger(conn: impl AsFd) -> Option<Ending> {
     // shutdown(SHUT_WR): the FIN goes out after the replies already written.
+    // [shutdown]
     if let Err(errno) = shutdown(conn.as_fd().as_raw_fd(), Shutdown::Write) {
         return Some(Ending::Failed("shutdown", errno));
     }
+    // [/shutdown]
     // setsockopt(SO_RCVTIMEO): a read now waits LINGER_TIME at most, then fails EAGAIN.
     let timeout = TimeVal::new(LINGER_TIME.as_secs() as _, LINGER_TIME.subsec_micros() as _);
     if let Err(errno) = setsockopt(&conn, sockopt::ReceiveTimeout, &timeout) {

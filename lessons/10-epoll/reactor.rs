@@ -127,7 +127,9 @@ pub struct Reactor<H: Handler> {
 impl<H: Handler> Reactor<H> {
     pub fn new(lesson: &'static Lesson, listener: OwnedFd, stop: OwnedFd) -> Self {
         // epoll_create1(2): a kernel object holding the interest list and the ready list.
+        // [epoll-create]
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).or_die("epoll_create1");
+        // [/epoll-create]
         // epoll_ctl(EPOLL_CTL_ADD): watch the listener for connections, the pipe for Ctrl-C.
         for (fd, data) in [(&listener, LISTENER), (&stop, STOP)] {
             let event = EpollEvent::new(EpollFlags::EPOLLIN, data);
@@ -159,11 +161,13 @@ impl<H: Handler> Reactor<H> {
                 });
             // epoll_wait(2): sleep until a watched fd is ready (or the accept retry is due);
             // only the ready ones come back.
+            // [epoll-wait]
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
                 Err(errno) => fatal("epoll_wait", errno),
             };
+            // [/epoll-wait]
             for event in &events[..n] {
                 match event.data() {
                     LISTENER => self.accept_clients(),
@@ -220,6 +224,7 @@ impl<H: Handler> Reactor<H> {
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
         let raw = fd.as_raw_fd();
         // epoll_ctl(EPOLL_CTL_ADD): watch the client for input, level-triggered (no EPOLLET).
+        // [epoll-add]
         let event = EpollEvent::new(EpollFlags::EPOLLIN, raw as u64);
         if let Err(errno) = self.epoll.add(&fd, event) {
             report("epoll_ctl", errno);
@@ -228,6 +233,7 @@ impl<H: Handler> Reactor<H> {
             }
             return;
         }
+        // [/epoll-add]
         self.served += 1;
         let mut conn = Connection {
             fd,

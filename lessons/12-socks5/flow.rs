@@ -209,6 +209,7 @@ pub fn pump(
             let room = flow.room(pool);
             let wanted = room.len();
             // read(2) from the source into the free part of the buffer.
+            // [read]
             match read(src, room) {
                 Ok(0) => {
                     flow.eof = true;
@@ -225,6 +226,7 @@ pub fn pump(
                 Err(Errno::EINTR) => {}
                 Err(errno) => return Err(Broken::Read(errno)),
             }
+            // [/read]
             if flow.pending().is_empty() {
                 flow.release(pool);
             }
@@ -247,6 +249,7 @@ pub fn write_pending(
     pool: &mut Pool,
     writable: &mut bool,
 ) -> Result<bool, Broken> {
+    // [write]
     match write(dst, flow.pending()) {
         Ok(n) => {
             flow.consumed(n, pool);
@@ -259,6 +262,7 @@ pub fn write_pending(
         Err(Errno::EINTR) => Ok(false),
         Err(errno) => Err(Broken::Write("write", errno)),
     }
+    // [/write]
 }
 
 /// setsockopt(SO_LINGER {on, 0 s}): the close(2) that follows sends RST instead of FIN.
@@ -290,7 +294,9 @@ pub fn flush(client: &OwnedFd, flow: &mut Flow, pool: &mut Pool) -> Result<(), S
 /// destination our FIN, and the other direction keeps flowing.
 pub fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
     if flow.eof && !flow.shut && flow.pending().is_empty() {
+        // [shutdown]
         shutdown(dst.as_raw_fd(), Shutdown::Write).map_err(|e| Broken::Write("shutdown", e))?;
+        // [/shutdown]
         flow.shut = true;
     }
     Ok(())

@@ -8,7 +8,9 @@ use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{wait_for, Server, DEADLINE};
+use exercises::echo;
+
+use super::{step, wait_for, Server, DEADLINE};
 
 /// Generates one `#[test]` per echo case for a lesson binary.
 #[macro_export]
@@ -86,11 +88,11 @@ macro_rules! echo_suite {
     };
 }
 
+// The protocol's rules are the steps of exercises/src/echo.rs, which `make check-NN` walks
+// too; the log lines are these tests' own.
+
 pub fn welcome(server: Server) {
-    let mut c = server.connect();
-    c.expect_welcome();
-    c.send("q\n");
-    assert!(c.closed());
+    step(echo::welcome, server.addr);
     server.log.wait_line("connect log", |l| {
         l.starts_with("client connected: 127.0.0.1:")
     });
@@ -100,203 +102,80 @@ pub fn welcome(server: Server) {
 }
 
 pub fn reverse(server: Server) {
-    let mut c = server.connect();
-    c.expect_welcome();
-    assert_eq!(c.round_trip("hello"), "olleh");
-    assert_eq!(c.round_trip("Hello there, buddy!"), "!yddub ,ereht olleH");
-    assert_eq!(c.round_trip("a"), "a");
+    step(echo::reverse, server.addr);
 }
 
 pub fn crlf(server: Server) {
-    let mut c = server.connect();
-    c.expect_welcome();
-    c.send("abc\r\n");
-    assert_eq!(c.line(), "cba");
-    // Only one trailing \r is stripped; one inside the line is just a character.
-    c.send("a\rb\r\r\n");
-    assert_eq!(c.line_bytes(), b"\rb\ra");
+    step(echo::crlf, server.addr);
 }
 
 pub fn coalesced_lines(server: Server) {
-    let mut c = server.connect();
-    c.expect_welcome();
-    c.send("one\ntwo\r\nthree\n");
-    assert_eq!(c.line(), "eno");
-    assert_eq!(c.line(), "owt");
-    assert_eq!(c.line(), "eerht");
+    step(echo::coalesced_lines, server.addr);
 }
 
 pub fn split_lines(server: Server) {
-    let mut c = server.connect();
-    c.stream.set_nodelay(true).unwrap();
-    c.expect_welcome();
-    // One line in pieces, each flushed on its own segment: the server must keep the
-    // unfinished line between reads.
-    for piece in ["sp", "l", "it li", "ne", "\r", "\nnext", " one\n"] {
-        c.send(piece);
-        c.stream.flush().unwrap();
-        // Make it likely the pieces arrive in separate reads (no readiness to wait for:
-        // the server is meant to answer nothing until the line is complete).
-        thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(c.line(), "enil tilps");
-    assert_eq!(c.line(), "eno txen");
-    // Byte by byte.
-    for b in b"bytes\n" {
-        c.send([*b]);
-    }
-    assert_eq!(c.line(), "setyb");
+    step(echo::split_lines, server.addr);
 }
 
 pub fn utf8(server: Server) {
-    let mut c = server.connect();
-    c.expect_welcome();
-    assert_eq!(c.round_trip("héllo wörld"), "dlröw olléh");
-    assert_eq!(c.round_trip("こんにちは 🦀"), "🦀 はちにんこ");
+    step(echo::utf8, server.addr);
 }
 
 pub fn invalid_utf8(server: Server) {
-    let mut c = server.connect();
-    c.expect_welcome();
-    c.send(b"a\xffb\xc3\x00z\n");
-    assert_eq!(c.line_bytes(), b"z\x00\xc3b\xffa");
-    assert_eq!(c.round_trip("still here"), "ereh llits");
+    step(echo::invalid_utf8, server.addr);
 }
 
 pub fn empty_line(server: Server) {
-    let mut c = server.connect();
-    c.expect_welcome();
-    c.send("\n\r\nx\n");
-    assert_eq!(c.line(), "");
-    assert_eq!(c.line(), "");
-    assert_eq!(c.line(), "x");
+    step(echo::empty_line, server.addr);
 }
 
 pub fn q_flushes_earlier_replies(server: Server) {
-    let mut c = server.connect();
-    c.expect_welcome();
-    // The replies to the lines before q, sent in the same write, arrive before the close.
-    c.send("one\ntwo\nq\n");
-    assert_eq!(c.rest(), b"eno\nowt\n");
+    step(echo::q_flushes_earlier_replies, server.addr);
     server
         .log
         .wait_line("quit logged", |l| l.contains("sent q"));
 }
 
 pub fn leave_without_q(server: Server) {
-    let mut a = server.connect();
-    a.expect_welcome();
-    assert_eq!(a.round_trip("first"), "tsrif");
-    // Vanish in the middle of a line.
-    a.send("half a li");
-    drop(a);
+    step(echo::next_after_eof, server.addr);
     server
         .log
         .wait_line("EOF logged", |l| l.contains("left without q"));
-    let mut b = server.connect();
-    b.expect_welcome();
-    assert_eq!(b.round_trip("next"), "txen");
 }
 
 pub fn reset_by_client(server: Server) {
-    let mut a = server.connect();
-    a.expect_welcome();
-    assert_eq!(a.round_trip("before reset"), "teser erofeb");
-    a.send("partial");
-    a.reset();
+    step(echo::next_after_reset, server.addr);
     server
         .log
         .wait_line("reset logged", |l| l.contains("ECONNRESET"));
-    let mut b = server.connect();
-    b.expect_welcome();
-    assert_eq!(b.round_trip("after reset"), "teser retfa");
 }
 
 pub fn line_too_long(server: Server) {
-    let mut c = server.connect();
-    c.expect_welcome();
-    assert_eq!(c.round_trip("short"), "trohs");
-    // 1 MiB without a newline: the server answers as soon as it knows, and closes. The
-    // writer may see EPIPE/ECONNRESET once the server has closed: that is expected.
-    let stream = c.stream.try_clone().unwrap();
-    let writer = thread::spawn(move || {
-        let mut stream = stream;
-        let chunk = vec![b'x'; 64 * 1024];
-        for _ in 0..16 {
-            if stream.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        let _ = stream.write_all(b"\n");
-    });
-    assert_eq!(c.line(), "error: line too long");
-    let _ = c.rest(); // then the close (possibly a reset, as the rest of our MiB was unread)
-    writer.join().unwrap();
+    step(echo::line_too_long, server.addr);
     server
         .log
         .wait_line("too long logged", |l| l.contains("line too long"));
-    // And the server is fine.
-    let mut d = server.connect();
-    d.expect_welcome();
-    assert_eq!(d.round_trip("ok"), "ko");
 }
 
 /// How often the lingering-close cases try.
 const LINGER_TRIES: usize = 10;
 
-/// 1,000 lines of 100 bytes: more replies than the client's receive buffer takes while it
-/// is still writing, so some wait in the server's send queue when the server stops reading.
-fn lines_and_replies() -> (Vec<u8>, Vec<u8>) {
-    let (mut lines, mut replies) = (Vec::new(), Vec::new());
-    for i in 0..1000 {
-        let line = format!("{i:0>99}");
-        lines.extend(format!("{line}\n").bytes());
-        replies.extend(line.bytes().rev().chain([b'\n']));
-    }
-    (lines, replies)
-}
-
-/// Sends `head`, then 1 MB of junk, then half-closes, ignoring write errors (the server
-/// stops reading at `q` or at a line too long), and only then reads: returns everything
-/// the server sent after the welcome, up to its close (a reset counts as one).
-fn send_then_junk(server: &Server, head: &[u8]) -> Vec<u8> {
-    let mut c = server.connect();
-    c.expect_welcome();
-    let mut bytes = head.to_vec();
-    bytes.resize(head.len() + 1_000_000, b'x');
-    let mut stream = c.stream.try_clone().unwrap();
-    let writer = thread::spawn(move || {
-        let _ = stream.write_all(&bytes);
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-    });
-    writer.join().unwrap();
-    c.rest()
-}
-
-/// Lines, `q`, then 1 MB of junk: the server stops reading at `q`, but every reply must
-/// still arrive, not be thrown away by a reset (a plain close with unread input resets;
-/// the lingering close is shutdown(SHUT_WR), drain, close).
+/// Lines, `q`, then 1 MB of junk: every reply must still arrive, not be thrown away by a
+/// reset (the lingering close: shutdown(SHUT_WR), drain, close).
 pub fn q_then_junk_keeps_replies(server: Server) {
-    let (mut head, replies) = lines_and_replies();
-    head.extend_from_slice(b"q\n");
-    let lost = (0..LINGER_TRIES)
-        .filter(|_| send_then_junk(&server, &head) != replies)
-        .count();
-    assert_eq!(
-        lost, 0,
-        "replies before q lost in {lost} of {LINGER_TRIES} tries"
+    step(
+        |a| echo::q_then_junk_keeps_replies(a, LINGER_TRIES),
+        server.addr,
     );
 }
 
 /// Lines, then a line over 64 KiB and more input: the replies and `error: line too long`
 /// must all be readable, not reset away.
 pub fn too_long_then_more_keeps_error(server: Server) {
-    let (head, mut replies) = lines_and_replies();
-    replies.extend_from_slice(b"error: line too long\n");
-    let lost = (0..LINGER_TRIES)
-        .filter(|_| send_then_junk(&server, &head) != replies)
-        .count();
-    assert_eq!(lost, 0, "the error lost in {lost} of {LINGER_TRIES} tries");
+    step(
+        |a| echo::too_long_then_more_keeps_error(a, LINGER_TRIES),
+        server.addr,
+    );
 }
 
 pub fn pipelined_10000_lines(server: Server) {
@@ -338,32 +217,7 @@ pub fn pipelined_10000_lines(server: Server) {
 /// `q` the server would linger, draining input until the client closes, so its close
 /// would not be seen by the client.
 pub fn fd_count_steady(server: &Server, n: usize) {
-    let mut c = server.connect();
-    c.expect_welcome();
-    c.finish();
-    assert!(c.closed());
-    let start = server.fd_count();
-    for i in 0..n {
-        let mut c = server.connect();
-        c.expect_welcome();
-        match i % 3 {
-            0 => {
-                c.send("abc\nq\n");
-                assert_eq!(c.rest(), b"cba\n");
-            }
-            1 => {
-                c.send("half a line");
-                drop(c);
-            }
-            _ => c.reset(),
-        }
-    }
-    // A last client that leaves cleanly: once it is closed, the server has seen all others.
-    let mut last = server.connect();
-    last.expect_welcome();
-    last.finish();
-    assert!(last.closed());
-    super::wait_fd_count(server.pid(), start);
+    step(|a| echo::fd_count_back(a, server.pid(), n), server.addr);
 }
 
 /// A client holding an unfinished line does not delay another client's round trip. No

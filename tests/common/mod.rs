@@ -35,6 +35,15 @@ pub fn mistake_args(on: bool, name: &'static str) -> Vec<&'static str> {
     }
 }
 
+/// Walks one of the protocol steps the tests share with `make check-NN` (exercises/src/echo.rs,
+/// socks.rs: each rule written once), with the tests' deadline; panics with its failure.
+pub fn step(run: impl FnOnce(SocketAddr) -> exercises::client::Outcome, addr: SocketAddr) {
+    exercises::client::set_wait(DEADLINE);
+    if let Err(failure) = run(addr) {
+        panic!("step failed:\n{failure}");
+    }
+}
+
 /// Polls `check` until it returns Some, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

@@ -159,25 +159,13 @@ macro_rules! socks5_suite {
 // Targets on loopback.
 // ---------------------------------------------------------------------------------------
 
-/// Accepts on `listener` forever, one thread (small stack) per connection.
-fn serve_each(listener: TcpListener, handle: impl Fn(TcpStream) + Send + Sync + 'static) {
-    let handle = Arc::new(handle);
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let handle = handle.clone();
-            let _ = thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(move || handle(conn));
-        }
-    });
-}
-
-fn loopback_listener() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    (listener, addr)
-}
+// The loopback targets and test data the SOCKS5 steps use (exercises/src/socks.rs, shared
+// with `make check-12`).
+#[allow(unused_imports)] // each test binary uses a different part
+pub use exercises::socks::{
+    bound_loopback, echo_target, loopback_listener, pseudo_random, reply_after_eof_target,
+    serve_each,
+};
 
 /// An HTTP/1.0-style server that answers every request with `body`.
 pub fn http_target(body: Arc<Vec<u8>>) -> SocketAddr {
@@ -202,38 +190,6 @@ pub fn http_target(body: Arc<Vec<u8>>) -> SocketAddr {
     addr
 }
 
-/// Echoes every byte back; passes the client's EOF on as its own.
-pub fn echo_target() -> SocketAddr {
-    let (listener, addr) = loopback_listener();
-    serve_each(listener, |mut conn| {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if conn.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = conn.shutdown(Shutdown::Write);
-    });
-    addr
-}
-
-/// Reads until EOF and only then answers `got N bytes`, and closes.
-pub fn reply_after_eof_target() -> SocketAddr {
-    let (listener, addr) = loopback_listener();
-    serve_each(listener, |mut conn| {
-        let mut all = Vec::new();
-        if conn.read_to_end(&mut all).is_ok() {
-            let _ = conn.write_all(format!("got {} bytes\n", all.len()).as_bytes());
-        }
-    });
-    addr
-}
-
 /// Accepts, reads a line, then resets the connection (SO_LINGER 0 and close).
 pub fn resetting_target() -> SocketAddr {
     let (listener, addr) = loopback_listener();
@@ -250,24 +206,6 @@ pub fn resetting_target() -> SocketAddr {
 /// Keep the returned fd while the port is in use.
 pub fn closed_port() -> (std::os::fd::OwnedFd, SocketAddr) {
     bound_loopback()
-}
-
-/// A TCP socket bound to a free port on 127.0.0.1, and its address.
-fn bound_loopback() -> (std::os::fd::OwnedFd, SocketAddr) {
-    use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType};
-    use nix::sys::socket::{SockaddrIn, SockaddrStorage};
-    use std::os::fd::AsRawFd;
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::empty(),
-        None,
-    )
-    .unwrap();
-    bind(sock.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
-    let ss: SockaddrStorage = getsockname(sock.as_raw_fd()).unwrap();
-    let addr = SocketAddr::from(*ss.as_sockaddr_in().unwrap());
-    (sock, addr)
 }
 
 /// A target whose handshake does not finish inside connect(2), as a distant host's would
@@ -319,20 +257,6 @@ impl LateTarget {
         }
         let _ = self.listener.accept().unwrap();
     }
-}
-
-/// `len` pseudo-random bytes (xorshift, seeded): reproducible test data.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -503,43 +427,12 @@ pub fn curl_socks5h_with_password(proxy: SocketAddr) {
 
 /// The greeting and the request sent one byte per segment: the same answers.
 pub fn greeting_byte_by_byte(proxy: SocketAddr) {
-    let echo = echo_target();
-    let mut s = connect(proxy);
-    s.set_nodelay(true).unwrap();
-    let mut bytes = client::greeting(&[0]).unwrap();
-    bytes.extend(client::connect_request(&Target::Ip(echo)).unwrap());
-    for (i, b) in bytes.iter().enumerate() {
-        s.write_all(&[*b]).unwrap();
-        // Make separate reads likely (nothing to wait for: no answer is due yet).
-        thread::sleep(Duration::from_millis(3));
-        if i == 2 {
-            assert_eq!(read_message(&mut s, client::parse_method_selection), 0);
-        }
-    }
-    let (rep, bnd) = reply(&mut s);
-    assert_eq!(rep, Reply::Succeeded);
-    assert_bnd_is_outgoing(&bnd);
-    s.write_all(b"ping").unwrap();
-    let mut got = [0u8; 4];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"ping");
+    super::step(exercises::socks::byte_by_byte, proxy);
 }
 
 /// Greeting + request + first payload in one write: the payload reaches the target.
 pub fn everything_in_one_write(proxy: SocketAddr) {
-    let echo = echo_target();
-    let mut s = connect(proxy);
-    let mut bytes = client::greeting(&[0]).unwrap();
-    bytes.extend(client::connect_request(&Target::Ip(echo)).unwrap());
-    let payload = pseudo_random(20_000, 3);
-    bytes.extend_from_slice(&payload);
-    s.write_all(&bytes).unwrap();
-    assert_eq!(read_message(&mut s, client::parse_method_selection), 0);
-    let (rep, _) = reply(&mut s);
-    assert_eq!(rep, Reply::Succeeded);
-    let mut got = vec![0u8; payload.len()];
-    s.read_exact(&mut got).unwrap();
-    assert!(got == payload, "early payload not delivered intact");
+    super::step(exercises::socks::everything_in_one_write, proxy);
 }
 
 /// Only 0x02 offered to a proxy without -u/-P: 0xFF, then close.
@@ -583,12 +476,7 @@ pub fn bad_version_closes_next_served(proxy: SocketAddr) {
 
 /// Nothing listens on the target port: 0x05 (connection refused), not "success".
 pub fn closed_port_refused(proxy: SocketAddr) {
-    let mut s = connect(proxy);
-    assert_eq!(greet(&mut s, &[0]), 0);
-    let (_reserved, port) = closed_port();
-    let (rep, _) = request(&mut s, Cmd::Connect, &Target::Ip(port));
-    assert_eq!(rep, Reply::ConnectionRefused);
-    assert!(closes(&mut s));
+    super::step(exercises::socks::refused, proxy);
 }
 
 /// A name that cannot resolve (`.invalid` is reserved, RFC 6761): 0x04, and the proxy lives.
@@ -706,13 +594,7 @@ pub fn quiet(proxy: &Server) {
 /// The client sends, then half-closes; the target answers only after that EOF, and the
 /// answer still reaches the client.
 pub fn half_close(proxy: SocketAddr) {
-    let target = reply_after_eof_target();
-    let mut s = open(proxy, target);
-    s.write_all(&pseudo_random(100_000, 5)).unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert_eq!(answer, "got 100000 bytes\n");
+    super::step(exercises::socks::half_close, proxy);
 }
 
 /// The target resets the connection: the client sees a reset too, not a clean EOF.

@@ -1,0 +1,285 @@
+//! The checker's client: a TCP connection whose every wait is bounded, and whose failures
+//! say what was sent, what was expected and what came back (CodeCrafters' style).
+
+use std::fmt;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long one wait for the server may take: 5 s for the checker; the project's tests,
+/// sharing two cores with everything else, set more ([`set_wait`]).
+static WAIT_MS: AtomicU64 = AtomicU64::new(5000);
+
+/// Sets the bound on every wait.
+pub fn set_wait(wait: Duration) {
+    WAIT_MS.store(wait.as_millis() as u64, Ordering::Relaxed);
+}
+
+/// The bound on every wait.
+pub fn wait() -> Duration {
+    Duration::from_millis(WAIT_MS.load(Ordering::Relaxed))
+}
+
+/// A failed step: what was sent, expected and got, and one hint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failure {
+    pub sent: String,
+    pub expected: String,
+    pub got: String,
+    pub hint: String,
+}
+
+impl Failure {
+    pub fn new(
+        sent: impl Into<String>,
+        expected: impl Into<String>,
+        got: impl Into<String>,
+    ) -> Self {
+        Failure {
+            sent: sent.into(),
+            expected: expected.into(),
+            got: got.into(),
+            hint: String::new(),
+        }
+    }
+
+    /// The same failure with `hint` (kept if one is already set: the closer one wins).
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        if self.hint.is_empty() {
+            self.hint = hint.into();
+        }
+        self
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (label, text) in [
+            ("sent", &self.sent),
+            ("expected", &self.expected),
+            ("got", &self.got),
+            ("hint", &self.hint),
+        ] {
+            if !text.is_empty() {
+                writeln!(f, "    {label:<9}{text}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A step's outcome.
+pub type Outcome = Result<(), Failure>;
+
+/// Bytes as a Rust-ish string literal, cut after 120 characters.
+pub fn show(bytes: &[u8]) -> String {
+    let text: String = bytes.escape_ascii().to_string();
+    if text.len() > 120 {
+        format!("\"{}…\" ({} bytes)", &text[..120], bytes.len())
+    } else {
+        format!("\"{text}\"")
+    }
+}
+
+/// A connection to the server under check.
+pub struct Conn {
+    pub stream: TcpStream,
+    /// What this connection sent last (for a failure's `sent`).
+    pub sent: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects (retrying a refused connect within the wait).
+    pub fn open(addr: SocketAddr) -> Result<Conn, Failure> {
+        let start = Instant::now();
+        let stream = loop {
+            match TcpStream::connect_timeout(&addr, wait()) {
+                Ok(s) => break s,
+                Err(e) if start.elapsed() < wait() => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(Failure::new(
+                        format!("a connect to {addr}"),
+                        "the connection accepted",
+                        format!("connect: {e}"),
+                    ))
+                }
+            }
+        };
+        stream.set_write_timeout(Some(wait())).ok();
+        Ok(Conn {
+            stream,
+            sent: Vec::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends `bytes` (remembered as this connection's `sent`).
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) -> Outcome {
+        let bytes = bytes.as_ref();
+        self.sent = bytes.to_vec();
+        self.stream
+            .write_all(bytes)
+            .map_err(|e| Failure::new(show(bytes), "the bytes taken", format!("write failed: {e}")))
+    }
+
+    /// Sends `bytes` one byte per segment.
+    pub fn send_bytewise(&mut self, bytes: &[u8]) -> Outcome {
+        self.stream.set_nodelay(true).ok();
+        for b in bytes {
+            self.stream.write_all(&[*b]).map_err(|e| {
+                Failure::new(show(bytes), "the bytes taken", format!("write failed: {e}"))
+            })?;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.sent = bytes.to_vec();
+        Ok(())
+    }
+
+    /// Reads more into the buffer; Ok(false) on EOF; Err(what happened) on a timeout or error.
+    fn fill(&mut self, until: Instant) -> Result<bool, String> {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("nothing more within {} s", wait().as_secs()));
+        }
+        self.stream.set_read_timeout(Some(left)).ok();
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(format!("nothing more within {} s", wait().as_secs()))
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => Err("a reset (ECONNRESET)".into()),
+            Err(e) => Err(format!("read failed: {e}")),
+        }
+    }
+
+    /// What came so far and how it ended, for a failure's `got`.
+    fn got(&self, why: &str) -> String {
+        if self.buf.is_empty() {
+            why.replace("nothing more", "nothing")
+        } else {
+            format!("{}, then {why}", show(&self.buf))
+        }
+    }
+
+    /// Expects exactly `want` next (more may follow and stays buffered).
+    pub fn expect(&mut self, want: &[u8]) -> Outcome {
+        let until = Instant::now() + wait();
+        while self.buf.len() < want.len() && self.buf == want[..self.buf.len()] {
+            match self.fill(until) {
+                Ok(true) => {}
+                Ok(false) => return Err(self.fail(want, "the connection closed")),
+                Err(why) => return Err(self.fail(want, &why)),
+            }
+        }
+        if self.buf.starts_with(want) {
+            self.buf.drain(..want.len());
+            Ok(())
+        } else {
+            Err(self.fail(want, "that instead"))
+        }
+    }
+
+    fn fail(&self, want: &[u8], why: &str) -> Failure {
+        let got = if why == "that instead" {
+            show(&self.buf)
+        } else {
+            self.got(why)
+        };
+        Failure::new(show(&self.sent), show(want), got)
+    }
+
+    /// Sends `line\n`, expects `reply\n`.
+    pub fn round_trip(&mut self, line: &[u8], reply: &[u8]) -> Outcome {
+        let mut out = line.to_vec();
+        out.push(b'\n');
+        self.send(&out)?;
+        let mut want = reply.to_vec();
+        want.push(b'\n');
+        self.expect(&want)
+    }
+
+    /// Expects the server to close (EOF or reset) with nothing more.
+    pub fn expect_close(&mut self) -> Outcome {
+        let until = Instant::now() + wait();
+        loop {
+            match self.fill(until) {
+                Ok(true) => {}
+                Ok(false) if self.buf.is_empty() => return Ok(()),
+                Ok(false) => break,
+                Err(why) if why.contains("reset") && self.buf.is_empty() => return Ok(()),
+                Err(why) => {
+                    return Err(Failure::new(
+                        show(&self.sent),
+                        "the server closes the connection",
+                        self.got(&why),
+                    ))
+                }
+            }
+        }
+        Err(Failure::new(
+            show(&self.sent),
+            "the server closes the connection, sending nothing more",
+            self.got("the close"),
+        ))
+    }
+
+    /// Reads until the server closes; what came (a reset after data counts as a close).
+    pub fn rest(&mut self) -> Result<Vec<u8>, Failure> {
+        let until = Instant::now() + wait();
+        loop {
+            match self.fill(until) {
+                Ok(true) => {}
+                Ok(false) => return Ok(std::mem::take(&mut self.buf)),
+                Err(why) if why.contains("reset") => return Ok(std::mem::take(&mut self.buf)),
+                Err(why) => {
+                    return Err(Failure::new(
+                        show(&self.sent),
+                        "the server closes the connection",
+                        self.got(&why),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// True if nothing arrives within `wait` (what does arrive stays buffered).
+    pub fn silent_for(&mut self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        let before = self.buf.len();
+        let _ = self.fill(until);
+        self.buf.len() == before
+    }
+
+    /// Half-close: shutdown(SHUT_WR).
+    pub fn finish(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Closes with a reset (SO_LINGER 0).
+    pub fn reset(self) {
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid fd and a linger struct of the size given.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.stream),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&l as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
+}

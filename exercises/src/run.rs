@@ -1,0 +1,195 @@
+//! The server under check: started on port 0 in a process group of its own, its stderr
+//! collected, its address read from its banner, and every process of its group killed and
+//! reaped at the end.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::client::{wait, Failure};
+
+/// The server's stderr lines, collected by a reader thread.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A panic in the lines from `from` on: (where, the message). A `todo!()` reached
+    /// (`not yet implemented: …`) comes first: in a signal handler it is followed by a
+    /// second panic, "panic in a function that cannot unwind", which says less.
+    pub fn panic_since(&self, from: usize) -> Option<(String, String)> {
+        let lines = self.lines();
+        let lines = lines.get(from..).unwrap_or(&[]);
+        let panics: Vec<(String, String)> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("panicked at"))
+            .map(|(at, l)| {
+                let place = l.split("panicked at ").nth(1).unwrap_or("");
+                let message = lines.get(at + 1).cloned().unwrap_or_default();
+                (place.trim_end_matches(':').to_string(), message)
+            })
+            .collect();
+        let todo = panics
+            .iter()
+            .find(|(_, m)| m.starts_with("not yet implemented"));
+        todo.or(panics.first()).cloned()
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub log: Log,
+}
+
+/// Starts `exe args… -p PORT` (0: any free port) in a new process group and waits for the banner's address.
+/// A failure says what came instead: a todo!() reached, a panic, an exit, or silence.
+pub fn start(exe: &Path, args: &[String], port: u16) -> Result<Server, Failure> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .args(["-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| {
+        Failure::new(
+            format!("{} -p {port}", exe.display()),
+            "the server running",
+            format!("could not start it: {e}"),
+        )
+    })?;
+    let pid = child.id();
+    let log = Log::default();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let lines = log.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut l) = lines.0.lock() {
+                l.push(line);
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        pid,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        log,
+    };
+    let until = Instant::now() + wait();
+    loop {
+        if let Some(addr) = server.log.lines().iter().find_map(|l| banner_addr(l)) {
+            server.addr = addr;
+            return Ok(server);
+        }
+        let exited = server.child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() > until {
+            // Let the reader thread catch the last lines.
+            thread::sleep(Duration::from_millis(50));
+            if let Some(addr) = server.log.lines().iter().find_map(|l| banner_addr(l)) {
+                // A banner, then the end: the next step reports what happened.
+                server.addr = addr;
+                return Ok(server);
+            }
+            let got = server.what_happened(0).unwrap_or_else(|| match exited {
+                Some(status) => format!("it exited ({status}) without a banner"),
+                None => format!("no banner on stderr within {} s", wait().as_secs()),
+            });
+            return Err(Failure::new(
+                format!("(nothing: started {} -p {port})", exe.display()),
+                "a banner on stderr: `… listening on ADDR …`",
+                got,
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Server {
+    /// A todo!() reached or a panic (since log line `from`, else earlier: a server that
+    /// panicked right after its banner), or an exit, in words.
+    pub fn what_happened(&mut self, from: usize) -> Option<String> {
+        // A todo!() anywhere in the log explains the failure best (a later panic may be its
+        // consequence); else the panic since the step began, else an earlier one.
+        let first = self.log.panic_since(0);
+        let todo = first
+            .clone()
+            .filter(|(_, m)| m.starts_with("not yet implemented"));
+        let panic = todo.or_else(|| self.log.panic_since(from)).or(first);
+        if let Some((place, message)) = panic {
+            return Some(match message.strip_prefix("not yet implemented: ") {
+                Some(sentence) => {
+                    format!("the server reached a todo!() at {place}: \"{sentence}\"")
+                }
+                None => format!("the server panicked at {place}: {message}"),
+            });
+        }
+        let status = self.child.try_wait().ok().flatten()?;
+        let last = self.log.lines().last().cloned().unwrap_or_default();
+        Some(format!(
+            "the server exited ({status}); its last line: {last}"
+        ))
+    }
+
+    /// Kills the whole process group and reaps the server.
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's process group.
+        unsafe {
+            libc::kill(-(self.pid as i32), libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The address in `… listening on ADDR · …`.
+pub fn banner_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on ").nth(1)?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// Makes this process the reaper of its orphaned descendants (a forked server's children,
+/// once the server is killed), so that [`reap_orphans`] can collect them.
+pub fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes an integer flag.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+    }
+}
+
+/// Reaps every exited child of this process (orphans handed to it as subreaper).
+pub fn reap_orphans() {
+    loop {
+        // SAFETY: waitpid with a null status pointer.
+        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if pid <= 0 {
+            break;
+        }
+    }
+}

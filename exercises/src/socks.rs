@@ -1,0 +1,289 @@
+//! SOCKS5's rules (lessons 12–14), each a step: written once, walked by the checker
+//! (`make check-12`) and by the project's suite (tests/common/socks5.rs). Also the loopback
+//! targets the proxy connects to.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::thread;
+
+use protocols::socks5::{client, Command as Cmd, Reply, Target};
+
+use crate::client::{show, wait, Conn, Failure, Outcome};
+
+/// Accepts on `listener` forever, one thread (small stack) per connection.
+pub fn serve_each(listener: TcpListener, handle: impl Fn(TcpStream) + Send + Sync + 'static) {
+    let handle = Arc::new(handle);
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let handle = handle.clone();
+            let _ = thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || handle(conn));
+        }
+    });
+}
+
+/// A listener on a free loopback port.
+pub fn loopback_listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("getsockname");
+    (listener, addr)
+}
+
+/// Echoes every byte back; passes the client's EOF on as its own.
+pub fn echo_target() -> SocketAddr {
+    let (listener, addr) = loopback_listener();
+    serve_each(listener, |mut conn| {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if conn.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = conn.shutdown(Shutdown::Write);
+    });
+    addr
+}
+
+/// Reads until EOF and only then answers `got N bytes`, and closes.
+pub fn reply_after_eof_target() -> SocketAddr {
+    let (listener, addr) = loopback_listener();
+    serve_each(listener, |mut conn| {
+        let mut all = Vec::new();
+        if conn.read_to_end(&mut all).is_ok() {
+            let _ = conn.write_all(format!("got {} bytes\n", all.len()).as_bytes());
+        }
+    });
+    addr
+}
+
+/// A TCP socket bound to a free port on 127.0.0.1 (not listening), and its address: the
+/// kernel answers a SYN to it with RST, and no one else gets the port while it is kept.
+pub fn bound_loopback() -> (OwnedFd, SocketAddr) {
+    // SAFETY: plain socket calls on a fresh fd, with sockaddr structs of the sizes given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        assert_eq!(
+            libc::bind(raw, (&sin as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut got_len = len;
+        libc::getsockname(
+            raw,
+            (&mut got as *mut libc::sockaddr_in).cast(),
+            &mut got_len,
+        );
+        let port = u16::from_be(got.sin_port);
+        (fd, SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+}
+
+/// `len` pseudo-random bytes (xorshift, seeded): reproducible test data.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A stream's own read, bounded by the wait: bytes until `parse` has a whole message.
+fn read_message<T>(
+    c: &mut Conn,
+    what: &str,
+    parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, protocols::socks5::Error>,
+) -> Result<T, Failure> {
+    let mut buf = Vec::new();
+    c.stream.set_read_timeout(Some(wait())).ok();
+    loop {
+        match parse(&buf) {
+            Ok(Some((value, _))) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Failure::new(
+                    show(&c.sent),
+                    what,
+                    format!("{} ({e:?})", show(&buf)),
+                ))
+            }
+        }
+        let mut byte = [0u8; 1];
+        // One byte at a time: nothing after the message is consumed.
+        let got = match c.stream.read(&mut byte) {
+            Ok(0) => format!("{}, then the connection closed", show(&buf)),
+            Ok(_) => {
+                buf.push(byte[0]);
+                continue;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if buf.is_empty() {
+                    format!("nothing within {} s", wait().as_secs())
+                } else {
+                    format!("{}, then nothing within {} s", show(&buf), wait().as_secs())
+                }
+            }
+            Err(e) => format!("{}, then {e}", show(&buf)),
+        };
+        return Err(Failure::new(show(&c.sent), what, got));
+    }
+}
+
+/// Sends the greeting (no auth) and expects method 0x00.
+pub fn greet(c: &mut Conn) -> Outcome {
+    c.send(client::greeting(&[0]).expect("greeting"))?;
+    let method = read_message(
+        c,
+        "\"\\x05\\x00\" (version 5, method 0: no auth)",
+        client::parse_method_selection,
+    )?;
+    if method != 0 {
+        return Err(Failure::new(
+            show(&c.sent),
+            "method 0x00",
+            format!("method {method:#04x}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a reply and expects `want`; returns BND.
+pub fn expect_reply(c: &mut Conn, want: Reply) -> Result<Target, Failure> {
+    let what = format!("a reply with REP {:#04x} ({want:?})", want as u8);
+    let (rep, bnd) = read_message(c, &what, |b| {
+        Ok(client::parse_reply(b)?.map(|(rep, bnd, used)| ((rep, bnd), used)))
+    })?;
+    if rep != want {
+        return Err(Failure::new(
+            show(&c.sent),
+            what,
+            format!("REP {:#04x} ({rep:?})", rep as u8),
+        ));
+    }
+    Ok(bnd)
+}
+
+/// BND must be the relay's outgoing address: loopback and a real port, not 0.0.0.0:0.
+fn bnd_is_outgoing(c: &Conn, bnd: &Target) -> Outcome {
+    match bnd {
+        Target::Ip(a) if a.ip().is_loopback() && a.port() != 0 => Ok(()),
+        other => Err(Failure::new(
+            show(&c.sent),
+            "BND.ADDR:BND.PORT = the outgoing socket's address (getsockname)",
+            format!("{other}"),
+        )),
+    }
+}
+
+/// A relayed connection to `target` through `proxy`, with the success reply read.
+pub fn open(proxy: SocketAddr, target: SocketAddr) -> Result<Conn, Failure> {
+    let mut c = Conn::open(proxy)?;
+    greet(&mut c)?;
+    c.send(client::connect_request(&Target::Ip(target)).expect("request"))?;
+    let bnd = expect_reply(&mut c, Reply::Succeeded)?;
+    bnd_is_outgoing(&c, &bnd)?;
+    Ok(c)
+}
+
+/// The greeting is answered with method 0x00.
+pub fn greeting(proxy: SocketAddr) -> Outcome {
+    greet(&mut Conn::open(proxy)?)
+}
+
+/// CONNECT to an echo target: success, a real BND, and bytes relayed both ways.
+pub fn connect_and_relay(proxy: SocketAddr) -> Outcome {
+    let mut c = open(proxy, echo_target())?;
+    c.send("ping")?;
+    c.expect(b"ping")
+}
+
+/// The greeting and the request sent one byte per segment: the same answers.
+pub fn byte_by_byte(proxy: SocketAddr) -> Outcome {
+    let echo = echo_target();
+    let mut c = Conn::open(proxy)?;
+    let greeting = client::greeting(&[0]).expect("greeting");
+    c.send_bytewise(&greeting)?;
+    let method = read_message(&mut c, "method 0x00", client::parse_method_selection)?;
+    if method != 0 {
+        return Err(Failure::new(
+            show(&c.sent),
+            "method 0x00",
+            format!("{method:#04x}"),
+        ));
+    }
+    c.send_bytewise(&client::connect_request(&Target::Ip(echo)).expect("request"))?;
+    let bnd = expect_reply(&mut c, Reply::Succeeded)?;
+    bnd_is_outgoing(&c, &bnd)?;
+    c.send("ping")?;
+    c.expect(b"ping")
+}
+
+/// Greeting + request + 20,000 bytes of payload in one write: the payload reaches the target.
+pub fn everything_in_one_write(proxy: SocketAddr) -> Outcome {
+    let echo = echo_target();
+    let mut c = Conn::open(proxy)?;
+    let mut bytes = client::greeting(&[0]).expect("greeting");
+    bytes.extend(client::connect_request(&Target::Ip(echo)).expect("request"));
+    let payload = pseudo_random(20_000, 3);
+    bytes.extend_from_slice(&payload);
+    c.send(&bytes)?;
+    read_message(&mut c, "method 0x00", client::parse_method_selection)?;
+    expect_reply(&mut c, Reply::Succeeded)?;
+    c.expect(&payload).map_err(|f| Failure {
+        expected: "the 20,000 payload bytes sent with the request, echoed".into(),
+        ..f
+    })
+}
+
+/// The client sends 100,000 bytes, then half-closes; the target answers only after that
+/// EOF, and the answer still reaches the client.
+pub fn half_close(proxy: SocketAddr) -> Outcome {
+    let mut c = open(proxy, reply_after_eof_target())?;
+    c.send(pseudo_random(100_000, 5))?;
+    c.finish();
+    c.sent = b"100,000 bytes, then shutdown(SHUT_WR)".to_vec();
+    let got = c.rest()?;
+    if got != b"got 100000 bytes\n" {
+        return Err(Failure::new(
+            "100,000 bytes, then shutdown(SHUT_WR)",
+            "\"got 100000 bytes\\n\" (the target's answer to our EOF), then the close",
+            format!("{}, then the close", show(&got)),
+        ));
+    }
+    Ok(())
+}
+
+/// Nothing listens on the target port: REP 0x05 (connection refused), then the close.
+pub fn refused(proxy: SocketAddr) -> Outcome {
+    let (_kept, port) = bound_loopback();
+    let mut c = Conn::open(proxy)?;
+    greet(&mut c)?;
+    c.send(client::request(Cmd::Connect, &Target::Ip(port)).expect("request"))?;
+    expect_reply(&mut c, Reply::ConnectionRefused)?;
+    c.expect_close()
+}

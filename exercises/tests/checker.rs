@@ -1,0 +1,459 @@
+//! The exercises and their checker, end to end through the `workshop` binary (what `make
+//! check-NN` runs): the drift check, every pristine skeleton built and stopped at its first
+//! step by its todo!(), every reference lesson passing, the model checks failing against
+//! servers of the wrong model, and bad programs (a compile error, a panic, a hang, no banner)
+//! reported within a bounded time, with no process left behind.
+//!
+//! The lessons' binaries come from `make test`'s `cargo build --workspace --bins`; the
+//! skeletons build into the project's target/ with its Cargo.lock, so the dependencies the
+//! lessons built are reused and each skeleton compiles in seconds.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use exercises::workshop;
+
+fn root() -> PathBuf {
+    workshop::root()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// A lesson's debug binary, built first if `make test` has not.
+fn lesson(nn: &str) -> PathBuf {
+    let exe = target_dir().join("debug").join(format!("lesson-{nn}"));
+    if !exe.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "sockets-by-hand", "--bin"])
+            .arg(format!("lesson-{nn}"))
+            .current_dir(root())
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building lesson-{nn}");
+    }
+    exe
+}
+
+/// A scratch folder of this test's own under target/.
+fn scratch(name: &str) -> PathBuf {
+    let dir = target_dir().join("exercises-test").join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn workshop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_workshop"))
+        .args(args)
+        .output()
+        .expect("run workshop")
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `workshop check NN --bin EXE [--wait S] [-- args]`: (exit code, stdout).
+fn check_bin(nn: &str, exe: &Path, wait: &str, server_args: &[&str]) -> (i32, String) {
+    let mut args = vec!["check", nn, "--bin", exe.to_str().unwrap(), "--wait", wait];
+    if !server_args.is_empty() {
+        args.push("--");
+        args.extend_from_slice(server_args);
+    }
+    let out = workshop(&args);
+    (out.status.code().unwrap_or(-1), text(&out))
+}
+
+/// Processes whose executable is `exe` (a copy of this test's own, so no other test's).
+fn running(exe: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A copy of lesson `nn` under a name of this test's own.
+fn private_copy(nn: &str, name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let exe = dir.join(format!("lesson-{nn}"));
+    fs::copy(lesson(nn), &exe).unwrap();
+    exe
+}
+
+#[test]
+fn skeletons_are_their_lessons_with_the_gaps_cut_out() {
+    let stale = workshop::regenerate(&root(), true).expect("every spec matches its lesson");
+    assert!(
+        stale.is_empty(),
+        "stale skeletons (make exercises): {stale:?}"
+    );
+}
+
+/// Where each untouched skeleton stops, and the todo!() it names.
+const FIRST_FAILURES: &[(&str, &str, &str)] = &[
+    ("01", "starts on port 0 and prints its banner", "socket(2)"),
+    ("03", "welcome, and q closes", "accept(2)"),
+    (
+        "04",
+        "starts on port 0 and prints its banner",
+        "sigaction(2): SIGCHLD",
+    ),
+    ("08", "welcome, and q closes", "poll(2)"),
+    ("10", "welcome, and q closes", "epoll_create1(2)"),
+    (
+        "12",
+        "CONNECT, and bytes relayed both ways",
+        "write(2) flow.pending()",
+    ),
+];
+
+#[test]
+fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
+    let target = target_dir();
+    let exercises: Vec<&str> = exercises::check::exercises().iter().map(|e| e.nn).collect();
+    assert_eq!(
+        exercises.len(),
+        FIRST_FAILURES.len(),
+        "a first failure per exercise"
+    );
+    for (nn, step, call) in FIRST_FAILURES {
+        let dir = scratch(&format!("skeleton-{nn}"));
+        let made = workshop(&["crate", nn, dir.to_str().unwrap()]);
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let out = workshop(&[
+            "check",
+            nn,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--target-dir",
+            target.to_str().unwrap(),
+            "--debug",
+        ]);
+        let stdout = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "exercise {nn}:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fail = stdout.lines().find(|l| l.contains("FAIL")).unwrap_or("");
+        assert!(
+            fail.ends_with(step),
+            "exercise {nn} failed at {fail:?}, not {step:?}:\n{stdout}"
+        );
+        assert!(
+            stdout.contains("reached a todo!() at src/") && stdout.contains(&format!("\"{call}")),
+            "exercise {nn}'s failure does not quote its todo!() ({call}):\n{stdout}"
+        );
+    }
+}
+
+/// Each skeleton with its gaps filled as the lesson fills them passes every step: cutting
+/// the mistakes out and the gaps' surroundings leave a working server.
+#[test]
+fn every_skeleton_filled_as_its_lesson_passes_every_step() {
+    let target = target_dir();
+    for ex in exercises::check::exercises() {
+        let dir = scratch(&format!("solved-{}", ex.nn));
+        for (path, text) in workshop::generate_solved(&root(), ex.nn).unwrap() {
+            let file = dir.join(path);
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(file, text).unwrap();
+        }
+        let manifest = exercises::skeleton::manifest(ex.nn, root().to_str().unwrap());
+        let name = format!("exercise-{}", ex.nn);
+        fs::write(
+            dir.join("Cargo.toml"),
+            manifest.replace(&name, &format!("solved-{}", ex.nn)),
+        )
+        .unwrap();
+        fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+        let out = workshop(&[
+            "check",
+            ex.nn,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--target-dir",
+            target.to_str().unwrap(),
+            "--debug",
+            "--wait",
+            "10",
+        ]);
+        let stdout = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}:\n{stdout}{}",
+            ex.nn,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_reference_lesson_passes_every_step() {
+    for ex in exercises::check::exercises() {
+        let (code, out) = check_bin(ex.nn, &lesson(ex.nn), "10", &[]);
+        let total = ex.steps.len() + 1;
+        assert_eq!(code, 0, "lesson {}:\n{out}", ex.nn);
+        assert!(out.contains(&format!("all {total} steps passed")), "{out}");
+        assert_eq!(out.matches("  ok  ").count(), total, "{out}");
+    }
+}
+
+#[test]
+fn a_serial_server_fails_the_fork_exercise_naming_its_model() {
+    let (code, out) = check_bin("04", &lesson("03"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL   8. three clients at once"), "{out}");
+    assert!(out.contains("a serial server, lesson 03's model"), "{out}");
+}
+
+#[test]
+fn threads_fail_the_poll_exercise_naming_their_model() {
+    let (code, out) = check_bin("08", &lesson("05"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   9. model: one thread asleep in poll"),
+        "{out}"
+    );
+    assert!(out.contains("lesson 05's thread per client"), "{out}");
+}
+
+#[test]
+fn poll_fails_the_epoll_exercise_naming_its_model() {
+    let (code, out) = check_bin("10", &lesson("08"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("one thread in poll (lesson 08's model)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn zombies_fail_the_fork_exercise_and_the_hint_names_the_mistake() {
+    let exe = private_copy("04", "reap-once");
+    for mistake in ["reap-once", "no-reap"] {
+        let (code, out) = check_bin("04", &exe, "2", &["--mistake", mistake]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("FAIL  11. model: no zombie when ten leave at once"),
+            "{out}"
+        );
+        assert!(
+            out.contains("zombie(s)") && out.contains("--mistake reap-once"),
+            "{out}"
+        );
+    }
+    // The checker killed and reaped the server and every child it forked.
+    assert_eq!(running(&exe), Vec::<u32>::new(), "processes left behind");
+}
+
+#[test]
+fn a_parent_that_keeps_the_connection_fails_at_the_eof_step() {
+    let (code, out) = check_bin(
+        "04",
+        &lesson("04"),
+        "2",
+        &["--mistake", "parent-keeps-conn"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  10. a client's EOF ends its child"),
+        "{out}"
+    );
+    assert!(out.contains("--mistake parent-keeps-conn"), "{out}");
+}
+
+#[test]
+fn the_relays_mistakes_fail_at_their_steps_and_the_hints_name_them() {
+    let cases = [
+        ("no-half-close", "FAIL   6. a half-close is relayed"),
+        ("success-always", "FAIL   7. a refused target: REP 0x05"),
+    ];
+    for (mistake, step) in cases {
+        let (code, out) = check_bin("12", &lesson("12"), "3", &["--mistake", mistake]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(step), "{mistake}: {out}");
+        assert!(
+            out.contains(&format!("--mistake {mistake}")),
+            "{mistake}: {out}"
+        );
+    }
+}
+
+#[test]
+fn a_blocking_socket_fails_where_the_model_needs_o_nonblock() {
+    // Lesson 08 itself, but accepting its clients without SOCK_NONBLOCK.
+    let dir = scratch("blocking-08");
+    let source = fs::read_to_string(root().join("lessons/08-poll.rs")).unwrap();
+    let nonblocking = "accept4(listener, SockFlag::SOCK_NONBLOCK)";
+    assert!(
+        source.contains(nonblocking),
+        "lesson 08 changed its accept4"
+    );
+    let blocking = source.replace(nonblocking, "accept4(listener, SockFlag::empty())");
+    fs::create_dir_all(dir.join("src")).unwrap();
+    fs::write(dir.join("src/main.rs"), blocking).unwrap();
+    let manifest = exercises::skeleton::manifest("08", root().to_str().unwrap())
+        .replace("exercise-08", "blocking-08");
+    fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let target = target_dir();
+    let out = workshop(&[
+        "check",
+        "08",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--target-dir",
+        target.to_str().unwrap(),
+        "--debug",
+        "--wait",
+        "3",
+    ]);
+    let stdout = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("FAIL  10. model: non-blocking sockets"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("blocking socket fds"), "{stdout}");
+}
+
+#[test]
+fn a_compile_error_is_exit_2_with_the_compilers_message_only() {
+    let dir = scratch("broken-03");
+    let made = workshop(&["crate", "03", dir.to_str().unwrap()]);
+    assert!(made.status.success());
+    let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    fs::write(
+        dir.join("Cargo.toml"),
+        manifest.replace("exercise-03", "broken-03"),
+    )
+    .unwrap();
+    let main = dir.join("src/main.rs");
+    let mut source = fs::read_to_string(&main).unwrap();
+    source.push_str("\nfn broken() -> u8 { \"not a number\" }\n");
+    fs::write(&main, source).unwrap();
+    let target = target_dir();
+    let out = workshop(&[
+        "check",
+        "03",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--target-dir",
+        target.to_str().unwrap(),
+        "--debug",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error[E0308]: mismatched types"),
+        "{stderr}"
+    );
+    assert!(text(&out).is_empty(), "no step ran: {}", text(&out));
+}
+
+/// A shell script as the server: `body` runs with the checker's `-p 0` ignored.
+fn script(name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch(name);
+    let path = dir.join("server.sh");
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn no_banner_fails_the_first_step_within_the_wait() {
+    let exe = script("silent", "exec sleep 60");
+    let (code, out) = check_bin("03", &exe, "1", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   1. starts on port 0 and prints its banner"),
+        "{out}"
+    );
+    assert!(out.contains("no banner on stderr within 1 s"), "{out}");
+    assert!(running(Path::new("/bin/sleep")).iter().all(|pid| {
+        // no sleep of ours: the group was killed (another test's sleep has another parent)
+        fs::read_to_string(format!("/proc/{pid}/cmdline")).map_or(true, |c| !c.contains("60"))
+    }));
+}
+
+#[test]
+fn a_panic_is_reported_at_the_step_it_breaks() {
+    let body = "echo 'lesson 03 · x · listening on 127.0.0.1:9 · y' >&2\n\
+                printf \"\\nthread 'main' panicked at src/serve.rs:7:9:\\nindex out of bounds\\n\" >&2\n\
+                exit 101";
+    let exe = script("panics", body);
+    let (code, out) = check_bin("03", &exe, "1", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL   2. welcome, and q closes"), "{out}");
+    assert!(
+        out.contains("the server panicked at src/serve.rs:7:9: index out of bounds"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_server_that_never_answers_fails_within_the_wait() {
+    // A listener that never accepts: the kernel completes the handshake, nobody answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body =
+        format!("echo 'lesson 03 · x · listening on 127.0.0.1:{port} · y' >&2\nexec sleep 60");
+    let exe = script("hangs", &body);
+    let (code, out) = check_bin("03", &exe, "1", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL   2. welcome, and q closes"), "{out}");
+    assert!(out.contains("got      nothing within 1 s"), "{out}");
+}
+
+#[test]
+fn progress_hint_and_a_reset_that_asks_first() {
+    // A project root of this test's own: my-exercises/ with exercise 03 started.
+    let fake = scratch("fake-root");
+    let mine = fake.join("my-exercises/03");
+    fs::create_dir_all(mine.join("src")).unwrap();
+    let work = "fn main() {\n    let n: usize = todo!(\"read(2) into buf\");\n}\n";
+    fs::write(mine.join("src/main.rs"), work).unwrap();
+    fs::write(mine.join("Cargo.toml"), "[package]\n").unwrap();
+    let failure = exercises::client::Failure::new("x", "y", "z").hint("read the bytes");
+    let walk = exercises::check::Walk {
+        passed: 1,
+        total: 11,
+        failed: Some(("welcome, and q closes".into(), failure)),
+    };
+    workshop::record(&fake, "03", &walk);
+    let table = workshop::progress_table(&fake);
+    assert!(
+        table.contains("1/11 steps, stuck at: welcome, and q closes"),
+        "{table}"
+    );
+    assert!(table.contains("not started (make exercise-04)"), "{table}");
+    let hint = workshop::hint(&fake, "03");
+    assert!(hint.contains("hint: read the bytes"), "{hint}");
+    assert!(hint.contains("src/main.rs:2: read(2) into buf"), "{hint}");
+    // Without a terminal to ask on, reset refuses, and the learner's work is untouched.
+    let refused = workshop::reset(&fake, "03", false).unwrap_err();
+    assert!(refused.contains("asks first"), "{refused}");
+    assert_eq!(fs::read_to_string(mine.join("src/main.rs")).unwrap(), work);
+}
