@@ -388,8 +388,10 @@ impl Server {
                 push(&mut self.ring, send_entry(fd, buf.as_ptr(), n));
                 client.sending = Some(buf);
             }
+            // [rearm]
             let idle = !client.recv_armed && !client.cancelling_recv;
             if idle && client.conn.wants_read() && client.rearm {
+                // [/rearm]
                 // Arm a multishot recv: it takes a ring buffer (group GROUP) each time bytes
                 // arrive, and completes with it, until it ends.
                 let entry = opcode::RecvMulti::new(types::Fd(client.fd.as_raw_fd()), GROUP)
