@@ -442,6 +442,7 @@ call_lists! {
     lesson_12: "12",
     lesson_13: "13",
     lesson_14: "14",
+    lesson_15: "15",
 }
 
 #[test]
