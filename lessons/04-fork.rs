@@ -214,11 +214,12 @@ extern "C" fn request_stop(_signal: libc::c_int) {
 
 /// SIGCHLD handler: reaps every child that has exited, since SIGCHLDs do not queue.
 extern "C" fn reap_children(_signal: libc::c_int) {
-    let saved = Errno::last_raw(); // waitpid sets errno: give the interrupted code its own back
-                                   // `--mistake reap-once` (Stevens' tcpserv03) stops after one waitpid per SIGCHLD. But
-                                   // signals do not queue: children that exit together raise one SIGCHLD, and the rest stay
-                                   // zombies.
-                                   // [reap-loop]
+    // waitpid sets errno: give the interrupted code its own back.
+    let saved = Errno::last_raw();
+    // `--mistake reap-once` (Stevens' tcpserv03) stops after one waitpid per SIGCHLD. But
+    // signals do not queue: children that exit together raise one SIGCHLD, and the rest stay
+    // zombies.
+    // [reap-loop]
     loop {
         // waitpid(-1, WNOHANG): one exited child, or at once StillAlive / ECHILD.
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {

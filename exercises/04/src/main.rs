@@ -152,10 +152,11 @@ extern "C" fn request_stop(_signal: libc::c_int) {
 
 /// SIGCHLD handler: reaps every child that has exited, since SIGCHLDs do not queue.
 extern "C" fn reap_children(_signal: libc::c_int) {
-    let saved = Errno::last_raw(); // waitpid sets errno: give the interrupted code its own back
-                                   // `--mistake reap-once` (Stevens' tcpserv03) stops after one waitpid per SIGCHLD. But
-                                   // signals do not queue: children that exit together raise one SIGCHLD, and the rest stay
-                                   // zombies.
+    // waitpid sets errno: give the interrupted code its own back.
+    let saved = Errno::last_raw();
+    // `--mistake reap-once` (Stevens' tcpserv03) stops after one waitpid per SIGCHLD. But
+    // signals do not queue: children that exit together raise one SIGCHLD, and the rest stay
+    // zombies.
     todo!("waitpid(2): -1 with WNOHANG in a loop, each exited child counted in REAPED, until StillAlive or ECHILD; man 2 waitpid");
     Errno::set_raw(saved);
 }
