@@ -220,11 +220,19 @@ fn main() {
             if run > 0 && entry.1.is_empty() {
                 continue; // skipped in the first run
             }
-            match start_proxy(kind, &bin_dir, ports[run * kinds.len() + i], args.pipe_size) {
+            // A port picked at the start may have been taken since by one of the tens of
+            // thousands of client sockets of the runs before: then once more, on a port
+            // free now.
+            let started = start_proxy(kind, &bin_dir, ports[run * kinds.len() + i], args.pipe_size)
+                .or_else(|first| {
+                    eprintln!("bench-socks: {first}; once more on another port");
+                    start_proxy(kind, &bin_dir, free_port(), args.pipe_size)
+                });
+            match started {
                 Ok(p) => live.push((i, p)),
                 Err(note) => {
                     eprintln!("bench-socks: {} skipped: {note}", kind.name());
-                    entry.2 = note;
+                    entry.2 = format!("run {} of {runs}: {note}", run + 1);
                 }
             }
         }
@@ -446,7 +454,7 @@ fn start_proxy(
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let child = cmd.spawn().map_err(|e| format!("{}: {e}", kind.name()))?;
-    let proxy = Proxy {
+    let mut proxy = Proxy {
         kind,
         child: Some(child),
         addr: Some(addr),
@@ -455,6 +463,13 @@ fn start_proxy(
     // Ready when a SOCKS5 greeting is answered.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        // Gone already: its bind failed, most likely (the port was taken meanwhile).
+        if let Some(Ok(Some(status))) = proxy.child.as_mut().map(Child::try_wait) {
+            return Err(format!(
+                "{} exited ({status}) before answering on {addr}",
+                proxy.kind.name()
+            ));
+        }
         if let Ok(mut s) = TcpStream::connect(addr) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let mut reply = [0u8; 2];
