@@ -1,4 +1,4 @@
-//! Lessons 09–11, where the kernel tells the server what happened: signal-driven I/O
+//! Lessons 09–11 and 15, where the kernel tells the server what happened: signal-driven I/O
 //! (F_SETSIG, SIGIO on overflow), an epoll reactor, and io_uring completions. Load,
 //! backpressure, EMFILE and fd hygiene cases, and each lesson's strace signature.
 
