@@ -1,4 +1,4 @@
-//! `--mistake NAME` for the event-loop lessons 06–11: each test runs one scenario twice,
+//! `--mistake NAME` for the event-loop lessons 06–11 and 15: each test runs one scenario twice,
 //! with the mistake switched on (the failure is observed, as a count) and off (the same
 //! scenario passes). Where the mistake shows only when events pile up, the test stops the
 //! server (SIGSTOP), lets the events arrive, and lets it go on (SIGCONT): what the server
@@ -615,7 +615,7 @@ fn lesson_11_reuse_buffer_gives_clients_each_others_replies() {
 /// server is stopped, `rounds` times, so that their recvs all find bytes in one
 /// io_uring_enter and the ring runs dry (ENOBUFS ends those multishot recvs). Returns how
 /// many clients stopped getting replies, and the replies that arrived.
-pub fn lesson_15_hung(extra: &[&'static str], rounds: usize) -> (usize, usize) {
+fn lesson_15_hung(extra: &[&'static str], rounds: usize) -> (usize, usize) {
     let on = extra.contains(&"--mistake");
     let server = spawn(server_command(exe!("lesson-15"), extra), "no-rearm", on);
     let mut peers: Vec<Peer> = (0..32).map(|_| Peer::connect(server.addr)).collect();

@@ -1,4 +1,4 @@
-//! The kinds against an echo lesson (03–11; the first line of 01–02 counts as an answer in
+//! The kinds against an echo lesson (03–11 and 15; the first line of 01–02 counts as an answer in
 //! `flood`): each returns what it saw in one line.
 
 use std::io::Write;
