@@ -26,7 +26,7 @@ use nix::sys::socket::{
 use server::Server;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::{lesson, mistake, net, say, stop};
+use sockets_by_hand::{lesson, mistake, net, sandbox, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
@@ -90,15 +90,7 @@ fn main() {
 fn no_uring(err: std::io::Error) -> ! {
     let errno = Errno::from_raw(err.raw_os_error().unwrap_or(0));
     report("io_uring_setup", errno);
-    match errno {
-        Errno::ENOSYS => {
-            say!("this kernel has no io_uring (Linux 5.1 added it; this lesson needs 5.6)")
-        }
-        Errno::EPERM => say!(
-            "io_uring is not allowed here: a seccomp policy (many container runtimes block \
-             it) or the sysctl kernel.io_uring_disabled"
-        ),
-        _ => {}
-    }
+    // ENOSYS or EPERM: an old kernel, a sysctl, or (in a container) a seccomp profile.
+    sandbox::explain_io_uring_setup(errno);
     std::process::exit(1)
 }
