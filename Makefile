@@ -10,6 +10,7 @@
 #   make bench-socks              lessons 12 and 14 against microsocks, dante and no proxy
 #   make fuzz [FUZZ_SECONDS=60]   the protocol parsers' fuzz targets (cargo-fuzz, nightly)
 #   make soak [QUICK=1]           10,000 connections per server (target/soak/report.md)
+#   make container-check          build the Containerfile with podman, run lessons and tests inside
 #
 # Every lesson, a file lessons/NN-topic.rs or a folder lessons/NN-topic/ (main.rs + modules),
 # gets its lesson-NN and trace-NN targets from the pattern rules below; a new lesson needs no
@@ -96,6 +97,7 @@ help:
 	@echo "  make bench-socks lessons 12 and 14 against microsocks, dante and no proxy"
 	@echo "  make fuzz        fuzz the SOCKS5, RESP and echo parsers (FUZZ_SECONDS=60 each)"
 	@echo "  make soak        10,000 connections per server, Redis restarts (QUICK=1: < 1 min)"
+	@echo "  make container-check  the Containerfile, built and tried with podman (README: Not on Linux?)"
 	@echo
 	@echo "  Flags go in ARGS: make lesson-03 ARGS='-p 4000'; every lesson has --help."
 
@@ -193,3 +195,11 @@ fuzz:
 soak: tools
 	$(CARGO) build -q --release --workspace --bins
 	target/release/soak $(if $(QUICK),--quick) $(SOAK_ARGS)
+
+# The container for attendees not on Linux (Containerfile, .devcontainer/), built with podman
+# and tried as an attendee would: lessons reached through a published port, strace, the
+# stepper, lesson 11's seccomp message, then `make test` inside (SKIP_TEST=1 leaves it out).
+# Needs podman (apt-get install podman runc); never part of `make test` or CI.
+.PHONY: container-check
+container-check:
+	@scripts/container-check.sh
