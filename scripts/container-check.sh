@@ -6,7 +6,8 @@
 #   3. `make step-01 STEP=--no-pause` with a client: the stepper works;
 #   4. lesson 11 with the documented options serves through the published port; in a
 #      container without them its message names seccomp and the run option;
-#   5. `make test` (long: the whole workspace is built inside). SKIP_TEST=1 leaves it out.
+#   5. `make test` (long: the whole workspace is built inside), at most TEST_TIMEOUT seconds
+#      (default 5400). SKIP_TEST=1 leaves it out.
 # It prints PASS or FAIL per check and a count. Not part of `make test` or CI.
 #
 # The base image: BASE_IMAGE if set; else localhost/debian:bookworm if podman has it; else
@@ -212,7 +213,8 @@ fi
 if [ -z "${SKIP_TEST:-}" ]; then
   say "make test inside (log: $OUT/make-test.log); this builds the workspace and takes long"
   t0=$(date +%s)
-  if inside 'cd /workshop && make test' >"$OUT/make-test.log" 2>&1; then
+  # Bounded: cargo test (no nextest in the image) has no per-test timeout of its own.
+  if inside "cd /workshop && timeout ${TEST_TIMEOUT:-5400} make test" >"$OUT/make-test.log" 2>&1; then
     pass "make test inside the container ($(($(date +%s) - t0)) s)"
   else
     fail "make test inside the container ($(($(date +%s) - t0)) s): $OUT/make-test.log"
