@@ -21,8 +21,9 @@ pub const SECCOMP_OPTION: &str = "--security-opt seccomp=unconfined";
 pub struct Facts {
     /// The kernel's release as uname(2) gives it, e.g. `6.1.0-18-amd64`.
     pub release: Option<String>,
-    /// Seccomp filters are installed on this process (`Seccomp: 2`).
-    pub seccomp_filter: bool,
+    /// Seccomp filters are installed on this process (`Seccomp: 2`); None where
+    /// /proc/self/status could not be read.
+    pub seccomp_filter: Option<bool>,
     /// /proc/sys/kernel/io_uring_disabled (Linux 6.6+): 0 allowed, 1 only for root and the
     /// group kernel.io_uring_group, 2 never.
     pub io_uring_disabled: Option<u8>,
@@ -34,7 +35,7 @@ impl Facts {
     /// Looks: uname(2), /proc/self/status, /proc/sys/kernel/io_uring_disabled, and the files
     /// podman (/run/.containerenv) and Docker (/.dockerenv) leave in a container.
     pub fn here() -> Facts {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let status = std::fs::read_to_string("/proc/self/status").ok();
         let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
         let container = if std::path::Path::new("/run/.containerenv").exists() {
             Some("podman")
@@ -45,9 +46,11 @@ impl Facts {
         };
         Facts {
             release: kernel_release(),
-            seccomp_filter: status.lines().any(|l| {
-                l.split_once(':')
-                    .is_some_and(|(k, v)| k == "Seccomp" && v.trim() == "2")
+            seccomp_filter: status.map(|s| {
+                s.lines().any(|l| {
+                    l.split_once(':')
+                        .is_some_and(|(k, v)| k == "Seccomp" && v.trim() == "2")
+                })
             }),
             io_uring_disabled: disabled.and_then(|s| s.trim().parse().ok()),
             container,
@@ -88,7 +91,7 @@ pub fn io_uring_refusal(errno: Errno, facts: &Facts) -> Vec<String> {
                  is 2 (sudo sysctl kernel.io_uring_disabled=0 allows it)"
             )];
         }
-        Some(1) if errno == Errno::EPERM && !facts.seccomp_filter => {
+        Some(1) if errno == Errno::EPERM && facts.seccomp_filter == Some(false) => {
             return vec![format!(
                 "io_uring is for root and the group kernel.io_uring_group only on this machine \
                  (the sysctl kernel.io_uring_disabled is 1)"
@@ -106,8 +109,9 @@ pub fn io_uring_refusal(errno: Errno, facts: &Facts) -> Vec<String> {
             "{kernel} has no io_uring: Linux 5.1 added it, and this lesson needs 5.6 or newer"
         )];
     }
-    if !facts.seccomp_filter && facts.container.is_none() && errno == Errno::ENOSYS {
-        // Nothing filters this process: the kernel itself answered.
+    if facts.seccomp_filter == Some(false) && errno == Errno::ENOSYS {
+        // Nothing filters this process: the kernel itself answered (in a container, the
+        // host's kernel: on macOS or Windows, the Linux VM's).
         return vec![format!(
             "{kernel} answers ENOSYS with no seccomp filter in the way: it was built without \
              io_uring (CONFIG_IO_URING)"
@@ -117,7 +121,7 @@ pub fn io_uring_refusal(errno: Errno, facts: &Facts) -> Vec<String> {
         "{kernel} has io_uring, so something in between refuses it: most likely a seccomp \
          profile, and container runtimes' default profiles block io_uring"
     )];
-    if facts.seccomp_filter {
+    if facts.seccomp_filter == Some(true) {
         lines.push(
             "this process runs under a seccomp filter (Seccomp: 2 in /proc/self/status)".into(),
         );
@@ -144,7 +148,7 @@ mod tests {
     fn facts(release: &str, seccomp: bool, container: Option<&'static str>) -> Facts {
         Facts {
             release: Some(release.into()),
-            seccomp_filter: seccomp,
+            seccomp_filter: Some(seccomp),
             io_uring_disabled: Some(0),
             container,
         }
@@ -173,9 +177,18 @@ mod tests {
     }
 
     #[test]
-    fn no_filter_no_container_means_the_kernel_was_built_without_it() {
-        let text = io_uring_refusal(Errno::ENOSYS, &facts("6.1.0", false, None)).join("\n");
-        assert!(text.contains("CONFIG_IO_URING"), "{text}");
+    fn no_filter_means_the_kernel_was_built_without_it() {
+        for container in [None, Some("docker")] {
+            let f = facts("6.1.0", false, container);
+            let text = io_uring_refusal(Errno::ENOSYS, &f).join("\n");
+            assert!(text.contains("CONFIG_IO_URING"), "{text}");
+        }
+        // Where /proc cannot tell, a seccomp profile stays the likely reason.
+        let mut f = facts("6.1.0", false, Some("podman"));
+        f.seccomp_filter = None;
+        let text = io_uring_refusal(Errno::ENOSYS, &f).join("\n");
+        assert!(text.contains("seccomp=unconfined"), "{text}");
+        assert!(!text.contains("CONFIG_IO_URING"), "{text}");
     }
 
     #[test]
