@@ -8,7 +8,8 @@
 #      container without them its message names seccomp and the run option;
 #   5. `make test` (long: the whole workspace is built inside), at most TEST_TIMEOUT seconds
 #      (default 5400). SKIP_TEST=1 leaves it out.
-# It prints PASS or FAIL per check and a count. Not part of `make test` or CI.
+# Where the devcontainer CLI is installed, it also builds and starts .devcontainer/ through it
+# and checks the container's options. It prints PASS or FAIL per check and a count. Not part of `make test` or CI.
 #
 # The base image: BASE_IMAGE if set; else localhost/debian:bookworm if podman has it; else
 # one made here with debootstrap from Debian's packages (a machine without registry access);
@@ -106,6 +107,51 @@ if "${PODMAN[@]}" run --rm "${LIMITS[@]}" "$IMAGE" test ! -e /workshop/target -a
   pass "the image holds no target/, no my-exercises/ and no .git (.containerignore)"
 else
   fail "the image holds target/, my-exercises/ or .git"
+fi
+
+# --- the dev container, through the devcontainer CLI (npm @devcontainers/cli) -------------
+# Driven by podman through a wrapper that adds this machine's options (PODMAN_FLAGS, the
+# ulimits, the CA secret). It checks that .devcontainer/devcontainer.json builds and that
+# its container has the documented options: no seccomp filter, CAP_SYS_PTRACE.
+if command -v devcontainer >/dev/null; then
+  wrap=$OUT/podman-for-devcontainer
+  {
+    echo '#!/usr/bin/env bash'
+    printf 'podman=(%s)\n' "$(printf '%q ' "${PODMAN[@]}")"
+    printf 'limits=(%s)\n' "$(printf '%q ' "${LIMITS[@]}")"
+    printf 'secret=(%s)\n' "$(printf '%q ' "${secret[@]}")"
+    echo 'case "$1" in'
+    echo '  build) shift; exec "${podman[@]}" build "${limits[@]}" "${secret[@]}" "$@" ;;'
+    echo '  run | create) c=$1; shift; exec "${podman[@]}" "$c" "${limits[@]}" "$@" ;;'
+    echo '  *) exec "${podman[@]}" "$@" ;;'
+    echo 'esac'
+  } >"$wrap"
+  chmod +x "$wrap"
+  # devcontainer.json names Debian's image on its registry; without a registry, the local
+  # one stands in under that name.
+  if [ "$BASE_IMAGE" = localhost/debian:bookworm ] &&
+    ! "${PODMAN[@]}" image exists docker.io/library/debian:bookworm; then
+    "${PODMAN[@]}" tag localhost/debian:bookworm docker.io/library/debian:bookworm
+  fi
+  label=sockets-by-hand-check=devcontainer-$$
+  if devcontainer build --docker-path "$wrap" --workspace-folder "$ROOT" \
+    --image-name localhost/sockets-by-hand:devcontainer >"$OUT/devcontainer.log" 2>&1 &&
+    devcontainer up --docker-path "$wrap" --workspace-folder "$ROOT" --id-label "$label" \
+      >>"$OUT/devcontainer.log" 2>&1; then
+    status=$(devcontainer exec --docker-path "$wrap" --workspace-folder "$ROOT" --id-label "$label" \
+      bash -c 'cd /workshop && test -f Containerfile && grep -E "^(Seccomp|CapEff):" /proc/self/status' 2>>"$OUT/devcontainer.log")
+    caps=$(awk '/^CapEff:/ { print $2 }' <<<"$status")
+    if grep -q '^Seccomp:[[:space:]]*0' <<<"$status" && [ -n "$caps" ] && (((0x$caps >> 19) & 1)); then
+      pass "devcontainer build and up: the checkout at /workshop, no seccomp filter, CAP_SYS_PTRACE"
+    else
+      fail "the dev container lacks the options: $status (log: $OUT/devcontainer.log)"
+    fi
+  else
+    fail "devcontainer build or up failed: $OUT/devcontainer.log"
+  fi
+  "${PODMAN[@]}" ps -aq --filter "label=$label" | xargs -r "${PODMAN[@]}" rm -f -t 0 >/dev/null
+else
+  echo "container-check: SKIP the dev container (no devcontainer CLI: npm install -g @devcontainers/cli)"
 fi
 
 # --- the container the checks run in, with the documented options ------------------------
