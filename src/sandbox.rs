@@ -7,6 +7,9 @@
 //! (uname), whether seccomp filters are on it (`Seccomp: 2` in /proc/self/status), the sysctl
 //! kernel.io_uring_disabled, and the marks a container runtime leaves. Lessons 11 and 15 call
 //! [`explain_io_uring_setup`]; [`io_uring_refusal`] is the same choice without the looking.
+//!
+//! Likewise root is not enough to make namespaces in a container, which drops CAP_SYS_ADMIN:
+//! [`has_cap_sys_admin`] tells the tests and `bench-socks` to make a user namespace first.
 
 use std::ffi::CStr;
 
@@ -141,6 +144,24 @@ pub fn explain_io_uring_setup(errno: Errno) {
     }
 }
 
+/// CAP_SYS_ADMIN, capability(7)'s number 21.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether this process may make network and mount namespaces as it is (CAP_SYS_ADMIN in its
+/// effective set). Root on a Linux machine may; root in a container usually may not (the
+/// runtime drops the capability), and there, like any other user, it makes a user namespace
+/// of its own first (`unshare -r`), inside which it has the capability.
+pub fn has_cap_sys_admin() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    effective_caps(&status).is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// The `CapEff:` mask of a /proc/PID/status text.
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +223,16 @@ mod tests {
     #[test]
     fn other_errors_get_no_explanation() {
         assert!(io_uring_refusal(Errno::ENOMEM, &facts("6.1.0", true, None)).is_empty());
+    }
+
+    #[test]
+    fn cap_sys_admin_is_read_from_the_effective_set() {
+        // Root on a machine (this one) and root in a podman container (its default set).
+        let host = "CapPrm:\t000001fffeffffff\nCapEff:\t000001fffeffffff\n";
+        let container = "CapPrm:\t00000000800405fb\nCapEff:\t00000000800405fb\n";
+        assert!(effective_caps(host).is_some_and(|c| c & (1 << CAP_SYS_ADMIN) != 0));
+        assert!(effective_caps(container).is_some_and(|c| c & (1 << CAP_SYS_ADMIN) == 0));
+        assert_eq!(effective_caps("Name:\tx\n"), None);
     }
 
     #[test]
