@@ -89,16 +89,18 @@ pub fn io_uring_refusal(errno: Errno, facts: &Facts) -> Vec<String> {
     let kernel = facts.release.as_deref().unwrap_or("this kernel");
     match facts.io_uring_disabled {
         Some(2) if errno == Errno::EPERM => {
-            return vec![format!(
-                "io_uring is switched off on this machine: the sysctl kernel.io_uring_disabled \
-                 is 2 (sudo sysctl kernel.io_uring_disabled=0 allows it)"
-            )];
+            return vec![
+                "io_uring is switched off on this machine: the sysctl \
+                 kernel.io_uring_disabled is 2 (sudo sysctl kernel.io_uring_disabled=0 allows it)"
+                    .into(),
+            ];
         }
         Some(1) if errno == Errno::EPERM && facts.seccomp_filter == Some(false) => {
-            return vec![format!(
-                "io_uring is for root and the group kernel.io_uring_group only on this machine \
-                 (the sysctl kernel.io_uring_disabled is 1)"
-            )];
+            return vec![
+                "io_uring is for root and the group kernel.io_uring_group only on this \
+                 machine (the sysctl kernel.io_uring_disabled is 1)"
+                    .into(),
+            ];
         }
         _ => {}
     }
@@ -109,7 +111,7 @@ pub fn io_uring_refusal(errno: Errno, facts: &Facts) -> Vec<String> {
         .is_some_and(|v| v < (5, 1));
     if old && errno == Errno::ENOSYS {
         return vec![format!(
-            "{kernel} has no io_uring: Linux 5.1 added it, and this lesson needs 5.6 or newer"
+            "{kernel} has no io_uring: Linux 5.1 added it (and its later operations came later)"
         )];
     }
     if facts.seccomp_filter == Some(false) && errno == Errno::ENOSYS {
