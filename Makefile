@@ -13,6 +13,7 @@
 #   make exercise-NN [ARGS="..."] your own copy of lesson NN, with its calls to write
 #   make check-NN                 check it step by step; make check: progress; hint-NN, reset-NN
 #   make soak [QUICK=1]           10,000 connections per server (target/soak/report.md)
+#   make container-check          build the Containerfile with podman, run lessons and tests inside
 #
 # Every lesson, a file lessons/NN-topic.rs or a folder lessons/NN-topic/ (main.rs + modules),
 # gets its lesson-NN and trace-NN targets from the pattern rules below; a new lesson needs no
@@ -105,6 +106,7 @@ help:
 	@echo "  make soak        10,000 connections per server, Redis restarts (QUICK=1: < 1 min)"
 	@echo "  make exercise-NN your own lesson NN to write (01 03 04 08 10 12); make check-NN checks it"
 	@echo "  make check       your progress; make hint-NN the next hint; make reset-NN start afresh"
+	@echo "  make container-check  the Containerfile, built and tried with podman (README: Not on Linux?)"
 	@echo
 	@echo "  Flags go in ARGS: make lesson-03 ARGS='-p 4000'; every lesson has --help."
 
@@ -243,3 +245,11 @@ reset-%: workshop-tool
 
 exercises:
 	$(CARGO) run -q -p exercises --bin workshop -- gen
+
+# The container for attendees not on Linux (Containerfile, .devcontainer/), built with podman
+# and tried as an attendee would: lessons reached through a published port, strace, the
+# stepper, lesson 11's seccomp message, then `make test` inside (SKIP_TEST=1 leaves it out).
+# Needs podman (apt-get install podman runc); never part of `make test` or CI.
+.PHONY: container-check
+container-check:
+	@scripts/container-check.sh

@@ -12,7 +12,8 @@
 //! accept-failure policy, sans-IO ([`accept`]); the self-pipe Ctrl-C of the single-threaded
 //! loops ([`stop`]); the clock of lessons 01–02 ([`hello`]); the per-connection buffers and
 //! backpressure of the single-threaded servers ([`conn`], over a reusable output buffer,
-//! [`outbuf`]) and their table of connections ([`clients`]); and the fd limit ([`limits`]).
+//! [`outbuf`]) and their table of connections ([`clients`]); the fd limit ([`limits`]); and
+//! why a call was refused when the sandbox, not the kernel, refused it ([`sandbox`]).
 //! The protocols themselves (echo, SOCKS5, RESP) are the std-only `protocols` crate.
 
 pub mod accept;
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod mistake;
 pub mod net;
 pub mod outbuf;
+pub mod sandbox;
 pub mod stop;
 
 /// `eprintln!` in one `write(2)`: std's stderr is unbuffered, so `eprintln!` writes each

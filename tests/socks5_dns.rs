@@ -40,8 +40,9 @@ fn in_namespace(test: &str, body: impl FnOnce(&Dns)) {
         body(&dns);
         return;
     }
-    // As root (CI) a plain unshare; otherwise in a user namespace of our own.
-    let flags = if unsafe { libc::geteuid() } == 0 {
+    // With CAP_SYS_ADMIN (root, CI) a plain unshare; otherwise (another user, or root in a
+    // container) in a user namespace of our own.
+    let flags = if sockets_by_hand::sandbox::has_cap_sys_admin() {
         "-nm"
     } else {
         "-rnm"

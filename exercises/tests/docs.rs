@@ -136,7 +136,8 @@ fn rusty(span: &str) -> bool {
         "target/",
     ];
     // A shell command, a trace line (`accept(3, …) = 4`) or a log line (`read: EAGAIN (…)`).
-    if shell.iter().any(|s| span.starts_with(s)) || span.contains(" = ") || span.contains(": E") {
+    let shell_like = span.starts_with('$') || shell.iter().any(|s| span.starts_with(s));
+    if shell_like || span.contains(" = ") || span.contains(": E") {
         return false;
     }
     let file = [".rs", ".md", ".toml", ".svg", ".sh"];

@@ -20,15 +20,14 @@ use std::os::fd::AsRawFd;
 
 use clap::Parser;
 use io_uring::IoUring;
-use nix::errno::Errno;
 use nix::sys::socket::{
     bind, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag, SockType,
     SockaddrStorage,
 };
 use server::Server;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::{lesson, mistake, net, say, stop};
+use sockets_by_hand::errors::OrDie;
+use sockets_by_hand::{lesson, mistake, net, sandbox, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
@@ -81,26 +80,9 @@ fn main() {
             Some(libc::EINVAL) => IoUring::new(RING_ENTRIES),
             _ => Err(err),
         })
-        .unwrap_or_else(|err| no_uring(err));
+        .unwrap_or_else(|err| sandbox::io_uring_setup_failed(err));
     mistake::switch_on(&MISTAKE, args.mistake);
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
 
     Server::new(&LESSON, ring, listener, stop).serve()
-}
-
-/// io_uring_setup failed: say why in words, exit 1.
-fn no_uring(err: std::io::Error) -> ! {
-    let errno = Errno::from_raw(err.raw_os_error().unwrap_or(0));
-    report("io_uring_setup", errno);
-    match errno {
-        Errno::ENOSYS => {
-            say!("this kernel has no io_uring (Linux 5.1 added it; this lesson needs 5.6)")
-        }
-        Errno::EPERM => say!(
-            "io_uring is not allowed here: a seccomp policy (many container runtimes block \
-             it) or the sysctl kernel.io_uring_disabled"
-        ),
-        _ => {}
-    }
-    std::process::exit(1)
 }

@@ -26,8 +26,8 @@ use nix::sys::socket::{
 };
 use server::Server;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::{lesson, mistake, net, say, stop};
+use sockets_by_hand::errors::OrDie;
+use sockets_by_hand::{lesson, mistake, net, sandbox, say, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
@@ -85,7 +85,7 @@ fn main() {
             Some(libc::EINVAL) => IoUring::new(RING_ENTRIES),
             _ => Err(err),
         })
-        .unwrap_or_else(|err| no_uring(err));
+        .unwrap_or_else(|err| sandbox::io_uring_setup_failed(err));
     // io_uring_register(2) IORING_REGISTER_PBUF_RING: the buffer ring (bufs.rs), every
     // buffer in it; from now on a recv that names its group takes a buffer when bytes arrive.
     let bufs = BufRing::register(&ring, args.bufs).unwrap_or_else(|errno| {
@@ -101,23 +101,6 @@ fn main() {
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&notes[0]]);
 
     Server::new(&LESSON, ring, bufs, listener, stop).serve()
-}
-
-/// io_uring_setup failed: say why in words, exit 1.
-fn no_uring(err: std::io::Error) -> ! {
-    let errno = Errno::from_raw(err.raw_os_error().unwrap_or(0));
-    report("io_uring_setup", errno);
-    match errno {
-        Errno::ENOSYS => {
-            say!("this kernel has no io_uring (Linux 5.1 added it; this lesson needs 5.19)")
-        }
-        Errno::EPERM => say!(
-            "io_uring is not allowed here: a seccomp policy (many container runtimes block \
-             it) or the sysctl kernel.io_uring_disabled"
-        ),
-        _ => {}
-    }
-    std::process::exit(1)
 }
 
 /// The kernel refused one of the lesson's io_uring features: one line naming it and the

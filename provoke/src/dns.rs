@@ -32,13 +32,9 @@ pub fn scenario(mistake: Option<&str>) -> Provoked {
     if std::env::var_os(INSIDE).is_some() {
         return inside(mistake);
     }
-    // As root a plain unshare; otherwise in a user namespace of our own (-r).
-    // SAFETY: geteuid(2) cannot fail.
-    let flags = if unsafe { libc::geteuid() } == 0 {
-        "-nm"
-    } else {
-        "-rnm"
-    };
+    // With CAP_SYS_ADMIN (root) a plain unshare; otherwise (another user, or root in a
+    // container) in a user namespace of our own (-r).
+    let flags = if has_cap_sys_admin() { "-nm" } else { "-rnm" };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new("unshare");
     cmd.args([flags, "--"]).arg(exe).arg("blocking-dns");
@@ -63,6 +59,17 @@ pub fn scenario(mistake: Option<&str>) -> Provoked {
             stdout.trim()
         )),
     }
+}
+
+/// CAP_SYS_ADMIN (number 21) in this process's effective set, from /proc/self/status: the
+/// lessons' library has the same (sockets_by_hand::sandbox), which this crate does not link.
+fn has_cap_sys_admin() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 21) != 0)
 }
 
 /// In the namespaces: set up the resolver, start lesson 12, ask for the slow name, and

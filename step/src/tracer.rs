@@ -172,8 +172,12 @@ pub fn run(argv: Vec<std::ffi::CString>, stops: Vec<i64>, tty: Option<File>) -> 
             eprintln!(
                 "step: the kernel does not let the stepper trace the lesson. Either it is already \
                  traced (step run under strace or a debugger: run it alone), or this machine forbids \
-                 it: in a container, start it with the SYS_PTRACE capability (docker run --cap-add \
-                 SYS_PTRACE); where Yama is on, allow it: sudo sysctl kernel.yama.ptrace_scope=1."
+                 it. In a container, start the container with the CAP_SYS_PTRACE capability \
+                 (`podman run --cap-add=SYS_PTRACE …`, the same for docker; the dev container in \
+                 .devcontainer/ has it); a container's seccomp profile can refuse ptrace too \
+                 (--security-opt seccomp=unconfined). On Linux itself, where Yama is on, allow \
+                 tracing a child: sudo sysctl kernel.yama.ptrace_scope=1 (a container shares its \
+                 host's setting and cannot change it)."
             );
         }
         return 1;

@@ -574,7 +574,7 @@ fn ptrace_refused_is_explained() {
     let err = run.err.text();
     assert!(err.contains("ptrace(PTRACE_SEIZE): EPERM"), "{err}");
     assert!(
-        err.contains("SYS_PTRACE") && err.contains("ptrace_scope"),
+        err.contains("--cap-add=SYS_PTRACE") && err.contains("ptrace_scope"),
         "{err}"
     );
 }

@@ -71,21 +71,23 @@ pub fn socket_congestion_control() -> Result<String, String> {
 
 /// Moves this process into a new network namespace with loopback up and `congestion` as TCP's
 /// default congestion control; everything it starts afterwards runs there too. Call it
-/// before any thread is started: as a user other than root it needs a new user namespace as
-/// well (our uid mapped to root inside), which unshare(2) refuses to a threaded process.
+/// before any thread is started: without CAP_SYS_ADMIN (a user other than root, or root in a
+/// container) it needs a new user namespace as well (our uid mapped to root inside), which
+/// unshare(2) refuses to a threaded process.
 /// It never changes the host's settings: when `congestion` cannot be had, the [`Fallback`]
 /// names the sysctl or module and the command that would allow it, for the operator to run.
 pub fn enter_private(congestion: &str) -> Result<(), Fallback> {
     // SAFETY: geteuid(2) and getegid(2) only read this process's ids.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let flags = if uid == 0 {
+    let plain = sockets_by_hand::sandbox::has_cap_sys_admin();
+    let flags = if plain {
         CloneFlags::CLONE_NEWNET
     } else {
         CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET
     };
     let no_namespace = |why: String| Fallback::NoNamespace(why);
     unshare(flags).map_err(|e| no_namespace(format!("unshare(CLONE_NEWNET): {e}")))?;
-    if uid != 0 {
+    if !plain {
         let write = |file: &str, text: String| {
             fs::write(format!("/proc/self/{file}"), text)
                 .map_err(|e| no_namespace(format!("write /proc/self/{file}: {e}")))
