@@ -52,6 +52,14 @@ fn workshop(args: &[&str]) -> Output {
         .expect("run workshop")
 }
 
+/// `workshop check NN --dir DIR --target-dir TARGET --debug [--wait SECS]`.
+fn check_dir(nn: &str, dir: &Path, target: &Path, wait: Option<&str>) -> Output {
+    let (dir, target) = (dir.to_str().unwrap(), target.to_str().unwrap());
+    let mut args = vec!["check", nn, "--dir", dir, "--target-dir", target, "--debug"];
+    args.extend(wait.map(|w| ["--wait", w]).into_iter().flatten());
+    workshop(&args)
+}
+
 fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -133,15 +141,7 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
             "{}",
             String::from_utf8_lossy(&made.stderr)
         );
-        let out = workshop(&[
-            "check",
-            nn,
-            "--dir",
-            dir.to_str().unwrap(),
-            "--target-dir",
-            target.to_str().unwrap(),
-            "--debug",
-        ]);
+        let out = check_dir(nn, &dir, &target, None);
         let stdout = text(&out);
         assert_eq!(
             out.status.code(),
@@ -181,17 +181,7 @@ fn every_skeleton_filled_as_its_lesson_passes_every_step() {
         )
         .unwrap();
         fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
-        let out = workshop(&[
-            "check",
-            ex.nn,
-            "--dir",
-            dir.to_str().unwrap(),
-            "--target-dir",
-            target.to_str().unwrap(),
-            "--debug",
-            "--wait",
-            "10",
-        ]);
+        let out = check_dir(ex.nn, &dir, &target, Some("10"));
         let stdout = text(&out);
         assert_eq!(
             out.status.code(),
@@ -313,17 +303,7 @@ fn a_blocking_socket_fails_where_the_model_needs_o_nonblock() {
     fs::write(dir.join("Cargo.toml"), manifest).unwrap();
     fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
     let target = target_dir();
-    let out = workshop(&[
-        "check",
-        "08",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--target-dir",
-        target.to_str().unwrap(),
-        "--debug",
-        "--wait",
-        "3",
-    ]);
+    let out = check_dir("08", &dir, &target, Some("3"));
     let stdout = text(&out);
     assert_eq!(
         out.status.code(),
@@ -354,15 +334,7 @@ fn a_compile_error_is_exit_2_with_the_compilers_message_only() {
     source.push_str("\nfn broken() -> u8 { \"not a number\" }\n");
     fs::write(&main, source).unwrap();
     let target = target_dir();
-    let out = workshop(&[
-        "check",
-        "03",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--target-dir",
-        target.to_str().unwrap(),
-        "--debug",
-    ]);
+    let out = check_dir("03", &dir, &target, None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
