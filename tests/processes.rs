@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::echo_suite::{fd_count_steady, partial_line_holder};
 use common::{
-    children, load, proc_state, wait_for, wait_in_accept, Client, Server, Trace, Traced, DEADLINE,
+    children, load, proc_state, wait_for, wait_in_accept, Client, Server, Traced, DEADLINE,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -228,32 +228,6 @@ fn pid_of(line: &str) -> u32 {
         .unwrap_or_else(|| panic!("no pid in {line:?}"))
 }
 
-/// The trace lines from the first socket() on, with each call that strace split (`foo(a,
-/// <unfinished ...>` … `<... foo resumed>b) = 3`, when another process ran in between) joined
-/// back into one line, so that every call line ends with its result.
-fn joined(trace: &Trace) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut pending: Vec<(u32, usize)> = Vec::new();
-    for line in trace.lines() {
-        let pid = pid_of(line);
-        if let Some(start) = line.find("<... ") {
-            if let Some(at) = pending.iter().position(|&(p, _)| p == pid) {
-                let (_, i) = pending.remove(at);
-                let rest = line[start..].split_once("resumed>").map_or("", |r| r.1);
-                out[i].push_str(rest);
-                continue;
-            }
-        }
-        if let Some(head) = line.strip_suffix("<unfinished ...>") {
-            pending.push((pid, out.len()));
-            out.push(head.trim_end().to_string());
-        } else {
-            out.push(line.to_string());
-        }
-    }
-    out
-}
-
 /// The pid or tid a call line returned (`... = 4242` → 4242); None for `= -1 ECHILD …`.
 fn returned(line: &str) -> Option<u32> {
     line.rsplit("= ")
@@ -302,7 +276,7 @@ fn lesson_04_trace_fork_close_sigchld_wait4() {
         "socket", "bind", "listen", "accept", "clone", "close", "accept", "clone", "close", "wait4",
     ]);
     trace.assert_absent(&["clone3", "poll", "select", "epoll_wait"]);
-    let lines = joined(&trace);
+    let lines: Vec<String> = trace.lines().into_iter().map(String::from).collect();
     let all = lines.join("\n");
     assert_eq!(pid_of(&lines[0]), parent);
     let listener = listener_of(&lines);
@@ -397,7 +371,7 @@ fn lesson_05_trace_clone3_per_client_no_fork() {
     let trace = traced.stop(libc::SIGTERM);
     trace.assert_absent(&["fork", "vfork", "wait4"]);
     trace.assert_in_order(&["socket", "listen", "accept", "clone3", "accept", "clone3"]);
-    let lines = joined(&trace);
+    let lines: Vec<String> = trace.lines().into_iter().map(String::from).collect();
     let all = lines.join("\n");
     let main = pid_of(&lines[0]);
     let listener = listener_of(&lines);

@@ -41,19 +41,6 @@ fn accept4_gives_the_address_and_the_greeting_is_read_at_once() {
             continue;
         }
         accepted += 1;
-        // Another thread's call (the resolver's) can split the line in two: strace ends it
-        // with `<unfinished ...>` and prints the rest, the address and the fd, as
-        // `<... accept4 resumed>` further on.
-        let line = match line.strip_suffix("<unfinished ...>") {
-            None => *line,
-            Some(start) => {
-                let pid = start.split_whitespace().next().unwrap_or("");
-                lines[i + 1..]
-                    .iter()
-                    .find(|l| l.starts_with(pid) && l.contains("<... accept4 resumed>"))
-                    .unwrap_or_else(|| panic!("accept4 never resumed: {line}"))
-            }
-        };
         assert!(line.contains("sin_port=htons("), "no address: {line}");
         // The accepted fd's first read comes before the next poll: read at once.
         let fd = line

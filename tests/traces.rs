@@ -278,3 +278,14 @@ fn lesson_14_splices_the_payload_and_never_reads_it() {
             .join("\n")
     );
 }
+
+/// strace splits a call when another process or thread ran in between; the trace tests see
+/// it joined back into one line, with its result.
+#[test]
+fn split_calls_are_joined_with_their_result() {
+    let text = "7  accept4(6<TCP>,  <unfinished ...>\n8  read(3, \"x\", 1) = 1\n7  <... accept4 resumed>{sa_family=AF_INET}, [16], SOCK_NONBLOCK) = 9\n";
+    assert_eq!(
+        common::join_split_calls(text),
+        "7  accept4(6<TCP>,{sa_family=AF_INET}, [16], SOCK_NONBLOCK) = 9\n8  read(3, \"x\", 1) = 1\n"
+    );
+}
