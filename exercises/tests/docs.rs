@@ -157,7 +157,12 @@ fn rusty(span: &str) -> bool {
         .zip(span.chars().skip(1))
         .any(|(a, b)| a.is_ascii_alphanumeric() && b == '.')
         && span.contains('(');
-    span.contains("::")
+    // A lone CamelCase name (`EchoHandler`, `Connection`): a type of ours, or of a crate.
+    let camel = span.starts_with(|c: char| c.is_ascii_uppercase())
+        && span.chars().any(|c| c.is_ascii_lowercase())
+        && span.chars().all(|c| c.is_ascii_alphanumeric());
+    camel
+        || span.contains("::")
         || span.contains("!(")
         || span.contains("=>")
         || span.contains('{')
@@ -214,6 +219,9 @@ const NOT_OURS: &[(&str, &str)] = &[
         "sockets_by_hand::mistakes! { pub … }",
         "an abridged macro call",
     ),
+    ("StatefulHandler", "the Ruby talk's class"),
+    ("Submitter", "the io-uring crate's type"),
+    ("Containerfile", "a file at the top level"),
 ];
 
 #[test]
@@ -324,6 +332,7 @@ fn the_checks_catch_what_they_are_for() {
     let sources = "impl Connection {\n    fn interest(&self) {}\n}\nstruct Connection;\n";
     assert!(rusty("!flow.waiting()") && rusty("Connection::interest") && rusty("half_close"));
     assert!(!rusty("make lesson-03") && !rusty("SO_REUSEADDR") && !rusty("accept(3, …) = 4"));
+    assert!(rusty("EchoHandler") && !rusty("Linux 5.1") && !rusty("EAGAIN"));
     assert!(resolves("Connection::interest", sources));
     assert!(!resolves("Connection::waiting", sources));
 }
