@@ -15,6 +15,7 @@ pub mod check;
 pub mod client;
 pub mod docs;
 pub mod echo;
+pub mod lessons;
 pub mod model;
 pub mod regions;
 pub mod run;
