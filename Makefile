@@ -1,24 +1,11 @@
-# sockets-by-hand: the workshop's front door. `make` (or `make help`) lists the lessons.
-#
-#   make lesson-NN [ARGS="..."]   build (release) and run lesson NN
-#   make trace-NN  [ARGS="..."]   the same under strace, from the lesson's first socket()
-#   make step-NN   [ARGS="..."] [STEP="..."]   the same under the stepper, one call per Enter
-#   make provoke-NN [ADDR=host:port] [MISTAKE=NAME]   provoke lesson NN's classic mistakes
-#   make test                     install the tools the tests need, then run every test
-#   make lint                     cargo fmt --check and clippy -D warnings
-#   make docs                     copy the lessons' marked regions into the docs' Rust blocks
-#   make compare [QUICK=1]        the I/O models side by side (target/compare/report.*)
-#   make bench-socks              lessons 12 and 14 against microsocks, dante and no proxy
-#   make fuzz [FUZZ_SECONDS=60]   the protocol parsers' fuzz targets (cargo-fuzz, nightly)
-#   make exercise-NN [ARGS="..."] your own copy of lesson NN, with its calls to write
-#   make check-NN                 check it step by step; make check: progress; hint-NN, reset-NN
-#   make soak [QUICK=1]           10,000 connections per server (target/soak/report.md)
-#   make container-check          build the Containerfile with podman, run lessons and tests inside
+# sockets-by-hand: the workshop's front door. `make` (or `make help`) lists the lessons and
+# the commands; a command's entry in that list is the `## make NAME  what it does` line just
+# above its target.
 #
 # Every lesson, a file lessons/NN-topic.rs or a folder lessons/NN-topic/ (main.rs + modules),
-# gets its lesson-NN and trace-NN targets from the pattern rules below; a new lesson needs no
-# edit here (at most a TRACE_NN line for its strace filter). The title `make help` prints
-# is the first line of the lesson's header, the one place a lesson describes itself.
+# gets its lesson-NN, trace-NN, step-NN and provoke-NN targets from the pattern rules below,
+# and its strace filter and provocations from its table in lessons/lessons.toml: a new lesson
+# needs no edit here. The title `make help` prints is the first line of the lesson's header.
 
 CARGO   ?= cargo
 PROFILE ?= release
@@ -35,22 +22,17 @@ BIN_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 LESSON_FILES := $(sort $(wildcard lessons/[0-9][0-9]-*.rs lessons/[0-9][0-9]-*/main.rs))
 lesson_file = $(firstword $(wildcard lessons/$(1)-*.rs lessons/$(1)-*/main.rs))
 
-# strace filters (-e trace=...). TRACE_NN overrides TRACE_DEFAULT for lesson NN. The Rust
-# runtime's start-up calls are cut off anyway: the trace is shown from the first socket().
-TRACE_DEFAULT := %network,read,write,close,fcntl,poll,ppoll,select,pselect6,epoll_create1,epoll_ctl,epoll_wait,epoll_pwait,clone,clone3,fork,vfork,wait4,kill,rt_sigtimedwait,signalfd4,io_uring_setup,io_uring_enter,exit_group
-TRACE_00 := socket,connect,getsockname,fcntl,poll,read,write,shutdown,close,exit_group
-TRACE_01 := socket,setsockopt,bind,listen,getsockname,accept,accept4,getpeername,write,close,exit_group
-TRACE_02 := $(TRACE_01)
-TRACE_03 := $(TRACE_01),read,shutdown
-# 04: also the sigaction calls (SIGCHLD without SA_RESTART), the fork (glibc calls clone) and
-# the handler's wait4 loop; the SIGCHLD deliveries show whatever the filter.
-TRACE_04 := $(TRACE_03),rt_sigaction,clone,clone3,fork,vfork,wait4
-# 14: also the pipes (pipe2) and the splices that move the relayed bytes.
-TRACE_14 := $(TRACE_DEFAULT),pipe2,splice
-# 15: also io_uring_register (the provided-buffer ring).
-TRACE_15 := $(TRACE_DEFAULT),io_uring_register
+# What each lesson is, from lessons/lessons.toml: TRACE_DEFAULT, TRACE_NN (strace's
+# -e trace= filter of lesson NN), PROVOKE_NN and EXERCISE_NUMBERS, written by
+# scripts/lessons.awk into target/lessons.mk whenever the table is newer. The Rust runtime's
+# start-up calls are cut off anyway: the trace is shown from the first socket().
+LESSONS_MK := target/lessons.mk
+$(LESSONS_MK): lessons/lessons.toml scripts/lessons.awk
+	@mkdir -p $(@D)
+	@awk -f scripts/lessons.awk lessons/lessons.toml > $@.tmp && mv $@.tmp $@
+include $(LESSONS_MK)
 
-trace_filter = $(or $(TRACE_$(1)),$(TRACE_DEFAULT))
+trace_filter = $(TRACE_$(1))
 
 # The stepper stops at the calls of the same filter, as plain syscall names (strace's
 # %network class spelled out). STEP carries the stepper's own options (STEP='--only accept'
@@ -59,61 +41,42 @@ NETWORK_CALLS := socket,socketpair,connect,accept,accept4,sendto,recvfrom,sendms
 step_calls = $(subst %network,$(NETWORK_CALLS),$(call trace_filter,$(1)))
 STEP ?=
 
-# The provocations that fit each lesson's mistakes (provoke/: `provoke --help`), run by
-# `make provoke-NN` against the lesson running at ADDR (default: its default port), one
-# line each. A '+' joins a kind and its arguments. The scenarios (restart, sigpending,
-# blocking-dns, fail-open) start the lesson themselves, with --mistake $(MISTAKE) if set.
-PROVOKE_01 := restart
-PROVOKE_02 := flood+1200
-PROVOKE_03 := split coalesced quit-then-junk
-PROVOKE_04 := many+20 half-close
-PROVOKE_05 := many+1100+--max-threads+1001
-PROVOKE_06 := split slowloris+10 coalesced
-PROVOKE_07 := flood+1100
-PROVOKE_08 := many+50 coalesced
-PROVOKE_09 := sigpending
-PROVOKE_10 := many+20 slow-reader idle
-PROVOKE_11 := coalesced+50 many+50
-PROVOKE_12 := blocking-dns socks-refused socks-half-close
-PROVOKE_13 := fail-open frozen-store
-PROVOKE_14 := socks-half-close+--bytes+2000000+--tries+10
-PROVOKE_15 := burst+64
+# `make provoke-NN` runs the provocations of lesson NN's table (PROVOKE_NN; provoke/:
+# `provoke --help`) against the lesson running at ADDR (default: its default port), one line
+# each. A '+' joins a kind and its arguments. The scenarios (restart, sigpending,
+# blocking-dns, fail-open, frozen-store) start the lesson themselves, with --mistake
+# $(MISTAKE) if set.
 PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store
 ADDR    ?=
 MISTAKE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint tools build compare bench-socks fuzz soak
+.PHONY: help test lint deps build compare bench-socks fuzz soak
 
+# The lessons with their titles (the first line of each header), then every `## ` line that
+# stands just above a rule, in the order of this file.
+## make help  this list
 help:
 	@echo "sockets-by-hand: TCP socket programming on Linux from the system calls up"
 	@echo
 	@for f in $(LESSON_FILES); do \
 	  n=$$(echo $$f | cut -d/ -f2 | cut -c1-2); \
 	  title=$$(sed -n '1s|^//! *Lesson [0-9]* — *||p' $$f | sed 's/\.$$//'); \
-	  printf '  make lesson-%s   %s\n' "$$n" "$$title"; \
+	  case " $(EXERCISE_NUMBERS) " in *" $$n "*) ex=" · exercise-$$n" ;; *) ex= ;; esac; \
+	  printf '  make lesson-%s   %s%s\n' "$$n" "$$title" "$$ex"; \
 	done
 	@echo
-	@echo "  make trace-NN    run lesson NN under strace (make trace-03)"
-	@echo "  make step-NN     step through lesson NN's system calls, one per Enter (make step-01)"
-	@echo "  make provoke-NN  provoke lesson NN's classic mistake: run it with --mistake NAME first"
-	@echo "  make test        install strace, nc, curl, redis-server if missing; run every test"
-	@echo "  make lint        cargo fmt --check and cargo clippy -D warnings"
-	@echo "  make docs        copy the lessons' // [regions] into the docs' Rust blocks"
-	@echo "  make compare     the I/O models side by side (QUICK=1: under a minute)"
-	@echo "  make bench-socks lessons 12 and 14 against microsocks, dante and no proxy"
-	@echo "  make fuzz        fuzz the SOCKS5, RESP and echo parsers (FUZZ_SECONDS=60 each)"
-	@echo "  make soak        10,000 connections per server, Redis restarts (QUICK=1: < 1 min)"
-	@echo "  make exercise-NN your own lesson NN to write (01 03 04 08 10 12); make check-NN checks it"
-	@echo "  make check       your progress; make hint-NN the next hint; make reset-NN start afresh"
-	@echo "  make container-check  the Containerfile, built and tried with podman (README: Not on Linux?)"
-	@echo
-	@echo "  Flags go in ARGS: make lesson-03 ARGS='-p 4000'; every lesson has --help."
+	@awk '/^## / { l = substr($$0, 4); if (match(l, /   */)) \
+	    l = sprintf("%-20s %s", substr(l, 1, RSTART - 1), substr(l, RSTART + RLENGTH)); \
+	    doc = doc "  " l "\n"; next } \
+	  /^[^#\t =][^=]*:([^=]|$$)/ { printf "%s", doc } { doc = "" }' $(firstword $(MAKEFILE_LIST))
 
+## make build  build every binary of the workspace (release)
 build:
 	$(CARGO) build $(CARGO_PROFILE) --workspace --bins
 
 # Builds the lessons package only (none of the tools' dependencies).
+## make lesson-NN  build and run lesson NN; its flags go in ARGS: make lesson-03 ARGS='-p 4000' (--help)
 lesson-%:
 	@test -n "$(call lesson_file,$*)" || { echo "no lesson $* (make help lists them)" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) --bin lesson-$*
@@ -123,21 +86,26 @@ lesson-%:
 # strace -f: follow forks and threads; -yy: show sockets with their addresses;
 # -o '|sed ...': print from the first socket() on, hiding the runtime's start-up, and
 # leave out the lesson's own log lines (writes to fd 2), which the terminal shows anyway.
-trace-%: tools
+## make trace-NN  the same under strace, from the lesson's first socket() (make trace-03)
+trace-%: deps
 	@test -n "$(call lesson_file,$*)" || { echo "no lesson $* (make help lists them)" >&2; exit 2; }
+	@test -n "$(TRACE_$*)" || { echo "lesson $* has no [lesson.$*] in lessons/lessons.toml" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) --bin lesson-$*
 	strace -f -yy -q -e trace=$(call trace_filter,$*) \
 	  -o '|sed -u -n "/socket(/,\$$ { /write(2</d; p; }"' $(BIN_DIR)/lesson-$* $(ARGS)
 
 # The stepper (step/): stops before each call of the lesson's filter, shows it decoded with
 # its source line and the kernel's view of the sockets, runs it on Enter.
+## make step-NN  step through lesson NN's system calls, one per Enter (STEP='--only accept')
 step-%:
 	@test -n "$(call lesson_file,$*)" || { echo "no lesson $* (make help lists them)" >&2; exit 2; }
+	@test -n "$(TRACE_$*)" || { echo "lesson $* has no [lesson.$*] in lessons/lessons.toml" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) -p sockets-by-hand --bin lesson-$* -p step --bin step
 	$(BIN_DIR)/step --only $(call step_calls,$*) $(STEP) -- $(BIN_DIR)/lesson-$* $(ARGS)
 
 # Builds the provoke client (and the lesson, which the scenarios start themselves), then
 # runs PROVOKE_NN's kinds one by one; fails if any of them saw the failure.
+## make provoke-NN  provoke lesson NN's classic mistakes (run it with --mistake NAME first)
 provoke-%:
 	@test -n "$(PROVOKE_$*)" || { echo "no provocation for lesson $* (make help lists them)" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) -p provoke --bin provoke \
@@ -151,22 +119,33 @@ provoke-%:
 	  $(BIN_DIR)/provoke $$(echo $$k | tr + ' ') $$extra || status=1; \
 	done; exit $$status
 
-tools:
+# What make holds for lesson NN, all derived (tests/lesson_index.rs compares it with
+# lessons/lessons.toml and the lesson's own files): one `name=value` line each.
+print-lesson-%:
+	@echo 'file=$(call lesson_file,$*)'
+	@echo 'trace=$(TRACE_$*)'
+	@echo 'provoke=$(PROVOKE_$*)'
+	@echo 'step=$(call step_calls,$*)'
+	@echo 'exercise=$(if $(filter $*,$(EXERCISE_NUMBERS)),yes,no)'
+
+## make deps  install the system tools the lessons and tests use (strace, nc, curl, ...)
+deps:
 	@scripts/ensure-tools.sh
 
 # Lesson 13 keeps its allowlist in Redis: before lesson-13, trace-13 and step-13 (whose recipes are
 # the pattern rules above), make sure a Redis answers, starting a private, memory-only one
-# if none does (installing redis-server first if missing, like `make tools`), and print
+# if none does (installing redis-server first if missing, like `make deps`), and print
 # the redis-cli lines that allow and deny 127.0.0.1.
 .PHONY: redis-13
 lesson-13 trace-13 step-13: redis-13
-redis-13: tools
+redis-13: deps
 	@scripts/redis-13.sh $(ARGS)
 
 # The workspace's binaries first: tests of one package run another's (tests/provoke.rs runs
 # provoke, tools' tests run the lessons), and cargo builds only a package's own binaries for
 # its tests.
-test: tools
+## make test  make deps, then every test of the workspace
+test: deps
 	$(CARGO) build -q --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --all-targets; \
@@ -175,6 +154,7 @@ test: tools
 	  $(CARGO) test --workspace --all-targets; \
 	fi
 
+## make lint  cargo fmt --check and cargo clippy -D warnings
 lint:
 	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || \
 	  rustup component add rustfmt clippy || \
@@ -183,11 +163,13 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The comparison harness: every echo lesson and the tokio reference under the same load.
-compare: tools
+## make compare  the I/O models side by side (QUICK=1: under a minute)
+compare: deps
 	$(CARGO) build -q --release --workspace --bins
 	target/release/compare $(if $(QUICK),--quick) $(COMPARE_ARGS)
 
 # The relay benchmark; microsocks and dante are installed if possible, skipped otherwise.
+## make bench-socks  lessons 12 and 14 against microsocks, dante and no proxy
 bench-socks:
 	@scripts/ensure-tools.sh --bench
 	$(CARGO) build -q --release --workspace --bins
@@ -196,12 +178,14 @@ bench-socks:
 # The protocol parsers' fuzz targets (protocols/fuzz/), FUZZ_SECONDS each (default 60):
 # installs cargo-fuzz if missing, prints executions and coverage per target, fails on a
 # crash and says where the input is.
+## make fuzz  fuzz the SOCKS5, RESP and echo parsers (FUZZ_SECONDS=60 each)
 fuzz:
 	@scripts/fuzz.sh
 
 # The soak: 10,000 connections against lessons 04, 05, 08, 10 and 12, lesson 13 through
 # three Redis restarts, lesson 12 under resets; the figures go to target/soak/report.md.
-soak: tools
+## make soak  10,000 connections per server, Redis restarts (QUICK=1: under a minute)
+soak: deps
 	$(CARGO) build -q --release --workspace --bins
 	target/release/soak $(if $(QUICK),--quick) $(SOAK_ARGS)
 
@@ -209,6 +193,7 @@ soak: tools
 # `<!-- include lessons/FILE [name] -->` line is the region `// [name]` … `// [/name]` of that
 # file (exercises/src/docs.rs). `make docs` rewrites them; the test suite fails when one is stale.
 .PHONY: docs
+## make docs  copy the lessons' // [regions] into the docs' Rust blocks
 docs:
 	$(CARGO) run -q -p exercises --bin docs
 
@@ -219,31 +204,38 @@ docs:
 # step (exit 0 all passed, 1 a step failed, 2 it could not be built or started); `make check`
 # shows the progress; `make hint-NN` the next hint; `make reset-NN` asks, then starts afresh.
 # The learner's crate builds into target/ with the project's Cargo.lock: the dependencies the
-# lessons already built are reused. `make exercises` regenerates the skeletons from the lessons.
+# lessons already built are reused. `make regen-skeletons` regenerates exercises/NN/ from the
+# lessons.
 WORKSHOP := target/release/workshop
-.PHONY: workshop-tool exercises check
+.PHONY: workshop-tool regen-skeletons check
 workshop-tool:
 	@$(CARGO) build -q --release -p exercises --bin workshop
 
+## make exercise-NN  your own copy of lesson NN, its calls to write (lessons marked above)
 exercise-%: workshop-tool
 	@$(WORKSHOP) new $*
 	@CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build -q --release --manifest-path my-exercises/$*/Cargo.toml
 	@echo "running your exercise $* (Ctrl-C stops it); make check-$* checks it:" >&2
 	target/release/exercise-$* $(ARGS)
 
+## make check-NN  check your exercise NN step by step
 check-%: workshop-tool
 	@$(WORKSHOP) check $*
 
+## make check  your progress
 check: workshop-tool
 	@$(WORKSHOP) progress
 
+## make hint-NN  the next hint for exercise NN
 hint-%: workshop-tool
 	@$(WORKSHOP) hint $*
 
+## make reset-NN  start exercise NN afresh (asks first)
 reset-%: workshop-tool
 	@$(WORKSHOP) reset $*
 
-exercises:
+## make regen-skeletons  rewrite exercises/NN/ from the lessons, after a lesson changed
+regen-skeletons:
 	$(CARGO) run -q -p exercises --bin workshop -- gen
 
 # The container for attendees not on Linux (Containerfile, .devcontainer/), built with podman
@@ -251,5 +243,6 @@ exercises:
 # stepper, lesson 11's seccomp message, then `make test` inside (SKIP_TEST=1 leaves it out).
 # Needs podman (apt-get install podman runc); never part of `make test` or CI.
 .PHONY: container-check
+## make container-check  the Containerfile, built and tried with podman (README: Not on Linux?)
 container-check:
 	@scripts/container-check.sh

@@ -22,7 +22,7 @@ use nix::unistd::{close, write};
 use sockets_by_hand::accept::{AcceptPause, BLOCKING_RETRY};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{report, OrDie};
-use sockets_by_hand::{hello, lesson, mistake, net, say};
+use sockets_by_hand::{clock, lesson, mistake, net, say};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
@@ -45,7 +45,7 @@ fn main() {
     let args: Args = cli::parse(&LESSON);
     mistake::switch_on(&MISTAKE, args.mistake);
     let addr = args.listen.addr();
-    hello::load_time_zone(); // before socket(), so the trace shows only what follows
+    clock::load_time_zone(); // before socket(), so the trace shows only what follows
 
     // socket(2), setsockopt(SO_REUSEADDR), bind(2), listen(2): as in lesson 01.
     let family = net::family(&addr);
@@ -73,7 +73,7 @@ fn main() {
         say!("client connected: {peer}");
 
         // write(2) the greeting, all of it; a client that already left costs only an error.
-        let greeting = hello::greeting();
+        let greeting = clock::greeting();
         let mut rest = greeting.as_bytes();
         while !rest.is_empty() {
             match write(&conn, rest) {

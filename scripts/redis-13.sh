@@ -33,7 +33,7 @@ elif [ "$host" != 127.0.0.1 ] && [ "$host" != localhost ]; then
   echo "redis: nothing answers on $redis; lesson 13 refuses every client (0x01) until it does" >&2
 elif ! command -v redis-server >/dev/null 2>&1; then
   echo "redis: nothing answers on $redis and redis-server is not installed" \
-    "(make tools installs it); lesson 13 refuses every client (0x01) until a Redis answers" >&2
+    "(make deps installs it); lesson 13 refuses every client (0x01) until a Redis answers" >&2
 else
   mkdir -p target
   redis-server --bind "$host" --port "$port" --save '' --appendonly no --daemonize yes \

@@ -10,7 +10,7 @@
 //! `--help` from its header ([`cli`]); TLPI-style error reporting ([`errors`]); address
 //! conversions ([`net`]); the `--mistake` switch of failure-first runs ([`mistake`]); how a connection ended, for the log ([`ending`]); the one
 //! accept-failure policy, sans-IO ([`accept`]); the self-pipe Ctrl-C of the single-threaded
-//! loops ([`stop`]); the clock of lessons 01–02 ([`hello`]); the per-connection buffers and
+//! loops ([`stop`]); the clock of lessons 01–02 ([`clock`]); the per-connection buffers and
 //! backpressure of the single-threaded servers ([`conn`], over a reusable output buffer,
 //! [`outbuf`]) and their table of connections ([`clients`]); the fd limit ([`limits`]); and
 //! why a call was refused when the sandbox, not the kernel, refused it ([`sandbox`]).
@@ -19,10 +19,10 @@
 pub mod accept;
 pub mod cli;
 pub mod clients;
+pub mod clock;
 pub mod conn;
 pub mod ending;
 pub mod errors;
-pub mod hello;
 pub mod limits;
 pub mod mistake;
 pub mod net;

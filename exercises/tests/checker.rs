@@ -102,7 +102,7 @@ fn skeletons_are_their_lessons_with_the_gaps_cut_out() {
     let stale = workshop::regenerate(&root(), true).expect("every spec matches its lesson");
     assert!(
         stale.is_empty(),
-        "stale skeletons (make exercises): {stale:?}"
+        "stale skeletons (make regen-skeletons): {stale:?}"
     );
 }
 

@@ -213,7 +213,7 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("redis-server (make tools installs it): {e}"))?;
+            .map_err(|e| format!("redis-server (make deps installs it): {e}"))?;
         let redis = Redis(child, port);
         let by = Instant::now() + patience();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

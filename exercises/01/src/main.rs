@@ -27,7 +27,7 @@ use nix::sys::socket::{
 use nix::unistd::{close, write};
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{fatal, report, OrDie};
-use sockets_by_hand::{hello, lesson, mistake, net, say};
+use sockets_by_hand::{clock, lesson, mistake, net, say};
 use std::os::fd::OwnedFd;
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
@@ -41,7 +41,7 @@ struct Args {
 fn main() {
     let args: Args = cli::parse(&LESSON);
     let addr = args.listen.addr();
-    hello::load_time_zone(); // before socket(), so the trace shows only what follows
+    clock::load_time_zone(); // before socket(), so the trace shows only what follows
 
     // AF_INET or AF_INET6, as the address says.
     let family = net::family(&addr);
@@ -69,7 +69,7 @@ fn main() {
 
     // write(2) the greeting, again if the socket took only part of it (a short write). A
     // client that already left makes it fail: EPIPE or ECONNRESET, an error, not a signal.
-    let greeting = hello::greeting();
+    let greeting = clock::greeting();
     let mut rest = greeting.as_bytes();
     todo!("write(2): the whole greeting, again after a short write; report a failure and go on; man 2 write");
 

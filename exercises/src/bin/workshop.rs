@@ -46,7 +46,7 @@ fn main() -> ExitCode {
             match workshop::regenerate(&root, only_check) {
                 Ok(changed) if only_check && !changed.is_empty() => {
                     eprintln!(
-                        "stale skeletons (run `make exercises`): {}",
+                        "stale skeletons (run `make regen-skeletons`): {}",
                         changed.join(", ")
                     );
                     ExitCode::FAILURE

@@ -1,4 +1,5 @@
-//! The greeting of lessons 01 and 02: `Hello there! <local time, RFC 3339>\n`.
+//! The clock of lessons 01 and 02: the local time as RFC 3339, and the greeting that
+//! carries it, `Hello there! <local time>\n`.
 
 /// `Hello there! 2026-11-24T23:45:01+01:00\n`, in the machine's local time zone.
 pub fn greeting() -> String {
