@@ -29,7 +29,7 @@ lesson_file = $(firstword $(wildcard lessons/$(1)-*.rs lessons/$(1)-*/main.rs))
 LESSONS_MK := target/lessons.mk
 $(LESSONS_MK): lessons/lessons.toml scripts/lessons.awk
 	@mkdir -p $(@D)
-	@awk -f scripts/lessons.awk lessons/lessons.toml > $@.tmp && mv $@.tmp $@
+	@awk -f scripts/lessons.awk lessons/lessons.toml > $@.$$$$ && mv $@.$$$$ $@
 include $(LESSONS_MK)
 
 trace_filter = $(TRACE_$(1))

@@ -1,6 +1,6 @@
 //! The call lists the docs give agree with the calls each lesson really makes.
 //!
-//! Each lesson runs under strace with the filter `make trace-NN` uses (read from the Makefile),
+//! Each lesson runs under strace with the filter `make trace-NN` uses (lessons/lessons.toml's),
 //! one client says `abc` and `q`, and the calls from the first `socket` on are collected.
 //! Then, for the lesson's header (the paragraph naming `make trace-NN`), its README row (the
 //! "what to watch" column) and its docs page (the "What the trace shows" section):
@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -128,29 +128,12 @@ fn named(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The Makefile's strace filter for lesson `nn`, its `$(TRACE_..)` references expanded.
+/// The strace filter `make trace-NN` uses: lesson `nn`'s in lessons/lessons.toml, expanded
+/// (tests/lesson_index.rs checks that the Makefile's is the same).
 fn make_filter(nn: &str) -> String {
-    let makefile = fs::read_to_string(root().join("Makefile")).unwrap();
-    let vars: BTreeMap<&str, &str> = makefile
-        .lines()
-        .filter_map(|l| l.split_once(" := "))
-        .filter(|(name, _)| name.starts_with("TRACE_"))
-        .map(|(name, value)| (name.trim(), value.trim()))
-        .collect();
-    fn expand(value: &str, vars: &BTreeMap<&str, &str>) -> String {
-        let mut out = String::new();
-        let mut rest = value;
-        while let Some(at) = rest.find("$(") {
-            out.push_str(&rest[..at]);
-            let end = rest[at..].find(')').unwrap() + at;
-            out.push_str(&expand(vars[&rest[at + 2..end]], vars));
-            rest = &rest[end + 1..];
-        }
-        out + rest
-    }
-    let name = format!("TRACE_{nn}");
-    let value = vars.get(name.as_str()).unwrap_or(&vars["TRACE_DEFAULT"]);
-    expand(value, &vars)
+    exercises::lessons::Index::load(&root())
+        .and_then(|index| index.trace(nn))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The lesson's main file: lessons/NN-topic.rs or lessons/NN-topic/main.rs.

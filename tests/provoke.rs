@@ -377,32 +377,27 @@ fn serial_and_spinning_lessons_fail_many_slowloris_and_idle() {
     assert!(runs.len() < 3, "the spin never showed: {runs:?}");
 }
 
-/// Every kind `make provoke-NN` runs (the Makefile's PROVOKE_NN lines) is one provoke
-/// knows, with arguments it takes: `provoke KIND ARGS --help` succeeds.
+/// Every kind `make provoke-NN` runs (the lesson's `provoke` in lessons/lessons.toml) is one
+/// provoke knows, with arguments it takes: `provoke KIND ARGS --help` succeeds.
 #[test]
-fn makefile_names_only_real_kinds() {
-    let makefile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Makefile"))
-        .expect("read the Makefile");
+fn the_lesson_index_names_only_real_kinds() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let index = exercises::lessons::Index::load(&root).unwrap_or_else(|e| panic!("{e}"));
     let mut lessons = 0;
-    for line in makefile.lines() {
-        let Some((name, kinds)) = line.split_once(" := ") else {
-            continue;
-        };
-        if !(name.starts_with("PROVOKE_") && name[8..].bytes().all(|b| b.is_ascii_digit())) {
-            continue;
-        }
-        lessons += 1;
-        for kind in kinds.split_whitespace() {
+    for lesson in &index.lessons {
+        lessons += usize::from(!lesson.provoke.is_empty());
+        for kind in &lesson.provoke {
             let args: Vec<&str> = kind.split('+').chain(["--help"]).collect();
             let out = Command::new(provoke_bin()).args(&args).output().unwrap();
             assert!(
                 out.status.success(),
-                "{name}: provoke {args:?}: {}",
+                "lesson {}: provoke {args:?}: {}",
+                lesson.number,
                 String::from_utf8_lossy(&out.stderr)
             );
         }
     }
-    assert!(lessons >= 14, "PROVOKE_NN lines for 01–14, found {lessons}");
+    assert!(lessons >= 15, "provocations for 01–15, found {lessons}");
 }
 
 /// `many --max-threads`: lesson 05 with --max-clients 10 tells the rest "server full" and
