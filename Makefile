@@ -76,7 +76,7 @@ build:
 	$(CARGO) build $(CARGO_PROFILE) --workspace --bins
 
 # Builds the lessons package only (none of the tools' dependencies).
-## make lesson-NN  build and run lesson NN; its flags go in ARGS: make lesson-03 ARGS='-p 4000' (--help)
+## make lesson-NN  build and run lesson NN; flags in ARGS: ARGS='-p 4000' (ARGS=--help lists them)
 lesson-%:
 	@test -n "$(call lesson_file,$*)" || { echo "no lesson $* (make help lists them)" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) --bin lesson-$*
@@ -107,7 +107,7 @@ step-%:
 # runs PROVOKE_NN's kinds one by one; fails if any of them saw the failure.
 ## make provoke-NN  provoke lesson NN's classic mistakes (run it with --mistake NAME first)
 provoke-%:
-	@test -n "$(PROVOKE_$*)" || { echo "no provocation for lesson $* (make help lists them)" >&2; exit 2; }
+	@test -n "$(PROVOKE_$*)" || { echo "no provocation for lesson $* (lessons/lessons.toml lists them)" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) -p provoke --bin provoke \
 	  $(if $(call lesson_file,$*),-p sockets-by-hand --bin lesson-$*)
 	@status=0; for k in $(PROVOKE_$*); do \
