@@ -9,8 +9,8 @@
 //! - `make help` lists each lesson by its header's title, and the README's table has a row
 //!   `| NN |` with that title;
 //! - the workshop's exercises (exercises/src/check.rs) are the index's, with the same titles;
-//! - the copies of the common strace filter (tests/common's TRACE_SET, the stepper's
-//!   DEFAULT_STOPS) are the index's `[default]` trace.
+//! - the copies of the strace filters (tests/common's TRACE_SET, the stepper's DEFAULT_STOPS
+//!   and its tests' TRACE_01 and TRACE_04) are the index's.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -254,7 +254,7 @@ fn the_checkers_exercises_are_the_indexs() {
 fn rust_str_const(path: &str, name: &str) -> String {
     let text = fs::read_to_string(root().join(path)).unwrap();
     let start = text
-        .find(&format!("{name}: &str = \""))
+        .find(&format!("{name}: &str ="))
         .unwrap_or_else(|| panic!("{path}: no const {name}"));
     let body = &text[start..];
     let body = &body[body.find('"').unwrap() + 1..];
@@ -282,4 +282,12 @@ fn copies_of_the_default_filter_are_the_indexs() {
         said[&plain.number]["step"],
         "step's DEFAULT_STOPS against the default filter, %network spelled out"
     );
+    // The stepper's tests run lessons 01 and 04 with their filters.
+    for nn in ["01", "04"] {
+        assert_eq!(
+            rust_str_const("step/tests/step.rs", &format!("TRACE_{nn}")),
+            index.trace(nn).unwrap(),
+            "step/tests/step.rs's TRACE_{nn} against lessons.toml's lesson {nn}"
+        );
+    }
 }
