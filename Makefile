@@ -207,13 +207,13 @@ soak: tools
 
 # The docs' snippets are cut from the lessons: every fenced block after an
 # `<!-- include lessons/FILE [name] -->` line is the region `// [name]` … `// [/name]` of that
-# file (exercises/src/docs.rs). `make docs` rewrites them; the test suite fails when one is stale.
+# file (workshop/src/docs.rs). `make docs` rewrites them; the test suite fails when one is stale.
 .PHONY: docs
 docs:
-	$(CARGO) run -q -p exercises --bin docs
+	$(CARGO) run -q -p workshop --bin docs
 
-# The hands-on half (exercises/, the workshop tool): `make exercise-NN` copies the pristine
-# skeleton exercises/NN/ into my-exercises/NN/ (git-ignored, a crate of its own outside the
+# The hands-on half (the specs in exercises/, the workshop tool in workshop/): `make exercise-NN`
+# copies the pristine skeleton exercises/NN/ into my-exercises/NN/ (git-ignored, a crate of its own outside the
 # workspace: a half-written exercise never breaks test, lint, compare or soak), the first time
 # only, then builds and runs it as lesson-NN runs the lesson; `make check-NN` checks it step by
 # step (exit 0 all passed, 1 a step failed, 2 it could not be built or started); `make check`
@@ -223,7 +223,7 @@ docs:
 WORKSHOP := target/release/workshop
 .PHONY: workshop-tool exercises check
 workshop-tool:
-	@$(CARGO) build -q --release -p exercises --bin workshop
+	@$(CARGO) build -q --release -p workshop --bin workshop
 
 exercise-%: workshop-tool
 	@$(WORKSHOP) new $*
@@ -244,7 +244,7 @@ reset-%: workshop-tool
 	@$(WORKSHOP) reset $*
 
 exercises:
-	$(CARGO) run -q -p exercises --bin workshop -- gen
+	$(CARGO) run -q -p workshop --bin workshop -- gen
 
 # The container for attendees not on Linux (Containerfile, .devcontainer/), built with podman
 # and tried as an attendee would: lessons reached through a published port, strace, the
