@@ -191,14 +191,14 @@ soak: deps
 
 # The docs' snippets are cut from the lessons: every fenced block after an
 # `<!-- include lessons/FILE [name] -->` line is the region `// [name]` … `// [/name]` of that
-# file (exercises/src/docs.rs). `make docs` rewrites them; the test suite fails when one is stale.
+# file (workshop/src/docs.rs). `make docs` rewrites them; the test suite fails when one is stale.
 .PHONY: docs
 ## make docs  copy the lessons' // [regions] into the docs' Rust blocks
 docs:
-	$(CARGO) run -q -p exercises --bin docs
+	$(CARGO) run -q -p workshop --bin docs
 
-# The hands-on half (exercises/, the workshop tool): `make exercise-NN` copies the pristine
-# skeleton exercises/NN/ into my-exercises/NN/ (git-ignored, a crate of its own outside the
+# The hands-on half (the specs in exercises/, the workshop tool in workshop/): `make exercise-NN`
+# copies the pristine skeleton exercises/NN/ into my-exercises/NN/ (git-ignored, a crate of its own outside the
 # workspace: a half-written exercise never breaks test, lint, compare or soak), the first time
 # only, then builds and runs it as lesson-NN runs the lesson; `make check-NN` checks it step by
 # step (exit 0 all passed, 1 a step failed, 2 it could not be built or started); `make check`
@@ -209,7 +209,7 @@ docs:
 WORKSHOP := target/release/workshop
 .PHONY: workshop-tool regen-skeletons check
 workshop-tool:
-	@$(CARGO) build -q --release -p exercises --bin workshop
+	@$(CARGO) build -q --release -p workshop --bin workshop
 
 ## make exercise-NN  your own copy of lesson NN, its calls to write (lessons marked above)
 exercise-%: workshop-tool
@@ -234,9 +234,8 @@ hint-%: workshop-tool
 reset-%: workshop-tool
 	@$(WORKSHOP) reset $*
 
-## make regen-skeletons  rewrite exercises/NN/ from the lessons, after a lesson changed
-regen-skeletons:
-	$(CARGO) run -q -p exercises --bin workshop -- gen
+exercises:
+	$(CARGO) run -q -p workshop --bin workshop -- gen
 
 # The container for attendees not on Linux (Containerfile, .devcontainer/), built with podman
 # and tried as an attendee would: lessons reached through a published port, strace, the

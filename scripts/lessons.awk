@@ -5,7 +5,7 @@
 #   TRACE_NN       := ...              lesson NN's trace, %default and %NN expanded
 #   PROVOKE_NN     := kind+arg ...     lesson NN's provoke kinds
 #   EXERCISE_NUMBERS := 01 03 ...      the lessons with an exercise
-# POSIX awk (mawk, gawk, busybox). The Rust reader is exercises/src/lessons.rs; a test
+# POSIX awk (mawk, gawk, busybox). The Rust reader is workshop/src/lessons.rs; a test
 # (tests/lesson_index.rs) checks that both read the same.
 
 function fail(msg) {

@@ -131,7 +131,7 @@ fn named(text: &str) -> BTreeSet<String> {
 /// The strace filter `make trace-NN` uses: lesson `nn`'s in lessons/lessons.toml, expanded
 /// (tests/lesson_index.rs checks that the Makefile's is the same).
 fn make_filter(nn: &str) -> String {
-    exercises::lessons::Index::load(&root())
+    workshop::lessons::Index::load(&root())
         .and_then(|index| index.trace(nn))
         .unwrap_or_else(|e| panic!("{e}"))
 }

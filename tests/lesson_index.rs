@@ -8,7 +8,7 @@
 //! - the port in the index is the one the lesson's `lesson!(PORT, …)` gives;
 //! - `make help` lists each lesson by its header's title, and the README's table has a row
 //!   `| NN |` with that title;
-//! - the workshop's exercises (exercises/src/check.rs) are the index's, with the same titles;
+//! - the workshop's exercises (workshop/src/check.rs) are the index's, with the same titles;
 //! - the copies of the strace filters (tests/common's TRACE_SET, the stepper's DEFAULT_STOPS
 //!   and its tests' TRACE_01 and TRACE_04) are the index's.
 
@@ -17,7 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use exercises::lessons::{self, Index};
+use workshop::lessons::{self, Index};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -240,13 +240,13 @@ fn the_checkers_exercises_are_the_indexs() {
         .iter()
         .filter_map(|l| Some((l.number.clone(), l.exercise.clone()?)))
         .collect();
-    let from_checker: BTreeMap<String, String> = exercises::check::exercises()
+    let from_checker: BTreeMap<String, String> = workshop::check::exercises()
         .iter()
         .map(|e| (e.nn.to_string(), e.title.to_string()))
         .collect();
     assert_eq!(
         from_index, from_checker,
-        "exercises: lessons/lessons.toml's `exercise` against exercises/src/check.rs"
+        "exercises: lessons/lessons.toml's `exercise` against workshop/src/check.rs"
     );
 }
 

@@ -382,7 +382,7 @@ fn serial_and_spinning_lessons_fail_many_slowloris_and_idle() {
 #[test]
 fn the_lesson_index_names_only_real_kinds() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let index = exercises::lessons::Index::load(&root).unwrap_or_else(|e| panic!("{e}"));
+    let index = workshop::lessons::Index::load(&root).unwrap_or_else(|e| panic!("{e}"));
     let mut lessons = 0;
     for lesson in &index.lessons {
         lessons += usize::from(!lesson.provoke.is_empty());

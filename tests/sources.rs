@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use exercises::lessons::Index;
+use workshop::lessons::Index;
 
 /// Every lesson's number and taught calls (each call's alternative spellings), from
 /// lessons/lessons.toml.
@@ -51,7 +51,7 @@ fn lesson_path(number: &str) -> PathBuf {
 
 /// The main file of a lesson (its header lives there).
 fn main_file(number: &str) -> PathBuf {
-    exercises::lessons::main_file(&root(), number).unwrap_or_else(|e| panic!("{e}"))
+    workshop::lessons::main_file(&root(), number).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Every source file of the lesson: its file or its folder's .rs files, and what they mount

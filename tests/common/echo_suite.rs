@@ -8,7 +8,7 @@ use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use exercises::echo;
+use workshop::echo;
 
 use super::{step, wait_for, Server, DEADLINE};
 
@@ -88,7 +88,7 @@ macro_rules! echo_suite {
     };
 }
 
-// The protocol's rules are the steps of exercises/src/echo.rs, which `make check-NN` walks
+// The protocol's rules are the steps of workshop/src/echo.rs, which `make check-NN` walks
 // too; the log lines are these tests' own.
 
 pub fn welcome(server: Server) {

@@ -35,10 +35,10 @@ pub fn mistake_args(on: bool, name: &'static str) -> Vec<&'static str> {
     }
 }
 
-/// Walks one of the protocol steps the tests share with `make check-NN` (exercises/src/echo.rs,
+/// Walks one of the protocol steps the tests share with `make check-NN` (workshop/src/echo.rs,
 /// socks.rs: each rule written once), with the tests' deadline; panics with its failure.
-pub fn step(run: impl FnOnce(SocketAddr) -> exercises::client::Outcome, addr: SocketAddr) {
-    exercises::client::set_wait(DEADLINE);
+pub fn step(run: impl FnOnce(SocketAddr) -> workshop::client::Outcome, addr: SocketAddr) {
+    workshop::client::set_wait(DEADLINE);
     if let Err(failure) = run(addr) {
         panic!("step failed:\n{failure}");
     }

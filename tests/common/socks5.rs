@@ -159,10 +159,10 @@ macro_rules! socks5_suite {
 // Targets on loopback.
 // ---------------------------------------------------------------------------------------
 
-// The loopback targets and test data the SOCKS5 steps use (exercises/src/socks.rs, shared
+// The loopback targets and test data the SOCKS5 steps use (workshop/src/socks.rs, shared
 // with `make check-12`).
 #[allow(unused_imports)] // each test binary uses a different part
-pub use exercises::socks::{
+pub use workshop::socks::{
     bound_loopback, echo_target, loopback_listener, pseudo_random, reply_after_eof_target,
     serve_each,
 };
@@ -427,12 +427,12 @@ pub fn curl_socks5h_with_password(proxy: SocketAddr) {
 
 /// The greeting and the request sent one byte per segment: the same answers.
 pub fn greeting_byte_by_byte(proxy: SocketAddr) {
-    super::step(exercises::socks::byte_by_byte, proxy);
+    super::step(workshop::socks::byte_by_byte, proxy);
 }
 
 /// Greeting + request + first payload in one write: the payload reaches the target.
 pub fn everything_in_one_write(proxy: SocketAddr) {
-    super::step(exercises::socks::everything_in_one_write, proxy);
+    super::step(workshop::socks::everything_in_one_write, proxy);
 }
 
 /// Only 0x02 offered to a proxy without -u/-P: 0xFF, then close.
@@ -476,7 +476,7 @@ pub fn bad_version_closes_next_served(proxy: SocketAddr) {
 
 /// Nothing listens on the target port: 0x05 (connection refused), not "success".
 pub fn closed_port_refused(proxy: SocketAddr) {
-    super::step(exercises::socks::refused, proxy);
+    super::step(workshop::socks::refused, proxy);
 }
 
 /// A name that cannot resolve (`.invalid` is reserved, RFC 6761): 0x04, and the proxy lives.
@@ -594,7 +594,7 @@ pub fn quiet(proxy: &Server) {
 /// The client sends, then half-closes; the target answers only after that EOF, and the
 /// answer still reaches the client.
 pub fn half_close(proxy: SocketAddr) {
-    super::step(exercises::socks::half_close, proxy);
+    super::step(workshop::socks::half_close, proxy);
 }
 
 /// The target resets the connection: the client sees a reset too, not a clean EOF.

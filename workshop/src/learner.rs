@@ -14,7 +14,7 @@ use crate::skeleton;
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("exercises/ has a parent")
+        .expect("workshop/ has a parent")
         .to_path_buf()
 }
 

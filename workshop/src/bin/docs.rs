@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use exercises::docs;
+use workshop::docs;
 
 fn main() -> ExitCode {
     let check = std::env::args().any(|a| a == "--check");

@@ -12,10 +12,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use exercises::workshop;
+use workshop::learner;
 
 fn root() -> PathBuf {
-    workshop::root()
+    learner::root()
 }
 
 fn target_dir() -> PathBuf {
@@ -99,7 +99,7 @@ fn private_copy(nn: &str, name: &str) -> PathBuf {
 
 #[test]
 fn skeletons_are_their_lessons_with_the_gaps_cut_out() {
-    let stale = workshop::regenerate(&root(), true).expect("every spec matches its lesson");
+    let stale = learner::regenerate(&root(), true).expect("every spec matches its lesson");
     assert!(
         stale.is_empty(),
         "stale skeletons (make regen-skeletons): {stale:?}"
@@ -127,7 +127,7 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
 #[test]
 fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
     let target = target_dir();
-    let exercises: Vec<&str> = exercises::check::exercises().iter().map(|e| e.nn).collect();
+    let exercises: Vec<&str> = workshop::check::exercises().iter().map(|e| e.nn).collect();
     assert_eq!(
         exercises.len(),
         FIRST_FAILURES.len(),
@@ -166,14 +166,14 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
 #[test]
 fn every_skeleton_filled_as_its_lesson_passes_every_step() {
     let target = target_dir();
-    for ex in exercises::check::exercises() {
+    for ex in workshop::check::exercises() {
         let dir = scratch(&format!("solved-{}", ex.nn));
-        for (path, text) in workshop::generate_solved(&root(), ex.nn).unwrap() {
+        for (path, text) in learner::generate_solved(&root(), ex.nn).unwrap() {
             let file = dir.join(path);
             fs::create_dir_all(file.parent().unwrap()).unwrap();
             fs::write(file, text).unwrap();
         }
-        let manifest = exercises::skeleton::manifest(ex.nn, root().to_str().unwrap());
+        let manifest = workshop::skeleton::manifest(ex.nn, root().to_str().unwrap());
         let name = format!("exercise-{}", ex.nn);
         fs::write(
             dir.join("Cargo.toml"),
@@ -195,7 +195,7 @@ fn every_skeleton_filled_as_its_lesson_passes_every_step() {
 
 #[test]
 fn every_reference_lesson_passes_every_step() {
-    for ex in exercises::check::exercises() {
+    for ex in workshop::check::exercises() {
         let (code, out) = check_bin(ex.nn, &lesson(ex.nn), "10", &[]);
         let total = ex.steps.len() + 1;
         assert_eq!(code, 0, "lesson {}:\n{out}", ex.nn);
@@ -298,7 +298,7 @@ fn a_blocking_socket_fails_where_the_model_needs_o_nonblock() {
     let blocking = source.replace(nonblocking, "accept4(listener, SockFlag::empty())");
     fs::create_dir_all(dir.join("src")).unwrap();
     fs::write(dir.join("src/main.rs"), blocking).unwrap();
-    let manifest = exercises::skeleton::manifest("08", root().to_str().unwrap())
+    let manifest = workshop::skeleton::manifest("08", root().to_str().unwrap())
         .replace("exercise-08", "blocking-08");
     fs::write(dir.join("Cargo.toml"), manifest).unwrap();
     fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
@@ -408,24 +408,24 @@ fn progress_hint_and_a_reset_that_asks_first() {
     let work = "fn main() {\n    let n: usize = todo!(\"read(2) into buf\");\n}\n";
     fs::write(mine.join("src/main.rs"), work).unwrap();
     fs::write(mine.join("Cargo.toml"), "[package]\n").unwrap();
-    let failure = exercises::client::Failure::new("x", "y", "z").hint("read the bytes");
-    let walk = exercises::check::Walk {
+    let failure = workshop::client::Failure::new("x", "y", "z").hint("read the bytes");
+    let walk = workshop::check::Walk {
         passed: 1,
         total: 11,
         failed: Some(("welcome, and q closes".into(), failure)),
     };
-    workshop::record(&fake, "03", &walk);
-    let table = workshop::progress_table(&fake);
+    learner::record(&fake, "03", &walk);
+    let table = learner::progress_table(&fake);
     assert!(
         table.contains("1/11 steps, stuck at: welcome, and q closes"),
         "{table}"
     );
     assert!(table.contains("not started (make exercise-04)"), "{table}");
-    let hint = workshop::hint(&fake, "03");
+    let hint = learner::hint(&fake, "03");
     assert!(hint.contains("hint: read the bytes"), "{hint}");
     assert!(hint.contains("src/main.rs:2: read(2) into buf"), "{hint}");
     // Without a terminal to ask on, reset refuses, and the learner's work is untouched.
-    let refused = workshop::reset(&fake, "03", false).unwrap_err();
+    let refused = learner::reset(&fake, "03", false).unwrap_err();
     assert!(refused.contains("asks first"), "{refused}");
     assert_eq!(fs::read_to_string(mine.join("src/main.rs")).unwrap(), work);
 }

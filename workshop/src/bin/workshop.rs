@@ -17,8 +17,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use exercises::check;
-use exercises::workshop::{self, root};
+use workshop::check;
+use workshop::learner::{self, root};
 
 fn usage() -> ExitCode {
     eprintln!("usage: workshop new|check|hint|reset NN, workshop progress, workshop gen [--check]");
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     match cmd.as_str() {
         "gen" => {
             let only_check = args.iter().any(|a| a == "--check");
-            match workshop::regenerate(&root, only_check) {
+            match learner::regenerate(&root, only_check) {
                 Ok(changed) if only_check && !changed.is_empty() => {
                     eprintln!(
                         "stale skeletons (run `make regen-skeletons`): {}",
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             let Some(_) = known(&nn) else {
                 return ExitCode::from(2);
             };
-            match workshop::new(&root, &nn) {
+            match learner::new(&root, &nn) {
                 Ok(msg) => {
                     eprintln!("{msg}");
                     ExitCode::SUCCESS
@@ -90,19 +90,19 @@ fn main() -> ExitCode {
             };
             let release = !args.iter().any(|a| a == "--debug");
             if let Some(secs) = opt("--wait").and_then(|w| w.to_str()?.parse::<f64>().ok()) {
-                exercises::client::set_wait(std::time::Duration::from_secs_f64(secs));
+                workshop::client::set_wait(std::time::Duration::from_secs_f64(secs));
             }
             let reference = opt("--bin");
             let exe = match &reference {
                 Some(exe) => exe.clone(),
                 None => {
-                    let dir = opt("--dir").unwrap_or_else(|| workshop::learner_dir(&root, &nn));
+                    let dir = opt("--dir").unwrap_or_else(|| learner::learner_dir(&root, &nn));
                     if !dir.join("Cargo.toml").exists() {
                         eprintln!("no exercise {nn} yet: `make exercise-{nn}` creates it");
                         return ExitCode::from(2);
                     }
                     let target = opt("--target-dir").unwrap_or_else(|| root.join("target"));
-                    match workshop::build(&dir, &nn, &target, release) {
+                    match learner::build(&dir, &nn, &target, release) {
                         Ok(exe) => exe,
                         Err(message) => {
                             eprint!("{message}");
@@ -118,9 +118,9 @@ fn main() -> ExitCode {
                 .skip(1)
                 .cloned()
                 .collect();
-            let walk = workshop::check_binary(&ex, &exe, &server_args);
+            let walk = learner::check_binary(&ex, &exe, &server_args);
             if reference.is_none() && opt("--dir").is_none() {
-                workshop::record(&root, &nn, &walk);
+                learner::record(&root, &nn, &walk);
             }
             match &walk.failed {
                 None => {
@@ -136,7 +136,7 @@ fn main() -> ExitCode {
                 return usage();
             };
             let root_ref = root.display().to_string();
-            match workshop::write_crate(&root, &nn, std::path::Path::new(dir), &root_ref) {
+            match learner::write_crate(&root, &nn, std::path::Path::new(dir), &root_ref) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("workshop: {e}");
@@ -145,14 +145,14 @@ fn main() -> ExitCode {
             }
         }
         "progress" => {
-            print!("{}", workshop::progress_table(&root));
+            print!("{}", learner::progress_table(&root));
             ExitCode::SUCCESS
         }
         "hint" => {
             let Some(_) = known(&nn) else {
                 return ExitCode::from(2);
             };
-            print!("{}", workshop::hint(&root, &nn));
+            print!("{}", learner::hint(&root, &nn));
             ExitCode::SUCCESS
         }
         "reset" => {
@@ -160,7 +160,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
-            match workshop::reset(&root, &nn, interactive) {
+            match learner::reset(&root, &nn, interactive) {
                 Ok(msg) => {
                     println!("{msg}");
                     ExitCode::SUCCESS
