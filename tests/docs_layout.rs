@@ -4,7 +4,9 @@
 //! - every lesson page has the same sections, in the same order;
 //! - the pages that explain things once (docs/conventions.md, docs/lessons/README.md) exist,
 //!   and the table of who mounts what in docs/lessons/README.md is the lessons' `#[path]`s;
-//! - a `lessons/FILE.rs:N text` quote on a docs/ page outside docs/lessons/ quotes line N;
+//! - the pages outside docs/lessons/ (docs/*.md, ARCHITECTURE.md, CONTRIBUTING.md) name only
+//!   code and source paths that exist, and a `lessons/FILE.rs:N text` quote there quotes line N
+//!   (README.md and docs/lessons/ are exercises/tests/docs.rs's);
 //! - the repository speaks of itself alone: no tracked source or page tells how it was made.
 //!
 //! std only: it reads files and runs `git ls-files`.
@@ -321,6 +323,152 @@ fn line_references_on_the_other_pages_quote_their_line() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The pages outside docs/lessons/ that name the code (docs/lessons/ and README.md are
+/// exercises/tests/docs.rs's).
+fn other_pages() -> Vec<PathBuf> {
+    let mut pages = vec![
+        root().join("ARCHITECTURE.md"),
+        root().join("CONTRIBUTING.md"),
+    ];
+    for entry in fs::read_dir(root().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "md") {
+            pages.push(path);
+        }
+    }
+    pages.into_iter().filter(|p| p.is_file()).collect()
+}
+
+/// The text of a page with its fenced blocks left out.
+fn prose(text: &str) -> String {
+    let mut fenced = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Every .rs file's text under the folders a page may name code from.
+fn all_sources() -> String {
+    let mut files = Vec::new();
+    for dir in [
+        "lessons",
+        "src",
+        "tests",
+        "protocols",
+        "tools/src",
+        "tools/tests",
+        "provoke/src",
+        "step/src",
+        "step/tests",
+        "exercises/src",
+        "exercises/tests",
+    ] {
+        if root().join(dir).is_dir() {
+            collect(&root().join(dir), &mut files);
+        }
+    }
+    files
+        .iter()
+        .map(|f| fs::read_to_string(f).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn has_word(text: &str, word: &str) -> bool {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
+
+/// Does an inline code span name a Rust item of ours: a path (`EchoConn::shut_down`), a
+/// snake_case name with an underscore, or a lone CamelCase name?
+fn names_code(span: &str) -> Option<Vec<&str>> {
+    let core = span.strip_suffix("()").unwrap_or(span);
+    let ident = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let segments: Vec<&str> = core.split("::").collect();
+    if !segments.iter().all(|s| ident(s)) {
+        return None;
+    }
+    let lower = core.chars().any(|c| c.is_ascii_lowercase());
+    let snake = core.contains('_') && lower;
+    let camel = core.starts_with(|c: char| c.is_ascii_uppercase()) && lower;
+    (segments.len() > 1 || snake || camel).then_some(segments)
+}
+
+/// Names in the pages' inline code that are not this project's, each with why.
+const NOT_OURS: &[(&str, &str)] = &[
+    ("lingering_close", "Apache's and nginx's name for it"),
+    ("Containerfile", "a file at the top level"),
+    ("Makefile", "a file at the top level"),
+    ("_copy_to_iter", "a kernel function, in perf's samples"),
+    ("_copy_from_iter", "a kernel function, in perf's samples"),
+    ("ptrace_scope", "Yama's sysctl"),
+];
+
+#[test]
+fn the_other_pages_name_code_and_files_that_exist() {
+    let sources = all_sources();
+    let mut wrong = Vec::new();
+    for page in other_pages() {
+        let name = page.strip_prefix(root()).unwrap().display().to_string();
+        let text = prose(&fs::read_to_string(&page).unwrap());
+        for span in text.split('`').skip(1).step_by(2) {
+            if span.contains('\n') || NOT_OURS.iter().any(|(s, _)| *s == span) {
+                continue;
+            }
+            if let Some(segments) = names_code(span) {
+                let missing: Vec<&&str> =
+                    segments.iter().filter(|s| !has_word(&sources, s)).collect();
+                if !missing.is_empty() {
+                    wrong.push(format!("{name}: `{span}`: no {missing:?} in the sources"));
+                }
+            }
+        }
+        // A path to a source file or a folder of the project must exist.
+        let dirs = [
+            "lessons/",
+            "src/",
+            "tests/",
+            "tools/",
+            "protocols/",
+            "step/",
+            "provoke/",
+            "exercises/",
+            "scripts/",
+        ];
+        for word in text.split(|c: char| c.is_whitespace() || "()[]`,;:\"'*".contains(c)) {
+            let word = word.trim_end_matches('.');
+            let project = dirs.iter().any(|d| word.starts_with(d));
+            let checked = word.ends_with(".rs") || word.ends_with('/');
+            if !project || !checked || word.contains("NN") || word.contains("FILE") {
+                continue;
+            }
+            if !root().join(word).exists() {
+                wrong.push(format!("{name}: {word} does not exist"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "named on a page, found nowhere in the project:\n  {}",
+        wrong.join("\n  ")
+    );
 }
 
 /// The words that tell how the project was made rather than what it is, as (what, does it
