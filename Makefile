@@ -242,6 +242,6 @@ exercises:
 # stepper, lesson 11's seccomp message, then `make test` inside (SKIP_TEST=1 leaves it out).
 # Needs podman (apt-get install podman runc); never part of `make test` or CI.
 .PHONY: container-check
-## make container-check  the Containerfile, built and tried with podman (README: Not on Linux?)
+## make container-check  the Containerfile, built and tried with podman (docs/container.md)
 container-check:
 	@scripts/container-check.sh
