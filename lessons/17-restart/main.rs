@@ -144,9 +144,6 @@ fn main() {
     let listener_fd = listener.as_raw_fd();
     let reactor = Reactor::<EchoHandler>::new(&LESSON, listener, stop)
         .drain_on(drain, Duration::from_secs(args.drain_timeout));
-    if let Some(file) = &args.pid_file {
-        successor::write_pid_file(file).unwrap_or_else(|why| fail(why));
-    }
     let restart = format!("SIGHUP restarts from {}", exe.display());
     cli::banner(&LESSON, local, &[&nofile, &origin, &restart]);
     if let Some(link) = link {
@@ -156,6 +153,9 @@ fn main() {
             say!("{}", describe("write (ready)", errno));
         }
     } // close(2) of our end: a successor holds no fd its predecessor did not hold at start
+    if let Some(file) = &args.pid_file {
+        successor::write_pid_file(file).unwrap_or_else(|why| fail(why));
+    }
 
     let restarter = Restarter {
         exe,
