@@ -49,6 +49,9 @@ TRACE_04 := $(TRACE_03),rt_sigaction,clone,clone3,fork,vfork,wait4
 TRACE_14 := $(TRACE_DEFAULT),pipe2,splice
 # 15: also io_uring_register (the provided-buffer ring).
 TRACE_15 := $(TRACE_DEFAULT),io_uring_register
+# 17: also execve (the successor started from disk); the handover's socketpair, sendmsg and
+# recvmsg are in %network.
+TRACE_17 := $(TRACE_DEFAULT),execve
 
 trace_filter = $(or $(TRACE_$(1)),$(TRACE_DEFAULT))
 
@@ -78,7 +81,8 @@ PROVOKE_12 := blocking-dns socks-refused socks-half-close
 PROVOKE_13 := fail-open frozen-store
 PROVOKE_14 := socks-half-close+--bytes+2000000+--tries+10
 PROVOKE_15 := burst+64
-PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store
+PROVOKE_17 := hot-restart
+PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store hot-restart
 ADDR    ?=
 MISTAKE ?=
 

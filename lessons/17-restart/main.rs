@@ -232,6 +232,7 @@ struct EchoHandler {
 
 impl Handler for EchoHandler {
     fn post_init(&mut self, conn: &mut Connection) {
+        say!("client connected: {}", conn.peer);
         conn.send_data(echo::WELCOME);
     }
 
@@ -245,8 +246,10 @@ impl Handler for EchoHandler {
     }
 
     fn unbind(&mut self, conn: &Connection) {
-        if let Some((call, errno)) = conn.error {
-            say!("client {}: {}", conn.peer, Ending::Failed(call, errno));
-        }
+        let ending = match conn.error {
+            Some((call, errno)) => Ending::Failed(call, errno),
+            None => Ending::from_status(self.echo.status()).unwrap_or(Ending::Eof),
+        };
+        say!("client disconnected: {} ({ending})", conn.peer);
     }
 }
