@@ -41,6 +41,7 @@ pub const CALLS: &[(i64, &str)] = &[
     (libc::SYS_fork, "fork"),
     (libc::SYS_vfork, "vfork"),
     (libc::SYS_wait4, "wait4"),
+    (libc::SYS_execve, "execve"),
     (libc::SYS_kill, "kill"),
     (libc::SYS_fcntl, "fcntl"),
     (libc::SYS_rt_sigaction, "rt_sigaction"),
@@ -651,6 +652,12 @@ pub fn entry(pid: Pid, nr: i64, a: &[u64; 6], fds: &dyn FdView) -> String {
         // The message header: its data and control messages (SCM_RIGHTS: which fds go).
         libc::SYS_sendmsg => vec![fd(0), msghdr(pid, a[1], None, fds), msg_flags(a[2])],
         libc::SYS_recvmsg => vec![fd(0), ptr(a[1]), msg_flags(a[2])],
+        // The program a child turns into: the path, then argv's pointer and envp's.
+        libc::SYS_execve => {
+            let path = mem::read(pid, a[0], 256).unwrap_or_default();
+            let path = &path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())];
+            vec![escape(path, 256), ptr(a[1]), ptr(a[2])]
+        }
         libc::SYS_socketpair => vec![
             one_of(a[0], FAMILIES),
             pair_type(a[1]),
