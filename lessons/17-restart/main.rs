@@ -5,12 +5,12 @@
 //! checks it (getsockopt SO_ACCEPTCONN) and says ready; the old process stops accepting and
 //! serves its clients to the end (--drain-timeout). One accept queue throughout: nothing lost.
 //!
-//! Run `make lesson-17 ARGS='--pid-file /tmp/l17.pid'`, then `kill -HUP $(cat /tmp/l17.pid)`.
-//! `make trace-17` shows socketpair, clone and execve, sendmsg(SCM_RIGHTS [fd]) in the old
-//! process, recvmsg in the new. `--handover PATH` uses a socket file instead (SO_PEERCRED);
-//! under systemd (LISTEN_FDS) the listener is fd 3. The classic failure: a successor that binds
-//! anew; `--mistake close-then-bind` refuses, `--mistake reuseport` resets. More:
-//! docs/lessons/17-restart.md
+//! Run `make lesson-17 ARGS='--pid-file /tmp/l17.pid'` and send SIGHUP to that pid (`pkill
+//! -HUP -F /tmp/l17.pid`). `make trace-17` shows socketpair, fork and execve, sendmsg with
+//! SCM_RIGHTS in the old process, recvmsg and getsockopt(SO_ACCEPTCONN) in the new one.
+//! `--handover PATH` uses a socket file (SO_PEERCRED); under systemd the listener is fd 3.
+//! The classic failure: a successor that binds anew: `--mistake close-then-bind` refuses
+//! connections, `--mistake reuseport` resets them. More: docs/lessons/17-restart.md
 
 #[path = "../10-epoll/reactor.rs"]
 mod reactor;
@@ -41,6 +41,7 @@ use handover::LINK_FD;
 use successor::Restarter;
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
+const ANEW: &str = "listener: bound anew (the mistake)";
 
 // This lesson's mistakes, and lesson 10's (its reactor.rs is mounted here).
 sockets_by_hand::mistakes! {
@@ -109,26 +110,23 @@ fn main() {
         }
     }
 
-    let binds_anew = mistake(Mistake::Reuseport) || mistake(Mistake::CloseThenBind);
     let (listener, origin) = match &link {
-        Some(link) if !binds_anew => {
+        // The mistakes: the successor binds a socket of its own instead of taking this one.
+        Some(_) if mistake(Mistake::Reuseport) => (bind_listener(&args, true), ANEW.into()),
+        Some(_) if mistake(Mistake::CloseThenBind) => (bind_listener(&args, true), ANEW.into()),
+        Some(link) => {
             let fd = handover::recv_listener(link).unwrap_or_else(|why| fail(why));
             handover::check_listening(&fd, "the received fd").unwrap_or_else(|why| fail(why));
             let origin = format!("listener: fd {} received over SCM_RIGHTS", fd.as_raw_fd());
             (fd, origin)
         }
-        _ => match handover::systemd_listener().unwrap_or_else(|why| fail(why)) {
+        None => match handover::systemd_listener().unwrap_or_else(|why| fail(why)) {
             Some(fd) => {
                 handover::check_listening(&fd, "LISTEN_FDS's fd 3").unwrap_or_else(|w| fail(w));
-                (
-                    fd,
-                    "listener: fd 3 from the service manager (LISTEN_FDS)".into(),
-                )
+                let origin = "listener: fd 3 from the service manager (LISTEN_FDS)";
+                (fd, origin.into())
             }
-            None => (
-                bind_listener(&args, link.is_some()),
-                "listener: bound here".into(),
-            ),
+            None => (bind_listener(&args, false), "listener: bound here".into()),
         },
     };
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
