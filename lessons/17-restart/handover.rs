@@ -65,8 +65,9 @@ pub fn recv_listener(link: &OwnedFd) -> Result<OwnedFd, String> {
             );
         }
     }
+    let bytes = msg.bytes;
     // [/recv-fd]
-    if msg.bytes == 0 {
+    if bytes == 0 {
         return Err("recvmsg: the predecessor closed the socket without sending".into());
     }
     let mut fds = fds.into_iter();
