@@ -223,6 +223,27 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["close("],
         ],
     ),
+    (
+        "17",
+        &[
+            &["socketpair("],
+            &["socket(AddressFamily::Unix"],
+            &["connect("],
+            &["sockopt::PeerCredentials"],
+            &["fork()"],
+            &["F_SETFD"],
+            &["execve("],
+            &["sendmsg::<"],
+            &["ControlMessage::ScmRights"],
+            &["recvmsg::<"],
+            &["ControlMessageOwned::ScmRights"],
+            &["sockopt::AcceptConn"],
+            &["LISTEN_FDS"],
+            &["epoll.delete("],
+            &["accept4("],
+            &["close("],
+        ],
+    ),
 ];
 
 fn root() -> PathBuf {
