@@ -192,10 +192,12 @@ compare: tools
 	target/release/compare $(if $(QUICK),--quick) $(COMPARE_ARGS)
 
 # The relay benchmark; microsocks and dante are installed if possible, skipped otherwise.
+# Then the restart row: lesson 17 through restarts under load (tools/src/bin/bench-restart.rs).
 bench-socks:
 	@scripts/ensure-tools.sh --bench
 	$(CARGO) build -q --release --workspace --bins
 	target/release/bench-socks $(BENCH_ARGS)
+	target/release/bench-restart $(BENCH_RESTART_ARGS)
 
 # The protocol parsers' fuzz targets (protocols/fuzz/), FUZZ_SECONDS each (default 60):
 # installs cargo-fuzz if missing, prints executions and coverage per target, fails on a
