@@ -922,7 +922,7 @@ fn lesson_17_shows_the_listener_that_went_across_in_scm_rights() {
         "lesson-17",
     );
     let port = run.port();
-    let old = wait_some(|| read_pid());
+    let old = wait_some(read_pid);
     // SIGHUP: the lesson starts its successor and hands it the listener.
     unsafe { libc::kill(old, libc::SIGHUP) };
     let new = wait_some(|| read_pid().filter(|p| *p != old));

@@ -37,7 +37,7 @@ fn provoke() -> Result<PathBuf, String> {
 }
 
 /// One road: `provoke hot-restart` with these arguments, maybe inside `unshare -n`.
-fn road(provoke: &PathBuf, args: &Args, mistake: Option<&str>, migrate: bool) -> String {
+fn road(provoke: &std::path::Path, args: &Args, mistake: Option<&str>, migrate: bool) -> String {
     let mut line = vec![
         provoke.display().to_string(),
         "hot-restart".into(),
