@@ -449,6 +449,15 @@ fn another_uid_cannot_take_the_socket() {
     assert!(refused.contains("uid 65534"), "{refused}");
     assert_eq!(family.pid(), Some(server.pid()));
     round_trip(server.addr);
+    // The directory private again: a SIGHUP hands over through the path.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
+    sighup(server.pid());
+    let next = family.next_pid(Some(server.pid()));
+    server.log.wait_line("the successor's banner", |l| l.contains("received over SCM_RIGHTS"));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the successor's socket file's mode");
+    assert_eq!(family.pid(), Some(next));
+    round_trip(server.addr);
 }
 
 #[test]
