@@ -453,7 +453,9 @@ fn another_uid_cannot_take_the_socket() {
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
     sighup(server.pid());
     let next = family.next_pid(Some(server.pid()));
-    server.log.wait_line("the successor's banner", |l| l.contains("received over SCM_RIGHTS"));
+    server.log.wait_line("the successor's banner", |l| {
+        l.contains("received over SCM_RIGHTS")
+    });
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the successor's socket file's mode");
     assert_eq!(family.pid(), Some(next));

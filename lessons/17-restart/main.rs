@@ -111,7 +111,7 @@ fn main() {
     }
 
     let (listener, origin) = match &link {
-        // The mistakes: the successor binds a socket of its own instead of taking this one.
+        // A successor takes its predecessor's listener (the mistakes bind one of their own).
         Some(_) if mistake(Mistake::Reuseport) => (bind_listener(&args, true), ANEW.into()),
         Some(_) if mistake(Mistake::CloseThenBind) => (bind_listener(&args, true), ANEW.into()),
         Some(link) => {

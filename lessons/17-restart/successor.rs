@@ -209,7 +209,7 @@ impl Restarter {
     /// Send the listener over `link` and wait for the successor's "ready". On success the
     /// reactor stops accepting and drains; on failure nothing changes here.
     fn finish(&mut self, link: OwnedFd, pid: i32, child: Option<Pid>) -> Option<i32> {
-        // The mistake binds anew in the successor: nothing is sent.
+        // The listener goes across (with --mistake reuseport the successor binds its own).
         if !mistake(Mistake::Reuseport) {
             if let Err(errno) = handover::send_listener(&link, self.listener) {
                 say!(

@@ -96,7 +96,7 @@ fn main() {
     }
 
     let (listener, origin) = match &link {
-        // The mistakes: the successor binds a socket of its own instead of taking this one.
+        // A successor takes its predecessor's listener (the mistakes bind one of their own).
         Some(link) => {
             let fd = handover::recv_listener(link).unwrap_or_else(|why| fail(why));
             handover::check_listening(&fd, "the received fd").unwrap_or_else(|why| fail(why));
