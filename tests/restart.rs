@@ -402,6 +402,25 @@ fn systemd_socket_activate_hands_the_listener_as_fd_3() {
     let origin = log.iter().find(|l| l.contains("listener: ")).unwrap();
     assert!(origin.contains("fd 3 from the service manager"), "{log:?}");
     round_trip(addr);
+    // The socket systemd gave is handed on like any other: SIGHUP (the lesson runs as
+    // systemd-socket-activate's own pid, which exec'd it).
+    sighup(child.id());
+    let ready = loop {
+        let line = rx
+            .recv_timeout(deadline - Instant::now())
+            .expect("the handover");
+        if line.contains("is ready") {
+            break line;
+        }
+        log.push(line);
+    };
+    assert!(
+        log.iter().any(|l| l.contains("received over SCM_RIGHTS")),
+        "{log:?}"
+    );
+    round_trip(addr);
+    let successor: i32 = ready.split(' ').nth(1).unwrap().parse().unwrap();
+    unsafe { libc::kill(successor, libc::SIGTERM) };
     let _ = child.kill();
     let _ = child.wait();
 }
