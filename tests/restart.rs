@@ -189,6 +189,14 @@ fn twenty_restarts_under_load_refuse_reset_and_lose_nothing() {
 }
 
 #[test]
+fn restarts_through_a_handover_path_lose_nothing_either() {
+    let (code, c, line) = hot_restart(&["--restarts", "10", "--rate", "800", "--handover"]);
+    assert_eq!(c.took_over, 10, "{line}");
+    assert_eq!(c.lost(), 0, "{line}");
+    assert_eq!(code, 0, "{line}");
+}
+
+#[test]
 fn close_then_bind_refuses_connections_under_the_same_load() {
     let (code, c, line) = hot_restart(&[
         "--restarts",

@@ -163,6 +163,9 @@ enum Kind {
         rate: u64,
         #[arg(long, default_value_t = 8)]
         workers: usize,
+        /// Through a socket file (the lesson's --handover PATH) instead of a socketpair.
+        #[arg(long)]
+        handover: bool,
     },
     /// Scenario (lesson 09): under RLIMIT_SIGPENDING 8 (prlimit --sigpending=8), N clients
     /// at once: every one must be answered.
@@ -211,6 +214,7 @@ fn main() -> ExitCode {
             restarts,
             rate,
             workers,
+            handover,
         } => (
             "hot-restart",
             restart::scenario(&restart::Plan {
@@ -218,6 +222,7 @@ fn main() -> ExitCode {
                 restarts: *restarts,
                 rate: *rate,
                 workers: *workers,
+                handover: *handover,
             }),
         ),
         Kind::Sigpending { mistake, n } => {

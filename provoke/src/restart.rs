@@ -31,6 +31,8 @@ pub struct Plan<'a> {
     pub restarts: usize,
     pub rate: u64,
     pub workers: usize,
+    /// Hand over through a socket file (`--handover PATH`) instead of a socketpair.
+    pub handover: bool,
 }
 
 pub fn scenario(plan: &Plan) -> Provoked {
@@ -53,6 +55,12 @@ pub fn scenario(plan: &Plan) -> Provoked {
         "--drain-timeout".into(),
         "5".into(),
     ];
+    if plan.handover {
+        args.extend([
+            "--handover".into(),
+            dir.join("handover.sock").display().to_string(),
+        ]);
+    }
     if let Some(m) = plan.mistake {
         args.extend(["--mistake".to_string(), m.to_string()]);
     }
