@@ -46,7 +46,7 @@ STEP ?=
 # each. A '+' joins a kind and its arguments. The scenarios (restart, sigpending,
 # blocking-dns, fail-open, frozen-store) start the lesson themselves, with --mistake
 # $(MISTAKE) if set.
-PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store
+PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store hot-restart
 ADDR    ?=
 MISTAKE ?=
 
@@ -174,6 +174,7 @@ bench-socks:
 	@scripts/ensure-tools.sh --bench
 	$(CARGO) build -q --release --workspace --bins
 	target/release/bench-socks $(BENCH_ARGS)
+	target/release/bench-restart $(BENCH_RESTART_ARGS)
 
 # The protocol parsers' fuzz targets (protocols/fuzz/), FUZZ_SECONDS each (default 60):
 # installs cargo-fuzz if missing, prints executions and coverage per target, fails on a

@@ -39,6 +39,8 @@ have redis-cli || missing+=(redis-tools)
 have unshare || missing+=(util-linux)
 # ip (iproute2): the name-resolution tests bring up the loopback of their own namespace.
 have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+# systemd-socket-activate (systemd): lesson 17's socket-activation test starts the lesson with it.
+have systemd-socket-activate || missing+=(systemd)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -65,6 +65,8 @@ const SYSCALLS: &[&str] = &[
     "recvfrom",
     "sendmsg",
     "recvmsg",
+    "socketpair",
+    "execve",
     "exit_group",
 ];
 
@@ -304,10 +306,15 @@ fn traced_calls(nn: &str, exe: &str) -> BTreeSet<String> {
     if let Some(redis) = redis.as_mut() {
         redis.set("allowed:127.0.0.1", "1");
     }
-    let args: Vec<&str> = redis_addr
+    let mut args: Vec<&str> = redis_addr
         .iter()
         .flat_map(|a| ["--redis", a.as_str()])
         .collect();
+    // Lesson 17 is restarted once under the trace: its pid file says who serves.
+    let pid_file = std::env::temp_dir().join(format!("call-lists-17-{}.pid", std::process::id()));
+    if nn == "17" {
+        args.extend(["--pid-file", pid_file.to_str().unwrap()]);
+    }
     let traced = Traced::start_tracing(exe, &args, &make_filter(nn));
     let addr = traced.server.addr;
     match nn {
@@ -319,6 +326,9 @@ fn traced_calls(nn: &str, exe: &str) -> BTreeSet<String> {
         .server
         .log
         .wait_line("the end logged", |l| l.contains("client disconnected"));
+    if nn == "17" {
+        return restarted_calls(traced, &pid_file);
+    }
     if nn == "04" {
         // The child has exited; its wait4 comes with the parent's SIGCHLD handler.
         let parent = traced.lesson_pid();
@@ -332,6 +342,30 @@ fn traced_calls(nn: &str, exe: &str) -> BTreeSet<String> {
         traced.stop(libc::SIGTERM)
     };
     calls_of(&trace)
+}
+
+/// Lesson 17: SIGHUP, the successor serves a client too, then stops; the old one has
+/// drained and left by itself.
+fn restarted_calls(traced: Traced, pid_file: &std::path::Path) -> BTreeSet<String> {
+    let pid = || -> Option<i32> { fs::read_to_string(pid_file).ok()?.trim().parse().ok() };
+    let old = common::wait_for("the pid file", DEADLINE, pid);
+    // SAFETY: kill(2) on the lesson's pid, from its own pid file.
+    unsafe { libc::kill(old, libc::SIGHUP) };
+    let new = common::wait_for("the successor's pid", DEADLINE, || {
+        pid().filter(|p| *p != old)
+    });
+    echo_client(traced.server.addr);
+    common::wait_for("the second client's end", DEADLINE, || {
+        let ends = traced
+            .server
+            .log
+            .count(|l| l.contains("client disconnected"));
+        (ends >= 2).then_some(())
+    });
+    // SAFETY: as above, the successor's pid.
+    unsafe { libc::kill(new, libc::SIGTERM) };
+    let _ = fs::remove_file(pid_file);
+    calls_of(&traced.finish())
 }
 
 /// The calls of a trace, from the first `socket` on.
@@ -425,6 +459,7 @@ call_lists! {
     lesson_13: "13",
     lesson_14: "14",
     lesson_15: "15",
+    lesson_17: "17",
 }
 
 #[test]

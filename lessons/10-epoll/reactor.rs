@@ -4,7 +4,7 @@
 //! `send_data` to. main.rs is the application: the echo protocol as one handler.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -105,6 +105,8 @@ impl Connection {
 /// epoll_event.data for the listener and the stop pipe; connections use their fd number.
 const LISTENER: u64 = u64::MAX;
 const STOP: u64 = u64::MAX - 1;
+/// epoll_event.data for the drain signal (lesson 17 mounts this reactor: see `drain_on`).
+const DRAIN: u64 = u64::MAX - 2;
 /// How many clients one wake-up accepts at most, so that a connection storm cannot starve
 /// the clients already connected (level-triggered: the rest are reported again).
 const ACCEPTS_PER_WAKEUP: usize = 256;
@@ -122,6 +124,15 @@ pub struct Reactor<H: Handler> {
     pause: AcceptPause,
     listening: bool,
     served: u64,
+    drain: Option<Drain>,
+}
+
+/// Lesson 17's graceful stop: when `signal` turns readable the reactor stops accepting and
+/// serves its clients until the last one leaves or `limit` (from then) has passed.
+struct Drain {
+    signal: OwnedFd,
+    limit: Duration,
+    until: Option<Instant>,
 }
 
 impl<H: Handler> Reactor<H> {
@@ -145,20 +156,22 @@ impl<H: Handler> Reactor<H> {
             pause: AcceptPause::new(RETRY),
             listening: true,
             served: 0,
+            drain: None,
         }
     }
 
     pub fn run(mut self) {
         let mut events = vec![EpollEvent::empty(); 1024];
         let mut stopping = false;
-        while !stopping {
+        while !stopping && !self.drained() {
             self.watch_listener();
-            let timeout = self
-                .pause
-                .wait_limit(Instant::now())
-                .map_or(EpollTimeout::NONE, |limit| {
-                    EpollTimeout::try_from(limit).unwrap_or(EpollTimeout::MAX)
-                });
+            let now = Instant::now();
+            let drain = self.drain.as_ref().and_then(|d| d.until);
+            let drain = drain.map(|until| until.saturating_duration_since(now));
+            let limit = self.pause.wait_limit(now).into_iter().chain(drain).min();
+            let timeout = limit.map_or(EpollTimeout::NONE, |limit| {
+                EpollTimeout::try_from(limit).unwrap_or(EpollTimeout::MAX)
+            });
             // epoll_wait(2): sleep until a watched fd is ready (or the accept retry is due);
             // only the ready ones come back.
             // [epoll-wait]
@@ -172,6 +185,7 @@ impl<H: Handler> Reactor<H> {
                 match event.data() {
                     LISTENER => self.accept_clients(),
                     STOP => stopping = stop::stop_requested(&self.stop),
+                    DRAIN => self.start_draining(),
                     fd => self.ready(fd as RawFd, event.events()),
                 }
             }
@@ -183,6 +197,9 @@ impl<H: Handler> Reactor<H> {
     /// 100 % CPU spin. So epoll stops watching it until a client leaves or the retry is due.
     fn watch_listener(&mut self) {
         let watching = self.pause.watching(Instant::now());
+        if self.drain.as_ref().is_some_and(|d| d.until.is_some()) {
+            return; // draining: the listener has left epoll for good
+        }
         if watching != self.listening {
             let events = if watching {
                 EpollFlags::EPOLLIN
@@ -199,6 +216,9 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn accept_clients(&mut self) {
+        if self.drain.as_ref().is_some_and(|d| d.until.is_some()) {
+            return; // an event of the batch that began the drain
+        }
         for _ in 0..ACCEPTS_PER_WAKEUP {
             // accept4(2) with SOCK_NONBLOCK: the new socket must not block the loop either.
             let fd = match accept4(
@@ -360,6 +380,41 @@ impl<H: Handler> Reactor<H> {
             report("close", errno);
         }
         self.pause.resume(); // a free fd: if accept was paused, it can go on
+    }
+
+    /// Lesson 17: drain once `signal` is readable (see [`Drain`]). Lesson 10 never calls it.
+    #[allow(dead_code)] // lesson 10 mounts no drain
+    pub fn drain_on(mut self, signal: OwnedFd, limit: Duration) -> Self {
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, DRAIN);
+        self.epoll.add(&signal, event).or_die("epoll_ctl");
+        self.drain = Some(Drain {
+            signal,
+            limit,
+            until: None,
+        });
+        self
+    }
+
+    /// epoll_ctl(EPOLL_CTL_DEL): accept no more. The listener stays open until the process
+    /// exits; what still arrives on it is accepted by whoever else holds the same socket.
+    fn start_draining(&mut self) {
+        let Some(drain) = self.drain.as_mut() else {
+            return;
+        };
+        let mut bytes = [0u8; 16];
+        let _ = read(&drain.signal, &mut bytes);
+        if drain.until.is_none() {
+            drain.until = Some(Instant::now() + drain.limit);
+            self.epoll.delete(&self.listener).or_die("epoll_ctl");
+        }
+    }
+
+    /// A drain has begun and the last client has left, or its time is up.
+    fn drained(&self) -> bool {
+        let until = self.drain.as_ref().and_then(|d| d.until);
+        until.is_some_and(|until| {
+            self.conns.iter().flatten().next().is_none() || Instant::now() >= until
+        })
     }
 
     /// Ctrl-C: closes every connection (each client reads EOF) and prints the summary.

@@ -10,13 +10,14 @@
 //! Modules: [`peer`] (a client connection with deadlines on every read), [`procs`] (what
 //! /proc says about the server: pid, zombies, threads, CPU), [`echo`] (the kinds against the
 //! reverse-echo lessons 03–11), [`socks`] (against the SOCKS5 relays 12–14), [`scenario`]
-//! (restart, sigpending, fail-open, frozen-store: they start the lesson themselves) and [`dns`] (the
+//! (restart, sigpending, fail-open, frozen-store: they start the lesson themselves), [`restart`] (lesson 17's hot restart under load) and [`dns`] (the
 //! private resolver of the blocking-dns scenario).
 
 mod dns;
 mod echo;
 mod peer;
 mod procs;
+mod restart;
 mod scenario;
 mod socks;
 
@@ -150,6 +151,22 @@ enum Kind {
         #[arg(long, value_name = "NAME")]
         mistake: Option<String>,
     },
+    /// Scenario (lesson 17): a steady load of short round trips at RATE new connections per
+    /// second while the lesson is restarted (SIGHUP) N times: every one refused, reset or
+    /// short is counted.
+    HotRestart {
+        #[arg(long, value_name = "NAME")]
+        mistake: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        restarts: usize,
+        #[arg(long, default_value_t = 600)]
+        rate: u64,
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        /// Through a socket file (the lesson's --handover PATH) instead of a socketpair.
+        #[arg(long)]
+        handover: bool,
+    },
     /// Scenario (lesson 09): under RLIMIT_SIGPENDING 8 (prlimit --sigpending=8), N clients
     /// at once: every one must be answered.
     Sigpending {
@@ -192,6 +209,22 @@ fn main() -> ExitCode {
     peer::set_patience(args.patience);
     let (name, outcome) = match &args.kind {
         Kind::Restart { mistake } => ("restart", scenario::restart(mistake.as_deref())),
+        Kind::HotRestart {
+            mistake,
+            restarts,
+            rate,
+            workers,
+            handover,
+        } => (
+            "hot-restart",
+            restart::scenario(&restart::Plan {
+                mistake: mistake.as_deref(),
+                restarts: *restarts,
+                rate: *rate,
+                workers: *workers,
+                handover: *handover,
+            }),
+        ),
         Kind::Sigpending { mistake, n } => {
             ("sigpending", scenario::sigpending(mistake.as_deref(), *n))
         }

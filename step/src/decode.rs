@@ -41,6 +41,7 @@ pub const CALLS: &[(i64, &str)] = &[
     (libc::SYS_fork, "fork"),
     (libc::SYS_vfork, "vfork"),
     (libc::SYS_wait4, "wait4"),
+    (libc::SYS_execve, "execve"),
     (libc::SYS_kill, "kill"),
     (libc::SYS_fcntl, "fcntl"),
     (libc::SYS_rt_sigaction, "rt_sigaction"),
@@ -648,6 +649,21 @@ pub fn entry(pid: Pid, nr: i64, a: &[u64; 6], fds: &dyn FdView) -> String {
             ),
         ],
         libc::SYS_pipe2 => vec![ptr(a[0]), flags(a[1], O_FLAGS)],
+        // The message header: its data and control messages (SCM_RIGHTS: which fds go).
+        libc::SYS_sendmsg => vec![fd(0), msghdr(pid, a[1], None, fds), msg_flags(a[2])],
+        libc::SYS_recvmsg => vec![fd(0), ptr(a[1]), msg_flags(a[2])],
+        // The program a child turns into: the path, then argv's pointer and envp's.
+        libc::SYS_execve => {
+            let path = mem::read(pid, a[0], 256).unwrap_or_default();
+            let path = &path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())];
+            vec![escape(path, 256), ptr(a[1]), ptr(a[2])]
+        }
+        libc::SYS_socketpair => vec![
+            one_of(a[0], FAMILIES),
+            pair_type(a[1]),
+            a[2].to_string(),
+            ptr(a[3]),
+        ],
         libc::SYS_splice => vec![
             fd(0),
             ptr(a[1]),
@@ -733,6 +749,11 @@ pub fn exit(pid: Pid, nr: i64, a: &[u64; 6], ret: i64, fds: &dyn FdView) -> Stri
         libc::SYS_select | libc::SYS_pselect6 => {
             format!("{ret} (in {})", fd_set(pid, a[1], a[0], fds))
         }
+        libc::SYS_recvmsg => format!("{ret} {}", msghdr(pid, a[1], Some(ret as u64), fds)),
+        libc::SYS_socketpair => match (read_u32(pid, a[3]), read_u32(pid, a[3] + 4)) {
+            (Some(x), Some(y)) => format!("0 [{}, {}]", fds.fd(x as i32), fds.fd(y as i32)),
+            _ => "0".into(),
+        },
         libc::SYS_pipe2 => match (read_u32(pid, a[0]), read_u32(pid, a[0] + 4)) {
             (Some(r), Some(w)) => format!("0 [{}, {}]", fds.fd(r as i32), fds.fd(w as i32)),
             _ => "0".into(),
@@ -752,6 +773,91 @@ pub fn exit(pid: Pid, nr: i64, a: &[u64; 6], ret: i64, fds: &dyn FdView) -> Stri
         }
         _ => ret.to_string(),
     }
+}
+
+// -- sendmsg and recvmsg: the message header, and the fds an SCM_RIGHTS message carries. --
+
+/// `{data "L", SCM_RIGHTS [8<TCP 127.0.0.1:23333 LISTEN>]}`: a struct msghdr's first iovec
+/// (at most `data_len` bytes of it: recvmsg's result) and its control messages, each fd as
+/// the kernel view names it (the sender's fds at sendmsg, the receiver's new ones at recvmsg).
+fn msghdr(pid: Pid, addr: u64, data_len: Option<u64>, fds: &dyn FdView) -> String {
+    // struct msghdr (x86_64): name 0, namelen 8, iov 16, iovlen 24, control 32, controllen 40.
+    let field = |at: u64| read_u64(pid, addr + at);
+    let (Some(iov), Some(iovlen), Some(control), Some(controllen)) =
+        (field(16), field(24), field(32), field(40))
+    else {
+        return ptr(addr);
+    };
+    let mut parts = Vec::new();
+    if iovlen > 0 {
+        if let (Some(base), Some(len)) = (read_u64(pid, iov), read_u64(pid, iov + 8)) {
+            let len = data_len.map_or(len, |n| n.min(len));
+            parts.push(format!("data {}", buffer(pid, base, len)));
+        }
+    }
+    let raw = mem::read(pid, control, controllen.min(4096) as usize).unwrap_or_default();
+    parts.extend(cmsgs(&raw, fds));
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// The control messages in `raw` (struct cmsghdr: len 0, level 8, type 12, data from 16,
+/// each padded to 8 bytes): SCM_RIGHTS with its fds, SCM_CREDENTIALS, or level/type.
+fn cmsgs(raw: &[u8], fds: &dyn FdView) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 16 <= raw.len() {
+        let len = u64::from_ne_bytes(raw[at..at + 8].try_into().unwrap()) as usize;
+        let level = i32::from_ne_bytes(raw[at + 8..at + 12].try_into().unwrap());
+        let kind = i32::from_ne_bytes(raw[at + 12..at + 16].try_into().unwrap());
+        if len < 16 || at + len > raw.len() {
+            break;
+        }
+        let data = &raw[at + 16..at + len];
+        out.push(match (level, kind) {
+            (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
+                let sent: Vec<String> = data
+                    .chunks_exact(4)
+                    .map(|b| fds.fd(i32::from_ne_bytes(b.try_into().unwrap())))
+                    .collect();
+                format!("SCM_RIGHTS [{}]", sent.join(", "))
+            }
+            (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) => "SCM_CREDENTIALS".to_string(),
+            _ => format!("cmsg level {level} type {kind}"),
+        });
+        at += (len + 7) & !7;
+    }
+    out
+}
+
+/// socketpair's type: SOCK_STREAM (or DGRAM, SEQPACKET) and its flags.
+fn pair_type(v: u64) -> String {
+    let extra: u64 = SOCK_FLAGS.iter().map(|f| f.0).sum();
+    let kinds = [
+        (libc::SOCK_STREAM as u64, "SOCK_STREAM"),
+        (libc::SOCK_DGRAM as u64, "SOCK_DGRAM"),
+        (libc::SOCK_SEQPACKET as u64, "SOCK_SEQPACKET"),
+    ];
+    let kind = one_of(v & !extra, &kinds);
+    match v & extra {
+        0 => kind,
+        f => format!("{kind}|{}", flags(f, SOCK_FLAGS)),
+    }
+}
+
+fn msg_flags(v: u64) -> String {
+    if v == 0 {
+        return "0".into();
+    }
+    flags(
+        v,
+        &[
+            (libc::MSG_DONTWAIT as u64, "MSG_DONTWAIT"),
+            (libc::MSG_NOSIGNAL as u64, "MSG_NOSIGNAL"),
+            (libc::MSG_CMSG_CLOEXEC as u64, "MSG_CMSG_CLOEXEC"),
+            (libc::MSG_PEEK as u64, "MSG_PEEK"),
+            (libc::MSG_WAITALL as u64, "MSG_WAITALL"),
+        ],
+    )
 }
 
 pub fn wait_status(st: i32) -> String {
@@ -802,6 +908,42 @@ mod tests {
         sin[4..8].copy_from_slice(&[127, 0, 0, 1]);
         assert_eq!(sockaddr_bytes(&sin), "{AF_INET, 127.0.0.1:23333}");
         assert_eq!(escape(b"hi\n\x01", 64), "\"hi\\n\\x01\"");
+    }
+
+    #[test]
+    fn sendmsg_and_recvmsg_show_the_fds_scm_rights_carries() {
+        let me = nix::unistd::getpid();
+        let data = *b"L";
+        let iov = [data.as_ptr() as u64, 1u64];
+        // One cmsghdr: len 20 (16 + one int), SOL_SOCKET, SCM_RIGHTS, fd 8; padded to 24.
+        let mut control = [0u8; 24];
+        control[..8].copy_from_slice(&20u64.to_ne_bytes());
+        control[8..12].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        control[12..16].copy_from_slice(&libc::SCM_RIGHTS.to_ne_bytes());
+        control[16..20].copy_from_slice(&8i32.to_ne_bytes());
+        let hdr: [u64; 7] = [
+            0,
+            0,
+            iov.as_ptr() as u64,
+            1,
+            control.as_ptr() as u64,
+            control.len() as u64,
+            0,
+        ];
+        let at = hdr.as_ptr() as u64;
+        assert_eq!(
+            entry(me, libc::SYS_sendmsg, &[5, at, 0, 0, 0, 0], &NoFds),
+            "sendmsg(5, {data \"L\", SCM_RIGHTS [8]}, 0)"
+        );
+        let flags = libc::MSG_CMSG_CLOEXEC as u64;
+        assert_eq!(
+            entry(me, libc::SYS_recvmsg, &[6, at, flags, 0, 0, 0], &NoFds),
+            format!("recvmsg(6, {at:#x}, MSG_CMSG_CLOEXEC)")
+        );
+        assert_eq!(
+            exit(me, libc::SYS_recvmsg, &[6, at, flags, 0, 0, 0], 1, &NoFds),
+            "1 {data \"L\", SCM_RIGHTS [8]}"
+        );
     }
 
     #[test]

@@ -905,3 +905,70 @@ fn connections_with_no_fd_beyond_three_are_counted() {
     );
     stop(&mut run, all[0].0, 130);
 }
+
+#[test]
+fn lesson_17_shows_the_listener_that_went_across_in_scm_rights() {
+    let dir = std::env::temp_dir().join(format!("step-17-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let pid_file = dir.join("pid");
+    let read_pid =
+        || -> Option<i32> { std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok() };
+    let mut run = Run::start(
+        &[
+            "--no-pause",
+            "--only",
+            "socketpair,sendmsg,recvmsg,getsockopt",
+        ],
+        &["-p", "0", "--pid-file", pid_file.to_str().unwrap()],
+        "lesson-17",
+    );
+    let port = run.port();
+    let old = wait_some(read_pid);
+    // SIGHUP: the lesson starts its successor and hands it the listener.
+    unsafe { libc::kill(old, libc::SIGHUP) };
+    let new = wait_some(|| read_pid().filter(|p| *p != old));
+    let text = run
+        .out
+        .wait_for("the successor's check", |t| t.contains("SO_ACCEPTCONN"));
+    let listener = format!("<TCP 127.0.0.1:{port} LISTEN>");
+    let all = blocks(&text);
+    let block = |name: &str| {
+        all.iter()
+            .find(|(_, n, _)| n == name)
+            .map(|(_, _, b)| b.clone())
+            .unwrap_or_else(|| panic!("no {name} block:\n{text}"))
+    };
+    // The old process sends the listener's fd; the new one receives its own fd for it.
+    let sent = block("sendmsg");
+    assert!(
+        sent.contains("SCM_RIGHTS [") && sent.contains(&listener),
+        "{sent}"
+    );
+    assert!(sent.contains("lessons/17-restart/handover.rs"), "{sent}");
+    let received = block("recvmsg");
+    assert!(received.contains("MSG_CMSG_CLOEXEC"), "{received}");
+    let result = text
+        .lines()
+        .find(|l| l.contains("recvmsg = 1"))
+        .unwrap_or_else(|| panic!("no recvmsg result:\n{text}"));
+    assert!(
+        result.contains("SCM_RIGHTS [") && result.contains(&listener),
+        "{result}"
+    );
+    assert!(block("socketpair").contains("AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC"));
+    unsafe { libc::kill(new, libc::SIGTERM) };
+    run.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn wait_some<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

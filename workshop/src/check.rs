@@ -169,6 +169,47 @@ fn steps_12() -> Vec<Step> {
     ]
 }
 
+fn steps_17() -> Vec<Step> {
+    let mut steps = echo_steps();
+    steps.push(Step { name: "SIGHUP: the successor takes the listener and serves", run: hands_over, hint: "the old process sends the listener with sendmsg(2) and one SCM_RIGHTS control message; the new one takes it with recvmsg(2) and finds it in ControlMessageOwned::ScmRights. Watch both with `make step-17 STEP='--only sendmsg,recvmsg'` and a SIGHUP" });
+    steps
+}
+
+/// SIGHUP to the server: within the deadline a successor's banner says it received the
+/// listener over SCM_RIGHTS and the old process says it is ready; then a new client is
+/// welcomed on the same port, and the successor is stopped.
+fn hands_over(c: &mut Ctx) -> Outcome {
+    let from = c.server.log.len();
+    // SAFETY: kill(2) on the server this check started.
+    unsafe { libc::kill(c.pid() as i32, libc::SIGHUP) };
+    let until = Instant::now() + wait();
+    let successor = loop {
+        let lines = c.server.log.lines();
+        let new = &lines[from.min(lines.len())..];
+        let received = new.iter().any(|l| l.contains("received over SCM_RIGHTS"));
+        let ready = new.iter().find_map(|l| {
+            let pid = l.strip_prefix("pid ")?.split(' ').next()?;
+            l.contains("is ready").then(|| pid.parse::<i32>().ok())?
+        });
+        if let (true, Some(pid)) = (received, ready) {
+            break pid;
+        }
+        if Instant::now() > until {
+            return Err(Failure::new(
+                "SIGHUP",
+                "a successor's banner with `listener: fd N received over SCM_RIGHTS`, then \
+                 the old process's `pid N is ready`",
+                new.join("\n"),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let served = echo::welcome(c.addr());
+    // SAFETY: kill(2) on the successor the server started (its pid from the server's log).
+    unsafe { libc::kill(successor, libc::SIGTERM) };
+    served
+}
+
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
@@ -201,6 +242,11 @@ pub fn exercises() -> Vec<Exercise> {
             nn: "12",
             title: "SOCKS5 on poll: the relay",
             steps: steps_12(),
+        },
+        Exercise {
+            nn: "17",
+            title: "the restart: the listener across in SCM_RIGHTS",
+            steps: steps_17(),
         },
     ]
 }

@@ -122,6 +122,11 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
         "CONNECT, and bytes relayed both ways",
         "write(2) flow.pending()",
     ),
+    (
+        "17",
+        "SIGHUP: the successor takes the listener and serves",
+        "sendmsg(2) on link",
+    ),
 ];
 
 #[test]
