@@ -356,6 +356,16 @@ impl<'a> Frame<'a> {
         }
     }
 
+    /// The frame's length on the wire as its headers give it (link header plus the IP
+    /// packet's length field), when it is an IP packet: what a snap length cut stays known.
+    pub fn wire_len(&self) -> Option<usize> {
+        let ip = match self.ip? {
+            Ip::V4(h) => h.total_len,
+            Ip::V6(h) => 40 + h.payload_len,
+        };
+        Some(self.link.header_len + ip)
+    }
+
     /// The UDP header, if this is a UDP datagram whose header was captured.
     pub fn udp(&self) -> Option<&Udp<'a>> {
         match &self.transport {
@@ -1013,6 +1023,7 @@ mod tests {
         let f = tcp_frame(A, B, 1, 1, 0x18, 512, &[], &[b'x'; 1000]);
         // 96 bytes: the headers and some data.
         let frame = parse_frame(&f[..96]).unwrap();
+        assert_eq!(frame.wire_len(), Some(f.len()));
         let tcp = frame.tcp().unwrap();
         assert_eq!(tcp.payload_len, 1000);
         assert_eq!(tcp.payload.len(), 96 - 54);
