@@ -49,6 +49,8 @@ TRACE_04 := $(TRACE_03),rt_sigaction,clone,clone3,fork,vfork,wait4
 TRACE_14 := $(TRACE_DEFAULT),pipe2,splice
 # 15: also io_uring_register (the provided-buffer ring).
 TRACE_15 := $(TRACE_DEFAULT),io_uring_register
+# 18: the packet socket's calls (mmap: the --ring), and the lines written out.
+TRACE_18 := socket,setsockopt,getsockopt,bind,poll,recvfrom,mmap,write,exit_group
 
 trace_filter = $(or $(TRACE_$(1)),$(TRACE_DEFAULT))
 
@@ -78,7 +80,8 @@ PROVOKE_12 := blocking-dns socks-refused socks-half-close
 PROVOKE_13 := fail-open frozen-store
 PROVOKE_14 := socks-half-close+--bytes+2000000+--tries+10
 PROVOKE_15 := burst+64
-PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store
+PROVOKE_18 := capture-echo capture-ipv6 capture-burst
+PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store capture-echo capture-ipv6 capture-burst
 ADDR    ?=
 MISTAKE ?=
 
