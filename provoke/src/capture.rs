@@ -175,8 +175,11 @@ impl Capture {
     }
 }
 
+/// The bytes a sink received.
+type Carried = Arc<Mutex<Vec<u8>>>;
+
 /// A listener on `addr` that accepts and reads everything, each connection in a thread.
-fn sink(addr: &str) -> Result<(u16, Arc<Mutex<Vec<u8>>>), String> {
+fn sink(addr: &str) -> Result<(u16, Carried), String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let got = Arc::new(Mutex::new(Vec::new()));
