@@ -9,6 +9,7 @@
 #   make docs                     copy the lessons' marked regions into the docs' Rust blocks
 #   make compare [QUICK=1]        the I/O models side by side (target/compare/report.*)
 #   make bench-socks              lessons 12 and 14 against microsocks, dante and no proxy
+#   make bench-capture            lesson 18's capture against tcpdump on the same traffic
 #   make fuzz [FUZZ_SECONDS=60]   the protocol parsers' fuzz targets (cargo-fuzz, nightly)
 #   make exercise-NN [ARGS="..."] your own copy of lesson NN, with its calls to write
 #   make check-NN                 check it step by step; make check: progress; hint-NN, reset-NN
@@ -195,6 +196,15 @@ bench-socks:
 	@scripts/ensure-tools.sh --bench
 	$(CARGO) build -q --release --workspace --bins
 	target/release/bench-socks $(BENCH_ARGS)
+
+# Lesson 18's capture (recvfrom loop and --ring) against tcpdump on the same traffic: an
+# iperf3 stream plus 10,000 short connections, snap length 96, in a network namespace.
+.PHONY: bench-capture
+bench-capture:
+	@scripts/ensure-tools.sh --bench
+	@scripts/ensure-tools.sh
+	$(CARGO) build -q --release -p sockets-by-hand --bin lesson-18 -p tools --bin bench-capture
+	target/release/bench-capture $(BENCH_ARGS)
 
 # The protocol parsers' fuzz targets (protocols/fuzz/), FUZZ_SECONDS each (default 60):
 # installs cargo-fuzz if missing, prints executions and coverage per target, fails on a

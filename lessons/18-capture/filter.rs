@@ -36,10 +36,26 @@ const fn jump(code: u32, k: u32, jt: u8, jf: u8) -> sock_filter {
     }
 }
 
+/// The program for this run: the port filter, or without `--port` one that keeps every
+/// frame (but for loopback's outgoing copies), cut to the snap length in the kernel.
+pub fn program(port: Option<u16>, snaplen: u32, loopback: bool) -> Vec<sock_filter> {
+    match port {
+        Some(port) => port_filter(port, snaplen, loopback),
+        None => {
+            // [0] keep: the snap length; [1] drop (reached only from drop_outgoing).
+            let mut program = vec![stmt(BPF_RET | BPF_K, snaplen), stmt(BPF_RET | BPF_K, 0)];
+            if loopback {
+                program.splice(0..0, drop_outgoing(2));
+            }
+            program
+        }
+    }
+}
+
 /// The program for "TCP or UDP, over IPv6 or IPv4, from or to `port`": keep `snaplen`
 /// bytes of what matches, nothing of the rest. On a loopback device it also drops the
 /// copy of each packet going out, so that every packet is seen once, coming in.
-pub fn port_filter(port: u16, snaplen: u32, loopback: bool) -> Vec<sock_filter> {
+fn port_filter(port: u16, snaplen: u32, loopback: bool) -> Vec<sock_filter> {
     let port = u32::from(port);
     let mut program = vec![
         // [0] A = the EtherType, the 16 bits at offset 12.
@@ -122,6 +138,7 @@ pub fn attach(sock: &OwnedFd, program: &[sock_filter]) -> Result<(), Errno> {
         len: program.len() as u16,
         filter: program.as_ptr() as *mut sock_filter,
     };
+    // [attach]
     // SAFETY: `prog` points at `program`, alive for the call; the kernel copies it.
     let rc = unsafe {
         libc::setsockopt(
@@ -132,5 +149,6 @@ pub fn attach(sock: &OwnedFd, program: &[sock_filter]) -> Result<(), Errno> {
             std::mem::size_of::<sock_fprog>() as libc::socklen_t,
         )
     };
+    // [/attach]
     Errno::result(rc).map(drop)
 }

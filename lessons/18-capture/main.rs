@@ -118,6 +118,7 @@ fn main() {
 
     // socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)): a packet socket, which receives whole
     // frames, link header included, of every protocol. Needs CAP_NET_RAW.
+    // [socket]
     let sock = match socket(
         AddressFamily::Packet,
         SockType::Raw,
@@ -127,6 +128,7 @@ fn main() {
         Ok(sock) => sock,
         Err(errno) => no_socket(errno),
     };
+    // [/socket]
 
     // --ring: the ring is set up before bind, so that the first frame lands in it.
     let mut ring = args.ring.then(|| {
@@ -140,15 +142,16 @@ fn main() {
 
     // setsockopt(SO_ATTACH_FILTER): from now on the kernel runs the filter on each frame
     // and queues only what it keeps, cut to the snap length (filter.rs).
-    let port_text = match args.port {
-        Some(port) if !mistake(Mistake::NoFilter) => {
-            let program = filter::port_filter(port, snaplen, loopback);
-            filter::attach(&sock, &program).or_die("setsockopt(SO_ATTACH_FILTER)");
-            format!("filter: port {port} ({} BPF instructions)", program.len())
-        }
+    let program = filter::program(args.port, snaplen, loopback);
+    let what = args
+        .port
+        .map_or("every frame".into(), |p| format!("port {p}"));
+    let filter_text = if !mistake(Mistake::NoFilter) {
+        filter::attach(&sock, &program).or_die("setsockopt(SO_ATTACH_FILTER)");
+        format!("filter: {what} ({} BPF instructions)", program.len())
+    } else {
         // The mistake: no filter, so every frame on the interface is copied up to us.
-        Some(port) => format!("NO filter for port {port}: every frame"),
-        None => "no filter: every frame".to_string(),
+        format!("NO filter, not even for {what}")
     };
 
     // bind(sockaddr_ll): only this interface's frames from now on.
@@ -165,7 +168,7 @@ fn main() {
         "recvfrom"
     };
     say!(
-        "lesson 18 · {} · capturing on {} (ifindex {ifindex}) · {port_text} · snap length \
+        "lesson 18 · {} · capturing on {} (ifindex {ifindex}) · {filter_text} · snap length \
          {snaplen} · {mode} · Ctrl-C stops and prints the counts",
         LESSON.title(),
         args.iface
@@ -242,6 +245,7 @@ fn recv_frame(sock: &OwnedFd, buf: &mut [u8]) -> Result<(usize, libc::sockaddr_l
     // SAFETY: an all-zero sockaddr_ll is valid; recvfrom fills at most `len` bytes of it.
     let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // [recvfrom]
     // SAFETY: `buf` and `from` are ours, of the sizes passed.
     let n = unsafe {
         libc::recvfrom(
@@ -253,6 +257,7 @@ fn recv_frame(sock: &OwnedFd, buf: &mut [u8]) -> Result<(usize, libc::sockaddr_l
             &mut len,
         )
     };
+    // [/recvfrom]
     Errno::result(n).map(|n| (n as usize, from))
 }
 
