@@ -100,6 +100,16 @@ pub fn clock(time: Duration) -> String {
     format!("{h:02}:{m:02}:{s:02}.{:06}", time.subsec_micros())
 }
 
+/// The index of interface `iface`, from /sys/class/net/IFACE/ifindex (what if_nametoindex(3)
+/// answers, without the socket it opens to ask).
+pub fn ifindex(iface: &str) -> Result<u32, String> {
+    let path = format!("/sys/class/net/{iface}/ifindex");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|e| format!("{path}: {e}")),
+        Err(_) => Err("no such interface here (ip link lists them)".to_string()),
+    }
+}
+
 /// Is `iface` a loopback device (ARPHRD_LOOPBACK in /sys/class/net/IFACE/type)? On one,
 /// every packet passes the capture twice, going out and coming in.
 pub fn is_loopback(iface: &str) -> bool {

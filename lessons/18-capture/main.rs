@@ -5,7 +5,7 @@
 //! Run `make lesson-18 ARGS='--port 23333'` as root (or under `unshare -Urn`), then talk to
 //! a lesson on that port: the handshake (S, S., .), the data (P.), the FINs. `-w FILE` writes
 //! a pcap that tcpdump and wireshark read; `--ring` maps a PACKET_RX_RING. `make trace-18`
-//! shows socket(AF_PACKET) → setsockopt(SO_ATTACH_FILTER) → bind → getsockopt → poll and
+//! shows socket → setsockopt(SO_ATTACH_FILTER) → bind → getsockopt → poll and
 //! recvfrom per frame → getsockopt(PACKET_STATISTICS) → write of the counts → exit.
 //!
 //! Classic failure: no filter, and a capture over ssh sees its own output, forever.
@@ -103,8 +103,10 @@ fn main() {
         say!("--mistake one-per-call is the recvfrom loop's mistake: run it without --ring");
         std::process::exit(2);
     }
-    let ifindex = nix::net::if_::if_nametoindex(args.iface.as_str())
-        .or_die(&format!("if_nametoindex({})", args.iface));
+    let ifindex = capture::ifindex(&args.iface).unwrap_or_else(|e| {
+        say!("--iface {}: {e}", args.iface);
+        std::process::exit(1)
+    });
     let loopback = capture::is_loopback(&args.iface);
     let mut out = match &args.write {
         None => Output::lines(),
@@ -113,6 +115,8 @@ fn main() {
             std::process::exit(1)
         }),
     };
+    // The buffer a frame is read into: the snap length.
+    let mut buf = vec![0u8; snaplen as usize];
     // Ctrl-C writes a byte to this pipe (src/stop.rs); the loop polls it beside the socket.
     let stop = stop::stop_pipe();
 
@@ -180,7 +184,7 @@ fn main() {
     let limit = args.count.unwrap_or(0);
     match ring.as_mut() {
         Some(ring) => ring.run(&sock, &stop, &mut out, limit),
-        None => recv_loop(&sock, &stop, &mut out, snaplen, limit),
+        None => recv_loop(&sock, &stop, &mut out, &mut buf, limit),
     }
     let _ = out.flush();
 
@@ -193,8 +197,7 @@ fn main() {
 }
 
 /// The first version: poll, then recvfrom until the queue is empty, one frame per call.
-fn recv_loop(sock: &OwnedFd, stop_pipe: &OwnedFd, out: &mut Output, snaplen: u32, limit: u64) {
-    let mut buf = vec![0u8; snaplen as usize];
+fn recv_loop(sock: &OwnedFd, stop_pipe: &OwnedFd, out: &mut Output, buf: &mut [u8], limit: u64) {
     loop {
         // poll(2): sleep until a frame is queued (or Ctrl-C).
         let mut fds = [
@@ -211,7 +214,7 @@ fn recv_loop(sock: &OwnedFd, stop_pipe: &OwnedFd, out: &mut Output, snaplen: u32
         loop {
             // recvfrom(MSG_DONTWAIT | MSG_TRUNC): one frame, its sockaddr_ll, and its length
             // even where the buffer was shorter; EAGAIN once the queue is empty.
-            let (len, from) = match recv_frame(sock, &mut buf) {
+            let (len, from) = match recv_frame(sock, buf) {
                 Ok(got) => got,
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::EINTR) => continue,
