@@ -106,6 +106,7 @@ help:
 	@echo "  make docs        copy the lessons' // [regions] into the docs' Rust blocks"
 	@echo "  make compare     the I/O models side by side (QUICK=1: under a minute)"
 	@echo "  make bench-socks lessons 12 and 14 against microsocks, dante and no proxy"
+	@echo "  make bench-capture lesson 18's capture against tcpdump on the same traffic"
 	@echo "  make fuzz        fuzz the SOCKS5, RESP, echo, frame and pcap parsers (FUZZ_SECONDS=60 each)"
 	@echo "  make soak        10,000 connections per server, Redis restarts (QUICK=1: < 1 min)"
 	@echo "  make exercise-NN your own lesson NN to write (01 03 04 08 10 12); make check-NN checks it"
