@@ -46,7 +46,7 @@ STEP ?=
 # each. A '+' joins a kind and its arguments. The scenarios (restart, sigpending,
 # blocking-dns, fail-open, frozen-store) start the lesson themselves, with --mistake
 # $(MISTAKE) if set.
-PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store hot-restart
+PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store hot-restart capture-echo capture-ipv6 capture-burst
 ADDR    ?=
 MISTAKE ?=
 
@@ -175,6 +175,15 @@ bench-socks:
 	$(CARGO) build -q --release --workspace --bins
 	target/release/bench-socks $(BENCH_ARGS)
 	target/release/bench-restart $(BENCH_RESTART_ARGS)
+
+# Lesson 18's capture (recvfrom loop and --ring) against tcpdump on the same traffic: an
+# iperf3 stream plus 10,000 short connections, snap length 96, in a network namespace.
+.PHONY: bench-capture
+bench-capture:
+	@scripts/ensure-tools.sh --bench
+	@scripts/ensure-tools.sh
+	$(CARGO) build -q --release -p sockets-by-hand --bin lesson-18 -p tools --bin bench-capture
+	target/release/bench-capture $(BENCH_ARGS)
 
 # The protocol parsers' fuzz targets (protocols/fuzz/), FUZZ_SECONDS each (default 60):
 # installs cargo-fuzz if missing, prints executions and coverage per target, fails on a

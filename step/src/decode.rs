@@ -119,6 +119,7 @@ const FAMILIES: &[(u64, &str)] = &[
     (libc::AF_INET as u64, "AF_INET"),
     (libc::AF_INET6 as u64, "AF_INET6"),
     (libc::AF_NETLINK as u64, "AF_NETLINK"),
+    (libc::AF_PACKET as u64, "AF_PACKET"),
 ];
 const SOCK_FLAGS: &[(u64, &str)] = &[
     (libc::SOCK_NONBLOCK as u64, "SOCK_NONBLOCK"),
@@ -251,8 +252,40 @@ pub fn sockaddr_bytes(raw: &[u8]) -> String {
             let path: Vec<u8> = raw[2..].iter().take_while(|&&b| b != 0).copied().collect();
             format!("{{AF_UNIX, {}}}", escape(&path, 108))
         }
+        // sockaddr_ll: family, protocol (big-endian), ifindex, hatype, pkttype, halen, addr.
+        libc::AF_PACKET if raw.len() >= 12 => {
+            let proto = u16::from_be_bytes([raw[2], raw[3]]);
+            let ifindex = i32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
+            let pkttype = raw.get(10).copied().unwrap_or(0);
+            let pkttype = one_of(
+                u64::from(pkttype),
+                &[
+                    (0, "PACKET_HOST"),
+                    (1, "PACKET_BROADCAST"),
+                    (2, "PACKET_MULTICAST"),
+                    (3, "PACKET_OTHERHOST"),
+                    (4, "PACKET_OUTGOING"),
+                ],
+            );
+            format!(
+                "{{AF_PACKET, {}, ifindex {ifindex}, {pkttype}}}",
+                ethertype(proto)
+            )
+        }
         other => format!("{{family {other}}}"),
     }
+}
+
+/// `htons(ETH_P_ALL)`, `htons(ETH_P_IP)`, ...: a packet socket's protocol, as strace shows it.
+fn ethertype(value: u16) -> String {
+    let name = match i32::from(value) {
+        libc::ETH_P_ALL => "ETH_P_ALL",
+        libc::ETH_P_IP => "ETH_P_IP",
+        libc::ETH_P_IPV6 => "ETH_P_IPV6",
+        libc::ETH_P_ARP => "ETH_P_ARP",
+        _ => return format!("htons({value:#06x})"),
+    };
+    format!("htons({name})")
 }
 
 fn read_u32(pid: Pid, addr: u64) -> Option<u32> {
@@ -359,6 +392,7 @@ const LEVELS: &[(u64, &str)] = &[
     (libc::SOL_TCP as u64, "SOL_TCP"),
     (libc::SOL_IP as u64, "SOL_IP"),
     (libc::SOL_IPV6 as u64, "SOL_IPV6"),
+    (libc::SOL_PACKET as u64, "SOL_PACKET"),
 ];
 /// SO_RCVTIMEO and SO_SNDTIMEO are 20 and 21 on x86_64, what the lessons' headers (and
 /// libc's) call them; strace 6 says SO_RCVTIMEO_OLD, against the _NEW pair (66, 67) that
@@ -381,6 +415,13 @@ const SOCKET_OPTS: &[(u64, &str)] = &[
     (libc::SO_ACCEPTCONN as u64, "SO_ACCEPTCONN"),
     (libc::SO_BROADCAST as u64, "SO_BROADCAST"),
     (libc::SO_BINDTODEVICE as u64, "SO_BINDTODEVICE"),
+    (26, "SO_ATTACH_FILTER"),
+];
+/// Lesson 18's packet socket options.
+const PACKET_OPTS: &[(u64, &str)] = &[
+    (libc::PACKET_RX_RING as u64, "PACKET_RX_RING"),
+    (libc::PACKET_STATISTICS as u64, "PACKET_STATISTICS"),
+    (libc::PACKET_VERSION as u64, "PACKET_VERSION"),
 ];
 const TCP_OPTS: &[(u64, &str)] = &[
     (libc::TCP_NODELAY as u64, "TCP_NODELAY"),
@@ -414,6 +455,7 @@ fn sockopt(level: u64, name: u64) -> (String, String) {
         libc::SOL_TCP => TCP_OPTS,
         libc::SOL_IP => IP_OPTS,
         libc::SOL_IPV6 => IPV6_OPTS,
+        libc::SOL_PACKET => PACKET_OPTS,
         _ => &[],
     };
     (one_of(level, LEVELS), one_of(name, names))
@@ -441,6 +483,11 @@ fn sockopt_value(pid: Pid, level: u64, name: u64, addr: u64, len: u64) -> String
         }
         (libc::SOL_SOCKET, libc::SO_ERROR, 4) if int(0) != 0 => {
             format!("[{:?}]", Errno::from_raw(int(0)))
+        }
+        // SO_ATTACH_FILTER (26): a sock_fprog, the program's length and where it is.
+        (libc::SOL_SOCKET, 26, 16) => {
+            let len = u16::from_ne_bytes([raw[0], raw[1]]);
+            format!("{{len={len}, filter={:#x}}}", long(8))
         }
         (libc::SOL_TCP, libc::TCP_CONGESTION, _) | (libc::SOL_SOCKET, libc::SO_BINDTODEVICE, _) => {
             let text: Vec<u8> = raw.iter().take_while(|&&b| b != 0).copied().collect();
@@ -496,6 +543,12 @@ pub fn entry(pid: Pid, nr: i64, a: &[u64; 6], fds: &dyn FdView) -> String {
                 a[2],
                 &[(0, "IPPROTO_IP"), (6, "IPPROTO_TCP"), (17, "IPPROTO_UDP")],
             );
+            // A packet socket's protocol is an EtherType in network byte order.
+            let proto = if a[0] == libc::AF_PACKET as u64 {
+                ethertype(u16::from_be(a[2] as u16))
+            } else {
+                proto
+            };
             vec![one_of(a[0], FAMILIES), t, proto]
         }
         libc::SYS_setsockopt => {
@@ -943,6 +996,42 @@ mod tests {
         assert_eq!(
             exit(me, libc::SYS_recvmsg, &[6, at, flags, 0, 0, 0], 1, &NoFds),
             "1 {data \"L\", SCM_RIGHTS [8]}"
+        );
+    }
+
+    #[test]
+    fn a_packet_socket_its_filter_and_its_sockaddr_ll() {
+        let me = nix::unistd::getpid();
+        let all = u64::from((libc::ETH_P_ALL as u16).to_be());
+        assert_eq!(
+            entry(
+                me,
+                libc::SYS_socket,
+                &[libc::AF_PACKET as u64, libc::SOCK_RAW as u64, all, 0, 0, 0],
+                &NoFds
+            ),
+            "socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL))"
+        );
+        let mut prog = [0u8; 16];
+        prog[..2].copy_from_slice(&24u16.to_ne_bytes());
+        prog[8..].copy_from_slice(&0x1000u64.to_ne_bytes());
+        assert_eq!(
+            entry(
+                me,
+                libc::SYS_setsockopt,
+                &[3, libc::SOL_SOCKET as u64, 26, prog.as_ptr() as u64, 16, 0],
+                &NoFds
+            ),
+            "setsockopt(3, SOL_SOCKET, SO_ATTACH_FILTER, {len=24, filter=0x1000}, 16)"
+        );
+        let mut ll = [0u8; 20];
+        ll[..2].copy_from_slice(&(libc::AF_PACKET as u16).to_ne_bytes());
+        ll[2..4].copy_from_slice(&(libc::ETH_P_IP as u16).to_be_bytes());
+        ll[4..8].copy_from_slice(&1i32.to_ne_bytes());
+        ll[10] = libc::PACKET_OUTGOING;
+        assert_eq!(
+            sockaddr_bytes(&ll),
+            "{AF_PACKET, htons(ETH_P_IP), ifindex 1, PACKET_OUTGOING}"
         );
     }
 

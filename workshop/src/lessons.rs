@@ -110,6 +110,8 @@ impl Index {
         let mut lessons: Vec<Lesson> = Vec::new();
         // Keys seen in the current table, to refuse a repeated one.
         let mut seen: Vec<String> = Vec::new();
+        // The lessons whose table names a port (0 is a port too: a lesson that listens on none).
+        let mut with_port: Vec<usize> = Vec::new();
         let mut table = Table::None;
         let mut default_seen = false;
         let mut lines = text.lines().enumerate();
@@ -176,6 +178,9 @@ impl Index {
                 return Err(format!("{at}: {key} twice in one table"));
             }
             seen.push(key.to_string());
+            if let (Table::Lesson(n), "port") = (&table, key) {
+                with_port.push(*n);
+            }
             match (&table, key, value) {
                 (Table::None, ..) => return Err(format!("{at}: `{key}` outside a table")),
                 (Table::Default, "trace", Value::Str(s)) => default_trace = Some(s),
@@ -189,9 +194,9 @@ impl Index {
             }
         }
         let default_trace = default_trace.ok_or("no [default] trace")?;
-        for lesson in &lessons {
+        for (n, lesson) in lessons.iter().enumerate() {
             let missing: Vec<&str> = [
-                ("port", lesson.port == 0),
+                ("port", !with_port.contains(&n)),
                 ("trace", lesson.trace.is_empty()),
                 ("calls", lesson.calls.is_empty()),
             ]
@@ -224,8 +229,7 @@ fn set(lesson: &mut Lesson, key: &str, value: Value) -> Result<(), String> {
         ("port", Value::Int(p)) => {
             lesson.port = u16::try_from(p)
                 .ok()
-                .filter(|p| *p > 0)
-                .ok_or(format!("port {p} is not 1-65535"))?
+                .ok_or(format!("port {p} is not 0-65535"))?
         }
         ("trace", Value::Str(s)) if !s.is_empty() => lesson.trace = s,
         ("provoke", Value::Array(kinds)) => lesson.provoke = kinds,
@@ -450,7 +454,7 @@ calls = ["x"]
         assert!(error(&lesson(&format!("{full}port = 2\n"))).contains("port twice"));
         assert!(error(&lesson(&format!("{full}title = \"x\"\n"))).contains("title"));
         assert!(error(&lesson(&format!("{full}exercise = 3\n"))).contains("exercise"));
-        assert!(error(&lesson("port = 70000\n")).contains("not 1-65535"));
+        assert!(error(&lesson("port = 70000\n")).contains("not 0-65535"));
         assert!(error(&lesson("port = 0x10\n")).contains("none of"));
         assert!(error(&lesson("trace = 'read'\n")).contains("none of"));
         assert!(error(&lesson("trace = \"a\\\"b\"\n")).contains("backslash"));
