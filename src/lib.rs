@@ -13,7 +13,8 @@
 //! loops ([`stop`]); the clock of lessons 01–02 ([`hello`]); the per-connection buffers and
 //! backpressure of the single-threaded servers ([`conn`], over a reusable output buffer,
 //! [`outbuf`]) and their table of connections ([`clients`]); the fd limit ([`limits`]); and
-//! why a call was refused when the sandbox, not the kernel, refused it ([`sandbox`]).
+//! why a call was refused when the sandbox, not the kernel, refused it ([`sandbox`]); a UDP
+//! socket's kernel drop counter ([`udpstat`]).
 //! The protocols themselves (echo, SOCKS5, RESP) are the std-only `protocols` crate.
 
 pub mod accept;
@@ -29,6 +30,7 @@ pub mod net;
 pub mod outbuf;
 pub mod sandbox;
 pub mod stop;
+pub mod udpstat;
 
 /// `eprintln!` in one `write(2)`: std's stderr is unbuffered, so `eprintln!` writes each
 /// piece of its format separately, and the traces would show a log line as three writes.

@@ -74,7 +74,9 @@ impl<A: Admission> Relay<'_, A> {
                 }
                 conn.up.release(&mut self.pool);
                 conn.handshake = None;
-                let made = self.admission.associate(conn.id, &conn.client, conn.peer, &target);
+                let made = self
+                    .admission
+                    .associate(conn.id, &conn.client, conn.peer, &target);
                 conn.target = Some(target);
                 match made {
                     Ok(bnd) => {

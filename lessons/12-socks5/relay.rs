@@ -319,7 +319,9 @@ impl<A: Admission> Relay<'_, A> {
                 Ok(0) => return Err("control connection closed".into()),
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => break,
-                Err(errno) => return Err(format!("control connection {}", describe("read", errno))),
+                Err(errno) => {
+                    return Err(format!("control connection {}", describe("read", errno)))
+                }
             }
         }
         Ok(())

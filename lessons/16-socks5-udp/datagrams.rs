@@ -1,0 +1,267 @@
+//! The datagram calls, one batch at a time: recvfrom/sendto (one datagram a call, with
+//! `--no-batch`) or recvmmsg/sendmmsg (up to [`BATCH`] a call). Read udp.rs first: it says
+//! what to receive and where to send; this file makes the calls.
+//!
+//! One [`Batch`] serves every association (the loop is one thread): [`BATCH`] buffers, each
+//! [`ROOM`] bytes of head room (where a reply's SOCKS header is written, just before its
+//! payload, so no payload is ever copied) plus room for the largest datagram.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{SockaddrLike, SockaddrStorage};
+use protocols::socks5_udp::MAX_IP_HEADER;
+use sockets_by_hand::net;
+
+/// Datagrams per recvmmsg/sendmmsg call.
+pub const BATCH: usize = 32;
+/// Head room before each received payload: the longest header naming an IP source.
+pub const ROOM: usize = MAX_IP_HEADER;
+/// The largest datagram a UDP socket can receive (a 16-bit length, less the UDP header).
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// One received datagram: who sent it, and its real length (MSG_TRUNC: even when it was
+/// longer than the buffer, which then holds only the first part).
+#[derive(Clone, Copy)]
+pub struct Got {
+    pub from: Option<SocketAddr>,
+    pub len: usize,
+    pub truncated: bool,
+}
+
+/// A datagram to send: from buffer `buf`, bytes `start..end`, to `to`.
+struct Out {
+    buf: usize,
+    start: usize,
+    end: usize,
+    to: SockaddrStorage,
+}
+
+pub struct Batch {
+    bufs: Vec<Box<[u8]>>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    pub got: Vec<Got>,
+    out: Vec<Out>,
+    /// false: one recvfrom/sendto a datagram (`--no-batch`).
+    pub batched: bool,
+}
+
+impl Batch {
+    pub fn new(batched: bool) -> Batch {
+        let n = if batched { BATCH } else { 1 };
+        // Allocated once, touched only as far as datagrams fill them (RSS grows with use).
+        let bufs = (0..n)
+            .map(|_| vec![0u8; ROOM + MAX_DATAGRAM].into_boxed_slice())
+            .collect();
+        Batch {
+            bufs,
+            addrs: (0..n).map(|_| zeroed()).collect(),
+            iovs: (0..n).map(|_| zeroed()).collect(),
+            hdrs: (0..n).map(|_| zeroed()).collect(),
+            got: Vec::with_capacity(n),
+            out: Vec::with_capacity(n),
+            batched,
+        }
+    }
+
+    /// Datagrams per call: BATCH, or 1 with `--no-batch`.
+    pub fn size(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// Buffer `i`: [`ROOM`] bytes of head room, then the datagram received into it.
+    pub fn buf(&mut self, i: usize) -> &mut [u8] {
+        &mut self.bufs[i]
+    }
+
+    /// Receives what is queued on `fd`, up to a batch, each datagram into its buffer at
+    /// [`ROOM`], `cap` bytes at most. Fills [`Batch::got`]; Err(EAGAIN): nothing was queued.
+    pub fn recv(&mut self, fd: &OwnedFd, cap: usize) -> Result<usize, Errno> {
+        self.got.clear();
+        let cap = cap.min(MAX_DATAGRAM);
+        let socklen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if !self.batched {
+            let mut len = socklen;
+            // [recvfrom]
+            // recvfrom(2): one datagram and its sender's address. MSG_TRUNC makes it return
+            // the datagram's real length even if the buffer was shorter (the rest is lost).
+            let n = unsafe {
+                // SAFETY: the kernel writes at most `cap` bytes into the buffer (which has
+                // ROOM + MAX_DATAGRAM) and at most `len` bytes of address.
+                libc::recvfrom(
+                    fd.as_raw_fd(),
+                    self.bufs[0][ROOM..].as_mut_ptr().cast(),
+                    cap,
+                    libc::MSG_TRUNC,
+                    (&raw mut self.addrs[0]).cast(),
+                    &mut len,
+                )
+            };
+            let n = Errno::result(n)? as usize;
+            // [/recvfrom]
+            let from = address(&self.addrs[0], len);
+            let truncated = n > cap;
+            self.got.push(Got {
+                from,
+                len: n,
+                truncated,
+            });
+            return Ok(1);
+        }
+        for i in 0..self.bufs.len() {
+            self.iovs[i] = libc::iovec {
+                iov_base: self.bufs[i][ROOM..].as_mut_ptr().cast(),
+                iov_len: cap,
+            };
+            let hdr = &mut self.hdrs[i].msg_hdr;
+            hdr.msg_name = (&raw mut self.addrs[i]).cast();
+            hdr.msg_namelen = socklen;
+            hdr.msg_iov = &raw mut self.iovs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_controllen = 0;
+        }
+        // recvmmsg(2): up to BATCH datagrams in one call, each with its sender's address
+        // and its real length (MSG_TRUNC; msg_flags says which were cut).
+        // SAFETY: every header points at a live buffer, iovec and address of this batch.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                self.bufs.len() as libc::c_uint,
+                libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            )
+        };
+        let n = Errno::result(n)? as usize;
+        for i in 0..n {
+            let hdr = &self.hdrs[i];
+            let len = hdr.msg_len as usize;
+            let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > cap;
+            let from = address(&self.addrs[i], hdr.msg_hdr.msg_namelen);
+            self.got.push(Got {
+                from,
+                len,
+                truncated,
+            });
+        }
+        Ok(n)
+    }
+
+    /// Queues bytes `start..end` of buffer `buf` for `to` (sent by [`Batch::send`]).
+    pub fn queue(&mut self, buf: usize, start: usize, end: usize, to: SocketAddr) {
+        let to = SockaddrStorage::from(to);
+        self.out.push(Out {
+            buf,
+            start,
+            end,
+            to,
+        });
+    }
+
+    /// Sends what is queued through `fd`: sendmmsg, or one sendto each. Returns how many
+    /// went out, and the failures (the datagram is dropped: UDP has no backpressure).
+    pub fn send(&mut self, fd: &OwnedFd, failed: &mut Vec<(SocketAddr, Errno)>) -> usize {
+        let mut sent = 0;
+        let mut next = 0;
+        while next < self.out.len() {
+            if !self.batched {
+                let out = &self.out[next];
+                let payload = &self.bufs[out.buf][out.start..out.end];
+                // [sendto]
+                // sendto(2): one datagram to one address. A full send buffer drops it
+                // (EAGAIN): there is no partial datagram and no waiting.
+                // SAFETY: `payload` and `out.to` are live for the call.
+                let n = unsafe {
+                    libc::sendto(
+                        fd.as_raw_fd(),
+                        payload.as_ptr().cast(),
+                        payload.len(),
+                        0,
+                        out.to.as_ptr().cast(),
+                        out.to.len(),
+                    )
+                };
+                match Errno::result(n) {
+                    Ok(_) => sent += 1,
+                    Err(errno) => failed.push((target(&out.to), errno)),
+                }
+                // [/sendto]
+                next += 1;
+                continue;
+            }
+            let todo = &self.out[next..];
+            for (i, out) in todo.iter().enumerate() {
+                let payload = &mut self.bufs[out.buf][out.start..out.end];
+                self.iovs[i] = libc::iovec {
+                    iov_base: payload.as_mut_ptr().cast(),
+                    iov_len: payload.len(),
+                };
+                let hdr = &mut self.hdrs[i].msg_hdr;
+                hdr.msg_name = out.to.as_ptr() as *mut libc::c_void;
+                hdr.msg_namelen = out.to.len();
+                hdr.msg_iov = &raw mut self.iovs[i];
+                hdr.msg_iovlen = 1;
+                hdr.msg_control = std::ptr::null_mut();
+                hdr.msg_controllen = 0;
+            }
+            let count = todo.len().min(self.hdrs.len());
+            // sendmmsg(2): up to BATCH datagrams, each to its own address, in one call. It
+            // stops at the first that fails: that one is dropped, the rest go next round.
+            // SAFETY: every header points at a live payload and address of this batch.
+            let n =
+                unsafe { libc::sendmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), count as _, 0) };
+            match Errno::result(n) {
+                Ok(n) => {
+                    sent += n as usize;
+                    next += n as usize;
+                }
+                Err(errno) => {
+                    failed.push((target(&self.out[next].to), errno));
+                    next += 1;
+                }
+            }
+        }
+        self.out.clear();
+        sent
+    }
+}
+
+impl Batch {
+    /// [`Batch::send`] with IPv4 datagrams through `v4` and IPv6 ones through `v6`.
+    pub fn send_split(
+        &mut self,
+        v4: &OwnedFd,
+        v6: &OwnedFd,
+        failed: &mut Vec<(SocketAddr, Errno)>,
+    ) -> usize {
+        let is_v6 = |o: &Out| o.to.as_sockaddr_in6().is_some();
+        let (six, four): (Vec<Out>, Vec<Out>) = self.out.drain(..).partition(is_v6);
+        self.out = four;
+        let sent = self.send(v4, failed);
+        self.out = six;
+        sent + self.send(v6, failed)
+    }
+}
+
+/// An all-zero C struct (sockaddr_storage, iovec, mmsghdr: null pointers, zero lengths).
+fn zeroed<T: Copy>() -> T {
+    // SAFETY: used only for the plain C structs above, for which all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The sender's address the kernel wrote (`len` bytes of it).
+fn address(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    // SAFETY: the kernel wrote `len` bytes of a socket address into `ss`.
+    let ss = unsafe {
+        SockaddrStorage::from_raw((ss as *const libc::sockaddr_storage).cast(), Some(len))
+    };
+    ss.as_ref().and_then(net::std_addr)
+}
+
+fn target(ss: &SockaddrStorage) -> SocketAddr {
+    net::std_addr(ss).unwrap_or(protocols::socks5::UNSPECIFIED_BND)
+}
