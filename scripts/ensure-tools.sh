@@ -39,6 +39,8 @@ have redis-cli || missing+=(redis-tools)
 have unshare || missing+=(util-linux)
 # ip (iproute2): the name-resolution tests bring up the loopback of their own namespace.
 have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+# python3-socks (PySocks): lesson 16's tests relay its UDP datagrams (the system python's).
+{ [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import socks' 2>/dev/null; } || missing+=(python3-socks)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -519,12 +519,18 @@ impl Associations {
 
     // -- 5. Teardown: the control connection ended. -------------------------------------------
 
-    fn close(&mut self, a: Association) {
+    fn close(&mut self, mut a: Association) {
         let mut drops = udpstat::drops(&a.relay);
         for sock in a.out.iter().flatten() {
             drops += udpstat::drops(sock);
         }
         self.kernel_drops += drops;
+        // Datagrams still waiting for a name are lost with the association: counted.
+        for name in a.names.values() {
+            if let Name::Pending(waiting) = name {
+                a.counts.dropped[Drop::Name as usize] += waiting.len() as u64;
+            }
+        }
         self.totals.add(&a.counts);
         let pending: Vec<ConnId> = self
             .lookups
