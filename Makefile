@@ -49,6 +49,8 @@ TRACE_04 := $(TRACE_03),rt_sigaction,clone,clone3,fork,vfork,wait4
 TRACE_14 := $(TRACE_DEFAULT),pipe2,splice
 # 15: also io_uring_register (the provided-buffer ring).
 TRACE_15 := $(TRACE_DEFAULT),io_uring_register
+# 16: also the batch calls (recvmmsg, sendmmsg; %network has recvfrom and sendto).
+TRACE_16 := $(TRACE_DEFAULT),recvmmsg,sendmmsg
 
 trace_filter = $(or $(TRACE_$(1)),$(TRACE_DEFAULT))
 
@@ -78,6 +80,7 @@ PROVOKE_12 := blocking-dns socks-refused socks-half-close
 PROVOKE_13 := fail-open frozen-store
 PROVOKE_14 := socks-half-close+--bytes+2000000+--tries+10
 PROVOKE_15 := burst+64
+PROVOKE_16 := open-relay truncation leaky-association
 PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store
 ADDR    ?=
 MISTAKE ?=
