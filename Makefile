@@ -105,7 +105,7 @@ help:
 	@echo "  make docs        copy the lessons' // [regions] into the docs' Rust blocks"
 	@echo "  make compare     the I/O models side by side (QUICK=1: under a minute)"
 	@echo "  make bench-socks lessons 12 and 14 against microsocks, dante and no proxy"
-	@echo "  make fuzz        fuzz the SOCKS5, RESP and echo parsers (FUZZ_SECONDS=60 each)"
+	@echo "  make fuzz        fuzz the SOCKS5 (TCP, UDP), RESP and echo parsers (FUZZ_SECONDS=60 each)"
 	@echo "  make soak        10,000 connections per server, Redis restarts (QUICK=1: < 1 min)"
 	@echo "  make exercise-NN your own lesson NN to write (01 03 04 08 10 12); make check-NN checks it"
 	@echo "  make check       your progress; make hint-NN the next hint; make reset-NN start afresh"

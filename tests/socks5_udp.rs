@@ -82,10 +82,9 @@ fn round_trip(
 fn udp_summary(mut proxy: Server) -> String {
     proxy.signal(libc::SIGINT);
     proxy.wait_exit(DEADLINE).expect("exits on Ctrl-C");
-    let line = proxy
+    proxy
         .log
-        .wait_line("the UDP summary", |l| l.starts_with("udp · "));
-    line
+        .wait_line("the UDP summary", |l| l.starts_with("udp · "))
 }
 
 /// PySocks (python3-socks), a real SOCKS5 client with UDP support: its socksocket(SOCK_DGRAM)

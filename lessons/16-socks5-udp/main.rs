@@ -5,9 +5,10 @@
 //! and are dropped, not delayed, when a buffer is full: recvfrom/sendto with MSG_TRUNC, or
 //! recvmmsg/sendmmsg, 32 a call (`--no-batch`: one). Ctrl-C counts every drop.
 //!
-//! Read udp.rs (the association) after lesson 12's relay.rs. Run `make lesson-16`, then
-//! `python3 docs/lessons/16-socks5-udp.py` or see docs/lessons/16-socks5-udp.md. `make trace-16`
-//! shows socket(SOCK_DGRAM), bind, getsockname, recvmmsg and sendmmsg.
+//! Read udp.rs (the association) after lesson 12's relay.rs. Run `make lesson-16`, then a UDP
+//! client through it (PySocks: the docs page has the lines). `make trace-16` shows, per
+//! association, socket(SOCK_DGRAM), setsockopt(SO_RCVBUF), bind, getsockname, then recvmmsg
+//! and sendmmsg as datagrams pass, and close when the control connection ends.
 //! The classic failure: an open UDP relay (`--mistake any-source`); also small-buffer and
 //! leak-association. More: docs/lessons/16-socks5-udp.md
 
@@ -31,7 +32,6 @@ mod datagrams;
 mod udp;
 
 use clap::Parser;
-use nix::sys::socket::{getsockopt, socket, sockopt, AddressFamily, SockFlag, SockType};
 use sockets_by_hand::cli::{self, Hint, Lesson};
 use sockets_by_hand::{lesson, mistake};
 
@@ -82,8 +82,8 @@ fn main() {
     };
     let notes = [
         format!(
-            "UDP ASSOCIATE: yes ({calls}); SO_RCVBUF {}",
-            rcvbuf_got(args.rcvbuf)
+            "UDP ASSOCIATE: yes ({calls}); SO_RCVBUF {} B asked per UDP socket",
+            args.rcvbuf
         ),
         "-u/-P, -w and -1 gate the control connection; datagrams are taken only from its \
          client's IP"
@@ -92,18 +92,4 @@ fn main() {
     let r = &args.relay;
     let mut associations = udp::Associations::new(!args.no_batch, args.rcvbuf, r.outgoing, r.quiet);
     relay::serve(&LESSON, &args.relay, &notes, &mut associations);
-}
-
-/// What SO_RCVBUF the kernel really grants (it doubles the request for its own bookkeeping
-/// and caps it), asked once on a scratch socket for the banner.
-fn rcvbuf_got(asked: usize) -> String {
-    let flags = SockFlag::SOCK_CLOEXEC;
-    let Ok(sock) = socket(AddressFamily::Inet, SockType::Datagram, flags, None) else {
-        return format!("{asked} B asked");
-    };
-    let _ = nix::sys::socket::setsockopt(&sock, sockopt::RcvBuf, &asked);
-    match getsockopt(&sock, sockopt::RcvBuf) {
-        Ok(got) => format!("{got} B per socket ({asked} B asked)"),
-        Err(_) => format!("{asked} B asked"),
-    }
 }

@@ -11,15 +11,14 @@
 //! so a datagram that cannot go now is dropped, and every drop is counted.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{
-    bind, getsockname, setsockopt, socket, sockopt, SockFlag, SockType, SockaddrStorage,
+    bind, getsockname, getsockopt, setsockopt, socket, sockopt, SockFlag, SockType, SockaddrStorage,
 };
 use protocols::socks5::{Reply, Target};
 use protocols::socks5_udp::{encode_header, parse_header, MAX_IP_HEADER};
@@ -36,78 +35,16 @@ use crate::{mistake, Mistake::*};
 const ROUNDS: usize = 8;
 /// The naive buffer of `--mistake small-buffer`: "an Ethernet frame's worth".
 const SMALL_BUFFER: usize = 1_472;
-/// Names an association keeps (resolved, failed or pending), and datagrams one waits with.
-const NAMES: usize = 64;
-const WAITING: usize = 16;
-/// How long a looked-up name is reused, and how long a failure is.
-const NAME_TTL: Duration = Duration::from_secs(60);
-const FAILED_TTL: Duration = Duration::from_secs(5);
 
-/// Why the relay dropped a datagram; each is counted.
-#[derive(Clone, Copy)]
-enum Drop {
-    Source,    // not from the association's client: the relay is not open
-    Fragment,  // FRAG ≠ 0: this relay does not reassemble (RFC 1928 allows that)
-    Malformed, // no valid SOCKS5 header
-    Truncated, // longer than the buffer (MSG_TRUNC)
-    Name,      // its name did not resolve, or too many wait for names
-    Family,    // no socket of the target's family (-b fixes one)
-    TooBig,    // a reply too big to carry its header back to the client
-    Send,      // sendto/sendmmsg failed (a full send buffer: EAGAIN)
-}
-const DROPS: [&str; 8] = [
-    "wrong source",
-    "fragment",
-    "malformed",
-    "truncated",
-    "name",
-    "family",
-    "too big",
-    "send failed",
-];
+// The counters (counts.rs), and the names in datagrams' headers (names.rs), which continues
+// this file's `impl Associations`.
+#[path = "counts.rs"]
+mod counts;
+#[path = "names.rs"]
+mod names;
 
-#[derive(Default, Clone)]
-struct Counts {
-    up: u64,
-    down: u64,
-    up_bytes: u64,
-    down_bytes: u64,
-    dropped: [u64; 8],
-}
-
-impl Counts {
-    fn add(&mut self, other: &Counts) {
-        (self.up, self.down) = (self.up + other.up, self.down + other.down);
-        self.up_bytes += other.up_bytes;
-        self.down_bytes += other.down_bytes;
-        for (d, o) in self.dropped.iter_mut().zip(other.dropped) {
-            *d += o;
-        }
-    }
-
-    fn drops(&self) -> String {
-        let mut text = String::new();
-        for (name, n) in DROPS.iter().zip(self.dropped).filter(|(_, n)| *n > 0) {
-            let _ = write!(
-                text,
-                "{}{name} {n}",
-                if text.is_empty() { "" } else { ", " }
-            );
-        }
-        if text.is_empty() {
-            text.push_str("none");
-        }
-        text
-    }
-}
-
-/// A name a client sends datagrams to, as this association knows it.
-enum Name {
-    /// Being looked up: the datagrams (payloads) waiting for the answer.
-    Pending(Vec<Vec<u8>>),
-    Resolved(SocketAddr, Instant),
-    Failed(Instant),
-}
+use counts::{count, Counts, Drop};
+use names::Name;
 
 struct Association {
     id: ConnId,
@@ -142,8 +79,9 @@ pub struct Associations {
     /// By the control connection's slot.
     slots: Vec<Option<Association>>,
     batch: Batch,
-    /// SO_RCVBUF asked for each socket (`--rcvbuf`).
+    /// SO_RCVBUF asked for each socket (`--rcvbuf`), and what the kernel gave the first.
     rcvbuf: usize,
+    rcvbuf_got: Option<usize>,
     outgoing: Option<IpAddr>,
     quiet: bool,
     /// The names the clients' datagrams go to: lesson 12's resolver pool (its threads, its
@@ -167,6 +105,7 @@ impl Associations {
             slots: Vec::new(),
             batch: Batch::new(batched),
             rcvbuf,
+            rcvbuf_got: None,
             outgoing,
             quiet,
             resolver: Resolver::spawn(),
@@ -183,7 +122,7 @@ impl Associations {
     // -- 1. The association: a UDP socket for the client. -------------------------------------
 
     /// A UDP socket, non-blocking, SO_RCVBUF set, bound to `addr`.
-    fn udp_socket(&self, addr: SocketAddr) -> Result<OwnedFd, String> {
+    fn udp_socket(&mut self, addr: SocketAddr) -> Result<OwnedFd, String> {
         // socket(SOCK_DGRAM): a datagram socket. No listen, no accept, no connection: one
         // socket receives from anyone and sends to anyone, a message at a time.
         let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
@@ -193,6 +132,11 @@ impl Associations {
         // arrives (and counts it: /proc/net/udp's "drops"); nobody is told.
         if let Err(errno) = setsockopt(&sock, sockopt::RcvBuf, &self.rcvbuf) {
             return Err(describe("setsockopt(SO_RCVBUF)", errno));
+        }
+        if self.rcvbuf_got.is_none() {
+            // getsockopt(SO_RCVBUF): what the kernel granted (twice the request, for its own
+            // bookkeeping, capped by net.core.rmem_max), for the Ctrl-C summary.
+            self.rcvbuf_got = getsockopt(&sock, sockopt::RcvBuf).ok();
         }
         // bind(2): its own address; port 0 lets the kernel pick a free one.
         if let Err(errno) = bind(sock.as_raw_fd(), net::sockaddr(addr).as_ref()) {
@@ -257,7 +201,7 @@ impl Associations {
 
     // -- 2. From the client: header off, to the target. ---------------------------------------
 
-    fn from_client(&mut self, slot: usize) {
+    fn client_sent(&mut self, slot: usize) {
         let Some(mut a) = self.slots[slot].take() else {
             return;
         };
@@ -359,7 +303,7 @@ impl Associations {
         self.batch.queue(i, start, end, to);
     }
 
-    /// Sends what from_client queued: one family at a time (IPv4 first).
+    /// Sends what client_sent queued: one family at a time (IPv4 first).
     fn flush_up(&mut self, a: &mut Association) {
         // Queued entries of both families are in one list; split by family on the way out.
         let sent = match (&a.out[0], &a.out[1]) {
@@ -381,100 +325,9 @@ impl Associations {
         }
     }
 
-    // -- 3. Names: lesson 12's resolver pool, never the loop. ---------------------------------
-
-    /// The address of `name`, if known; else the datagram waits for its lookup (a copy of
-    /// its payload, bounded) and None.
-    fn name(
-        &mut self,
-        a: &mut Association,
-        name: String,
-        port: u16,
-        used: usize,
-        i: usize,
-    ) -> Option<SocketAddr> {
-        let now = Instant::now();
-        let key = (name.to_ascii_lowercase(), port);
-        match a.names.get_mut(&key) {
-            Some(Name::Resolved(to, until)) if *until > now => return Some(*to),
-            Some(Name::Failed(until)) if *until > now => {
-                count(a, Drop::Name);
-                return None;
-            }
-            Some(Name::Pending(waiting)) => {
-                if waiting.len() < WAITING {
-                    let got = self.batch.got[i];
-                    waiting.push(self.batch.buf(i)[ROOM + used..ROOM + got.len].to_vec());
-                } else {
-                    count(a, Drop::Name);
-                }
-                return None;
-            }
-            _ => {}
-        }
-        a.names
-            .retain(|_, n| !matches!(n, Name::Resolved(_, t) | Name::Failed(t) if *t <= now));
-        if a.names.len() >= NAMES {
-            count(a, Drop::Name);
-            return None;
-        }
-        let got = self.batch.got[i];
-        let payload = self.batch.buf(i)[ROOM + used..ROOM + got.len].to_vec();
-        a.names.insert(key.clone(), Name::Pending(vec![payload]));
-        self.serial += 1;
-        let lookup = ConnId {
-            slot: a.id.slot,
-            serial: self.serial,
-        };
-        self.lookups.insert(lookup, (a.id, key.0.clone(), port));
-        self.resolver
-            .lookup(lookup, &key.0, port, now + Duration::from_secs(10));
-        None
-    }
-
-    /// The resolver's pipe woke the loop: send what waited for each answer.
-    fn lookups_done(&mut self) {
-        for (lookup, result) in self.resolver.done() {
-            let Some((id, name, port)) = self.lookups.remove(&lookup) else {
-                continue;
-            };
-            let Some(mut a) = self
-                .slots
-                .get_mut(id.slot)
-                .and_then(|s| s.take_if(|a| a.id == id))
-            else {
-                continue;
-            };
-            let now = Instant::now();
-            let fits =
-                |to: &SocketAddr| self.outgoing.is_none_or(|ip| ip.is_ipv4() == to.is_ipv4());
-            let to = result.ok().and_then(|addrs| addrs.into_iter().find(fits));
-            let state = match to {
-                Some(to) => Name::Resolved(to, now + NAME_TTL),
-                None => Name::Failed(now + FAILED_TTL),
-            };
-            let waiting = match a.names.insert((name, port), state) {
-                Some(Name::Pending(waiting)) => waiting,
-                _ => Vec::new(),
-            };
-            match to {
-                Some(to) => {
-                    for payload in waiting {
-                        let len = payload.len();
-                        self.batch.buf(0)[ROOM..ROOM + len].copy_from_slice(&payload);
-                        self.queue_up(&mut a, 0, ROOM, ROOM + len, to);
-                        self.flush_up(&mut a);
-                    }
-                }
-                None => a.counts.dropped[Drop::Name as usize] += waiting.len() as u64,
-            }
-            self.slots[id.slot] = Some(a);
-        }
-    }
-
     // -- 4. From a target: a header naming it, to the client. ---------------------------------
 
-    fn from_targets(&mut self, slot: usize, family: usize) {
+    fn targets_sent(&mut self, slot: usize, family: usize) {
         let Some(mut a) = self.slots[slot].take() else {
             return;
         };
@@ -560,10 +413,6 @@ impl Associations {
     }
 }
 
-fn count(a: &mut Association, why: Drop) {
-    a.counts.dropped[why as usize] += 1;
-}
-
 impl Admission for Associations {
     /// TCP CONNECTs go through as in lesson 12.
     fn admit(&mut self, _id: ConnId, _client: SocketAddr, _target: &Target) -> Verdict {
@@ -616,8 +465,8 @@ impl Admission for Associations {
                 .is_some_and(|a| a.id == id);
             match which {
                 Which::Resolver => self.lookups_done(),
-                Which::Relay if here => self.from_client(id.slot),
-                Which::Out(family) if here => self.from_targets(id.slot, family),
+                Which::Relay if here => self.client_sent(id.slot),
+                Which::Out(family) if here => self.targets_sent(id.slot, family),
                 _ => {}
             }
         }
@@ -643,21 +492,6 @@ impl Admission for Associations {
     }
 
     fn summary(&self) -> Option<String> {
-        let mut c = self.totals.clone();
-        let mut kernel = self.kernel_drops;
-        for a in self.slots.iter().flatten() {
-            c.add(&a.counts);
-            kernel += udpstat::drops(&a.relay);
-        }
-        Some(format!(
-            "udp · associations: {} · datagrams up {} ({} B), down {} ({} B) · dropped by the \
-             relay: {} · dropped by the kernel (receive buffer full): {kernel}",
-            self.opened,
-            c.up,
-            c.up_bytes,
-            c.down,
-            c.down_bytes,
-            c.drops()
-        ))
+        Some(self.summary_line())
     }
 }
