@@ -223,6 +223,22 @@ const DEFINING: &[(&str, &[&[&str]])] = &[
             &["close("],
         ],
     ),
+    (
+        "16",
+        &[
+            &["poll("],
+            &["SockType::Datagram"],
+            &["sockopt::RcvBuf"],
+            &["bind("],
+            &["getsockname("],
+            &["libc::recvfrom("],
+            &["libc::MSG_TRUNC"],
+            &["libc::sendto("],
+            &["libc::recvmmsg("],
+            &["libc::sendmmsg("],
+            &["close_fd(", "close("],
+        ],
+    ),
 ];
 
 fn root() -> PathBuf {

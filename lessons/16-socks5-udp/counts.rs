@@ -2,6 +2,7 @@
 //! (UDP has no backpressure: a datagram that cannot go is dropped, and the count says so).
 
 use std::fmt::Write as _;
+use std::os::fd::OwnedFd;
 
 use sockets_by_hand::udpstat;
 
@@ -77,8 +78,10 @@ impl Associations {
         let mut kernel = self.kernel_drops;
         for a in self.slots.iter().flatten() {
             c.add(&a.counts);
-            kernel += udpstat::drops(&a.relay);
-            kernel += a.out.iter().flatten().map(udpstat::drops).sum::<u64>();
+            let socks: Vec<&OwnedFd> = std::iter::once(&a.relay)
+                .chain(a.out.iter().flatten())
+                .collect();
+            kernel += udpstat::drops(&socks);
         }
         format!(
             "udp · associations: {} · datagrams up {} ({} B), down {} ({} B) · dropped by the \

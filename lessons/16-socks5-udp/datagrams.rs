@@ -35,7 +35,7 @@ struct Out {
     buf: usize,
     start: usize,
     end: usize,
-    to: SockaddrStorage,
+    to: net::Sockaddr,
 }
 
 pub struct Batch {
@@ -153,7 +153,7 @@ impl Batch {
 
     /// Queues bytes `start..end` of buffer `buf` for `to` (sent by [`Batch::send`]).
     pub fn queue(&mut self, buf: usize, start: usize, end: usize, to: SocketAddr) {
-        let to = SockaddrStorage::from(to);
+        let to = net::sockaddr(to);
         self.out.push(Out {
             buf,
             start,
@@ -181,8 +181,8 @@ impl Batch {
                         payload.as_ptr().cast(),
                         payload.len(),
                         0,
-                        out.to.as_ptr().cast(),
-                        out.to.len(),
+                        out.to.as_ref().as_ptr().cast(),
+                        out.to.as_ref().len(),
                     )
                 };
                 match Errno::result(n) {
@@ -201,8 +201,8 @@ impl Batch {
                     iov_len: payload.len(),
                 };
                 let hdr = &mut self.hdrs[i].msg_hdr;
-                hdr.msg_name = out.to.as_ptr() as *mut libc::c_void;
-                hdr.msg_namelen = out.to.len();
+                hdr.msg_name = out.to.as_ref().as_ptr() as *mut libc::c_void;
+                hdr.msg_namelen = out.to.as_ref().len();
                 hdr.msg_iov = &raw mut self.iovs[i];
                 hdr.msg_iovlen = 1;
                 hdr.msg_control = std::ptr::null_mut();
@@ -238,7 +238,7 @@ impl Batch {
         v6: &OwnedFd,
         failed: &mut Vec<(SocketAddr, Errno)>,
     ) -> usize {
-        let is_v6 = |o: &Out| o.to.as_sockaddr_in6().is_some();
+        let is_v6 = |o: &Out| matches!(o.to, net::Sockaddr::V6(_));
         let (six, four): (Vec<Out>, Vec<Out>) = self.out.drain(..).partition(is_v6);
         self.out = four;
         let sent = self.send(v4, failed);
@@ -262,6 +262,9 @@ fn address(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAd
     ss.as_ref().and_then(net::std_addr)
 }
 
-fn target(ss: &SockaddrStorage) -> SocketAddr {
-    net::std_addr(ss).unwrap_or(protocols::socks5::UNSPECIFIED_BND)
+fn target(to: &net::Sockaddr) -> SocketAddr {
+    match to {
+        net::Sockaddr::V4(sin) => SocketAddr::from(*sin),
+        net::Sockaddr::V6(sin6) => SocketAddr::from(*sin6),
+    }
 }

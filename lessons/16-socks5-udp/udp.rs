@@ -373,10 +373,10 @@ impl Associations {
     // -- 5. Teardown: the control connection ended. -------------------------------------------
 
     fn close(&mut self, mut a: Association) {
-        let mut drops = udpstat::drops(&a.relay);
-        for sock in a.out.iter().flatten() {
-            drops += udpstat::drops(sock);
-        }
+        let socks: Vec<&OwnedFd> = std::iter::once(&a.relay)
+            .chain(a.out.iter().flatten())
+            .collect();
+        let drops = udpstat::drops(&socks);
         self.kernel_drops += drops;
         // Datagrams still waiting for a name are lost with the association: counted.
         for name in a.names.values() {
