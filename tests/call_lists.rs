@@ -96,6 +96,16 @@ const OTHER_PATHS: &[(&str, &str, &str)] = &[
         "the same, lesson 12's connect; and Redis's own connect",
     ),
     ("14", "getsockopt", "the same, lesson 12's connect"),
+    (
+        "16",
+        "recvfrom",
+        "--no-batch: one recvfrom per datagram: socks5_udp.rs trace_batched_and_not",
+    ),
+    (
+        "16",
+        "getsockopt",
+        "lesson 12's SO_ERROR after POLLOUT, a distant target",
+    ),
 ];
 
 /// Other names for a call, as the docs use them.

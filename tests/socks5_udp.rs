@@ -493,3 +493,66 @@ fn dns_query_and_domain_targets_in_a_namespace() {
         assert!(line.contains("name 1"), "{line}");
     });
 }
+
+/// strace: an association is socket(SOCK_DGRAM), setsockopt(SO_RCVBUF), bind, getsockname;
+/// its datagrams pass through recvmmsg/sendmmsg, or with --no-batch recvfrom (with
+/// MSG_TRUNC) and sendto; its sockets are closed when the control connection ends.
+#[test]
+fn trace_batched_and_not() {
+    for batched in [true, false] {
+        let args: &[&str] = if batched { &[] } else { &["--no-batch"] };
+        let set = "socket,setsockopt,bind,getsockname,accept4,poll,recvfrom,sendto,recvmmsg,sendmmsg,close";
+        let traced = common::Traced::start_tracing(exe!("lesson-16"), args, set);
+        let (echo, _) = udp_echo(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let sock = client_socket(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let (control, bnd) = associate(traced.server.addr, sock.local_addr().unwrap());
+        round_trip(&sock, bnd, &Target::Ip(echo), b"traced");
+        drop(control);
+        let log = &traced.server.log;
+        log.wait_line("the end", |l| l.contains("client disconnected"));
+        let trace = traced.stop(libc::SIGTERM);
+        let (recv, send) = match batched {
+            true => ("recvmmsg", "sendmmsg"),
+            false => ("recvfrom", "sendto"),
+        };
+        trace.assert_in_order(&[
+            "accept4",
+            "getsockname",
+            "socket",
+            "setsockopt",
+            "bind",
+            "getsockname",
+            "poll",
+            recv,
+            "socket",
+            "setsockopt",
+            "bind",
+            send,
+            recv,
+            send,
+            "close",
+            "close",
+            "close",
+        ]);
+        fn udp(l: &&&str) -> bool {
+            l.contains("UDP")
+        }
+        assert!(trace
+            .lines_of("socket")
+            .iter()
+            .filter(udp)
+            .all(|l| l.contains("SOCK_DGRAM")));
+        let rcvbuf = trace.lines_of("setsockopt");
+        assert!(rcvbuf.iter().filter(udp).all(|l| l.contains("SO_RCVBUF")));
+        if batched {
+            trace.assert_absent(&["recvfrom"]);
+        } else {
+            trace.assert_absent(&["recvmmsg", "sendmmsg"]);
+            let recvs = trace.lines_of("recvfrom");
+            assert!(
+                recvs.iter().filter(udp).all(|l| l.contains("MSG_TRUNC")),
+                "{recvs:?}"
+            );
+        }
+    }
+}
