@@ -61,30 +61,43 @@ pub fn associate(proxy: SocketAddr, from: SocketAddr) -> Result<(TcpStream, Sock
         .map_err(|e| format!("connect to {proxy}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    let mut hello = client::greeting(&[0]).expect("one method");
-    hello.extend(client::request(Command::UdpAssociate, &Target::Ip(from)).expect("an IP"));
-    s.write_all(&hello).map_err(|e| format!("write: {e}"))?;
+    // The greeting, its answer, then the request: some servers (microsocks) read the
+    // request only after answering the greeting.
+    s.write_all(&client::greeting(&[0]).expect("one method"))
+        .map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::new();
+    let method = read_until(&mut s, &mut buf, |b| client::parse_method_selection(b))?;
+    if method != 0 {
+        return Err(format!("the proxy chose method {method:#04x}"));
+    }
+    let request = client::request(Command::UdpAssociate, &Target::Ip(from)).expect("an IP");
+    s.write_all(&request).map_err(|e| format!("write: {e}"))?;
+    let reply = read_until(&mut s, &mut buf, |b| {
+        Ok(client::parse_reply(b)?.map(|(rep, bnd, used)| ((rep, bnd), used)))
+    })?;
+    match reply {
+        (Reply::Succeeded, Target::Ip(bnd)) => {
+            // A relay that answers 0.0.0.0 means "where you reached me".
+            let bnd = match bnd.ip().is_unspecified() {
+                true => SocketAddr::new(proxy.ip(), bnd.port()),
+                false => bnd,
+            };
+            Ok((s, bnd))
+        }
+        (rep, _) => Err(format!("UDP ASSOCIATE refused: {rep}")),
+    }
+}
+
+/// Reads until `parse` finds a whole message at the front of `buf`; takes it out of `buf`.
+fn read_until<T>(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, protocols::socks5::Error>,
+) -> Result<T, String> {
     loop {
-        if let Some(Ok((method, used))) = client::parse_method_selection(&buf).transpose() {
-            if method != 0 {
-                return Err(format!("the proxy chose method {method:#04x}"));
-            }
-            match client::parse_reply(&buf[used..]) {
-                Ok(Some((Reply::Succeeded, Target::Ip(bnd), _))) => {
-                    // A relay that answers 0.0.0.0 means "where you reached me".
-                    let bnd = match bnd.ip().is_unspecified() {
-                        true => SocketAddr::new(proxy.ip(), bnd.port()),
-                        false => bnd,
-                    };
-                    return Ok((s, bnd));
-                }
-                Ok(Some((rep, _, _))) => {
-                    return Err(format!("UDP ASSOCIATE refused: {rep}"));
-                }
-                Ok(None) => {}
-                Err(e) => return Err(format!("a bad reply: {e}")),
-            }
+        if let Some((value, used)) = parse(buf).map_err(|e| format!("a bad reply: {e}"))? {
+            buf.drain(..used);
+            return Ok(value);
         }
         let mut chunk = [0u8; 64];
         match s.read(&mut chunk) {
