@@ -47,7 +47,27 @@ pub struct Batch {
     out: Vec<Out>,
     /// false: one recvfrom/sendto a datagram (`--no-batch`).
     pub batched: bool,
+    /// UDP GSO: runs of equal-sized datagrams to one address go as one message (off after
+    /// the kernel refuses it once).
+    gso: bool,
+    /// Per message: its UDP_SEGMENT control message, and how many datagrams it holds.
+    cmsgs: Vec<Cmsg>,
+    groups: Vec<usize>,
 }
+
+/// A control message carrying UDP_SEGMENT's u16, laid out as CMSG_SPACE(2) bytes.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Cmsg {
+    hdr: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
+/// At most this many datagrams in one GSO message (the kernel's UDP_MAX_SEGMENTS), and
+/// this many payload bytes (under the 65,507 an IPv4 datagram may carry).
+const GSO_SEGMENTS: usize = 64;
+const GSO_BYTES: usize = 65_000;
 
 impl Batch {
     pub fn new(batched: bool) -> Batch {
@@ -64,6 +84,9 @@ impl Batch {
             got: Vec::with_capacity(n),
             out: Vec::with_capacity(n),
             batched,
+            gso: batched,
+            cmsgs: vec![zeroed(); n],
+            groups: Vec::with_capacity(n),
         }
     }
 
@@ -193,35 +216,30 @@ impl Batch {
                 next += 1;
                 continue;
             }
-            let todo = &self.out[next..];
-            for (i, out) in todo.iter().enumerate() {
-                let payload = &mut self.bufs[out.buf][out.start..out.end];
-                self.iovs[i] = libc::iovec {
-                    iov_base: payload.as_mut_ptr().cast(),
-                    iov_len: payload.len(),
-                };
-                let hdr = &mut self.hdrs[i].msg_hdr;
-                hdr.msg_name = out.to.as_ref().as_ptr() as *mut libc::c_void;
-                hdr.msg_namelen = out.to.as_ref().len();
-                hdr.msg_iov = &raw mut self.iovs[i];
-                hdr.msg_iovlen = 1;
-                hdr.msg_control = std::ptr::null_mut();
-                hdr.msg_controllen = 0;
-            }
-            let count = todo.len().min(self.hdrs.len());
-            // sendmmsg(2): up to BATCH datagrams, each to its own address, in one call. It
-            // stops at the first that fails: that one is dropped, the rest go next round.
-            // SAFETY: every header points at a live payload and address of this batch.
+            let groups = self.prepare(next);
+            // sendmmsg(2): up to BATCH messages, each to its own address, in one call; a
+            // message of equal-sized datagrams to one address goes as one, with UDP_SEGMENT
+            // (UDP GSO: the kernel cuts it into datagrams). It stops at the first message that
+            // fails: that one is dropped, the rest go next round.
+            // SAFETY: every header points at live payloads, an address and a control buffer.
             let n =
-                unsafe { libc::sendmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), count as _, 0) };
+                unsafe { libc::sendmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), groups as _, 0) };
             match Errno::result(n) {
                 Ok(n) => {
-                    sent += n as usize;
-                    next += n as usize;
+                    let went: usize = self.groups[..n as usize].iter().sum();
+                    sent += went;
+                    next += went;
+                }
+                // No UDP GSO on this path (an old kernel, a device without checksum offload):
+                // send one datagram a message from now on.
+                Err(Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT) if self.groups[0] > 1 => {
+                    self.gso = false;
                 }
                 Err(errno) => {
-                    failed.push((target(&self.out[next].to), errno));
-                    next += 1;
+                    for _ in 0..self.groups[0] {
+                        failed.push((target(&self.out[next].to), errno));
+                        next += 1;
+                    }
                 }
             }
         }
@@ -231,6 +249,61 @@ impl Batch {
 }
 
 impl Batch {
+    /// Fills the mmsghdrs from `self.out[next..]`: one message per datagram, or, with UDP
+    /// GSO, one per run of equal-sized datagrams to the same address (a shorter one may end
+    /// a run). Returns how many messages; `self.groups` says how many datagrams each holds.
+    fn prepare(&mut self, next: usize) -> usize {
+        let (mut i, mut iov) = (next, 0);
+        self.groups.clear();
+        while i < self.out.len() && self.groups.len() < self.hdrs.len() {
+            let first = &self.out[i];
+            let (seg, to) = (first.end - first.start, target(&first.to));
+            let mut k = 1;
+            while self.gso && seg > 0 && i + k < self.out.len() && iov + k < self.iovs.len() {
+                let o = &self.out[i + k];
+                let len = o.end - o.start;
+                if k == GSO_SEGMENTS
+                    || len > seg
+                    || seg * (k + 1) > GSO_BYTES
+                    || target(&o.to) != to
+                {
+                    break;
+                }
+                k += 1;
+                if len < seg {
+                    break;
+                }
+            }
+            for (j, out) in self.out[i..i + k].iter().enumerate() {
+                let payload = &mut self.bufs[out.buf][out.start..out.end];
+                self.iovs[iov + j] = libc::iovec {
+                    iov_base: payload.as_mut_ptr().cast(),
+                    iov_len: payload.len(),
+                };
+            }
+            let m = self.groups.len();
+            let cmsg = &mut self.cmsgs[m];
+            let hdr = &mut self.hdrs[m].msg_hdr;
+            let to = &self.out[i].to;
+            hdr.msg_name = to.as_ref().as_ptr() as *mut libc::c_void;
+            hdr.msg_namelen = to.as_ref().len();
+            hdr.msg_iov = &raw mut self.iovs[iov];
+            hdr.msg_iovlen = k;
+            (hdr.msg_control, hdr.msg_controllen) = (std::ptr::null_mut(), 0);
+            if k > 1 {
+                // The control message: UDP_SEGMENT, the size of each datagram.
+                cmsg.hdr.cmsg_len = size_of::<libc::cmsghdr>() + size_of::<u16>();
+                (cmsg.hdr.cmsg_level, cmsg.hdr.cmsg_type) = (libc::SOL_UDP, libc::UDP_SEGMENT);
+                cmsg.segment = seg as u16;
+                hdr.msg_control = (&raw mut *cmsg).cast();
+                hdr.msg_controllen = size_of::<Cmsg>();
+            }
+            self.groups.push(k);
+            (i, iov) = (i + k, iov + k);
+        }
+        self.groups.len()
+    }
+
     /// [`Batch::send`] with IPv4 datagrams through `v4` and IPv6 ones through `v6`.
     pub fn send_split(
         &mut self,
