@@ -100,40 +100,45 @@ impl Batch {
         &mut self.bufs[i]
     }
 
-    /// Receives what is queued on `fd`, up to a batch, each datagram into its buffer at
-    /// [`ROOM`], `cap` bytes at most. Fills [`Batch::got`]; Err(EAGAIN): nothing was queued.
+    /// Receives one datagram from `fd` into buffer 0 at [`ROOM`], `cap` bytes at most (with
+    /// batching: what is queued, up to a batch, each into its buffer). Fills [`Batch::got`];
+    /// Err(EAGAIN): nothing was queued.
     pub fn recv(&mut self, fd: &OwnedFd, cap: usize) -> Result<usize, Errno> {
         self.got.clear();
         let cap = cap.min(MAX_DATAGRAM);
-        let socklen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        if !self.batched {
-            let mut len = socklen;
-            // [recvfrom]
-            // recvfrom(2): one datagram and its sender's address. MSG_TRUNC makes it return
-            // the datagram's real length even if the buffer was shorter (the rest is lost).
-            let n = unsafe {
-                // SAFETY: the kernel writes at most `cap` bytes into the buffer (which has
-                // ROOM + MAX_DATAGRAM) and at most `len` bytes of address.
-                libc::recvfrom(
-                    fd.as_raw_fd(),
-                    self.bufs[0][ROOM..].as_mut_ptr().cast(),
-                    cap,
-                    libc::MSG_TRUNC,
-                    (&raw mut self.addrs[0]).cast(),
-                    &mut len,
-                )
-            };
-            let n = Errno::result(n)? as usize;
-            // [/recvfrom]
-            let from = address(&self.addrs[0], len);
-            let truncated = n > cap;
-            self.got.push(Got {
-                from,
-                len: n,
-                truncated,
-            });
-            return Ok(1);
+        if self.batched {
+            return self.recv_many(fd, cap);
         }
+        // [recvfrom]
+        // recvfrom(2): one datagram and its sender's address. MSG_TRUNC makes it return the
+        // datagram's real length even if the buffer was shorter (the rest is lost).
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `cap` bytes into the buffer (which has ROOM +
+        // MAX_DATAGRAM) and at most `len` bytes of address.
+        let n = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                self.bufs[0][ROOM..].as_mut_ptr().cast(),
+                cap,
+                libc::MSG_TRUNC,
+                (&raw mut self.addrs[0]).cast(),
+                &mut len,
+            )
+        };
+        let n = Errno::result(n)? as usize;
+        // [/recvfrom]
+        let from = address(&self.addrs[0], len);
+        self.got.push(Got {
+            from,
+            len: n,
+            truncated: n > cap,
+        });
+        Ok(1)
+    }
+
+    /// The fast path of [`Batch::recv`]: recvmmsg.
+    fn recv_many(&mut self, fd: &OwnedFd, cap: usize) -> Result<usize, Errno> {
+        let socklen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         for i in 0..self.bufs.len() {
             self.iovs[i] = libc::iovec {
                 iov_base: self.bufs[i][ROOM..].as_mut_ptr().cast(),
@@ -185,37 +190,44 @@ impl Batch {
         });
     }
 
-    /// Sends what is queued through `fd`: sendmmsg, or one sendto each. Returns how many
-    /// went out, and the failures (the datagram is dropped: UDP has no backpressure).
+    /// Sends what is queued through `fd`, one sendto each (with batching: sendmmsg). Returns
+    /// how many went out, and the failures (the datagram is dropped: UDP has no backpressure).
     pub fn send(&mut self, fd: &OwnedFd, failed: &mut Vec<(SocketAddr, Errno)>) -> usize {
+        if self.batched {
+            return self.send_many(fd, failed);
+        }
+        let mut sent = 0;
+        for out in &self.out {
+            let payload = &self.bufs[out.buf][out.start..out.end];
+            // [sendto]
+            // sendto(2): one datagram to one address. A full send buffer drops it (EAGAIN):
+            // there is no partial datagram and no waiting.
+            // SAFETY: `payload` and `out.to` are live for the call.
+            let n = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    payload.as_ptr().cast(),
+                    payload.len(),
+                    0,
+                    out.to.as_ref().as_ptr().cast(),
+                    out.to.as_ref().len(),
+                )
+            };
+            match Errno::result(n) {
+                Ok(_) => sent += 1,
+                Err(errno) => failed.push((target(&out.to), errno)),
+            }
+            // [/sendto]
+        }
+        self.out.clear();
+        sent
+    }
+
+    /// The fast path of [`Batch::send`]: sendmmsg, runs of datagrams with UDP GSO.
+    fn send_many(&mut self, fd: &OwnedFd, failed: &mut Vec<(SocketAddr, Errno)>) -> usize {
         let mut sent = 0;
         let mut next = 0;
         while next < self.out.len() {
-            if !self.batched {
-                let out = &self.out[next];
-                let payload = &self.bufs[out.buf][out.start..out.end];
-                // [sendto]
-                // sendto(2): one datagram to one address. A full send buffer drops it
-                // (EAGAIN): there is no partial datagram and no waiting.
-                // SAFETY: `payload` and `out.to` are live for the call.
-                let n = unsafe {
-                    libc::sendto(
-                        fd.as_raw_fd(),
-                        payload.as_ptr().cast(),
-                        payload.len(),
-                        0,
-                        out.to.as_ref().as_ptr().cast(),
-                        out.to.as_ref().len(),
-                    )
-                };
-                match Errno::result(n) {
-                    Ok(_) => sent += 1,
-                    Err(errno) => failed.push((target(&out.to), errno)),
-                }
-                // [/sendto]
-                next += 1;
-                continue;
-            }
             let groups = self.prepare(next);
             // sendmmsg(2): up to BATCH messages, each to its own address, in one call; a
             // message of equal-sized datagrams to one address goes as one, with UDP_SEGMENT
