@@ -182,7 +182,15 @@ fn steps_16() -> Vec<Step> {
 fn udp_fds_back(c: &mut Ctx) -> Outcome {
     let pid = c.pid();
     let (echo, _) = socks::udp_echo();
-    let start = model::fd_count(pid);
+    let until = Instant::now() + wait();
+    let start = loop {
+        // The earlier steps' connections close first: wait until the count holds still.
+        let n = model::fd_count(pid);
+        thread::sleep(Duration::from_millis(50));
+        if n == model::fd_count(pid) || Instant::now() > until {
+            break n;
+        }
+    };
     for _ in 0..10 {
         let sock = socks::udp_client();
         let (control, bnd) = socks::associate(c.addr(), sock.local_addr().expect("getsockname"))?;
