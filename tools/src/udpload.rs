@@ -66,7 +66,7 @@ pub fn associate(proxy: SocketAddr, from: SocketAddr) -> Result<(TcpStream, Sock
     s.write_all(&client::greeting(&[0]).expect("one method"))
         .map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::new();
-    let method = read_until(&mut s, &mut buf, |b| client::parse_method_selection(b))?;
+    let method = read_until(&mut s, &mut buf, client::parse_method_selection)?;
     if method != 0 {
         return Err(format!("the proxy chose method {method:#04x}"));
     }
