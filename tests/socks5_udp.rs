@@ -589,3 +589,25 @@ fn a_burst_keeps_every_boundary() {
     }
     assert_eq!(seen.load(Ordering::SeqCst), 100);
 }
+
+/// -b binds the outgoing UDP sockets: the target sees datagrams from -b's address, and a
+/// target of the other family is dropped (counted).
+#[test]
+fn outgoing_address_binds_the_udp_sockets() {
+    let proxy = start(&["-b", "127.0.0.2"]);
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    target.set_read_timeout(Some(DEADLINE)).unwrap();
+    let sock = client_socket(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (_control, bnd) = associate(proxy.addr, sock.local_addr().unwrap());
+    let v6 = Target::Ip("[::1]:9".parse().unwrap());
+    sock.send_to(&wrap(&v6, b"v6").unwrap(), bnd).unwrap();
+    let to = Target::Ip(target.local_addr().unwrap());
+    sock.send_to(&wrap(&to, b"from -b").unwrap(), bnd).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = target.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], from.ip()),
+        (&b"from -b"[..], "127.0.0.2".parse::<IpAddr>().unwrap())
+    );
+    assert!(udp_summary(proxy).contains("family 1"));
+}
