@@ -1343,7 +1343,9 @@ fn udp_report(names: &[&str], results: &[Vec<Vec<Result<UdpResult, String>>>]) -
         "A client sends datagrams through the relay to a sink (tools/src/udpload.rs: sendmmsg, \
          as fast as it can, then paced at {UDP_PACED}/s); datagrams/s is what reached the sink, \
          CPU µs the relay's user + system time per datagram relayed, loss the share of what was \
-         sent that never arrived (at the offered rate, then paced). Medians of {} runs.\n",
+         sent that never arrived (at the offered rate, then paced). Medians of {} runs. Where little \
+         is lost at the offered rate, the relay kept up with the client, and its datagrams/s is \
+         the client's limit, not the relay's: a lower bound.\n",
         results.len()
     );
     let _ = writeln!(
