@@ -47,6 +47,8 @@ have systemd-socket-activate || missing+=(systemd)
 # question on install, which DEBIAN_FRONTEND=noninteractive below answers with its default).
 have tcpdump || [ -x /usr/sbin/tcpdump ] || [ -x /usr/bin/tcpdump ] || missing+=(tcpdump)
 have tshark || missing+=(tshark)
+# python3-socks (PySocks): lesson 16's tests relay its UDP datagrams (the system python's).
+{ [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import socks' 2>/dev/null; } || missing+=(python3-socks)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

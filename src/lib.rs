@@ -15,6 +15,8 @@
 //! [`outbuf`]) and their table of connections ([`clients`]); the fd limit ([`limits`]); and
 //! why a call was refused when the sandbox, not the kernel, refused it ([`sandbox`]).
 //! What lesson 18 does with a captured frame (a tcpdump line or a pcap record) is [`capture`].
+//! why a call was refused when the sandbox, not the kernel, refused it ([`sandbox`]); a UDP
+//! socket's kernel drop counter ([`udpstat`]).
 //! The protocols themselves (echo, SOCKS5, RESP) are the std-only `protocols` crate.
 
 pub mod accept;
@@ -31,6 +33,7 @@ pub mod net;
 pub mod outbuf;
 pub mod sandbox;
 pub mod stop;
+pub mod udpstat;
 
 /// `eprintln!` in one `write(2)`: std's stderr is unbuffered, so `eprintln!` writes each
 /// piece of its format separately, and the traces would show a log line as three writes.

@@ -67,6 +67,8 @@ const SYSCALLS: &[&str] = &[
     "recvmsg",
     "socketpair",
     "execve",
+    "recvmmsg",
+    "sendmmsg",
     "exit_group",
 ];
 
@@ -96,6 +98,16 @@ const OTHER_PATHS: &[(&str, &str, &str)] = &[
         "the same, lesson 12's connect; and Redis's own connect",
     ),
     ("14", "getsockopt", "the same, lesson 12's connect"),
+    (
+        "16",
+        "recvfrom",
+        "--no-batch: one recvfrom per datagram: socks5_udp.rs trace_batched_and_not",
+    ),
+    (
+        "16",
+        "getsockopt",
+        "lesson 12's SO_ERROR after POLLOUT, a distant target",
+    ),
 ];
 
 /// Other names for a call, as the docs use them.
@@ -272,6 +284,33 @@ fn socks_clients(proxy: std::net::SocketAddr) {
     }
 }
 
+/// One UDP association through lesson 16: a datagram to a UDP echo target and back, then
+/// the control connection closes (the association's teardown).
+fn udp_client(proxy: std::net::SocketAddr) {
+    use common::socks5::{connect, greet, request};
+    use protocols::socks5::{Command as Cmd, Reply, Target};
+    use std::net::UdpSocket;
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut control = connect(proxy);
+    assert_eq!(greet(&mut control, &[0]), 0);
+    let from = Target::Ip(sock.local_addr().unwrap());
+    let (rep, bnd) = request(&mut control, Cmd::UdpAssociate, &from);
+    assert_eq!(rep, Reply::Succeeded);
+    let Target::Ip(bnd) = bnd else {
+        panic!("BND {bnd:?}")
+    };
+    let target = Target::Ip(echo.local_addr().unwrap());
+    let datagram = protocols::socks5_udp::wrap(&target, b"abc").unwrap();
+    sock.send_to(&datagram, bnd).unwrap();
+    let mut buf = [0u8; 100];
+    let (n, from) = echo.recv_from(&mut buf).unwrap();
+    echo.send_to(&buf[..n], from).unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(buf[..n].ends_with(b"abc"));
+}
+
 /// Lesson 00, the client, against lesson 03: `abc`, then the end of its input.
 fn client_calls(exe: &str) -> BTreeSet<String> {
     let server = common::Server::start(env!("CARGO_BIN_EXE_lesson-03"), &[]);
@@ -334,6 +373,10 @@ fn traced_calls(nn: &str, exe: &str) -> BTreeSet<String> {
     match nn {
         "01" | "02" => hello_client(addr),
         "12" | "13" | "14" => socks_clients(addr),
+        "16" => {
+            socks_clients(addr);
+            udp_client(addr);
+        }
         _ => echo_client(addr),
     }
     traced
@@ -473,6 +516,7 @@ call_lists! {
     lesson_13: "13",
     lesson_14: "14",
     lesson_15: "15",
+    lesson_16: "16",
     lesson_17: "17",
 }
 

@@ -132,6 +132,26 @@ fn socks_kinds_pass_against_lesson_12() {
     );
 }
 
+/// Lesson 16's UDP kinds: each passes against the lesson and catches its own mistake
+/// (open-relay: any-source; truncation: small-buffer; leaky-association: leak-association).
+#[test]
+fn udp_kinds_pass_against_lesson_16_and_catch_its_mistakes() {
+    let right = Server::start(exe!("lesson-16"), &[]);
+    let kinds = ["open-relay", "truncation", "leaky-association"];
+    let args: Vec<[&str; 3]> = kinds.iter().map(|k| [*k, "--patience", "1"]).collect();
+    let args: Vec<&[&str]> = args.iter().map(|a| &a[..]).collect();
+    all_pass(&right, &args);
+    let mistakes = ["any-source", "small-buffer", "leak-association"];
+    for (kind, mistake) in kinds.into_iter().zip(mistakes) {
+        let wrong = Server::start(exe!("lesson-16"), &["--mistake", mistake]);
+        let (code, line) = provoke(Some(wrong.addr), &[kind, "--patience", "1"]);
+        assert_eq!(
+            code, 1,
+            "--mistake {mistake}: {kind} did not see it: {line}"
+        );
+    }
+}
+
 /// Lesson 04 with --no-reap: `many` sees the zombies; without it, none.
 #[test]
 fn many_sees_lesson_04s_zombies() {

@@ -40,6 +40,7 @@ pub enum State {
     Relaying,  // bytes flow both ways
     HalfClosed, // one side sent EOF, passed on as shutdown(SHUT_WR); the other way flows
     Refusing,  // an error reply (or a handshake refusal) is being flushed; then close
+    Associated, // a UDP ASSOCIATE's control connection: the association lives while it does
 }
 
 pub struct Conn {
@@ -82,7 +83,9 @@ impl Conn {
             client,
             peer,
             handshake: Some(Box::new(
-                Handshake::new(credentials).whitelisted(whitelisted),
+                Handshake::new(credentials)
+                    .whitelisted(whitelisted)
+                    .udp_associate(true),
             )),
             target: None,
             addrs: VecDeque::new(),
@@ -124,6 +127,8 @@ impl Conn {
                 }
             }
             State::Refusing => {}
+            // Read only to see it end (EOF, reset): the datagrams are the hook's.
+            State::Associated => client |= PollFlags::POLLIN,
         }
         let some = |f: PollFlags| (!f.is_empty()).then_some(f);
         (some(client), some(upstream))

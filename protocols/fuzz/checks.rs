@@ -13,7 +13,7 @@
 //!
 //! A failed check panics, which is what libFuzzer reports as a crash.
 
-use protocols::{echo, resp, socks5};
+use protocols::{echo, resp, socks5, socks5_udp};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// How one fuzz input is fed: `flags` for the target, chunk `sizes` (cycled; 0 feeds an
@@ -201,7 +201,7 @@ fn socks5_run(auth: bool, chunks: &[&[u8]]) -> Socks5Outcome {
                 );
                 continue;
             }
-            socks5::Step::Connect { consumed, .. } => {
+            socks5::Step::Connect { consumed, .. } | socks5::Step::Associate { consumed, .. } => {
                 assert!(*consumed <= chunk.len(), "consumed more than was fed");
                 assert_eq!(hs.buffered(), 0, "bytes held after the handshake");
                 leftover = chunk[*consumed..].to_vec();
@@ -586,6 +586,28 @@ pub fn pcap(data: &[u8]) {
             micros(a.time),
             micros(b.time),
             "time changed (nanos: {nanos})"
+        );
+    }
+}
+
+/// The SOCKS5 UDP header (lesson 16): no panic; a header that parses claims no more than the
+/// datagram has, and wrapping its payload again for the same FRAG and target gives back the
+/// very same bytes (one encoding per header: nothing is read that is not checked).
+pub fn socks5_udp(data: &[u8]) {
+    let Ok((header, used)) = socks5_udp::parse_header(data) else {
+        return;
+    };
+    assert!(used <= data.len(), "header longer than the datagram");
+    let again = socks5_udp::wrap_fragment(header.frag, &header.target, &data[used..])
+        .expect("a parsed target can be encoded");
+    assert_eq!(again, data, "parse then wrap changed the datagram");
+    if let (0, socks5::Target::Ip(addr)) = (header.frag, &header.target) {
+        let mut head = [0u8; socks5_udp::MAX_IP_HEADER];
+        let len = socks5_udp::encode_header(*addr, &mut head);
+        assert_eq!(
+            &head[..len],
+            &data[..used],
+            "a reply header differs from the request's"
         );
     }
 }

@@ -6,6 +6,7 @@
 //! - [`dns`]: just enough DNS for a test's own name server (tests/socks5_dns.rs, provoke);
 //! - [`echo`]: the reverse-echo line protocol of lessons 03–11;
 //! - [`socks5`]: the RFC 1928 handshake with RFC 1929 username/password, lessons 12–13;
+//! - [`socks5_udp`]: the header of a relayed UDP datagram (RFC 1928 §7), lesson 16;
 //! - [`resp`]: the few RESP frames lesson 13 needs for its Redis allowlist;
 //! - [`logtext`]: untrusted text (names, Redis errors) escaped and capped for a log line;
 //! - [`whitelist`]: microsocks' `-w`/`-1`, the client addresses that may skip the password;
@@ -20,4 +21,5 @@ pub mod packet;
 pub mod pcap;
 pub mod resp;
 pub mod socks5;
+pub mod socks5_udp;
 pub mod whitelist;

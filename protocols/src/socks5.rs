@@ -32,6 +32,9 @@
 //!   `consumed` says how many bytes of *this* input were handshake; the rest
 //!   is early payload to forward once the upstream connection exists. Then
 //!   send the final reply with [`encode_reply`] (RFC 1928 §6).
+//! * [`Step::Associate`]: a UDP ASSOCIATE, only from a handshake made with
+//!   [`Handshake::udp_associate`] (lesson 16); the datagrams' own header is
+//!   [`crate::socks5_udp`]'s.
 //! * [`Step::Close`]: send what was appended (maybe nothing) and close.
 //!
 //! ## Design choices
@@ -421,7 +424,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, Error> {
 }
 
 /// Parses `ATYP ADDR PORT` (RFC 1928 §5), shared by requests and replies.
-fn parse_address(buf: &[u8]) -> Result<Option<(Target, usize)>, Error> {
+pub(crate) fn parse_address(buf: &[u8]) -> Result<Option<(Target, usize)>, Error> {
     let Some((&atyp, rest)) = buf.split_first() else {
         return Ok(None);
     };
@@ -618,6 +621,12 @@ pub enum Step {
     /// Connect to `target`. `input[consumed..]` is early payload for it.
     /// Then send [`encode_reply`] — success or an error code.
     Connect { target: Target, consumed: usize },
+    /// A UDP ASSOCIATE (RFC 1928 §7), returned only by a handshake made with
+    /// [`Handshake::udp_associate`]: `target` is where the client says it will
+    /// send from (zeros if it does not know). Answer with [`encode_reply`]
+    /// (BND = the relay's UDP address) and keep the connection open: the
+    /// association lives as long as it.
+    Associate { target: Target, consumed: usize },
     /// Send whatever was appended to `out`, then close.
     Close(CloseReason),
 }
@@ -630,6 +639,8 @@ pub struct Handshake {
     whitelisted: bool,
     /// The RFC 1929 login succeeded.
     logged_in: bool,
+    /// UDP ASSOCIATE is answered with [`Step::Associate`] instead of `0x07`.
+    udp_associate: bool,
     /// The part of a message received so far. Fixed size: the bound on
     /// buffering is in the type, not in a check someone could forget.
     buf: [u8; MAX_MESSAGE_LEN],
@@ -653,6 +664,7 @@ impl Handshake {
             credentials,
             whitelisted: false,
             logged_in: false,
+            udp_associate: false,
             buf: [0; MAX_MESSAGE_LEN],
             len: 0,
         }
@@ -662,6 +674,13 @@ impl Handshake {
     /// greeting that offers `0x00` gets `0x00`, no password asked.
     pub fn whitelisted(mut self, yes: bool) -> Handshake {
         self.whitelisted = yes;
+        self
+    }
+
+    /// The caller implements UDP ASSOCIATE: such a request ends the handshake with
+    /// [`Step::Associate`] (without it, `0x07`).
+    pub fn udp_associate(mut self, yes: bool) -> Handshake {
+        self.udp_associate = yes;
         self
     }
 
@@ -754,6 +773,16 @@ impl Handshake {
                 }) => {
                     self.state = State::Done;
                     return Step::Connect {
+                        target,
+                        consumed: pos,
+                    };
+                }
+                Event::Request(Request {
+                    command: Command::UdpAssociate,
+                    target,
+                }) if self.udp_associate => {
+                    self.state = State::Done;
+                    return Step::Associate {
                         target,
                         consumed: pos,
                     };
@@ -1232,6 +1261,25 @@ mod tests {
     }
 
     #[test]
+    fn udp_associate_only_when_asked() {
+        let req = [5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0, b'x'];
+        let mut out = Vec::new();
+        let step = Handshake::new(None)
+            .udp_associate(true)
+            .feed(&req, &mut out);
+        let zeros = Target::Ip(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let want = Step::Associate {
+            target: zeros,
+            consumed: 13,
+        };
+        assert_eq!((step, out), (want, vec![5, 0]));
+        let mut out = Vec::new();
+        let step = Handshake::new(None).feed(&req, &mut out);
+        assert_eq!(step, Step::Close(CloseReason::CommandNotSupported(3)));
+        assert_eq!(out[2..4], [5, 7]);
+    }
+
+    #[test]
     fn bind_and_udp_get_command_not_supported_after_whole_message() {
         for cmd in [2u8, 3, 0, 9, 0xff] {
             let req = [5, cmd, 0, 1, 127, 0, 0, 1, 0, 80];
@@ -1625,7 +1673,7 @@ mod tests {
                     continue;
                 }
                 Step::NeedMore => Vec::new(),
-                Step::Connect { consumed, .. } => {
+                Step::Connect { consumed, .. } | Step::Associate { consumed, .. } => {
                     assert!(*consumed <= chunk.len());
                     input[pos + consumed..].to_vec()
                 }

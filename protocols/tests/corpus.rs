@@ -42,6 +42,11 @@ fn socks5_handshake_seeds_and_crashes() {
 }
 
 #[test]
+fn socks5_udp_seeds_and_crashes() {
+    assert!(replay("socks5_udp", checks::socks5_udp) >= 8);
+}
+
+#[test]
 fn resp_seeds_and_crashes() {
     assert!(replay("resp", checks::resp) >= 5);
 }

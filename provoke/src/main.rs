@@ -9,10 +9,11 @@
 //!
 //! Modules: [`peer`] (a client connection with deadlines on every read), [`procs`] (what
 //! /proc says about the server: pid, zombies, threads, CPU), [`echo`] (the kinds against the
-//! reverse-echo lessons 03–11), [`socks`] (against the SOCKS5 relays 12–14), [`scenario`]
-//! (restart, sigpending, fail-open, frozen-store: they start the lesson themselves), [`restart`]
-//! (lesson 17's hot restart under load), [`dns`] (the private resolver of the blocking-dns
-//! scenario) and [`capture`] (lesson 18's, each in a network namespace of its own).
+//! reverse-echo lessons 03–11), [`socks`] (against the SOCKS5 relays 12–14), [`udp`] (lesson
+//! 16's UDP ASSOCIATE), [`scenario`] (restart, sigpending, fail-open, frozen-store: they start
+//! the lesson themselves), [`restart`] (lesson 17's hot restart under load), [`dns`] (the
+//! private resolver of the blocking-dns scenario) and [`capture`] (lesson 18's, each in a
+//! network namespace of its own).
 
 mod capture;
 mod dns;
@@ -22,6 +23,7 @@ mod procs;
 mod restart;
 mod scenario;
 mod socks;
+mod udp;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -148,6 +150,14 @@ enum Kind {
         #[arg(long, default_value_t = 1)]
         tries: usize,
     },
+    /// UDP ASSOCIATE (lesson 16): a datagram from another port than the client's must not be
+    /// relayed (an open UDP relay).
+    OpenRelay,
+    /// UDP ASSOCIATE (lesson 16): datagrams of 1,000 to 65,000 bytes must come back whole.
+    Truncation,
+    /// UDP ASSOCIATE (lesson 16): once its control connection closes, the association's port
+    /// must refuse datagrams (ECONNREFUSED on a connected UDP socket).
+    LeakyAssociation,
     /// Scenario (lesson 01): run it, connect once, run it again at once on the same port.
     Restart {
         #[arg(long, value_name = "NAME")]
@@ -264,13 +274,20 @@ fn main() -> ExitCode {
         Kind::FrozenStore { mistake } => {
             ("frozen-store", scenario::frozen_store(mistake.as_deref()))
         }
-        kind @ (Kind::SocksRefused | Kind::SocksHalfClose { .. }) => {
+        kind @ (Kind::SocksRefused
+        | Kind::SocksHalfClose { .. }
+        | Kind::OpenRelay
+        | Kind::Truncation
+        | Kind::LeakyAssociation) => {
             let proxy = match target(&args.to, "127.0.0.1:1080") {
                 Ok(a) => a,
                 Err(e) => return usage(&e),
             };
             match kind {
                 Kind::SocksRefused => ("socks-refused", socks::refused(proxy)),
+                Kind::OpenRelay => ("open-relay", udp::open_relay(proxy)),
+                Kind::Truncation => ("truncation", udp::truncation(proxy)),
+                Kind::LeakyAssociation => ("leaky-association", udp::leaky_association(proxy)),
                 Kind::SocksHalfClose { bytes, tries } => (
                     "socks-half-close",
                     socks::half_close_tries(proxy, *bytes, *tries),

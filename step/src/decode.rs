@@ -29,6 +29,8 @@ pub const CALLS: &[(i64, &str)] = &[
     (libc::SYS_recvfrom, "recvfrom"),
     (libc::SYS_sendmsg, "sendmsg"),
     (libc::SYS_recvmsg, "recvmsg"),
+    (libc::SYS_sendmmsg, "sendmmsg"),
+    (libc::SYS_recvmmsg, "recvmmsg"),
     (libc::SYS_shutdown, "shutdown"),
     (libc::SYS_bind, "bind"),
     (libc::SYS_listen, "listen"),

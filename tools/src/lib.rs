@@ -1,9 +1,10 @@
 //! What the tools share that is no lesson's business: reading a process tree's CPU time
 //! and memory from /proc ([`procfs`]), a private network namespace for a benchmark
-//! ([`netns`]), and finding the lesson binaries they drive ([`bin_dir`], [`lesson_bin`]).
+//! ([`netns`]), a UDP load client through SOCKS5 UDP ASSOCIATE ([`udpload`]), and finding the lesson binaries they drive ([`bin_dir`], [`lesson_bin`]).
 
 pub mod netns;
 pub mod procfs;
+pub mod udpload;
 
 use std::path::PathBuf;
 

@@ -210,6 +210,51 @@ fn hands_over(c: &mut Ctx) -> Outcome {
     served
 }
 
+fn steps_16() -> Vec<Step> {
+    vec![
+    Step { name: "the greeting: method 0x00", run: |c| socks::greeting(c.addr()), hint: "lesson 12's handshake, unchanged: feed the bytes to protocols::socks5::Handshake" },
+    Step { name: "UDP ASSOCIATE, and a datagram there and back", run: |c| socks::udp_relay(c.addr()), hint: "recvfrom(2) on the client's UDP socket gives the datagram and its sender; after the header, sendto(2) the payload to its target; the answer goes back with sendto(2), a header naming its source in front" },
+    Step { name: "a datagram from another port is dropped", run: |c| socks::udp_wrong_source(c.addr()), hint: "only the client may use its association: its IP, and the port it sends from (lesson 16's `--mistake any-source` fails this way: `make lesson-16 ARGS='--mistake any-source'`, then `make provoke-16`)" },
+    Step { name: "model: the loop's thread asleep in poll, sockets non-blocking", run: socks_model, hint: "one loop thread in poll(2) (the resolver threads aside), every socket SOCK_NONBLOCK" },
+    Step { name: "model: an association's fds close with its control connection", run: udp_fds_back, hint: "when the control connection ends, close(2) every UDP socket of its association (`--mistake leak-association` keeps them)" },
+    ]
+}
+
+fn udp_fds_back(c: &mut Ctx) -> Outcome {
+    let pid = c.pid();
+    let (echo, _) = socks::udp_echo();
+    let until = Instant::now() + wait();
+    let start = loop {
+        // The earlier steps' connections close first: wait until the count holds still.
+        let n = model::fd_count(pid);
+        thread::sleep(Duration::from_millis(50));
+        if n == model::fd_count(pid) || Instant::now() > until {
+            break n;
+        }
+    };
+    for _ in 0..10 {
+        let sock = socks::udp_client();
+        let (control, bnd) = socks::associate(c.addr(), sock.local_addr().expect("getsockname"))?;
+        socks::udp_round_trip(&sock, bnd, echo, b"x")?;
+        drop(control);
+    }
+    let until = Instant::now() + wait();
+    loop {
+        let now = model::fd_count(pid);
+        if now == start {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(Failure::new(
+                "ten associations, each used once, then their control connections closed",
+                format!("{start} open fds afterwards, as before them"),
+                format!("{now} open fds"),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
@@ -242,6 +287,11 @@ pub fn exercises() -> Vec<Exercise> {
             nn: "12",
             title: "SOCKS5 on poll: the relay",
             steps: steps_12(),
+        },
+        Exercise {
+            nn: "16",
+            title: "datagrams: recvfrom, sendto and the teardown",
+            steps: steps_16(),
         },
         Exercise {
             nn: "17",

@@ -287,3 +287,101 @@ pub fn refused(proxy: SocketAddr) -> Outcome {
     expect_reply(&mut c, Reply::ConnectionRefused)?;
     c.expect_close()
 }
+
+// ---------------------------------------------------------------------------------------
+// UDP ASSOCIATE (lesson 16).
+// ---------------------------------------------------------------------------------------
+
+/// A UDP echo server on 127.0.0.1: every datagram back to its sender; counts them.
+pub fn udp_echo() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = sock.local_addr().expect("getsockname");
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+    (addr, seen)
+}
+
+/// A UDP ASSOCIATE for datagrams from `from`: the control connection and BND (a real
+/// address: not 0.0.0.0, not port 0).
+pub fn associate(proxy: SocketAddr, from: SocketAddr) -> Result<(Conn, SocketAddr), Failure> {
+    let mut c = Conn::open(proxy)?;
+    greet(&mut c)?;
+    c.send(client::request(Cmd::UdpAssociate, &Target::Ip(from)).expect("request"))?;
+    match expect_reply(&mut c, Reply::Succeeded)? {
+        Target::Ip(bnd) if !bnd.ip().is_unspecified() && bnd.port() != 0 => Ok((c, bnd)),
+        bnd => Err(Failure::new(
+            show(&c.sent),
+            "BND: the relay's UDP address, one the client can send to",
+            format!("{bnd:?}"),
+        )),
+    }
+}
+
+/// A client UDP socket on loopback with the checker's wait on reads.
+pub fn udp_client() -> std::net::UdpSocket {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    sock.set_read_timeout(Some(wait())).ok();
+    sock
+}
+
+/// Sends `payload` for `target` through `bnd`, and expects it back with a header naming
+/// `target`.
+pub fn udp_round_trip(
+    sock: &std::net::UdpSocket,
+    bnd: SocketAddr,
+    target: SocketAddr,
+    payload: &[u8],
+) -> Outcome {
+    let datagram = protocols::socks5_udp::wrap(&Target::Ip(target), payload).expect("wrap");
+    let sent = show(&datagram);
+    sock.send_to(&datagram, bnd)
+        .map_err(|e| Failure::new(&sent, "sendto the relay", e.to_string()))?;
+    let mut buf = vec![0u8; 65_536];
+    let n = sock.recv(&mut buf).map_err(|e| {
+        Failure::new(
+            &sent,
+            "the echo, back through the relay",
+            format!("nothing ({e})"),
+        )
+    })?;
+    let want = protocols::socks5_udp::wrap(&Target::Ip(target), payload).expect("wrap");
+    if buf[..n] != want[..] {
+        return Err(Failure::new(&sent, show(&want), show(&buf[..n])));
+    }
+    Ok(())
+}
+
+/// UDP ASSOCIATE, then a datagram to a UDP echo server and back, with its header.
+pub fn udp_relay(proxy: SocketAddr) -> Outcome {
+    let (echo, _) = udp_echo();
+    let sock = udp_client();
+    let (_control, bnd) = associate(proxy, sock.local_addr().expect("getsockname"))?;
+    udp_round_trip(&sock, bnd, echo, b"ping")?;
+    udp_round_trip(&sock, bnd, echo, &[7u8; 4000])
+}
+
+/// A datagram from another port than the client's is dropped: only the client's own
+/// datagram reaches the target.
+pub fn udp_wrong_source(proxy: SocketAddr) -> Outcome {
+    let (echo, seen) = udp_echo();
+    let (sock, stranger) = (udp_client(), udp_client());
+    let (_control, bnd) = associate(proxy, sock.local_addr().expect("getsockname"))?;
+    let bounce = protocols::socks5_udp::wrap(&Target::Ip(echo), b"bounce").expect("wrap");
+    let _ = stranger.send_to(&bounce, bnd);
+    udp_round_trip(&sock, bnd, echo, b"mine")?;
+    match seen.load(std::sync::atomic::Ordering::SeqCst) {
+        1 => Ok(()),
+        n => Err(Failure::new(
+            show(&bounce),
+            "a datagram from another port dropped: 1 datagram at the target",
+            format!("{n} datagrams at the target: an open relay"),
+        )),
+    }
+}

@@ -2,9 +2,11 @@
 //!
 //! Lesson 12 lets everyone in (`AllowAll`, in main.rs). Lesson 13 asks Redis: a hook that
 //! must ask someone brings its own fds into the relay's poll loop ([`Admission::watch`]) and
-//! gets their events back ([`Admission::ready`]); everything stays in one thread.
+//! gets their events back ([`Admission::ready`]); everything stays in one thread. Lesson 16
+//! plugs its UDP associations in here too ([`Admission::associate`]).
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags};
@@ -62,6 +64,25 @@ pub trait Admission {
         None
     }
 
-    /// A client left at [`Verdict::Later`] is gone before its answer: forget it.
+    /// A client left at [`Verdict::Later`] is gone before its answer, or a control
+    /// connection of [`associate`](Admission::associate) ended: forget it.
     fn forget(&mut self, _id: ConnId) {}
+
+    /// A UDP ASSOCIATE on `control` from `client` (`from`: where it says it will send from):
+    /// the address its datagrams go to (BND), or the refusal. Lessons 12–14 have none: 0x07.
+    fn associate(
+        &mut self,
+        _id: ConnId,
+        _control: &OwnedFd,
+        _client: SocketAddr,
+        _from: &Target,
+    ) -> Result<SocketAddr, (Reply, String)> {
+        let why = "UDP ASSOCIATE is lesson 16's".to_string();
+        Err((Reply::CommandNotSupported, why))
+    }
+
+    /// More of the Ctrl-C summary (lesson 16: datagrams relayed and dropped).
+    fn summary(&self) -> Option<String> {
+        None
+    }
 }

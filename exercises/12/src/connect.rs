@@ -66,6 +66,27 @@ impl<A: Admission> Relay<'_, A> {
                 conn.target = Some(target);
                 self.admitted(conn, verdict)
             }
+            // UDP ASSOCIATE: the hook makes the association (lessons 12-14: 0x07).
+            Step::Associate { target, .. } => {
+                if handshake.logged_in() {
+                    self.whitelist.logged_in(conn.peer.ip());
+                }
+                conn.up.release(&mut self.pool);
+                conn.handshake = None;
+                let made = self
+                    .admission
+                    .associate(conn.id, &conn.client, conn.peer, &target);
+                conn.target = Some(target);
+                match made {
+                    Ok(bnd) => {
+                        let reply = encode_reply(Reply::Succeeded, bnd);
+                        conn.down.push(reply.as_bytes(), &mut self.pool);
+                        (conn.state, conn.deadline) = (State::Associated, None);
+                        flush(&conn.client, &mut conn.down, &mut self.pool)
+                    }
+                    Err((reply, why)) => self.refuse(conn, reply, why),
+                }
+            }
         }
     }
 

@@ -207,6 +207,7 @@ impl<A: Admission> Relay<'_, A> {
                 return self.relay(conn, from_client, from_target);
             }
             State::Refusing => return self.refusing(conn),
+            State::Associated => return self.associated(conn, client),
             // Not reading the client while it waits: POLLHUP, POLLERR, POLLRDHUP say it left.
             State::Admitting | State::Resolving | State::Connecting
                 if client.intersects(gone | POLLRDHUP) =>
@@ -302,6 +303,26 @@ impl<A: Admission> Relay<'_, A> {
         Err(why)
     }
 
+    /// A UDP ASSOCIATE's control connection (lesson 16): its end, an EOF or a reset, ends
+    /// the association; bytes sent on it mean nothing and are dropped.
+    fn associated(&mut self, conn: &mut Conn, client: PollFlags) -> Going {
+        if client.contains(PollFlags::POLLOUT) {
+            flush(&conn.client, &mut conn.down, &mut self.pool)?;
+        }
+        let mut scrap = [0u8; 512];
+        for _ in 0..4 {
+            match nix::unistd::read(&conn.client, &mut scrap) {
+                Ok(0) => return Err("control connection closed".into()),
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(errno) => {
+                    return Err(format!("control connection {}", describe("read", errno)))
+                }
+            }
+        }
+        Ok(())
+    }
+
     // -- 6. Finish: refusals, deadlines, close. -----------------------------------------------
 
     /// Answers `reply` (after the handshake), and closes once it is written.
@@ -349,7 +370,7 @@ impl<A: Admission> Relay<'_, A> {
                     relay.connect_next(conn)
                 }
                 State::Refusing => Err(format!("{} (reply never read)", conn.ending)),
-                State::Relaying | State::HalfClosed => {
+                State::Relaying | State::HalfClosed | State::Associated => {
                     conn.deadline = None;
                     Ok(())
                 }
@@ -362,7 +383,7 @@ impl<A: Admission> Relay<'_, A> {
         self.free.push(conn.id.slot);
         let line = conn.summary(&ending);
         match conn.state {
-            State::Admitting => self.admission.forget(conn.id),
+            State::Admitting | State::Associated => self.admission.forget(conn.id),
             State::Resolving => self.resolver.forget(conn.id),
             _ => {}
         }
@@ -389,6 +410,9 @@ impl<A: Admission> Relay<'_, A> {
             }
         }
         say!("{}", stop::summary(lesson, self.accepted, open));
+        if let Some(more) = self.admission.summary() {
+            say!("{more}");
+        }
         std::process::exit(0)
     }
 }

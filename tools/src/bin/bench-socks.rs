@@ -20,6 +20,11 @@
 //! Output: a table with ratios to microsocks, the performance bars with pass/fail,
 //! `target/bench-socks/report.md` and `target/bench-socks/report.svg`.
 //!
+//! UDP rows (lesson 16's UDP ASSOCIATE against danted's, microsocks' 0x07 as the "not
+//! supported" row, and lesson 16 with `--no-batch`): datagrams per second relayed from a
+//! client to a sink, the relay's CPU per datagram, and the loss at the offered rate, at 64 and
+//! 1,400 bytes, with tools/src/udpload.rs as the client; the bars are ratios within each run.
+//!
 //! The client side is this program's own (std sockets plus the sans-IO
 //! `protocols::socks5::client`), not iperf3 through proxychains: the same client for
 //! every server, no LD_PRELOAD in the measured path.
@@ -51,7 +56,8 @@ struct Args {
     /// Idle relayed connections held for the memory measurement.
     #[arg(long, default_value_t = 1000)]
     idle: usize,
-    /// Only these servers (direct, lesson-12, lesson-14, microsocks, dante).
+    /// Only these servers (direct, lesson-12, lesson-14, microsocks, dante; udp: the UDP rows,
+    /// which run unless --only leaves them out).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Lesson 14's pipe size (its --pipe-size), to see what F_SETPIPE_SZ changes.
@@ -287,7 +293,8 @@ fn main() {
         })
         .collect();
     fs::create_dir_all(&args.out).unwrap_or_else(|e| fail(&format!("mkdir: {e}")));
-    let md = report(&rows, &measured, &args, &network, &sockets_cc);
+    let mut md = report(&rows, &measured, &args, &network, &sockets_cc);
+    md.push_str(&udp_rows(&args, &bin_dir));
     fs::write(args.out.join("report.md"), &md)
         .unwrap_or_else(|e| fail(&format!("write report.md: {e}")));
     if let Err(e) = chart(&rows, &args.out.join("report.svg")) {
@@ -1171,4 +1178,247 @@ mod tests {
         );
         assert_eq!(paired_median(&a, &[], |_, _| Some(1.0)), None);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// UDP ASSOCIATE rows: lesson 16 (batched and --no-batch) against danted, microsocks' 0x07.
+// ---------------------------------------------------------------------------------------
+
+/// The payload sizes of the UDP rows, and the fixed rate at which loss is also measured.
+const UDP_SIZES: [usize; 2] = [64, 1400];
+const UDP_PACED: u64 = 20_000;
+
+/// A UDP ASSOCIATE server under test: started for the UDP rows, killed (with its children)
+/// when dropped.
+struct UdpServer {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+    _conf: Option<PathBuf>,
+}
+
+impl Drop for UdpServer {
+    fn drop(&mut self) {
+        for k in descendants(self.child.id()) {
+            // SAFETY: kill(2) on processes we started.
+            unsafe { libc::kill(k as i32, libc::SIGKILL) };
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One server's UDP results at one size in one run: flat out, then paced.
+#[derive(Clone, Copy, Default)]
+struct UdpResult {
+    flat: tools::udpload::Outcome,
+    cpu_us: f64,
+    paced: tools::udpload::Outcome,
+}
+
+fn start_udp_server(name: &'static str, bin_dir: &Path) -> Result<UdpServer, String> {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut cmd, conf) = match name {
+        "lesson-16" | "lesson-16 --no-batch" => {
+            let exe = bin_dir.join("lesson-16");
+            if !exe.exists() {
+                return Err("lesson-16 not built".into());
+            }
+            let mut c = Command::new(exe);
+            c.args(["-q", "-i", "127.0.0.1", "-p", &port.to_string()]);
+            if name.ends_with("--no-batch") {
+                c.arg("--no-batch");
+            }
+            (c, None)
+        }
+        "microsocks" => {
+            let exe = which("microsocks").ok_or("microsocks not installed")?;
+            let mut c = Command::new(exe);
+            c.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+            (c, None)
+        }
+        _ => {
+            let exe =
+                which("danted").ok_or("dante not installed (apt-get install dante-server)")?;
+            let conf = std::env::temp_dir().join(format!(
+                "bench-socks-danted-udp-{}.conf",
+                std::process::id()
+            ));
+            let text = format!(
+                "logoutput: /dev/null\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
+                 socksmethod: none\nclientmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
+                 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+                 socks pass {{ from: 127.0.0.0/8 to: 127.0.0.0/8 command: udpassociate }}\n\
+                 socks pass {{ from: 127.0.0.0/8 to: 127.0.0.0/8 command: udpreply }}\n"
+            );
+            fs::write(&conf, text).map_err(|e| format!("write dante config: {e}"))?;
+            let mut c = Command::new(exe);
+            c.arg("-f").arg(&conf).args(["-N", "8"]);
+            (c, Some(conf))
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
+    let server = UdpServer {
+        name,
+        child,
+        addr,
+        _conf: conf,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{name} did not listen on {addr}"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(server)
+}
+
+/// The UDP rows: every run starts the servers, then for each size runs each server in turn
+/// flat out (rate, CPU per datagram, loss at the offered rate) and paced at [`UDP_PACED`]
+/// datagrams per second (loss below every server's limit). Medians over the runs; the bars
+/// are medians of the ratios taken within each run.
+fn udp_rows(args: &Args, bin_dir: &Path) -> String {
+    if !(args.only.is_empty() || args.only.iter().any(|o| o == "udp")) {
+        return String::new();
+    }
+    let names = ["lesson-16", "lesson-16 --no-batch", "dante", "microsocks"];
+    let seconds = Duration::from_secs_f64(args.seconds);
+    // results[run][size][server]: Ok(result) or why it could not run.
+    let mut results: Vec<Vec<Vec<Result<UdpResult, String>>>> = Vec::new();
+    for run in 0..args.runs.max(1) {
+        let servers: Vec<Result<UdpServer, String>> =
+            names.iter().map(|n| start_udp_server(n, bin_dir)).collect();
+        let mut by_size = Vec::new();
+        for size in UDP_SIZES {
+            let mut row = Vec::new();
+            for server in &servers {
+                row.push(server.as_ref().map_err(Clone::clone).and_then(|s| {
+                    let pid = s.child.id();
+                    let flat = tools::udpload::Load {
+                        size,
+                        duration: seconds,
+                        max: 50_000_000,
+                        rate: None,
+                    };
+                    let before = tree_cpu_seconds(pid);
+                    let out = tools::udpload::run(Some(s.addr), &flat)?;
+                    let cpu = tree_cpu_seconds(pid) - before;
+                    let paced = tools::udpload::Load { rate: Some(UDP_PACED), ..flat };
+                    let paced = tools::udpload::run(Some(s.addr), &paced)?;
+                    let cpu_us = cpu * 1e6 / out.received.max(1) as f64;
+                    eprintln!(
+                        "  udp run {}: {} at {size} B: {:.0} datagrams/s relayed of {:.0} offered ({:.1} % lost), {cpu_us:.2} CPU µs/datagram; {:.2} % lost at {UDP_PACED}/s",
+                        run + 1,
+                        s.name,
+                        out.rate(),
+                        out.offered(),
+                        out.loss() * 100.0,
+                        paced.loss() * 100.0
+                    );
+                    Ok(UdpResult { flat: out, cpu_us, paced })
+                }));
+            }
+            by_size.push(row);
+        }
+        results.push(by_size);
+    }
+    udp_report(&names, &results)
+}
+
+fn udp_report(names: &[&str], results: &[Vec<Vec<Result<UdpResult, String>>>]) -> String {
+    let med = |mut v: Vec<f64>| -> Option<f64> {
+        v.retain(|x| x.is_finite());
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    let mut md = String::new();
+    let _ = writeln!(md, "\n## UDP ASSOCIATE (lesson 16)\n");
+    let _ = writeln!(
+        md,
+        "A client sends datagrams through the relay to a sink (tools/src/udpload.rs: sendmmsg, \
+         as fast as it can, then paced at {UDP_PACED}/s); datagrams/s is what reached the sink, \
+         CPU µs the relay's user + system time per datagram relayed, loss the share of what was \
+         sent that never arrived (at the offered rate, then paced). Medians of {} runs. Where little \
+         is lost at the offered rate, the relay kept up with the client, and its datagrams/s is \
+         the client's limit, not the relay's: a lower bound.\n",
+        results.len()
+    );
+    let _ = writeln!(
+        md,
+        "| server | size | datagrams/s | offered/s | loss | CPU µs/datagram | loss at {UDP_PACED}/s |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    for (z, size) in UDP_SIZES.iter().enumerate() {
+        for (i, name) in names.iter().enumerate() {
+            let ok: Vec<UdpResult> = results
+                .iter()
+                .filter_map(|run| run[z][i].as_ref().ok().copied())
+                .collect();
+            if ok.is_empty() {
+                let why = results
+                    .iter()
+                    .find_map(|run| run[z][i].as_ref().err().cloned())
+                    .unwrap_or_default();
+                let _ = writeln!(md, "| {name} | {size} | — | — | — | — | {why} |");
+                continue;
+            }
+            let get = |f: fn(&UdpResult) -> f64| med(ok.iter().map(f).collect()).unwrap_or(0.0);
+            let _ = writeln!(
+                md,
+                "| {name} | {size} | {:.0} | {:.0} | {:.1} % | {:.2} | {:.2} % |",
+                get(|r| r.flat.rate()),
+                get(|r| r.flat.offered()),
+                get(|r| r.flat.loss() * 100.0),
+                get(|r| r.cpu_us),
+                get(|r| r.paced.loss() * 100.0),
+            );
+        }
+    }
+    // The bars: ratios within each run, then their median.
+    let ratio = |z: usize, a: usize, b: usize, f: fn(&UdpResult) -> f64| -> Option<f64> {
+        med(results
+            .iter()
+            .filter_map(|run| match (&run[z][a], &run[z][b]) {
+                (Ok(x), Ok(y)) if f(y) > 0.0 => Some(f(x) / f(y)),
+                _ => None,
+            })
+            .collect())
+    };
+    let _ = writeln!(md, "\nBars (medians of within-run ratios):\n");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    for (z, size) in UDP_SIZES.iter().enumerate() {
+        let rate = ratio(z, 0, 2, |r| r.flat.rate());
+        let cpu = ratio(z, 0, 2, |r| r.cpu_us);
+        match (rate, cpu) {
+            (Some(rate), Some(cpu)) => {
+                let _ = writeln!(
+                    md,
+                    "- {size} B: lesson 16 relays {rate:.2}× danted's datagrams/s (bar ≥ 1.0: {}) at {cpu:.2}× its CPU per datagram (bar ≤ 0.5: {})",
+                    verdict(rate >= 1.0),
+                    verdict(cpu <= 0.5)
+                );
+            }
+            _ => {
+                let _ = writeln!(md, "- {size} B: no danted result to compare with");
+            }
+        }
+        if let Some(batch) = ratio(z, 0, 1, |r| r.flat.rate()) {
+            let bar = if *size == 64 {
+                format!(" (bar ≥ 1.5 at 64 B: {})", verdict(batch >= 1.5))
+            } else {
+                String::new()
+            };
+            let cpu = ratio(z, 0, 1, |r| r.cpu_us).unwrap_or(f64::NAN);
+            let _ = writeln!(
+                md,
+                "- {size} B: batching (recvmmsg/sendmmsg) relays {batch:.2}× lesson 16's own --no-batch rate{bar}, at {cpu:.2}× its CPU per datagram"
+            );
+        }
+    }
+    md
 }
