@@ -236,8 +236,10 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
     let server = match run::start(exe, args, 0) {
         Ok(s) => s,
         Err(f) => {
-            let f =
-                todo_hint(f.hint("the banner comes after socket, bind, listen and getsockname"));
+            let f = todo_hint(
+                ex.nn,
+                f.hint("the banner comes after socket, bind, listen and getsockname"),
+            );
             fail(&mut w, 1, BANNER_STEP, f, out);
             run::reap_orphans();
             return w;
@@ -270,7 +272,7 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
                         f.got = what;
                     }
                 }
-                let f = todo_hint(f.hint(step.hint));
+                let f = todo_hint(ex.nn, f.hint(step.hint));
                 fail(&mut w, i + 2, step.name, f, out);
                 break;
             }
@@ -283,11 +285,12 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
 }
 
 /// A failure at a todo!() gets the hint to write that call.
-fn todo_hint(mut f: Failure) -> Failure {
+fn todo_hint(nn: &str, mut f: Failure) -> Failure {
     if f.got.contains("todo!()") {
-        f.hint = "write the call this todo!() stands for, at the place it names (`make hint-NN` \
-                  lists the todo!()s left)"
-            .into();
+        f.hint = format!(
+            "write the call this todo!() stands for, at the place it names (`make hint-{nn}` \
+             lists the todo!()s left)"
+        );
     }
     f
 }

@@ -97,12 +97,22 @@ fn private_copy(nn: &str, name: &str) -> PathBuf {
     exe
 }
 
+/// Gives the crate at `dir` (package and binary `exercise-NN`) a name of its own: crates
+/// of one name built into one target folder share cargo's fingerprint, and a learner's
+/// my-exercises/NN must never be taken for a test's copy, nor the other way round.
+fn rename_crate(dir: &Path, nn: &str, name: &str) {
+    let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    let renamed = manifest.replace(&format!("\"exercise-{nn}\""), &format!("\"{name}\""));
+    assert_ne!(manifest, renamed, "the manifest names exercise-{nn}");
+    fs::write(dir.join("Cargo.toml"), renamed).unwrap();
+}
+
 #[test]
 fn skeletons_are_their_lessons_with_the_gaps_cut_out() {
     let stale = learner::regenerate(&root(), true).expect("every spec matches its lesson");
     assert!(
         stale.is_empty(),
-        "stale skeletons (make exercises): {stale:?}"
+        "stale skeletons (make regen-skeletons): {stale:?}"
     );
 }
 
@@ -141,6 +151,7 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
             "{}",
             String::from_utf8_lossy(&made.stderr)
         );
+        rename_crate(&dir, nn, &format!("skeleton-{nn}"));
         let out = check_dir(nn, &dir, &target, None);
         let stdout = text(&out);
         assert_eq!(
@@ -168,19 +179,8 @@ fn every_skeleton_filled_as_its_lesson_passes_every_step() {
     let target = target_dir();
     for ex in workshop::check::exercises() {
         let dir = scratch(&format!("solved-{}", ex.nn));
-        for (path, text) in learner::generate_solved(&root(), ex.nn).unwrap() {
-            let file = dir.join(path);
-            fs::create_dir_all(file.parent().unwrap()).unwrap();
-            fs::write(file, text).unwrap();
-        }
-        let manifest = workshop::skeleton::manifest(ex.nn, root().to_str().unwrap());
-        let name = format!("exercise-{}", ex.nn);
-        fs::write(
-            dir.join("Cargo.toml"),
-            manifest.replace(&name, &format!("solved-{}", ex.nn)),
-        )
-        .unwrap();
-        fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+        learner::write_crate_as(&root(), ex.nn, &dir, root().to_str().unwrap(), true).unwrap();
+        rename_crate(&dir, ex.nn, &format!("solved-{}", ex.nn));
         let out = check_dir(ex.nn, &dir, &target, Some("10"));
         let stdout = text(&out);
         assert_eq!(
@@ -323,12 +323,7 @@ fn a_compile_error_is_exit_2_with_the_compilers_message_only() {
     let dir = scratch("broken-03");
     let made = workshop(&["crate", "03", dir.to_str().unwrap()]);
     assert!(made.status.success());
-    let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-    fs::write(
-        dir.join("Cargo.toml"),
-        manifest.replace("exercise-03", "broken-03"),
-    )
-    .unwrap();
+    rename_crate(&dir, "03", "broken-03");
     let main = dir.join("src/main.rs");
     let mut source = fs::read_to_string(&main).unwrap();
     source.push_str("\nfn broken() -> u8 { \"not a number\" }\n");
@@ -425,7 +420,64 @@ fn progress_hint_and_a_reset_that_asks_first() {
     assert!(hint.contains("hint: read the bytes"), "{hint}");
     assert!(hint.contains("src/main.rs:2: read(2) into buf"), "{hint}");
     // Without a terminal to ask on, reset refuses, and the learner's work is untouched.
-    let refused = learner::reset(&fake, "03", false).unwrap_err();
+    let refused = learner::reset(&fake, "03", None).unwrap_err();
     assert!(refused.contains("asks first"), "{refused}");
     assert_eq!(fs::read_to_string(mine.join("src/main.rs")).unwrap(), work);
+    // "n" changes nothing.
+    assert_eq!(
+        learner::reset(&fake, "03", Some("n\n")).unwrap(),
+        "nothing changed"
+    );
+    assert_eq!(fs::read_to_string(mine.join("src/main.rs")).unwrap(), work);
+}
+
+#[test]
+fn resets_keep_every_old_copy_and_forget_the_pass() {
+    // A project root of this test's own, its lessons and specs the project's.
+    let fake = scratch("reset-root");
+    for dir in ["lessons", "exercises"] {
+        std::os::unix::fs::symlink(root().join(dir), fake.join(dir)).unwrap();
+    }
+    let mine = fake.join("my-exercises/01");
+    fs::create_dir_all(fake.join("my-exercises/03")).unwrap();
+    let walk = |failed: bool| workshop::check::Walk {
+        passed: 4,
+        total: 4,
+        failed: failed.then(|| ("x".into(), workshop::client::Failure::default())),
+    };
+    let mut solved = Vec::new();
+    assert!(learner::new(&fake, "01").unwrap().contains("created"));
+    for round in 1..=2 {
+        let work = format!("// my solution, round {round}\n");
+        fs::write(mine.join("src/main.rs"), &work).unwrap();
+        solved.push(work);
+        learner::record(&fake, "01", &walk(false));
+        learner::record(&fake, "03", &walk(true));
+        assert!(learner::progress_table(&fake).contains("passed (4/4 steps)"));
+        assert!(
+            learner::reset_question(&fake, "01").contains(&format!("my-exercises/01.old.{round}/"))
+        );
+        let said = learner::reset(&fake, "01", Some("y\n")).unwrap();
+        assert!(
+            said.contains(&format!("my-exercises/01.old.{round}/")),
+            "{said}"
+        );
+        // The fresh copy is the skeleton; the pass is forgotten, the other exercise's line kept.
+        let fresh = fs::read_to_string(mine.join("src/main.rs")).unwrap();
+        assert!(
+            fresh.starts_with("// Generated from lessons/01-hello.rs"),
+            "{fresh}"
+        );
+        let table = learner::progress_table(&fake);
+        assert!(
+            table.contains("started, not checked yet (make check-01)"),
+            "{table}"
+        );
+        assert!(table.contains("stuck at: x (make hint-03)"), "{table}");
+    }
+    // Both solved copies are there, each under its own name.
+    for (k, work) in solved.iter().enumerate() {
+        let old = fake.join(format!("my-exercises/01.old.{}/src/main.rs", k + 1));
+        assert_eq!(&fs::read_to_string(old).unwrap(), work);
+    }
 }

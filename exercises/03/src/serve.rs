@@ -1,3 +1,4 @@
+// Generated from lessons/03-interactive/serve.rs by exercises/03/exercise.txt: write its todo!()s.
 //! Lesson 03's conversation with one client: the welcome, then a read(2) and a write(2) per
 //! line. Lessons 04 and 05 mount this file (`#[path = "03-interactive/serve.rs"] mod serve;`)
 //! and run the very same loop in a process or a thread per client, as Stevens'
@@ -41,9 +42,6 @@ pub fn serve_echo(conn: impl AsFd) -> Ending {
             return Ending::Failed("write", errno);
         }
         if let Some(ending) = Ending::from_status(status) {
-            // The lingering close; `--mistake plain-close` goes straight to the caller's
-            // close(2) with input unread: the kernel answers it with a reset, which throws
-            // away the replies still on their way.
             return linger(&conn).unwrap_or(ending);
             return ending;
         }

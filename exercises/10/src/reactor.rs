@@ -1,3 +1,4 @@
+// Generated from lessons/10-epoll/reactor.rs by exercises/10/exercise.txt: write its todo!()s.
 //! Lesson 10's framework: what EventMachine provides, in plain sight. A reactor on epoll
 //! (epoll_create1, epoll_ctl, an epoll_wait loop) that accepts clients and calls the
 //! application's [`Handler`] (post_init, receive_data, unbind) with a [`Connection`] it can
@@ -84,8 +85,6 @@ impl Connection {
         if lingering || self.closing == Closing::No && self.out.len() < HIGH_WATER {
             events |= EpollFlags::EPOLLIN;
         }
-        // The mistake watches EPOLLOUT always: an idle socket is always writable, so
-        // level-triggered epoll_wait returns at once, forever: a spin at 100 % CPU.
         if !self.out.is_empty() {
             events |= EpollFlags::EPOLLOUT;
         }

@@ -1,3 +1,4 @@
+// Generated from lessons/12-socks5/flow.rs by exercises/12/exercise.txt: write its todo!()s.
 //! Buffers and pumping: one direction of a relay, and the bytes in flight in it.
 //!
 //! A source is not read while its destination's buffer is full (backpressure, bounded
