@@ -62,15 +62,16 @@ pub fn serve_echo(conn: impl AsFd) -> Ending {
             return Ending::Failed("write", errno);
         }
         if let Some(ending) = Ending::from_status(status) {
-            // The lingering close; `--mistake plain-close` goes straight to the caller's
-            // close(2) with input unread: the kernel answers it with a reset, which throws
-            // away the replies still on their way.
+            // The lingering close, before the caller's close(2).
             // [linger]
-            if !mistake(Mistake::PlainClose) {
-                return linger(&conn).unwrap_or(ending);
-            }
+            // The mistake: the caller's close(2) at once, input unread: the kernel answers it
+            // with a reset, which throws away the replies still on their way.
+            return if !mistake(Mistake::PlainClose) {
+                linger(&conn).unwrap_or(ending)
+            } else {
+                ending
+            };
             // [/linger]
-            return ending;
         }
     }
 }

@@ -349,7 +349,7 @@ fn mount_modules(
             }
             if !noted {
                 out.push(format!(
-                    "{indent}// Mounted from the lesson as it is: read it there (no todo!() in it)."
+                    "{indent}// Mounted from the lesson as they are (no todo!() in them): read them there."
                 ));
                 noted = true;
             }
@@ -667,6 +667,17 @@ mod tests {
         let out = run(src, "");
         let want = "fn f() {\n    // right\n    right();\n    // two\n    let x = 2;\n    kept();\n    match r {\n        Ok(n) if n > 0 => n,\n    }\n}\n";
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn code_a_todo_names_must_stand_in_its_region() {
+        let region = "bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref()).or_die(\"bind\");\n";
+        let good =
+            "todo!(\"bind(2): `net::sockaddr(addr).as_ref()` and `.or_die(\\\"bind\\\")`\");";
+        assert_eq!(check_named_code("bind", good, region), Ok(()));
+        let bad = "todo!(\"bind(2): `&net::sockaddr(addr)`\");";
+        let err = check_named_code("bind", bad, region).unwrap_err();
+        assert!(err.contains("`&net::sockaddr(addr)`"), "{err}");
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! lessons built are reused and each skeleton compiles in seconds.
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use workshop::learner;
 
@@ -168,6 +169,10 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
         assert!(
             stdout.contains("reached a todo!() at src/") && stdout.contains(&format!("\"{call}")),
             "exercise {nn}'s failure does not quote its todo!() ({call}):\n{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("`make hint-{nn}` lists the todo!()s left")),
+            "exercise {nn}'s hint does not name its number:\n{stdout}"
         );
     }
 }
@@ -479,5 +484,81 @@ fn resets_keep_every_old_copy_and_forget_the_pass() {
     for (k, work) in solved.iter().enumerate() {
         let old = fake.join(format!("my-exercises/01.old.{}/src/main.rs", k + 1));
         assert_eq!(&fs::read_to_string(old).unwrap(), work);
+    }
+}
+
+#[test]
+fn watch_checks_again_after_a_save() {
+    let dir = scratch("watch-01");
+    let made = workshop(&["crate", "01", dir.to_str().unwrap()]);
+    assert!(made.status.success());
+    rename_crate(&dir, "01", "watch-01");
+    let (d, t) = (dir.to_str().unwrap(), target_dir());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_workshop"))
+        .args(["watch", "01", "--dir", d, "--target-dir"])
+        .arg(&t)
+        .args(["--debug", "--rounds", "2", "--wait", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Never a hang: the watcher is killed after a minute whatever happens.
+    let pid = child.id() as i32;
+    let guard = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        // SAFETY: kill(2) on our own child (gone by then if all went well: ESRCH).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line.starts_with("watching ") {
+            break;
+        }
+    }
+    assert!(out.contains("FAIL   1. starts on port 0"), "{out}");
+    // A save: the file's modification time moves.
+    let main = dir.join("src/main.rs");
+    let text = fs::read_to_string(&main).unwrap();
+    fs::write(&main, text + "// saved\n").unwrap();
+    for line in lines {
+        out.push_str(&line.unwrap());
+        out.push('\n');
+    }
+    let status = child.wait().unwrap();
+    drop(guard);
+    assert_eq!(out.matches("check 01 · ").count(), 2, "{out}");
+    assert_eq!(status.code(), Some(1), "{out}");
+}
+
+#[test]
+fn a_todo_reached_prints_one_line_whatever_rust_backtrace_says() {
+    let dir = scratch("todo-line-01");
+    let made = workshop(&["crate", "01", dir.to_str().unwrap()]);
+    assert!(made.status.success());
+    rename_crate(&dir, "01", "todo-line-01");
+    let exe = learner::build(&dir, "01", &target_dir(), false).expect("the skeleton builds");
+    for backtrace in ["0", "1", "full"] {
+        // Exercise 01's first gap is its socket(2): reached at once, before any banner.
+        let out = Command::new(&exe)
+            .args(["-p", "0"])
+            .env("RUST_BACKTRACE", backtrace)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(101), "{stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "RUST_BACKTRACE={backtrace}: {stderr}"
+        );
+        assert!(
+            stderr.starts_with("todo!() reached at src/main.rs:")
+                && stderr.contains(": socket(2): "),
+            "{stderr}"
+        );
     }
 }

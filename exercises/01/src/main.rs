@@ -62,12 +62,12 @@ fn main() {
     let listener: OwnedFd = todo!("socket(2): a TCP socket (SockType::Stream) of this family; man 2 socket");
     // setsockopt(SO_REUSEADDR): bind even while old connections on this port are in
     // TIME_WAIT, so the server can be restarted at once.
-    todo!("setsockopt(2): SO_REUSEADDR on the listener (sockopt::ReuseAddr); man 7 socket");
+    todo!("setsockopt(2): SO_REUSEADDR on the listener, `sockopt::ReuseAddr, &true`; man 7 socket");
     // bind(2): give the socket its local address and port.
-    todo!("bind(2): the listener to addr (net::sockaddr(addr) makes the sockaddr); man 2 bind");
+    todo!("bind(2): the listener to addr, `bind(listener.as_raw_fd(), net::sockaddr(addr).as_ref())`: nix takes the raw fd and a &dyn SockaddrLike, which `.as_ref()` lends; man 2 bind");
     // listen(2): the kernel now completes handshakes for us and queues up to 128 finished
     // connections until we accept them.
-    todo!("listen(2): a backlog of 128; man 2 listen");
+    todo!("listen(2): a backlog of 128, `Backlog::new(128)`, a Result: take it with `.or_die(\"listen\")`; man 2 listen");
     // getsockname(2): the address really bound (with -p 0 the kernel chose the port).
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);

@@ -42,8 +42,8 @@ pub fn serve_echo(conn: impl AsFd) -> Ending {
             return Ending::Failed("write", errno);
         }
         if let Some(ending) = Ending::from_status(status) {
+            // The lingering close, before the caller's close(2).
             return linger(&conn).unwrap_or(ending);
-            return ending;
         }
     }
 }
@@ -61,7 +61,7 @@ fn write_all(conn: impl AsFd, mut bytes: &[u8]) -> nix::Result<()> {
 /// [`LINGER_BYTES`], or [`LINGER_TIME`]. Returns the failed call, if one did.
 fn linger(conn: impl AsFd) -> Option<Ending> {
     // shutdown(SHUT_WR): the FIN goes out after the replies already written.
-    todo!("shutdown(2): SHUT_WR, our FIN after the replies; a failure is Some(Ending::Failed(\"shutdown\", errno)); man 2 shutdown");
+    todo!("shutdown(2): SHUT_WR, our FIN after the replies, `shutdown(conn.as_fd().as_raw_fd(), Shutdown::Write)` (nix takes a raw fd); a failure is Some(Ending::Failed(\"shutdown\", errno)); man 2 shutdown");
     // setsockopt(SO_RCVTIMEO): a read now waits LINGER_TIME at most, then fails EAGAIN.
     let timeout = TimeVal::new(LINGER_TIME.as_secs() as _, LINGER_TIME.subsec_micros() as _);
     if let Err(errno) = setsockopt(&conn, sockopt::ReceiveTimeout, &timeout) {

@@ -30,7 +30,7 @@ macro_rules! todo {
 }
 
 // The echo loop, a read(2) and a write(2) per line, is lesson 03's: 03-interactive/serve.rs.
-// Mounted from the lesson as it is: read it there (no todo!() in it).
+// Mounted from the lesson as they are (no todo!() in them): read them there.
 #[path = "../../../lessons/03-interactive/serve.rs"]
 mod serve;
 
@@ -83,7 +83,7 @@ fn main() {
         unsafe { sigaction(signal, &stop) }.or_die("sigaction");
     }
     // sigaction(2) for SIGCHLD, sent when a child exits (SA_NOCLDSTOP: not when stopped).
-    todo!("sigaction(2): SIGCHLD to the handler reap_children, flags SA_NOCLDSTOP; man 2 sigaction");
+    todo!("sigaction(2): SIGCHLD to the handler, `SigHandler::Handler(reap_children)`, flags SA_NOCLDSTOP, no mask (SigAction::new); the call is `unsafe`; man 2 sigaction");
     let what = "one child per client, reaped on SIGCHLD";
     let watch = format!(
         "{what}; see them with: ps -o pid,stat,cmd --ppid {}",
@@ -109,7 +109,7 @@ fn main() {
 
         // fork(2): two processes go on from here, each with its own copy of both fds.
         // SAFETY: this process has one thread, so the child may do what any program does.
-        todo!("fork(2): the child calls child(listener, conn, &peer); the parent counts served += 1; report a failure; man 2 fork");
+        todo!("fork(2): `unsafe { fork() }`; the child calls child(listener, conn, &peer); the parent counts served += 1; report a failure; man 2 fork");
         // close(2) the parent's copy: the client sees EOF only once both are closed.
         todo!("close(2): the parent's copy of conn, so that the child's close is the last; man 2 close");
     }
@@ -159,6 +159,6 @@ extern "C" fn request_stop(_signal: libc::c_int) {
 extern "C" fn reap_children(_signal: libc::c_int) {
     // waitpid sets errno: give the interrupted code its own back.
     let saved = Errno::last_raw();
-    todo!("waitpid(2): -1 with WNOHANG in a loop, each exited child counted in REAPED, until StillAlive or ECHILD; man 2 waitpid");
+    todo!("waitpid(2): -1 with WNOHANG in a loop, `waitpid(None, Some(WaitPidFlag::WNOHANG))` (None is -1: any child), each exited child counted in REAPED, until StillAlive or ECHILD; man 2 waitpid");
     Errno::set_raw(saved);
 }

@@ -206,7 +206,7 @@ impl<H: Handler> Reactor<H> {
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
         let raw = fd.as_raw_fd();
         // epoll_ctl(EPOLL_CTL_ADD): watch the client for input, level-triggered (no EPOLLET).
-        todo!("epoll_ctl(2) EPOLL_CTL_ADD: watch fd for EPOLLIN, its data the fd number (raw as u64); on failure report(\"epoll_ctl\", errno), close the fd and return; man 2 epoll_ctl");
+        todo!("epoll_ctl(2) EPOLL_CTL_ADD: watch fd for EPOLLIN, its data the fd number, `EpollEvent::new(EpollFlags::EPOLLIN, raw as u64)`, then `self.epoll.add(&fd, event)`; on failure report(\"epoll_ctl\", errno), close the fd and return; man 2 epoll_ctl");
         self.served += 1;
         let mut conn = Connection {
             fd,

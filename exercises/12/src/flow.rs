@@ -265,7 +265,7 @@ pub fn flush(client: &OwnedFd, flow: &mut Flow, pool: &mut Pool) -> Result<(), S
 /// destination our FIN, and the other direction keeps flowing.
 pub fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
     if flow.eof && !flow.shut && flow.pending().is_empty() {
-        todo!("shutdown(2) SHUT_WR on dst: our FIN passes the source's EOF on (a failure is Broken::Write(\"shutdown\", errno)); man 2 shutdown");
+        todo!("shutdown(2) SHUT_WR on dst, `shutdown(dst.as_raw_fd(), Shutdown::Write)` (nix takes a raw fd): our FIN passes the source's EOF on (a failure is Broken::Write(\"shutdown\", errno)); man 2 shutdown");
         flow.shut = true;
     }
     Ok(())
