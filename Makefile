@@ -65,7 +65,7 @@ STEP ?=
 # blocking-dns, fail-open) start the lesson themselves, with --mistake $(MISTAKE) if set.
 PROVOKE_01 := restart
 PROVOKE_02 := flood+1200
-PROVOKE_03 := split coalesced quit-then-junk
+PROVOKE_03 := split coalesced quit-then-junk quit-slow-reader
 PROVOKE_04 := many+20 half-close
 PROVOKE_05 := many+1100+--max-threads+1001
 PROVOKE_06 := split slowloris+10 coalesced
@@ -74,7 +74,7 @@ PROVOKE_08 := many+50 coalesced
 PROVOKE_09 := sigpending
 PROVOKE_10 := many+20 slow-reader idle
 PROVOKE_11 := coalesced+50 many+50
-PROVOKE_12 := blocking-dns socks-refused socks-half-close
+PROVOKE_12 := blocking-dns socks-refused socks-half-close socks-stalled-reader
 PROVOKE_13 := fail-open frozen-store
 PROVOKE_14 := socks-half-close+--bytes+2000000+--tries+10
 PROVOKE_15 := burst+64

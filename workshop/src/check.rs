@@ -56,6 +56,14 @@ const ZOMBIES: &str =
 const PARENT_KEEPS: &str = "the client's EOF must end the child's loop and the child's close(2) \
     must be the last: the parent closes its copy right after fork. This is lesson 04's \
     `--mistake parent-keeps-conn`: `make lesson-04 ARGS='--mistake parent-keeps-conn'`";
+const NO_DRAIN: &str = "after q, shutdown(SHUT_WR), then read and drop what the client still \
+    sends until it closes, and only then close(2): a close with input unread resets the \
+    connection and throws away the replies still queued for a slow reader. This is lesson \
+    03's `--mistake no-drain`: `make lesson-03 ARGS='--mistake no-drain'`, then `make provoke-03`";
+const BLOCKING_WRITE: &str = "write(2) only what the socket takes now: on EAGAIN keep the rest \
+    and wait for POLLOUT; never clear O_NONBLOCK to write it all, for a write that sleeps holds \
+    every client. This is lesson 12's `--mistake blocking-write`: `make lesson-12 \
+    ARGS='--mistake blocking-write'`, then `make provoke-12`";
 const SKIPPED: &str = "after swap_remove(i) the last entry moved into slot i: look at slot i again \
     (lesson 08's `--mistake skip-after-remove`: `make lesson-08 ARGS='--mistake skip-after-remove'`, \
     then `make provoke-08`)";
@@ -89,6 +97,11 @@ fn steps_03() -> Vec<Step> {
             name: "the lingering close keeps the last replies",
             run: |c| echo::q_then_junk_keeps_replies(c.addr(), 3),
             hint: PLAIN_CLOSE,
+        },
+        Step {
+            name: "a slow reader behind a small receive buffer gets every reply",
+            run: |c| echo::slow_reader_keeps_replies(c.addr(), 3),
+            hint: NO_DRAIN,
         },
         Step {
             name: "model: one thread, no child, fds back",
@@ -164,6 +177,7 @@ fn steps_12() -> Vec<Step> {
     Step { name: "greeting, request and payload in one write", run: |c| socks::everything_in_one_write(c.addr()), hint: "bytes after the request are payload: forward them once the target is connected" },
     Step { name: "a half-close is relayed", run: |c| socks::half_close(c.addr()), hint: "EOF from one side: shutdown(SHUT_WR) on the other, and keep relaying the other way (lesson 12's `--mistake no-half-close` fails this way: `make lesson-12 ARGS='--mistake no-half-close'`, then `make provoke-12`)" },
     Step { name: "a refused target: REP 0x05", run: |c| socks::refused(c.addr()), hint: "the connect's outcome is SO_ERROR once POLLOUT comes: ECONNREFUSED is REP 0x05 (a success here is lesson 12's `--mistake success-always`: `make lesson-12 ARGS='--mistake success-always'`, then `make provoke-12`)" },
+    Step { name: "a client that stops reading stalls no other", run: stalled_reader, hint: BLOCKING_WRITE },
     Step { name: "model: the loop's thread asleep in poll, sockets non-blocking", run: socks_model, hint: "one loop thread in poll(2) (the resolver threads aside), every socket SOCK_NONBLOCK" },
     Step { name: "model: the fd count comes back", run: socks_fds_back, hint: "close both sides of a relay once both directions are done" },
     ]
@@ -562,6 +576,16 @@ fn socks_model(c: &mut Ctx) -> Outcome {
         thread::sleep(Duration::from_millis(20));
     }
     blocking_sockets(pid, "one relay, open")
+}
+
+/// [`socks::stalled_client_stalls_no_other`], saying which call the loop's thread sleeps in.
+fn stalled_reader(c: &mut Ctx) -> Outcome {
+    let pid = c.pid();
+    let observe = || {
+        let call = model::syscall(pid, pid)?;
+        Some(format!("the loop's thread (the first) is asleep in {call}"))
+    };
+    socks::stalled_client_stalls_no_other(c.addr(), &observe)
 }
 
 fn socks_fds_back(c: &mut Ctx) -> Outcome {

@@ -599,6 +599,9 @@ fn tidy(lines: Vec<String>) -> String {
         }
         out.push(line);
     }
+    while out.last() == Some(&"") {
+        out.pop();
+    }
     out.iter().map(|l| format!("{l}\n")).collect()
 }
 

@@ -278,9 +278,38 @@ fn the_relays_mistakes_fail_at_their_steps_and_the_hints_name_them() {
     let cases = [
         ("no-half-close", "FAIL   6. a half-close is relayed"),
         ("success-always", "FAIL   7. a refused target: REP 0x05"),
+        (
+            "blocking-write",
+            "FAIL   8. a client that stops reading stalls no other",
+        ),
     ];
     for (mistake, step) in cases {
         let (code, out) = check_bin("12", &lesson("12"), "3", &["--mistake", mistake]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(step), "{mistake}: {out}");
+        assert!(
+            out.contains(&format!("--mistake {mistake}")),
+            "{mistake}: {out}"
+        );
+    }
+}
+
+/// Lesson 03's close mistakes: `plain-close` fails at the lingering close, `no-drain`
+/// (shutdown, then close at once) passes it and fails at the slow reader.
+#[test]
+fn the_close_mistakes_fail_at_their_steps_and_the_hints_name_them() {
+    let cases = [
+        (
+            "plain-close",
+            "FAIL  10. the lingering close keeps the last replies",
+        ),
+        (
+            "no-drain",
+            "FAIL  11. a slow reader behind a small receive buffer gets every reply",
+        ),
+    ];
+    for (mistake, step) in cases {
+        let (code, out) = check_bin("03", &lesson("03"), "3", &["--mistake", mistake]);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains(step), "{mistake}: {out}");
         assert!(

@@ -4,7 +4,7 @@
 //! and run the very same loop in a process or a thread per client, as Stevens'
 //! tcpserv01–04 share one str_echo.
 //!
-//! Lesson 03's two mistakes live here, beside the code they break; lesson 03 switches them
+//! Lesson 03's three mistakes live here, beside the code they break; lesson 03 switches them
 //! on (`--mistake`), 04 and 05 never do, so for them `mistake(..)` is always false.
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -82,4 +82,3 @@ fn linger(conn: impl AsFd) -> Option<Ending> {
     }
     None
 }
-
