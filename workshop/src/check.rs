@@ -236,6 +236,22 @@ pub struct Walk {
 
 /// Walks `ex`'s steps against `exe args`, printing one line per step to `out`.
 pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str)) -> Walk {
+    walk_with(ex, exe, args, false, out)
+}
+
+/// [`walk`] for a learner's own build: the banner step also asks that every process of the
+/// server runs `exe` itself ([`own_program`]), not a program it started.
+pub fn walk_build(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str)) -> Walk {
+    walk_with(ex, exe, args, true, out)
+}
+
+fn walk_with(
+    ex: &Exercise,
+    exe: &Path,
+    args: &[String],
+    own_build: bool,
+    out: &mut dyn FnMut(&str),
+) -> Walk {
     run::become_subreaper();
     let total = ex.steps.len() + 1;
     let mut w = Walk {
@@ -247,7 +263,16 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
         out(&format!("  FAIL  {n:>2}. {name}\n{f}"));
         w.failed = Some((name.to_string(), f));
     };
-    let server = match run::start(exe, args, 0) {
+    let started = run::start(exe, args, 0).and_then(|mut s| {
+        match own_build.then(|| own_program(s.pid, exe)).flatten() {
+            None => Ok(s),
+            Some(f) => {
+                s.stop();
+                Err(f)
+            }
+        }
+    });
+    let server = match started {
         Ok(s) => s,
         Err(f) => {
             let f = todo_hint(
@@ -296,6 +321,34 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
     drop(ctx);
     run::reap_orphans();
     w
+}
+
+/// Every process of the server (it and its descendants) runs `exe`, the build checked: a
+/// program that execs another (a lesson's binary, say) is not the exercise. A failure names
+/// what runs instead.
+fn own_program(pid: u32, exe: &Path) -> Option<Failure> {
+    let want = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
+    let mut others = Vec::new();
+    for p in std::iter::once(pid).chain(model::descendants(pid)) {
+        match std::fs::read_link(format!("/proc/{p}/exe")) {
+            Ok(runs) if runs != want => others.push(format!("pid {p} runs {}", runs.display())),
+            _ => {}
+        }
+    }
+    if others.is_empty() {
+        return None;
+    }
+    Some(
+        Failure::new(
+            format!("(nothing: started {})", exe.display()),
+            format!(
+                "every process of the server running {} (/proc/PID/exe)",
+                want.display()
+            ),
+            format!("{}: another program, started by exec", others.join(", ")),
+        )
+        .hint("the exercise is your own code: write its calls, do not exec another program"),
+    )
 }
 
 /// A failure at a todo!() gets the hint to write that call.

@@ -402,3 +402,9 @@ pub fn check_binary(ex: &Exercise, exe: &Path, args: &[String]) -> Walk {
     println!("check {} · {} · {}", ex.nn, ex.title, exe.display());
     check::walk(ex, exe, args, &mut |line| println!("{line}"))
 }
+
+/// [`check_binary`] for a learner's build ([`check::walk_build`]).
+pub fn check_build(ex: &Exercise, exe: &Path, args: &[String]) -> Walk {
+    println!("check {} · {} · {}", ex.nn, ex.title, exe.display());
+    check::walk_build(ex, exe, args, &mut |line| println!("{line}"))
+}

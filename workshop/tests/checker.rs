@@ -591,3 +591,37 @@ fn a_todo_reached_prints_one_line_whatever_rust_backtrace_says() {
         );
     }
 }
+
+/// A crate whose main only execs the lesson's binary passes every protocol step, but it is
+/// not the exercise: the banner step names the program that runs.
+#[test]
+fn a_crate_that_execs_the_lesson_fails_naming_what_runs() {
+    let dir = scratch("exec-03");
+    fs::create_dir_all(dir.join("src")).unwrap();
+    let lesson = fs::canonicalize(lesson("03")).unwrap();
+    let main = format!(
+        "use std::os::unix::process::CommandExt;\n\
+         fn main() {{\n    \
+             let err = std::process::Command::new({lesson:?}).args(std::env::args_os().skip(1)).exec();\n    \
+             panic!(\"exec: {{err}}\");\n}}\n"
+    );
+    fs::write(dir.join("src/main.rs"), main).unwrap();
+    let manifest = workshop::skeleton::manifest("03", root().to_str().unwrap());
+    fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    rename_crate(&dir, "03", "exec-03");
+    let out = check_dir("03", &dir, &target_dir(), Some("3"));
+    let stdout = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL   1. starts on port 0 and prints its banner"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("runs {}: another program", lesson.display())),
+        "{stdout}"
+    );
+    // The same binary as a reference (--bin) is the lesson itself: it passes.
+    let (code, out) = check_bin("03", &lesson, "10", &[]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -182,7 +182,10 @@ fn check(root: &Path, ex: &check::Exercise, args: &[String]) -> ExitCode {
         .skip(1)
         .cloned()
         .collect();
-    let walk = learner::check_binary(ex, &exe, &server_args);
+    let walk = match reference {
+        Some(_) => learner::check_binary(ex, &exe, &server_args),
+        None => learner::check_build(ex, &exe, &server_args),
+    };
     if reference.is_none() && opt(args, "--dir").is_none() {
         learner::record(root, nn, &walk);
     }
