@@ -2,7 +2,18 @@
 //! checkN): in order, one line per step, stopping at the first failure, which shows what was
 //! sent, what was expected, what came back and one hint. The protocol steps are the rules of
 //! [`crate::echo`] and [`crate::socks`], which the project's own tests walk too; the model
-//! steps ask the kernel ([`crate::model`]).
+//! steps ask the kernel, by a look at /proc ([`crate::model`]) or by the calls a second
+//! instance of the server makes under strace over a while ([`crate::trace`]).
+//!
+//! An exercise is its list of [`Step`]s (`steps_NN` below, in [`exercises`]); the first
+//! step, the banner (and, for a learner's build, that every process runs that build), is
+//! every exercise's. To add a step: a `fn(&mut Ctx) -> Outcome` (a protocol rule belongs in
+//! echo.rs or socks.rs, taking the address, so the suites can walk it too), a name that says
+//! what must hold, and a hint; when a lesson's `--mistake` fails it, the hint names the
+//! mistake and its `make` lines. Append it to the list, so the numbers the tests quote stay.
+//! The checker's tests (workshop/tests/checker.rs) run every reference lesson through every
+//! step, and wrong solutions made from a lesson by a small edit (a crate of an edited lesson,
+//! or a lesson's `--mistake`) through the step that must catch them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{wait, Conn, Failure, Outcome};
 use crate::run::{self, Server};
-use crate::{echo, model, socks};
+use crate::{echo, model, socks, trace};
 
 /// What a step gets: the server under check (restartable) and how it was started.
 pub struct Ctx {
@@ -146,6 +157,7 @@ fn steps_08() -> Vec<Step> {
         Step { name: "model: one thread asleep in poll", run: |c| one_thread_in(c, &["poll", "ppoll"]), hint: "one thread, one poll(2) over every fd: no fork, no thread, no blocking read" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "socket(.., SOCK_NONBLOCK) for the listener, accept4(.., SOCK_NONBLOCK) for each client: a read after a spurious wake-up must not block the loop" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "remove the pollfd entry, then close(2) the fd, on every ending" },
+        Step { name: "model: its calls wait only in poll, over every client, and never spin", run: |c| waits_only_in(c, &["poll", "ppoll"]), hint: "one poll(2) over the listener and every client, with a timeout of -1 (or until the next deadline): it returns only when something is ready. A poll over nothing, a zero timeout or a sleep between rounds is lesson 06's busy loop (`make lesson-06 ARGS='--nap 2000'` naps; top shows its CPU)" },
     ]);
     steps
 }
@@ -157,6 +169,7 @@ fn steps_10() -> Vec<Step> {
         Step { name: "model: one thread asleep in epoll_wait", run: |c| one_thread_in(c, &["epoll_wait", "epoll_pwait", "epoll_pwait2"]), hint: "one thread, epoll_create1 once, epoll_ctl per fd, epoll_wait in the loop; a thread that never sleeps is lesson 10's `--mistake epollout-always` (EPOLLOUT watched with nothing to write): `make lesson-10 ARGS='--mistake epollout-always'`, then `make provoke-10`" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "SOCK_NONBLOCK on the listener and on every accepted fd: the reactor must never block in read" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "EPOLL_CTL_DEL (or the close) and close(2) on every ending; connections left open are also what lesson 10's `--mistake edge-triggered` does (EPOLLET, one read per wake-up: the bytes left raise no new event): `make lesson-10 ARGS='--mistake edge-triggered'`" },
+        Step { name: "model: its calls wait only in epoll_wait, and never spin", run: |c| waits_only_in(c, &["epoll_wait", "epoll_pwait", "epoll_pwait2"]), hint: "the loop's one wait is epoll_wait(2), with a timeout of -1 (or until the next deadline): no poll, select or sleep beside it, no zero timeout" },
     ]);
     steps
 }
@@ -682,4 +695,74 @@ fn socks_fds_back(c: &mut Ctx) -> Outcome {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// How long the clients stay idle while the waits are counted. The window is what is
+/// watched, not a wait for readiness: a loop that waits properly makes a call or two in it.
+const IDLE: Duration = Duration::from_millis(500);
+/// More waits than this in [`IDLE`] with nothing arriving is a loop that spins (lesson 06's
+/// busy loop makes hundreds, napping or not).
+const MOST_WAITS_IDLE: usize = 10;
+
+/// Under strace: with three clients connected and idle for [`IDLE`], the server waits only
+/// in `calls`, at most [`MOST_WAITS_IDLE`] times; a poll watches the listener and every
+/// client. Judged from the calls themselves, so a nap in a poll over nothing, a zero
+/// timeout beside a real wait, or a sleep are seen however the thread looks at one moment.
+fn waits_only_in(c: &mut Ctx, calls: &[&str]) -> Outcome {
+    let traced = trace::start(&c.exe, &c.args, trace::WAITS)?;
+    let sent = "three clients, connected and idle for half a second (the server under strace)";
+    let clients = welcomed_clients(traced.server.addr, 3)?;
+    let from = trace::now();
+    thread::sleep(IDLE);
+    let to = trace::now();
+    let all = traced.finish();
+    drop(clients);
+    let waits: Vec<&trace::Call> = all
+        .iter()
+        .filter(|call| trace::WAITS.contains(&call.name.as_str()) && call.at <= to)
+        .collect();
+    // The wait the loop was in when the window opened, and every one it began within it.
+    let before = waits.iter().rposition(|call| call.at < from);
+    let watched: Vec<&trace::Call> = waits[before.unwrap_or(0)..].to_vec();
+    let within = watched.iter().filter(|call| call.at >= from).count();
+    let expected = format!(
+        "waits only in {}, over the listener and the 3 clients, at most {MOST_WAITS_IDLE} \
+         times in half a second",
+        calls.join(" or ")
+    );
+    let found = |what: &str| {
+        Failure::new(
+            sent,
+            expected.clone(),
+            format!("{what}: {}", trace::summary(&watched)),
+        )
+    };
+    if watched.is_empty() {
+        return Err(Failure::new(
+            sent,
+            expected,
+            format!("no wait in the trace ({} calls in it)", all.len()),
+        ));
+    }
+    if let Some(other) = watched
+        .iter()
+        .find(|call| !calls.contains(&call.name.as_str()))
+    {
+        return Err(found(&format!("it waits in {} too", other.name)));
+    }
+    if within > MOST_WAITS_IDLE {
+        return Err(found(&format!(
+            "{within} waits in half a second with nothing arriving: a loop that spins"
+        )));
+    }
+    if let Some(small) = watched
+        .iter()
+        .find(|call| trace::nfds(call).is_some_and(|n| n < 4))
+    {
+        let n = trace::nfds(small).unwrap_or(0);
+        return Err(found(&format!(
+            "a poll over {n} fd(s): the listener and the clients are not all in it"
+        )));
+    }
+    Ok(())
 }

@@ -71,7 +71,25 @@ pub struct Server {
 /// Starts `exe args… -p PORT` (0: any free port) in a new process group and waits for the banner's address.
 /// A failure says what came instead: a todo!() reached, a panic, an exit, or silence.
 pub fn start(exe: &Path, args: &[String], port: u16) -> Result<Server, Failure> {
-    let mut cmd = Command::new(exe);
+    start_under(&[], exe, args, port)
+}
+
+/// [`start`], the server run by the command `wrapper` (`strace … --`): the server's pid is
+/// then the wrapper's, whose child the server is.
+pub fn start_under(
+    wrapper: &[String],
+    exe: &Path,
+    args: &[String],
+    port: u16,
+) -> Result<Server, Failure> {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
     cmd.args(args)
         .args(["-p", &port.to_string()])
         .stdin(Stdio::null())
