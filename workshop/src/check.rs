@@ -253,7 +253,7 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
 }
 
 /// [`walk`] for a learner's own build: the banner step also asks that every process of the
-/// server runs `exe` itself ([`own_program`]), not a program it started.
+/// server runs `exe` itself, not a program it started.
 pub fn walk_build(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str)) -> Walk {
     walk_with(ex, exe, args, true, out)
 }
