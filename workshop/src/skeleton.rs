@@ -427,7 +427,10 @@ fn unwrap_mistakes(lines: Vec<String>) -> Result<Vec<String>, String> {
                 .ok_or_else(|| format!("line `{}`: its block never closes", line.trim()))
         };
         if line.contains("=>") {
-            // A match arm guarded by the mistake: the arm goes.
+            // A match arm guarded by the mistake: the arm goes, and the comment above it.
+            while out.last().is_some_and(|l| is_comment_or_attr(l, &indent)) {
+                out.pop();
+            }
             let end = if line.trim_end().ends_with('{') {
                 close(i + 1)?
             } else {
@@ -669,6 +672,14 @@ mod tests {
         let src = "fn f() {\n    // The mistake, said.\n    if mistake(M::A) {\n        wrong();\n    }\n    if !mistake(M::B) {\n        // right\n        right();\n    } else {\n        wrong();\n    }\n    let x = if !mistake(M::C) {\n        // two\n        2\n    } else {\n        1\n    };\n    if !mistake(M::E) {\n        kept();\n    }\n    match r {\n        Err(_) if mistake(M::F) => 0,\n        Ok(n) if n > 0 || mistake(M::G) => n,\n    }\n}\n";
         let out = run(src, "");
         let want = "fn f() {\n    // right\n    right();\n    // two\n    let x = 2;\n    kept();\n    match r {\n        Ok(n) if n > 0 => n,\n    }\n}\n";
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_mistakes_comment_goes_with_its_branch_and_the_rest_stays() {
+        let src = "fn f() {\n    match r {\n        // The mistake: one EOF ends both ways.\n        _ if mistake(M::A) => 0,\n        // The right arm.\n        Ok(n) => n,\n    }\n    // Bind at once. `--mistake b` leaves it\n    // out: a restart fails.\n    if !mistake(M::B) {\n        bind();\n    }\n}\n";
+        let out = run(src, "");
+        let want = "fn f() {\n    match r {\n        // The right arm.\n        Ok(n) => n,\n    }\n    // Bind at once.\n    bind();\n}\n";
         assert_eq!(out, want);
     }
 
