@@ -208,11 +208,14 @@ docs:
 	$(CARGO) run -q -p workshop --bin docs
 
 # The hands-on half (the specs in exercises/, the workshop tool in workshop/): `make exercise-NN`
-# copies the pristine skeleton exercises/NN/ into my-exercises/NN/ (git-ignored, a crate of its own outside the
-# workspace: a half-written exercise never breaks test, lint, compare or soak), the first time
-# only, then builds and runs it as lesson-NN runs the lesson; `make check-NN` checks it step by
-# step (exit 0 all passed, 1 a step failed, 2 it could not be built or started); `make check`
-# shows the progress; `make hint-NN` the next hint; `make reset-NN` asks, then starts afresh.
+# generates exercise NN from its lesson into my-exercises/NN/ (git-ignored, a crate of its own
+# outside the workspace: a half-written exercise never breaks test, lint, compare or soak): the
+# files with todo!()s, as tracked in exercises/NN/src/, and a crate root mounting the lesson's
+# other files. The first time only; then it builds and runs it as lesson-NN runs the lesson.
+# `make check-NN` checks it step by step (exit 0 all passed, 1 a step failed, 2 it could not be
+# built or started; WATCH=1, or `make watch-NN`: again on every save); `make check` shows the
+# progress; `make hint-NN` the next hint; `make reset-NN` asks, keeps the old copy as
+# my-exercises/NN.old.K, then starts afresh.
 # The learner's crate builds into target/ with the project's Cargo.lock: the dependencies the
 # lessons already built are reused. `make regen-skeletons` regenerates exercises/NN/ from the
 # lessons.
@@ -230,7 +233,10 @@ exercise-%: workshop-tool
 
 ## make check-NN  check your exercise NN step by step
 check-%: workshop-tool
-	@$(WORKSHOP) check $*
+	@$(WORKSHOP) $(if $(WATCH),watch,check) $*
+
+watch-%: workshop-tool
+	@$(WORKSHOP) watch $*
 
 ## make check  your progress
 check: workshop-tool
@@ -244,7 +250,8 @@ hint-%: workshop-tool
 reset-%: workshop-tool
 	@$(WORKSHOP) reset $*
 
-exercises:
+## make regen-skeletons  rewrite exercises/NN/ from the lessons, after a lesson changed
+regen-skeletons:
 	$(CARGO) run -q -p workshop --bin workshop -- gen
 
 # The container for attendees not on Linux (Containerfile, .devcontainer/), built with podman

@@ -88,10 +88,12 @@ impl Lesson {
     }
 }
 
-/// The `//!` lines at the top of `source`, without the marker.
+/// The `//!` lines at the top of `source`, without the marker (after any plain `//` lines
+/// before them: an exercise's file says first that it is generated).
 pub fn header_lines(source: &str) -> impl Iterator<Item = &str> {
     source
         .lines()
+        .skip_while(|line| line.starts_with("//") && !line.starts_with("//!"))
         .map_while(|line| line.strip_prefix("//!"))
         .map(|line| line.strip_prefix(' ').unwrap_or(line))
 }
@@ -220,6 +222,12 @@ mod tests {
             ("tokio-echo", "tokio-echo")
         );
         assert_eq!(tool.title(), "reference echo");
+        // An exercise's file says first that it is generated; its header follows.
+        let exercise = Lesson {
+            source: "// Generated from lessons/03-interactive/main.rs.\n//! Lesson 03 — x.\n",
+            ..L
+        };
+        assert_eq!((exercise.number(), exercise.title()), ("03", "x"));
     }
 
     #[test]

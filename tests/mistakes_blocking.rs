@@ -39,6 +39,8 @@ fn help_lists_the_mistakes_and_an_unknown_one_exits_2() {
                 "assumes one read is one line",
                 "- plain-close:",
                 "close with unread input",
+                "- no-drain:",
+                "then close at once, input unread",
             ],
         ),
         (
@@ -78,7 +80,7 @@ fn help_lists_the_mistakes_and_an_unknown_one_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("invalid value 'nope' for '--mistake <NAME>'")
-            && stderr.contains("[possible values: one-read-one-line, plain-close]"),
+            && stderr.contains("[possible values: one-read-one-line, plain-close, no-drain]"),
         "{stderr}"
     );
 }

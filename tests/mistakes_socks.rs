@@ -89,7 +89,12 @@ fn an_unknown_mistake_is_a_usage_error_naming_the_valid_ones() {
     for (exe, names) in [
         (
             exe!("lesson-12"),
-            &["blocking-dns", "success-always", "no-half-close"][..],
+            &[
+                "blocking-dns",
+                "success-always",
+                "no-half-close",
+                "blocking-write",
+            ][..],
         ),
         (exe!("lesson-13"), &["no-half-close", "fail-open"][..]),
     ] {

@@ -69,6 +69,7 @@ const ECHO_KINDS: &[&[&str]] = &[
     &["split"],
     &["coalesced"],
     &["quit-then-junk", "--tries", "2"],
+    &["quit-slow-reader", "--tries", "2"],
     &["half-close"],
     &["rst"],
 ];
@@ -128,6 +129,7 @@ fn socks_kinds_pass_against_lesson_12() {
         &[
             &["socks-refused"],
             &["socks-half-close", "--bytes", "2000000"],
+            &["socks-stalled-reader"],
         ],
     );
 }
@@ -150,6 +152,31 @@ fn udp_kinds_pass_against_lesson_16_and_catch_its_mistakes() {
             "--mistake {mistake}: {kind} did not see it: {line}"
         );
     }
+}
+
+/// Lesson 03 with `--mistake no-drain` (shutdown, then close at once, input unread): the
+/// slow reader loses replies to the reset; the other close mistake, `plain-close`, too.
+#[test]
+fn quit_slow_reader_catches_no_drain() {
+    for mistake in ["no-drain", "plain-close"] {
+        let server = Server::start(exe!("lesson-03"), &["--mistake", mistake]);
+        let (code, line) = provoke(Some(server.addr), &["quit-slow-reader"]);
+        assert_eq!(code, 1, "{mistake}: {line}");
+        assert!(
+            line.contains("the replies still queued were lost"),
+            "{line}"
+        );
+    }
+}
+
+/// Lesson 12 with `--mistake blocking-write`: a client that stops reading holds the loop in
+/// write(2), and the second client is never greeted.
+#[test]
+fn socks_stalled_reader_catches_blocking_write() {
+    let server = Server::start(exe!("lesson-12"), &["--mistake", "blocking-write"]);
+    let (code, line) = provoke(Some(server.addr), &["socks-stalled-reader"]);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains("asleep in write"), "{line}");
 }
 
 /// Lesson 04 with --no-reap: `many` sees the zombies; without it, none.

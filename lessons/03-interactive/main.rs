@@ -8,7 +8,7 @@
 //!
 //! Classic failure: open a second `nc` while the first is connected. It connects (the kernel
 //! queues it in the listen backlog) but hears nothing until the first client types `q`.
-//! `--mistake one-read-one-line` and `plain-close` break serve.rs. More:
+//! `--mistake one-read-one-line`, `plain-close` and `no-drain` break serve.rs. More:
 //! docs/lessons/03-interactive.md.
 
 mod serve;

@@ -3,7 +3,7 @@
 //! and run the very same loop in a process or a thread per client, as Stevens'
 //! tcpserv01–04 share one str_echo.
 //!
-//! Lesson 03's two mistakes live here, beside the code they break; lesson 03 switches them
+//! Lesson 03's three mistakes live here, beside the code they break; lesson 03 switches them
 //! on (`--mistake`), 04 and 05 never do, so for them `mistake(..)` is always false.
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -23,6 +23,8 @@ sockets_by_hand::mistakes! {
     OneReadOneLine,
     /// close with unread input instead of the lingering close: the last replies are lost
     PlainClose,
+    /// shutdown(SHUT_WR), then close at once, input unread: a slow reader loses replies
+    NoDrain,
 }
 
 /// Talks the echo protocol with `conn` until `q`, EOF, a line too long or a failed call;
@@ -62,15 +64,16 @@ pub fn serve_echo(conn: impl AsFd) -> Ending {
             return Ending::Failed("write", errno);
         }
         if let Some(ending) = Ending::from_status(status) {
-            // The lingering close; `--mistake plain-close` goes straight to the caller's
-            // close(2) with input unread: the kernel answers it with a reset, which throws
-            // away the replies still on their way.
+            // The lingering close, before the caller's close(2).
             // [linger]
-            if !mistake(Mistake::PlainClose) {
-                return linger(&conn).unwrap_or(ending);
-            }
+            // The mistake: the caller's close(2) at once, input unread: the kernel answers it
+            // with a reset, which throws away the replies still on their way.
+            return if !mistake(Mistake::PlainClose) {
+                linger(&conn).unwrap_or(ending)
+            } else {
+                ending
+            };
             // [/linger]
-            return ending;
         }
     }
 }
@@ -101,6 +104,11 @@ fn linger(conn: impl AsFd) -> Option<Ending> {
         return Some(Ending::Failed("shutdown", errno));
     }
     // [/shutdown]
+    // The mistake: the caller's close(2) right after the FIN, input unread: a reset again,
+    // which throws away the replies a slow reader has not taken yet.
+    if mistake(Mistake::NoDrain) {
+        return None;
+    }
     // setsockopt(SO_RCVTIMEO): a read now waits LINGER_TIME at most, then fails EAGAIN.
     let timeout = TimeVal::new(LINGER_TIME.as_secs() as _, LINGER_TIME.subsec_micros() as _);
     if let Err(errno) = setsockopt(&conn, sockopt::ReceiveTimeout, &timeout) {

@@ -8,9 +8,18 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{setsockopt, shutdown, sockopt, Shutdown};
 use nix::unistd::{read, write};
 use sockets_by_hand::errors::{describe, report};
+
+// Declared here, beside the code it breaks: lesson 12 switches it on (`--mistake`); lessons
+// 13 and 14 mount this file and never do, so for them `mistake(..)` is always false.
+sockets_by_hand::mistakes! {
+    pub
+    /// blocking writes: a client that stops reading stalls every other client
+    BlockingWrite,
+}
 
 /// Bytes in flight per direction. Large reads mean few system calls per byte: 1 MiB moved
 /// a single loopback stream ~20 % faster than 128 KiB (make bench-socks); only the pages a
@@ -249,6 +258,11 @@ pub fn write_pending(
     pool: &mut Pool,
     writable: &mut bool,
 ) -> Result<bool, Broken> {
+    // The mistake: O_NONBLOCK off, every byte written, O_NONBLOCK back on; a destination
+    // that stops reading holds the whole loop in write(2).
+    if mistake(Mistake::BlockingWrite) {
+        return write_blocking(dst, flow, pool);
+    }
     // [write]
     match write(dst, flow.pending()) {
         Ok(n) => {
@@ -300,4 +314,25 @@ pub fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
         flow.shut = true;
     }
     Ok(())
+}
+
+/// `--mistake blocking-write`: fcntl(F_SETFL) clears O_NONBLOCK, write(2) until every byte
+/// is taken, then O_NONBLOCK again. Each write sleeps until the destination reads.
+fn write_blocking(dst: &OwnedFd, flow: &mut Flow, pool: &mut Pool) -> Result<bool, Broken> {
+    let failed = |errno| Broken::Write("fcntl", errno);
+    let flags = OFlag::from_bits_retain(fcntl(dst, FcntlArg::F_GETFL).map_err(failed)?);
+    fcntl(dst, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).map_err(failed)?;
+    let mut result = Ok(true);
+    while !flow.pending().is_empty() {
+        match write(dst, flow.pending()) {
+            Ok(n) => flow.consumed(n, pool),
+            Err(Errno::EINTR) => {}
+            Err(errno) => {
+                result = Err(Broken::Write("write", errno));
+                break;
+            }
+        }
+    }
+    fcntl(dst, FcntlArg::F_SETFL(flags)).map_err(failed)?;
+    result
 }

@@ -12,7 +12,8 @@
 //! The classic failure: a blocking DNS lookup freezes every relay; here getaddrinfo runs on a
 //! pool of threads (one clone3 per extra thread, up to 32; one idle) that wake the loop
 //! through a pipe, so no name waits behind another. `--mistake NAME` switches on one classic
-//! mistake (blocking-dns, success-always, no-half-close). More: docs/lessons/12-socks5.md
+//! mistake (blocking-dns, success-always, no-half-close, blocking-write). More:
+//! docs/lessons/12-socks5.md
 
 mod admission;
 mod conn;
@@ -41,6 +42,8 @@ sockets_by_hand::mistakes! {
     SuccessAlways,
     /// EOF closes both ways: a client that half-closes loses the answer
     NoHalfClose,
+    /// blocking writes: a client that stops reading stalls every other client
+    BlockingWrite,
 }
 
 #[derive(Parser)]
@@ -56,6 +59,10 @@ struct Args {
 fn main() {
     let args: Args = cli::parse(&LESSON);
     mistake::switch_on(&MISTAKE, args.mistake);
+    // flow.rs declares its mistake itself (13 and 14 mount it without offering it).
+    if mistake(Mistake::BlockingWrite) {
+        mistake::switch_on(&flow::MISTAKE, Some(flow::Mistake::BlockingWrite));
+    }
     relay::serve(&LESSON, &args.relay, &[], &mut AllowAll);
 }
 

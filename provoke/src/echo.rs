@@ -494,3 +494,26 @@ pub fn burst(addr: SocketAddr, n: usize, rounds: usize) -> Provoked {
         ),
     ))
 }
+
+/// The checker's step (workshop's echo rules): a slow reader behind a 4 KiB receive buffer
+/// sends 1,000 lines, q and 64 KiB more, `tries` times; every reply must arrive.
+pub fn quit_slow_reader(addr: SocketAddr, tries: usize) -> Provoked {
+    workshop::client::set_wait(patience());
+    match workshop::echo::slow_reader_keeps_replies(addr, tries) {
+        Ok(()) => Ok(Outcome::new(
+            true,
+            format!(
+                "{tries} slow readers (SO_RCVBUF 4 KiB) sent 1,000 lines, q and 64 KiB more: \
+                 every reply arrived, then the close"
+            ),
+        )),
+        Err(f) if f.expected == "the connection accepted" => Err(f.got),
+        Err(f) => Ok(Outcome::new(
+            false,
+            format!(
+                "a slow reader (SO_RCVBUF 4 KiB) sent 1,000 lines, q and 64 KiB more: {}",
+                f.got
+            ),
+        )),
+    }
+}

@@ -89,6 +89,13 @@ enum Kind {
         #[arg(long, default_value_t = 5)]
         tries: usize,
     },
+    /// From a client with a 4 KiB receive buffer that reads slowly: 1,000 lines, q and 64 KiB
+    /// more: every reply must arrive before a clean EOF (shutdown then close at once, with
+    /// input unread, resets and loses the replies still queued).
+    QuitSlowReader {
+        #[arg(long, default_value_t = 3)]
+        tries: usize,
+    },
     /// N clients connect at once, each sends a line, then all send q at once: every one
     /// must see its reply and EOF, and the server must leave no zombie children.
     Many {
@@ -158,6 +165,10 @@ enum Kind {
     /// UDP ASSOCIATE (lesson 16): once its control connection closes, the association's port
     /// must refuse datagrams (ECONNREFUSED on a connected UDP socket).
     LeakyAssociation,
+    /// Through the proxy, a client that stops reading while its target floods it: a second
+    /// client's greeting, CONNECT and round trip must still be answered (a relay whose
+    /// writes block sleeps in write(2) to the first).
+    SocksStalledReader,
     /// Scenario (lesson 01): run it, connect once, run it again at once on the same port.
     Restart {
         #[arg(long, value_name = "NAME")]
@@ -276,6 +287,7 @@ fn main() -> ExitCode {
         }
         kind @ (Kind::SocksRefused
         | Kind::SocksHalfClose { .. }
+        | Kind::SocksStalledReader
         | Kind::OpenRelay
         | Kind::Truncation
         | Kind::LeakyAssociation) => {
@@ -292,6 +304,7 @@ fn main() -> ExitCode {
                     "socks-half-close",
                     socks::half_close_tries(proxy, *bytes, *tries),
                 ),
+                Kind::SocksStalledReader => ("socks-stalled-reader", socks::stalled_reader(proxy)),
                 _ => unreachable!("matched above"),
             }
         }
@@ -305,6 +318,9 @@ fn main() -> ExitCode {
                 Kind::Coalesced { lines } => ("coalesced", echo::coalesced(addr, *lines)),
                 Kind::QuitThenJunk { tries } => {
                     ("quit-then-junk", echo::quit_then_junk(addr, *tries))
+                }
+                Kind::QuitSlowReader { tries } => {
+                    ("quit-slow-reader", echo::quit_slow_reader(addr, *tries))
                 }
                 Kind::Many { n, max_threads } => ("many", echo::many(addr, *n, *max_threads)),
                 Kind::Slowloris { n } => ("slowloris", echo::slowloris(addr, *n)),

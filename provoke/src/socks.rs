@@ -162,3 +162,33 @@ pub fn half_close(proxy: SocketAddr, len: usize) -> Provoked {
         },
     ))
 }
+
+/// The checker's step (workshop's SOCKS5 rules): a client that stops reading while its target
+/// floods it, and a second client's handshake and round trip meanwhile.
+pub fn stalled_reader(proxy: SocketAddr) -> Provoked {
+    workshop::client::set_wait(patience());
+    let pid = crate::procs::server_pid(proxy);
+    let observe = || {
+        let pid = pid?;
+        let call = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+        let nr: i64 = call.split_whitespace().next()?.parse().ok()?;
+        let name = workshop::model::syscall_name(nr)?;
+        Some(format!("the relay's first thread is asleep in {name}"))
+    };
+    match workshop::socks::stalled_client_stalls_no_other(proxy, &observe) {
+        Ok(()) => Ok(Outcome::new(
+            true,
+            "a client stopped reading while its target flooded it; a second client was \
+             greeted, connected and echoed meanwhile",
+        )),
+        Err(f) if f.expected == "the connection accepted" => Err(f.got),
+        Err(f) => Ok(Outcome::new(
+            false,
+            format!(
+                "a client stopped reading while its target flooded it; a second client \
+                 expected {} and got {}",
+                f.expected, f.got
+            ),
+        )),
+    }
+}

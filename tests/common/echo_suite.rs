@@ -77,6 +77,10 @@ macro_rules! echo_suite {
                 cases::q_then_junk_keeps_replies(start())
             }
             #[test]
+            fn slow_reader_keeps_replies() {
+                cases::slow_reader_keeps_replies(start())
+            }
+            #[test]
             fn too_long_then_more_keeps_error() {
                 cases::too_long_then_more_keeps_error(start())
             }
@@ -167,6 +171,12 @@ pub fn q_then_junk_keeps_replies(server: Server) {
         |a| echo::q_then_junk_keeps_replies(a, LINGER_TRIES),
         server.addr,
     );
+}
+
+/// A slow reader behind a 4 KiB receive buffer: 1,000 lines, q and 64 KiB more; every reply
+/// must arrive (the lingering close drains before it closes).
+pub fn slow_reader_keeps_replies(server: Server) {
+    step(|a| echo::slow_reader_keeps_replies(a, 3), server.addr);
 }
 
 /// Lines, then a line over 64 KiB and more input: the replies and `error: line too long`

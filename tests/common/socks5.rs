@@ -114,6 +114,11 @@ macro_rules! socks5_suite {
                 cases::half_close(addr(&p))
             }
             #[test]
+            fn stalled_client_stalls_no_other() {
+                let p = $start(&[]);
+                cases::stalled_client_stalls_no_other(addr(&p))
+            }
+            #[test]
             fn half_close_from_target() {
                 let p = $start(&[]);
                 cases::half_close_from_target(addr(&p))
@@ -595,6 +600,14 @@ pub fn quiet(proxy: &Server) {
 /// answer still reaches the client.
 pub fn half_close(proxy: SocketAddr) {
     super::step(workshop::socks::half_close, proxy);
+}
+
+/// A client stops reading while its target floods it: a second client is still served.
+pub fn stalled_client_stalls_no_other(proxy: SocketAddr) {
+    super::step(
+        |p| workshop::socks::stalled_client_stalls_no_other(p, &|| None),
+        proxy,
+    );
 }
 
 /// The target resets the connection: the client sees a reset too, not a clean EOF.

@@ -2,7 +2,18 @@
 //! checkN): in order, one line per step, stopping at the first failure, which shows what was
 //! sent, what was expected, what came back and one hint. The protocol steps are the rules of
 //! [`crate::echo`] and [`crate::socks`], which the project's own tests walk too; the model
-//! steps ask the kernel ([`crate::model`]).
+//! steps ask the kernel, by a look at /proc ([`crate::model`]) or by the calls a second
+//! instance of the server makes under strace over a while ([`crate::trace`]).
+//!
+//! An exercise is its list of [`Step`]s (`steps_NN` below, in [`exercises`]); the first
+//! step, the banner (and, for a learner's build, that every process runs that build), is
+//! every exercise's. To add a step: a `fn(&mut Ctx) -> Outcome` (a protocol rule belongs in
+//! echo.rs or socks.rs, taking the address, so the suites can walk it too), a name that says
+//! what must hold, and a hint; when a lesson's `--mistake` fails it, the hint names the
+//! mistake and its `make` lines. Append it to the list, so the numbers the tests quote stay.
+//! The checker's tests (workshop/tests/checker.rs) run every reference lesson through every
+//! step, and wrong solutions made from a lesson by a small edit (a crate of an edited lesson,
+//! or a lesson's `--mistake`) through the step that must catch them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{wait, Conn, Failure, Outcome};
 use crate::run::{self, Server};
-use crate::{echo, model, socks};
+use crate::{echo, model, socks, trace};
 
 /// What a step gets: the server under check (restartable) and how it was started.
 pub struct Ctx {
@@ -56,6 +67,14 @@ const ZOMBIES: &str =
 const PARENT_KEEPS: &str = "the client's EOF must end the child's loop and the child's close(2) \
     must be the last: the parent closes its copy right after fork. This is lesson 04's \
     `--mistake parent-keeps-conn`: `make lesson-04 ARGS='--mistake parent-keeps-conn'`";
+const NO_DRAIN: &str = "after q, shutdown(SHUT_WR), then read and drop what the client still \
+    sends until it closes, and only then close(2): a close with input unread resets the \
+    connection and throws away the replies still queued for a slow reader. This is lesson \
+    03's `--mistake no-drain`: `make lesson-03 ARGS='--mistake no-drain'`, then `make provoke-03`";
+const BLOCKING_WRITE: &str = "write(2) only what the socket takes now: on EAGAIN keep the rest \
+    and wait for POLLOUT; never clear O_NONBLOCK to write it all, for a write that sleeps holds \
+    every client. This is lesson 12's `--mistake blocking-write`: `make lesson-12 \
+    ARGS='--mistake blocking-write'`, then `make provoke-12`";
 const SKIPPED: &str = "after swap_remove(i) the last entry moved into slot i: look at slot i again \
     (lesson 08's `--mistake skip-after-remove`: `make lesson-08 ARGS='--mistake skip-after-remove'`, \
     then `make provoke-08`)";
@@ -89,6 +108,11 @@ fn steps_03() -> Vec<Step> {
             name: "the lingering close keeps the last replies",
             run: |c| echo::q_then_junk_keeps_replies(c.addr(), 3),
             hint: PLAIN_CLOSE,
+        },
+        Step {
+            name: "a slow reader behind a small receive buffer gets every reply",
+            run: |c| echo::slow_reader_keeps_replies(c.addr(), 3),
+            hint: NO_DRAIN,
         },
         Step {
             name: "model: one thread, no child, fds back",
@@ -133,6 +157,7 @@ fn steps_08() -> Vec<Step> {
         Step { name: "model: one thread asleep in poll", run: |c| one_thread_in(c, &["poll", "ppoll"]), hint: "one thread, one poll(2) over every fd: no fork, no thread, no blocking read" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "socket(.., SOCK_NONBLOCK) for the listener, accept4(.., SOCK_NONBLOCK) for each client: a read after a spurious wake-up must not block the loop" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "remove the pollfd entry, then close(2) the fd, on every ending" },
+        Step { name: "model: its calls wait only in poll, over every client, and never spin", run: |c| waits_only_in(c, &["poll", "ppoll"]), hint: "one poll(2) over the listener and every client, with a timeout of -1 (or until the next deadline): it returns only when something is ready. A poll over nothing, a zero timeout or a sleep between rounds is lesson 06's busy loop (`make lesson-06 ARGS='--nap 2000'` naps; top shows its CPU)" },
     ]);
     steps
 }
@@ -144,6 +169,7 @@ fn steps_10() -> Vec<Step> {
         Step { name: "model: one thread asleep in epoll_wait", run: |c| one_thread_in(c, &["epoll_wait", "epoll_pwait", "epoll_pwait2"]), hint: "one thread, epoll_create1 once, epoll_ctl per fd, epoll_wait in the loop; a thread that never sleeps is lesson 10's `--mistake epollout-always` (EPOLLOUT watched with nothing to write): `make lesson-10 ARGS='--mistake epollout-always'`, then `make provoke-10`" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "SOCK_NONBLOCK on the listener and on every accepted fd: the reactor must never block in read" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "EPOLL_CTL_DEL (or the close) and close(2) on every ending; connections left open are also what lesson 10's `--mistake edge-triggered` does (EPOLLET, one read per wake-up: the bytes left raise no new event): `make lesson-10 ARGS='--mistake edge-triggered'`" },
+        Step { name: "model: its calls wait only in epoll_wait, and never spin", run: |c| waits_only_in(c, &["epoll_wait", "epoll_pwait", "epoll_pwait2"]), hint: "the loop's one wait is epoll_wait(2), with a timeout of -1 (or until the next deadline): no poll, select or sleep beside it, no zero timeout" },
     ]);
     steps
 }
@@ -164,6 +190,7 @@ fn steps_12() -> Vec<Step> {
     Step { name: "greeting, request and payload in one write", run: |c| socks::everything_in_one_write(c.addr()), hint: "bytes after the request are payload: forward them once the target is connected" },
     Step { name: "a half-close is relayed", run: |c| socks::half_close(c.addr()), hint: "EOF from one side: shutdown(SHUT_WR) on the other, and keep relaying the other way (lesson 12's `--mistake no-half-close` fails this way: `make lesson-12 ARGS='--mistake no-half-close'`, then `make provoke-12`)" },
     Step { name: "a refused target: REP 0x05", run: |c| socks::refused(c.addr()), hint: "the connect's outcome is SO_ERROR once POLLOUT comes: ECONNREFUSED is REP 0x05 (a success here is lesson 12's `--mistake success-always`: `make lesson-12 ARGS='--mistake success-always'`, then `make provoke-12`)" },
+    Step { name: "a client that stops reading stalls no other", run: stalled_reader, hint: BLOCKING_WRITE },
     Step { name: "model: the loop's thread asleep in poll, sockets non-blocking", run: socks_model, hint: "one loop thread in poll(2) (the resolver threads aside), every socket SOCK_NONBLOCK" },
     Step { name: "model: the fd count comes back", run: socks_fds_back, hint: "close both sides of a relay once both directions are done" },
     ]
@@ -318,6 +345,22 @@ pub struct Walk {
 
 /// Walks `ex`'s steps against `exe args`, printing one line per step to `out`.
 pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str)) -> Walk {
+    walk_with(ex, exe, args, false, out)
+}
+
+/// [`walk`] for a learner's own build: the banner step also asks that every process of the
+/// server runs `exe` itself, not a program it started.
+pub fn walk_build(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str)) -> Walk {
+    walk_with(ex, exe, args, true, out)
+}
+
+fn walk_with(
+    ex: &Exercise,
+    exe: &Path,
+    args: &[String],
+    own_build: bool,
+    out: &mut dyn FnMut(&str),
+) -> Walk {
     run::become_subreaper();
     let total = ex.steps.len() + 1;
     let mut w = Walk {
@@ -329,11 +372,22 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
         out(&format!("  FAIL  {n:>2}. {name}\n{f}"));
         w.failed = Some((name.to_string(), f));
     };
-    let server = match run::start(exe, args, 0) {
+    let started = run::start(exe, args, 0).and_then(|mut s| {
+        match own_build.then(|| own_program(s.pid, exe)).flatten() {
+            None => Ok(s),
+            Some(f) => {
+                s.stop();
+                Err(f)
+            }
+        }
+    });
+    let server = match started {
         Ok(s) => s,
         Err(f) => {
-            let f =
-                todo_hint(f.hint("the banner comes after socket, bind, listen and getsockname"));
+            let f = todo_hint(
+                ex.nn,
+                f.hint("the banner comes after socket, bind, listen and getsockname"),
+            );
             fail(&mut w, 1, BANNER_STEP, f, out);
             run::reap_orphans();
             return w;
@@ -366,7 +420,7 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
                         f.got = what;
                     }
                 }
-                let f = todo_hint(f.hint(step.hint));
+                let f = todo_hint(ex.nn, f.hint(step.hint));
                 fail(&mut w, i + 2, step.name, f, out);
                 break;
             }
@@ -378,12 +432,41 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
     w
 }
 
+/// Every process of the server (it and its descendants) runs `exe`, the build checked: a
+/// program that execs another (a lesson's binary, say) is not the exercise. A failure names
+/// what runs instead.
+fn own_program(pid: u32, exe: &Path) -> Option<Failure> {
+    let want = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
+    let mut others = Vec::new();
+    for p in std::iter::once(pid).chain(model::descendants(pid)) {
+        match std::fs::read_link(format!("/proc/{p}/exe")) {
+            Ok(runs) if runs != want => others.push(format!("pid {p} runs {}", runs.display())),
+            _ => {}
+        }
+    }
+    if others.is_empty() {
+        return None;
+    }
+    Some(
+        Failure::new(
+            format!("(nothing: started {})", exe.display()),
+            format!(
+                "every process of the server running {} (/proc/PID/exe)",
+                want.display()
+            ),
+            format!("{}: another program, started by exec", others.join(", ")),
+        )
+        .hint("the exercise is your own code: write its calls, do not exec another program"),
+    )
+}
+
 /// A failure at a todo!() gets the hint to write that call.
-fn todo_hint(mut f: Failure) -> Failure {
+fn todo_hint(nn: &str, mut f: Failure) -> Failure {
     if f.got.contains("todo!()") {
-        f.hint = "write the call this todo!() stands for, at the place it names (`make hint-NN` \
-                  lists the todo!()s left)"
-            .into();
+        f.hint = format!(
+            "write the call this todo!() stands for, at the place it names (`make hint-{nn}` \
+             lists the todo!()s left)"
+        );
     }
     f
 }
@@ -657,6 +740,16 @@ fn socks_model(c: &mut Ctx) -> Outcome {
     blocking_sockets(pid, "one relay, open")
 }
 
+/// [`socks::stalled_client_stalls_no_other`], saying which call the loop's thread sleeps in.
+fn stalled_reader(c: &mut Ctx) -> Outcome {
+    let pid = c.pid();
+    let observe = || {
+        let call = model::syscall(pid, pid)?;
+        Some(format!("the loop's thread (the first) is asleep in {call}"))
+    };
+    socks::stalled_client_stalls_no_other(c.addr(), &observe)
+}
+
 fn socks_fds_back(c: &mut Ctx) -> Outcome {
     let pid = c.pid();
     let echo_target = socks::echo_target();
@@ -698,4 +791,74 @@ fn socks_fds_back(c: &mut Ctx) -> Outcome {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// How long the clients stay idle while the waits are counted. The window is what is
+/// watched, not a wait for readiness: a loop that waits properly makes a call or two in it.
+const IDLE: Duration = Duration::from_millis(500);
+/// More waits than this in [`IDLE`] with nothing arriving is a loop that spins (lesson 06's
+/// busy loop makes hundreds, napping or not).
+const MOST_WAITS_IDLE: usize = 10;
+
+/// Under strace: with three clients connected and idle for [`IDLE`], the server waits only
+/// in `calls`, at most [`MOST_WAITS_IDLE`] times; a poll watches the listener and every
+/// client. Judged from the calls themselves, so a nap in a poll over nothing, a zero
+/// timeout beside a real wait, or a sleep are seen however the thread looks at one moment.
+fn waits_only_in(c: &mut Ctx, calls: &[&str]) -> Outcome {
+    let traced = trace::start(&c.exe, &c.args, trace::WAITS)?;
+    let sent = "three clients, connected and idle for half a second (the server under strace)";
+    let clients = welcomed_clients(traced.server.addr, 3)?;
+    let from = trace::now();
+    thread::sleep(IDLE);
+    let to = trace::now();
+    let all = traced.finish();
+    drop(clients);
+    let waits: Vec<&trace::Call> = all
+        .iter()
+        .filter(|call| trace::WAITS.contains(&call.name.as_str()) && call.at <= to)
+        .collect();
+    // The wait the loop was in when the window opened, and every one it began within it.
+    let before = waits.iter().rposition(|call| call.at < from);
+    let watched: Vec<&trace::Call> = waits[before.unwrap_or(0)..].to_vec();
+    let within = watched.iter().filter(|call| call.at >= from).count();
+    let expected = format!(
+        "waits only in {}, over the listener and the 3 clients, at most {MOST_WAITS_IDLE} \
+         times in half a second",
+        calls.join(" or ")
+    );
+    let found = |what: &str| {
+        Failure::new(
+            sent,
+            expected.clone(),
+            format!("{what}: {}", trace::summary(&watched)),
+        )
+    };
+    if watched.is_empty() {
+        return Err(Failure::new(
+            sent,
+            expected,
+            format!("no wait in the trace ({} calls in it)", all.len()),
+        ));
+    }
+    if let Some(other) = watched
+        .iter()
+        .find(|call| !calls.contains(&call.name.as_str()))
+    {
+        return Err(found(&format!("it waits in {} too", other.name)));
+    }
+    if within > MOST_WAITS_IDLE {
+        return Err(found(&format!(
+            "{within} waits in half a second with nothing arriving: a loop that spins"
+        )));
+    }
+    if let Some(small) = watched
+        .iter()
+        .find(|call| trace::nfds(call).is_some_and(|n| n < 4))
+    {
+        let n = trace::nfds(small).unwrap_or(0);
+        return Err(found(&format!(
+            "a poll over {n} fd(s): the listener and the clients are not all in it"
+        )));
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,69 @@ impl Conn {
                 }
             }
         };
+        stream.set_write_timeout(Some(wait())).ok();
+        Ok(Conn {
+            stream,
+            sent: Vec::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Connects with SO_RCVBUF set to `rcvbuf` before the handshake, so that the window the
+    /// server sees is small from the start: a slow reader's connection.
+    pub fn open_with_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> Result<Conn, Failure> {
+        let fail = |call: &str| {
+            Failure::new(
+                format!("a connect to {addr} with SO_RCVBUF {rcvbuf}"),
+                "the connection accepted",
+                format!("{call}: {}", std::io::Error::last_os_error()),
+            )
+        };
+        let family = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // SAFETY: socket(2) with constant arguments; the fd is owned at once.
+        let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(fail("socket"));
+        }
+        // SAFETY: a fresh fd of ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = rcvbuf as libc::c_int;
+        // SO_SNDTIMEO bounds connect(2) too.
+        let timeout = libc::timeval {
+            tv_sec: wait().as_secs() as libc::time_t,
+            tv_usec: wait().subsec_micros() as libc::suseconds_t,
+        };
+        let (storage, len) = sockaddr(addr);
+        // SAFETY: setsockopt with values of the sizes given; connect with a sockaddr of `len`.
+        let connected = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+                && libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDTIMEO,
+                    (&timeout as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                ) == 0
+                && libc::connect(
+                    fd.as_raw_fd(),
+                    (&storage as *const libc::sockaddr_storage).cast(),
+                    len,
+                ) == 0
+        };
+        if !connected {
+            return Err(fail("connect"));
+        }
+        let stream = TcpStream::from(fd);
         stream.set_write_timeout(Some(wait())).ok();
         Ok(Conn {
             stream,
@@ -252,6 +316,42 @@ impl Conn {
         }
     }
 
+    /// Reads until the server closes, `chunk` bytes a read with `pause` between reads (a slow
+    /// reader): what came, and how it ended (`the close` or `a reset (ECONNRESET)`).
+    pub fn rest_slowly(
+        &mut self,
+        chunk: usize,
+        pause: Duration,
+    ) -> Result<(Vec<u8>, String), Failure> {
+        let mut got = std::mem::take(&mut self.buf);
+        let mut buf = vec![0u8; chunk];
+        loop {
+            self.stream.set_read_timeout(Some(wait())).ok();
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Ok((got, "the close".into())),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    return Ok((got, "a reset (ECONNRESET)".into()))
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let why = if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                        format!("nothing more within {} s", wait().as_secs())
+                    } else {
+                        format!("read failed: {e}")
+                    };
+                    return Err(Failure::new(
+                        show(&self.sent),
+                        "the server closes the connection",
+                        format!("{} bytes, then {why}", got.len()),
+                    ));
+                }
+            }
+            // The pause is the provocation (a reader slower than the server), not a wait.
+            std::thread::sleep(pause);
+        }
+    }
+
     /// True if nothing arrives within `wait` (what does arrive stays buffered).
     pub fn silent_for(&mut self, wait: Duration) -> bool {
         let until = Instant::now() + wait;
@@ -280,6 +380,39 @@ impl Conn {
                 (&l as *const libc::linger).cast(),
                 std::mem::size_of::<libc::linger>() as libc::socklen_t,
             );
+        }
+    }
+}
+
+/// `addr` as a sockaddr_in or sockaddr_in6 in a sockaddr_storage, and its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage; the casts stay within its size.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        match addr {
+            SocketAddr::V4(v4) => {
+                let sin =
+                    &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = v4.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+                (
+                    storage,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(v6) => {
+                let sin6 = &mut *(&mut storage as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = v6.port().to_be();
+                sin6.sin6_addr.s6_addr = v6.ip().octets();
+                sin6.sin6_scope_id = v6.scope_id();
+                (
+                    storage,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
         }
     }
 }

@@ -215,6 +215,51 @@ pub fn q_then_junk_keeps_replies(addr: SocketAddr, tries: usize) -> Outcome {
     head_then_junk(addr, &head, &replies, tries, sent)
 }
 
+/// From a client whose receive buffer is 4 KiB and who reads 1 KiB a millisecond: 1,000
+/// lines, `q` and 64 KiB more. When the server reads the `q`, replies still wait in its send
+/// queue for the slow reader; every one must arrive, then the close. The lingering close
+/// (shutdown(SHUT_WR), then read until the client closes) lets them; a close right after the
+/// shutdown, with input unread, resets and throws the queue away. `tries` connections.
+pub fn slow_reader_keeps_replies(addr: SocketAddr, tries: usize) -> Outcome {
+    let (mut bytes, replies) = lines_and_replies();
+    bytes.extend_from_slice(b"q\n");
+    bytes.resize(bytes.len() + 64 * 1024, b'x');
+    let sent = "from a client with SO_RCVBUF 4 KiB: 1,000 lines, q and 64 KiB more, its replies \
+                read 1 KiB a millisecond";
+    for _ in 0..tries {
+        let mut c = Conn::open_with_rcvbuf(addr, 4096)?;
+        c.expect(WELCOME)?;
+        let mut stream = c
+            .stream
+            .try_clone()
+            .map_err(|e| Failure::new("", "", e.to_string()))?;
+        let data = bytes.clone();
+        let writer = thread::spawn(move || {
+            use std::io::Write;
+            // Write errors are ignored: a server that resets makes them.
+            let _ = stream.write_all(&data);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        });
+        let outcome = c.rest_slowly(1024, Duration::from_millis(1));
+        let _ = writer.join();
+        let (got, end) = outcome.map_err(|f| Failure {
+            sent: sent.into(),
+            ..f
+        })?;
+        if got != replies {
+            return Err(Failure::new(
+                sent,
+                format!("all {} bytes of replies, then the close", replies.len()),
+                format!(
+                    "{} bytes, then {end}: the replies still queued were lost",
+                    got.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// 1,000 lines, then a line over 64 KiB and more input: the replies and `error: line too
 /// long` all arrive, not reset away. `tries` connections.
 pub fn too_long_then_more_keeps_error(addr: SocketAddr, tries: usize) -> Outcome {

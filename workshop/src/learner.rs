@@ -1,6 +1,7 @@
-//! The learner's side: the pristine skeletons (exercises/NN/src/, generated and tracked), the
-//! learner's copies (my-exercises/NN/, git-ignored, outside the workspace), building one,
-//! checking it, the progress file, hints and resets.
+//! The learner's side: the skeletons (exercises/NN/src/, generated and tracked: the files
+//! with gaps), the learner's crates (my-exercises/NN/, git-ignored, outside the workspace:
+//! the files with gaps, a crate root that mounts the lesson's other files, a manifest),
+//! building one, checking it (once, or on every save), the progress file, hints and resets.
 
 use std::fs;
 use std::io::{BufRead, Write};
@@ -33,35 +34,50 @@ pub fn progress_file(root: &Path) -> PathBuf {
     root.join("my-exercises").join("progress.txt")
 }
 
-/// The skeleton of `nn` as generated from its lesson now: (crate path, text).
+/// Exercise `nn`'s spec, parsed.
+fn spec(root: &Path, nn: &str) -> Result<skeleton::Spec, String> {
+    let spec_path = pristine_dir(root, nn).join("exercise.txt");
+    let text =
+        fs::read_to_string(&spec_path).map_err(|e| format!("{}: {e}", spec_path.display()))?;
+    skeleton::parse_spec(&text).map_err(|e| format!("exercises/{nn}/exercise.txt: {e}"))
+}
+
+/// Where the lessons are, seen from the src/ of exercises/NN/ and of my-exercises/NN/.
+const ROOT_FROM_SRC: &str = "../../..";
+
+/// Exercise `nn`'s crate as generated from its lessons now, the lessons seen from its src/
+/// at `root_from_src`; with `solved`, the gaps left as the lesson has them.
+pub fn generate_at(
+    root: &Path,
+    nn: &str,
+    root_from_src: &str,
+    solved: bool,
+) -> Result<Vec<skeleton::Generated>, String> {
+    let opt = skeleton::Options {
+        nn,
+        root_from_src,
+        solved,
+    };
+    skeleton::generate(root, &spec(root, nn)?, &opt).map_err(|e| format!("exercise {nn}: {e}"))
+}
+
+/// The tracked skeleton of `nn` as generated now: its files with gaps, (crate path, text).
 pub fn generate(root: &Path, nn: &str) -> Result<Vec<(String, String)>, String> {
-    let spec_path = pristine_dir(root, nn).join("exercise.txt");
-    let text =
-        fs::read_to_string(&spec_path).map_err(|e| format!("{}: {e}", spec_path.display()))?;
-    let spec =
-        skeleton::parse_spec(&text).map_err(|e| format!("exercises/{nn}/exercise.txt: {e}"))?;
-    skeleton::generate(root, &spec).map_err(|e| format!("exercise {nn}: {e}"))
+    Ok(generate_at(root, nn, ROOT_FROM_SRC, false)?
+        .into_iter()
+        .filter(|g| g.has_gaps)
+        .map(|g| (g.path, g.text))
+        .collect())
 }
 
-/// The skeleton of `nn` with its gaps left as the lesson has them (the mistakes and the
-/// markers still cut): what a learner who fills every gap as the lesson does ends with.
-pub fn generate_solved(root: &Path, nn: &str) -> Result<Vec<(String, String)>, String> {
-    let spec_path = pristine_dir(root, nn).join("exercise.txt");
-    let text =
-        fs::read_to_string(&spec_path).map_err(|e| format!("{}: {e}", spec_path.display()))?;
-    let mut spec =
-        skeleton::parse_spec(&text).map_err(|e| format!("exercises/{nn}/exercise.txt: {e}"))?;
-    spec.gaps.clear();
-    skeleton::generate(root, &spec).map_err(|e| format!("exercise {nn}: {e}"))
-}
-
-/// Regenerates every pristine skeleton; with `check`, writes nothing and returns the stale
-/// files. Returns the files written (or stale).
+/// Regenerates every tracked skeleton (exercises/NN/src/: the files with gaps, and no
+/// other); with `check`, writes nothing. Returns the files written, removed (or stale).
 pub fn regenerate(root: &Path, check: bool) -> Result<Vec<String>, String> {
     let mut changed = Vec::new();
     for ex in check::exercises() {
-        for (path, text) in generate(root, ex.nn)? {
-            let file = pristine_dir(root, ex.nn).join(&path);
+        let files = generate(root, ex.nn)?;
+        for (path, text) in &files {
+            let file = pristine_dir(root, ex.nn).join(path);
             if fs::read_to_string(&file).ok().as_deref() == Some(text.as_str()) {
                 continue;
             }
@@ -72,34 +88,62 @@ pub fn regenerate(root: &Path, check: bool) -> Result<Vec<String>, String> {
                     .map_err(|e| format!("{}: {e}", file.display()))?;
             }
         }
+        // A tracked file the skeleton no longer has (its gaps went, or it is mounted now).
+        let src = pristine_dir(root, ex.nn).join("src");
+        let mut extra: Vec<PathBuf> = fs::read_dir(&src)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        extra.retain(|f| {
+            !files
+                .iter()
+                .any(|(p, _)| pristine_dir(root, ex.nn).join(p) == *f)
+        });
+        extra.sort();
+        for file in extra {
+            let name = file
+                .strip_prefix(root)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            changed.push(format!("{name} (no gap in it: mounted, not tracked)"));
+            if !check {
+                fs::remove_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            }
+        }
     }
     Ok(changed)
 }
 
-/// The pristine skeleton's files as tracked: (crate path, text).
-pub fn pristine_files(root: &Path, nn: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    for (path, _) in generate(root, nn)? {
-        let file = pristine_dir(root, nn).join(&path);
-        let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        out.push((path, text));
-    }
-    Ok(out)
-}
-
-/// Writes a crate for exercise `nn` at `dir` from the pristine skeleton, its manifest
-/// naming the support crates by `root_ref` (relative to `dir`, or absolute).
-pub fn write_crate(root: &Path, nn: &str, dir: &Path, root_ref: &str) -> Result<(), String> {
+/// Writes exercise `nn`'s crate at `dir`, generated from the lessons now, its manifest
+/// naming the support crates by `root_ref` (relative to `dir`, or absolute); with
+/// `solved`, the gaps as the lesson has them (the checker's tests).
+pub fn write_crate_as(
+    root: &Path,
+    nn: &str,
+    dir: &Path,
+    root_ref: &str,
+    solved: bool,
+) -> Result<(), String> {
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());
-    for (path, text) in pristine_files(root, nn)? {
-        let file = dir.join(&path);
+    let root_from_src = if Path::new(root_ref).is_absolute() {
+        root_ref.to_string()
+    } else {
+        format!("../{root_ref}")
+    };
+    for g in generate_at(root, nn, &root_from_src, solved)? {
+        let file = dir.join(&g.path);
         fs::create_dir_all(file.parent().expect("a file in a folder")).map_err(io)?;
-        fs::write(&file, text).map_err(io)?;
+        fs::write(&file, g.text).map_err(io)?;
     }
     fs::write(dir.join("Cargo.toml"), skeleton::manifest(nn, root_ref)).map_err(io)?;
     // The project's lock file: the same versions as the lessons, built once for both.
     let _ = fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"));
     Ok(())
+}
+
+/// [`write_crate_as`], the gaps cut out.
+pub fn write_crate(root: &Path, nn: &str, dir: &Path, root_ref: &str) -> Result<(), String> {
+    write_crate_as(root, nn, dir, root_ref, false)
 }
 
 /// `make exercise-NN`'s first half: the learner's copy, created the first time only.
@@ -110,7 +154,7 @@ pub fn new(root: &Path, nn: &str) -> Result<String, String> {
     }
     write_crate(root, nn, &dir, "../..")?;
     Ok(format!(
-        "my-exercises/{nn}/ created from exercises/{nn}/: fill in its todo!()s, then `make check-{nn}`"
+        "my-exercises/{nn}/ created from lesson {nn}: fill in its todo!()s, then `make check-{nn}`"
     ))
 }
 
@@ -253,38 +297,114 @@ pub fn hint(root: &Path, nn: &str) -> String {
     out
 }
 
-/// `make reset-NN`: asks on the terminal (`interactive`: stdin is one), keeps the old copy
-/// beside, then copies afresh. Without a terminal it refuses: nothing is lost unasked.
-pub fn reset(root: &Path, nn: &str, interactive: bool) -> Result<String, String> {
+/// The first free name for an old copy of `nn`: my-exercises/NN.old.1, NN.old.2, …
+pub fn old_copy(root: &Path, nn: &str) -> PathBuf {
+    (1..)
+        .map(|k| root.join("my-exercises").join(format!("{nn}.old.{k}")))
+        .find(|p| !p.exists())
+        .expect("a free name")
+}
+
+/// The progress file without `nn`'s line: a reset exercise is not started, not passed.
+pub fn forget(root: &Path, nn: &str) {
+    let file = progress_file(root);
+    let Ok(text) = fs::read_to_string(&file) else {
+        return;
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{nn}\t")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let _ = fs::write(&file, kept);
+}
+
+/// `make reset-NN`: asks on the terminal (`answer`: None when stdin is none), keeps the
+/// old copy under a name of its own (no copy is ever overwritten), forgets the exercise's
+/// progress, then writes a fresh skeleton. Without a terminal it refuses: nothing is lost
+/// unasked.
+pub fn reset(root: &Path, nn: &str, answer: Option<&str>) -> Result<String, String> {
     let dir = learner_dir(root, nn);
     if !dir.exists() {
+        forget(root, nn);
         return new(root, nn);
     }
-    if !interactive {
+    let old = old_copy(root, nn);
+    let old_name = old.strip_prefix(root).unwrap_or(&old).display().to_string();
+    let Some(answer) = answer else {
         return Err(format!(
             "reset-{nn} replaces my-exercises/{nn}/ and asks first: run it in a terminal"
         ));
-    }
-    print!("Replace my-exercises/{nn}/ with the pristine skeleton? Your copy is kept as my-exercises/{nn}.old/ [y/N] ");
-    let _ = std::io::stdout().flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
+    };
     if !matches!(answer.trim(), "y" | "Y" | "yes") {
         return Ok("nothing changed".into());
     }
-    let old = root.join("my-exercises").join(format!("{nn}.old"));
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(|e| format!("{}: {e}", old.display()))?;
-    }
     fs::rename(&dir, &old).map_err(|e| format!("{}: {e}", dir.display()))?;
+    forget(root, nn);
     new(root, nn)?;
     Ok(format!(
-        "my-exercises/{nn}/ is the pristine skeleton again; your copy is my-exercises/{nn}.old/"
+        "my-exercises/{nn}/ is a fresh skeleton; your copy is {old_name}/"
     ))
+}
+
+/// The question [`reset`] asks, naming where the copy will go.
+pub fn reset_question(root: &Path, nn: &str) -> String {
+    let old = old_copy(root, nn);
+    let old_name = old.strip_prefix(root).unwrap_or(&old).display().to_string();
+    format!(
+        "Replace my-exercises/{nn}/ with a fresh skeleton? Your copy is kept as {old_name}/ [y/N] "
+    )
+}
+
+/// Asks [`reset_question`] on the terminal and reads the answer (None without a terminal).
+pub fn ask_reset(root: &Path, nn: &str) -> Option<String> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return None;
+    }
+    if !learner_dir(root, nn).exists() {
+        return Some(String::new());
+    }
+    print!("{}", reset_question(root, nn));
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    Some(answer)
+}
+
+/// The newest modification time of the files under `dir` (its src/ and manifest), and how
+/// many there are: a change to either is a save.
+pub fn stamp(dir: &Path) -> (Option<std::time::SystemTime>, usize) {
+    fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>, n: &mut usize) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest, n);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                *n += 1;
+                *newest = (*newest).max(Some(modified));
+            }
+        }
+    }
+    let (mut newest, mut n) = (None, 0);
+    walk(&dir.join("src"), &mut newest, &mut n);
+    if let Ok(modified) = fs::metadata(dir.join("Cargo.toml")).and_then(|m| m.modified()) {
+        newest = newest.max(Some(modified));
+        n += 1;
+    }
+    (newest, n)
 }
 
 /// Prints the walk's header and lines; returns it.
 pub fn check_binary(ex: &Exercise, exe: &Path, args: &[String]) -> Walk {
     println!("check {} · {} · {}", ex.nn, ex.title, exe.display());
     check::walk(ex, exe, args, &mut |line| println!("{line}"))
+}
+
+/// [`check_binary`] for a learner's build ([`check::walk_build`]).
+pub fn check_build(ex: &Exercise, exe: &Path, args: &[String]) -> Walk {
+    println!("check {} · {} · {}", ex.nn, ex.title, exe.display());
+    check::walk_build(ex, exe, args, &mut |line| println!("{line}"))
 }

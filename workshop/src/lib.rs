@@ -9,7 +9,8 @@
 //!
 //! And the checker behind `make check-NN` ([`check`]): named steps, the protocol rules the
 //! project's own tests walk too ([`echo`], [`socks`]), and the model as the kernel shows it
-//! ([`model`]). std, libc and the std-only `protocols` only: `make check-03` builds in seconds.
+//! ([`model`], a look at /proc; [`trace`], the calls under strace). std, libc and the std-only
+//! `protocols` only: `make check-03` builds in seconds.
 
 pub mod check;
 pub mod client;
@@ -22,3 +23,4 @@ pub mod regions;
 pub mod run;
 pub mod skeleton;
 pub mod socks;
+pub mod trace;

@@ -31,6 +31,19 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Every descendant of `pid`: its children, theirs, and so on.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut next = children(pid);
+    while let Some(p) = next.pop() {
+        if !out.contains(&p) {
+            out.push(p);
+            next.extend(children(p));
+        }
+    }
+    out
+}
+
 /// The state letter of a process or thread (R, S, Z, …), from /proc/PID/stat.
 pub fn state(path: &str) -> Option<char> {
     let stat = fs::read_to_string(format!("{path}/stat")).ok()?;

@@ -30,22 +30,29 @@ impl Log {
         self.len() == 0
     }
 
-    /// A panic in the lines from `from` on: (where, the message). A `todo!()` reached
-    /// (`not yet implemented: …`) comes first: in a signal handler it is followed by a
-    /// second panic, "panic in a function that cannot unwind", which says less.
+    /// A panic in the lines from `from` on: (where, the message). A `todo!()` reached comes
+    /// first: the skeleton's own (`todo!() reached at PLACE: SENTENCE`, one line) or std's
+    /// (`panicked at PLACE:` then `not yet implemented: …`, which in a signal handler is
+    /// followed by a second panic, "panic in a function that cannot unwind", saying less).
+    /// A todo!() is returned as (PLACE, "not yet implemented: SENTENCE").
     pub fn panic_since(&self, from: usize) -> Option<(String, String)> {
         let lines = self.lines();
         let lines = lines.get(from..).unwrap_or(&[]);
-        let panics: Vec<(String, String)> = lines
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.contains("panicked at"))
-            .map(|(at, l)| {
+        let mut panics: Vec<(String, String)> = Vec::new();
+        for (at, l) in lines.iter().enumerate() {
+            if let Some(rest) = l.strip_prefix("todo!() reached at ") {
+                // PLACE is file:line; the sentence follows the next ": ".
+                let (place, sentence) = rest.split_once(": ").unwrap_or((rest, ""));
+                panics.push((
+                    place.to_string(),
+                    format!("not yet implemented: {sentence}"),
+                ));
+            } else if l.contains("panicked at") {
                 let place = l.split("panicked at ").nth(1).unwrap_or("");
                 let message = lines.get(at + 1).cloned().unwrap_or_default();
-                (place.trim_end_matches(':').to_string(), message)
-            })
-            .collect();
+                panics.push((place.trim_end_matches(':').to_string(), message));
+            }
+        }
         let todo = panics
             .iter()
             .find(|(_, m)| m.starts_with("not yet implemented"));
@@ -64,7 +71,25 @@ pub struct Server {
 /// Starts `exe args… -p PORT` (0: any free port) in a new process group and waits for the banner's address.
 /// A failure says what came instead: a todo!() reached, a panic, an exit, or silence.
 pub fn start(exe: &Path, args: &[String], port: u16) -> Result<Server, Failure> {
-    let mut cmd = Command::new(exe);
+    start_under(&[], exe, args, port)
+}
+
+/// [`start`], the server run by the command `wrapper` (`strace … --`): the server's pid is
+/// then the wrapper's, whose child the server is.
+pub fn start_under(
+    wrapper: &[String],
+    exe: &Path,
+    args: &[String],
+    port: u16,
+) -> Result<Server, Failure> {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
     cmd.args(args)
         .args(["-p", &port.to_string()])
         .stdin(Stdio::null())

@@ -5,8 +5,10 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use protocols::socks5::{client, Command as Cmd, Reply, Target};
 
@@ -63,6 +65,30 @@ pub fn reply_after_eof_target() -> SocketAddr {
         }
     });
     addr
+}
+
+/// Sends to whoever connects, as fast as it is taken, up to `limit` bytes, counting them in
+/// the returned counter: the target of a client that stops reading. A write that waits
+/// longer than the wait ends it, as does the relay's close.
+pub fn flood_target(limit: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (listener, addr) = loopback_listener();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let count = sent.clone();
+    serve_each(listener, move |mut conn| {
+        conn.set_write_timeout(Some(wait() * 2)).ok();
+        let chunk = vec![b'f'; 64 * 1024];
+        let mut total = 0;
+        while total < limit {
+            match conn.write(&chunk) {
+                Ok(n) => {
+                    total += n;
+                    count.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    (addr, sent)
 }
 
 /// A TCP socket bound to a free port on 127.0.0.1 (not listening), and its address: the
@@ -202,7 +228,11 @@ fn bnd_is_outgoing(c: &Conn, bnd: &Target) -> Outcome {
 
 /// A relayed connection to `target` through `proxy`, with the success reply read.
 pub fn open(proxy: SocketAddr, target: SocketAddr) -> Result<Conn, Failure> {
-    let mut c = Conn::open(proxy)?;
+    open_from(Conn::open(proxy)?, target)
+}
+
+/// [`open`] on a connection made already.
+fn open_from(mut c: Conn, target: SocketAddr) -> Result<Conn, Failure> {
     greet(&mut c)?;
     c.send(client::connect_request(&Target::Ip(target)).expect("request"))?;
     let bnd = expect_reply(&mut c, Reply::Succeeded)?;
@@ -384,4 +414,47 @@ pub fn udp_wrong_source(proxy: SocketAddr) -> Outcome {
             format!("{n} datagrams at the target: an open relay"),
         )),
     }
+}
+
+/// A client that stops reading while its target keeps sending must stall no one else: the
+/// relay stops reading that target once its buffer is full (backpressure, POLLOUT), and a
+/// second client's greeting, CONNECT and round trip are answered meanwhile. A relay whose
+/// write blocks sleeps in write(2) to the first client, and the second hears nothing.
+/// `observe` says what the server is doing, while the first client is still stalled.
+pub fn stalled_client_stalls_no_other(
+    proxy: SocketAddr,
+    observe: &dyn Fn() -> Option<String>,
+) -> Outcome {
+    let (target, sent) = flood_target(1 << 30);
+    let mut stalled = open_from(Conn::open_with_rcvbuf(proxy, 4096)?, target)?;
+    stalled.sent = b"nothing: it reads nothing".to_vec();
+    // Until the target's bytes stop moving (every buffer on the way is full), within the wait.
+    let until = Instant::now() + wait();
+    let mut last = sent.load(Ordering::Relaxed);
+    loop {
+        thread::sleep(Duration::from_millis(100));
+        let now = sent.load(Ordering::Relaxed);
+        if (now == last && now > 0) || Instant::now() > until {
+            break;
+        }
+        last = now;
+    }
+    let second = open(proxy, echo_target()).and_then(|mut c| {
+        c.send("ping")?;
+        c.expect(b"ping")
+    });
+    let seen = second.is_err().then(observe).flatten();
+    stalled.reset();
+    second.map_err(|f| Failure {
+        sent: format!(
+            "a second client's greeting, CONNECT and \"ping\", while a first one (SO_RCVBUF \
+             4 KiB) reads nothing of the {} bytes its target has sent",
+            sent.load(Ordering::Relaxed)
+        ),
+        got: match seen {
+            Some(what) => format!("{}; meanwhile {what}", f.got),
+            None => f.got,
+        },
+        ..f
+    })
 }

@@ -9,8 +9,9 @@
 //! lessons built are reused and each skeleton compiles in seconds.
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use workshop::learner;
 
@@ -97,6 +98,16 @@ fn private_copy(nn: &str, name: &str) -> PathBuf {
     exe
 }
 
+/// Gives the crate at `dir` (package and binary `exercise-NN`) a name of its own: crates
+/// of one name built into one target folder share cargo's fingerprint, and a learner's
+/// my-exercises/NN must never be taken for a test's copy, nor the other way round.
+fn rename_crate(dir: &Path, nn: &str, name: &str) {
+    let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    let renamed = manifest.replace(&format!("\"exercise-{nn}\""), &format!("\"{name}\""));
+    assert_ne!(manifest, renamed, "the manifest names exercise-{nn}");
+    fs::write(dir.join("Cargo.toml"), renamed).unwrap();
+}
+
 #[test]
 fn skeletons_are_their_lessons_with_the_gaps_cut_out() {
     let stale = learner::regenerate(&root(), true).expect("every spec matches its lesson");
@@ -151,6 +162,7 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
             "{}",
             String::from_utf8_lossy(&made.stderr)
         );
+        rename_crate(&dir, nn, &format!("skeleton-{nn}"));
         let out = check_dir(nn, &dir, &target, None);
         let stdout = text(&out);
         assert_eq!(
@@ -168,6 +180,10 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
             stdout.contains("reached a todo!() at src/") && stdout.contains(&format!("\"{call}")),
             "exercise {nn}'s failure does not quote its todo!() ({call}):\n{stdout}"
         );
+        assert!(
+            stdout.contains(&format!("`make hint-{nn}` lists the todo!()s left")),
+            "exercise {nn}'s hint does not name its number:\n{stdout}"
+        );
     }
 }
 
@@ -178,19 +194,8 @@ fn every_skeleton_filled_as_its_lesson_passes_every_step() {
     let target = target_dir();
     for ex in workshop::check::exercises() {
         let dir = scratch(&format!("solved-{}", ex.nn));
-        for (path, text) in learner::generate_solved(&root(), ex.nn).unwrap() {
-            let file = dir.join(path);
-            fs::create_dir_all(file.parent().unwrap()).unwrap();
-            fs::write(file, text).unwrap();
-        }
-        let manifest = workshop::skeleton::manifest(ex.nn, root().to_str().unwrap());
-        let name = format!("exercise-{}", ex.nn);
-        fs::write(
-            dir.join("Cargo.toml"),
-            manifest.replace(&name, &format!("solved-{}", ex.nn)),
-        )
-        .unwrap();
-        fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+        learner::write_crate_as(&root(), ex.nn, &dir, root().to_str().unwrap(), true).unwrap();
+        rename_crate(&dir, ex.nn, &format!("solved-{}", ex.nn));
         let out = check_dir(ex.nn, &dir, &target, Some("10"));
         let stdout = text(&out);
         assert_eq!(
@@ -283,9 +288,38 @@ fn the_relays_mistakes_fail_at_their_steps_and_the_hints_name_them() {
     let cases = [
         ("no-half-close", "FAIL   6. a half-close is relayed"),
         ("success-always", "FAIL   7. a refused target: REP 0x05"),
+        (
+            "blocking-write",
+            "FAIL   8. a client that stops reading stalls no other",
+        ),
     ];
     for (mistake, step) in cases {
         let (code, out) = check_bin("12", &lesson("12"), "3", &["--mistake", mistake]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(step), "{mistake}: {out}");
+        assert!(
+            out.contains(&format!("--mistake {mistake}")),
+            "{mistake}: {out}"
+        );
+    }
+}
+
+/// Lesson 03's close mistakes: `plain-close` fails at the lingering close, `no-drain`
+/// (shutdown, then close at once) passes it and fails at the slow reader.
+#[test]
+fn the_close_mistakes_fail_at_their_steps_and_the_hints_name_them() {
+    let cases = [
+        (
+            "plain-close",
+            "FAIL  10. the lingering close keeps the last replies",
+        ),
+        (
+            "no-drain",
+            "FAIL  11. a slow reader behind a small receive buffer gets every reply",
+        ),
+    ];
+    for (mistake, step) in cases {
+        let (code, out) = check_bin("03", &lesson("03"), "3", &["--mistake", mistake]);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains(step), "{mistake}: {out}");
         assert!(
@@ -333,12 +367,7 @@ fn a_compile_error_is_exit_2_with_the_compilers_message_only() {
     let dir = scratch("broken-03");
     let made = workshop(&["crate", "03", dir.to_str().unwrap()]);
     assert!(made.status.success());
-    let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-    fs::write(
-        dir.join("Cargo.toml"),
-        manifest.replace("exercise-03", "broken-03"),
-    )
-    .unwrap();
+    rename_crate(&dir, "03", "broken-03");
     let main = dir.join("src/main.rs");
     let mut source = fs::read_to_string(&main).unwrap();
     source.push_str("\nfn broken() -> u8 { \"not a number\" }\n");
@@ -435,7 +464,248 @@ fn progress_hint_and_a_reset_that_asks_first() {
     assert!(hint.contains("hint: read the bytes"), "{hint}");
     assert!(hint.contains("src/main.rs:2: read(2) into buf"), "{hint}");
     // Without a terminal to ask on, reset refuses, and the learner's work is untouched.
-    let refused = learner::reset(&fake, "03", false).unwrap_err();
+    let refused = learner::reset(&fake, "03", None).unwrap_err();
     assert!(refused.contains("asks first"), "{refused}");
     assert_eq!(fs::read_to_string(mine.join("src/main.rs")).unwrap(), work);
+    // "n" changes nothing.
+    assert_eq!(
+        learner::reset(&fake, "03", Some("n\n")).unwrap(),
+        "nothing changed"
+    );
+    assert_eq!(fs::read_to_string(mine.join("src/main.rs")).unwrap(), work);
+}
+
+#[test]
+fn resets_keep_every_old_copy_and_forget_the_pass() {
+    // A project root of this test's own, its lessons and specs the project's.
+    let fake = scratch("reset-root");
+    for dir in ["lessons", "exercises"] {
+        std::os::unix::fs::symlink(root().join(dir), fake.join(dir)).unwrap();
+    }
+    let mine = fake.join("my-exercises/01");
+    fs::create_dir_all(fake.join("my-exercises/03")).unwrap();
+    let walk = |failed: bool| workshop::check::Walk {
+        passed: 4,
+        total: 4,
+        failed: failed.then(|| ("x".into(), workshop::client::Failure::default())),
+    };
+    let mut solved = Vec::new();
+    assert!(learner::new(&fake, "01").unwrap().contains("created"));
+    for round in 1..=2 {
+        let work = format!("// my solution, round {round}\n");
+        fs::write(mine.join("src/main.rs"), &work).unwrap();
+        solved.push(work);
+        learner::record(&fake, "01", &walk(false));
+        learner::record(&fake, "03", &walk(true));
+        assert!(learner::progress_table(&fake).contains("passed (4/4 steps)"));
+        assert!(
+            learner::reset_question(&fake, "01").contains(&format!("my-exercises/01.old.{round}/"))
+        );
+        let said = learner::reset(&fake, "01", Some("y\n")).unwrap();
+        assert!(
+            said.contains(&format!("my-exercises/01.old.{round}/")),
+            "{said}"
+        );
+        // The fresh copy is the skeleton; the pass is forgotten, the other exercise's line kept.
+        let fresh = fs::read_to_string(mine.join("src/main.rs")).unwrap();
+        assert!(
+            fresh.starts_with("// Generated from lessons/01-hello.rs"),
+            "{fresh}"
+        );
+        let table = learner::progress_table(&fake);
+        assert!(
+            table.contains("started, not checked yet (make check-01)"),
+            "{table}"
+        );
+        assert!(table.contains("stuck at: x (make hint-03)"), "{table}");
+    }
+    // Both solved copies are there, each under its own name.
+    for (k, work) in solved.iter().enumerate() {
+        let old = fake.join(format!("my-exercises/01.old.{}/src/main.rs", k + 1));
+        assert_eq!(&fs::read_to_string(old).unwrap(), work);
+    }
+}
+
+#[test]
+fn watch_checks_again_after_a_save() {
+    let dir = scratch("watch-01");
+    let made = workshop(&["crate", "01", dir.to_str().unwrap()]);
+    assert!(made.status.success());
+    rename_crate(&dir, "01", "watch-01");
+    let (d, t) = (dir.to_str().unwrap(), target_dir());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_workshop"))
+        .args(["watch", "01", "--dir", d, "--target-dir"])
+        .arg(&t)
+        .args(["--debug", "--rounds", "2", "--wait", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Never a hang: the watcher is killed after a minute whatever happens.
+    let pid = child.id() as i32;
+    let guard = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        // SAFETY: kill(2) on our own child (gone by then if all went well: ESRCH).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line.starts_with("watching ") {
+            break;
+        }
+    }
+    assert!(out.contains("FAIL   1. starts on port 0"), "{out}");
+    // A save: the file's modification time moves.
+    let main = dir.join("src/main.rs");
+    let text = fs::read_to_string(&main).unwrap();
+    fs::write(&main, text + "// saved\n").unwrap();
+    for line in lines {
+        out.push_str(&line.unwrap());
+        out.push('\n');
+    }
+    let status = child.wait().unwrap();
+    drop(guard);
+    assert_eq!(out.matches("check 01 · ").count(), 2, "{out}");
+    assert_eq!(status.code(), Some(1), "{out}");
+}
+
+#[test]
+fn a_todo_reached_prints_one_line_whatever_rust_backtrace_says() {
+    let dir = scratch("todo-line-01");
+    let made = workshop(&["crate", "01", dir.to_str().unwrap()]);
+    assert!(made.status.success());
+    rename_crate(&dir, "01", "todo-line-01");
+    let exe = learner::build(&dir, "01", &target_dir(), false).expect("the skeleton builds");
+    for backtrace in ["0", "1", "full"] {
+        // Exercise 01's first gap is its socket(2): reached at once, before any banner.
+        let out = Command::new(&exe)
+            .args(["-p", "0"])
+            .env("RUST_BACKTRACE", backtrace)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(101), "{stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "RUST_BACKTRACE={backtrace}: {stderr}"
+        );
+        assert!(
+            stderr.starts_with("todo!() reached at src/main.rs:")
+                && stderr.contains(": socket(2): "),
+            "{stderr}"
+        );
+    }
+}
+
+/// A crate whose main only execs the lesson's binary passes every protocol step, but it is
+/// not the exercise: the banner step names the program that runs.
+#[test]
+fn a_crate_that_execs_the_lesson_fails_naming_what_runs() {
+    let dir = scratch("exec-03");
+    fs::create_dir_all(dir.join("src")).unwrap();
+    let lesson = fs::canonicalize(lesson("03")).unwrap();
+    let main = format!(
+        "use std::os::unix::process::CommandExt;\n\
+         fn main() {{\n    \
+             let err = std::process::Command::new({lesson:?}).args(std::env::args_os().skip(1)).exec();\n    \
+             panic!(\"exec: {{err}}\");\n}}\n"
+    );
+    fs::write(dir.join("src/main.rs"), main).unwrap();
+    let manifest = workshop::skeleton::manifest("03", root().to_str().unwrap());
+    fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    rename_crate(&dir, "03", "exec-03");
+    let out = check_dir("03", &dir, &target_dir(), Some("3"));
+    let stdout = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL   1. starts on port 0 and prints its banner"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("runs {}: another program", lesson.display())),
+        "{stdout}"
+    );
+    // The same binary as a reference (--bin) is the lesson itself: it passes.
+    let (code, out) = check_bin("03", &lesson, "10", &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// A crate of lesson `file` with each `(from, to)` replaced once (the lesson must still have
+/// `from`) and `tail` appended: a wrong solution made from the lesson by a small edit, as the
+/// skeletons are. Its package and binary are `name`.
+fn variant(name: &str, nn: &str, file: &str, edits: &[(&str, &str)], tail: &str) -> PathBuf {
+    let dir = scratch(name);
+    let mut source = fs::read_to_string(root().join(file)).unwrap();
+    for (from, to) in edits {
+        assert!(source.contains(from), "{file} no longer has {from:?}");
+        source = source.replacen(from, to, 1);
+    }
+    source.push_str(tail);
+    fs::create_dir_all(dir.join("src")).unwrap();
+    fs::write(dir.join("src/main.rs"), source).unwrap();
+    let manifest = workshop::skeleton::manifest(nn, root().to_str().unwrap());
+    fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    rename_crate(&dir, nn, name);
+    dir
+}
+
+/// Lesson 06's busy loop napping 2 ms in a poll over no fd: asleep in poll whenever one
+/// looks, with O_NONBLOCK sockets and its fds closed, it passes every step that looks at
+/// one moment. Its calls show the spin.
+#[test]
+fn a_busy_loop_napping_in_poll_fails_the_poll_exercise_from_its_calls() {
+    let dir = variant(
+        "nap-in-poll-08",
+        "08",
+        "lessons/06-nonblock.rs",
+        &[(
+            "if let Some(nap) = nap {\n            std::thread::sleep(nap);\n        }",
+            "let _ = (nap, nix::poll::poll(&mut [], nix::poll::PollTimeout::from(2u16)));",
+        )],
+        "",
+    );
+    let out = check_dir("08", &dir, &target_dir(), Some("3"));
+    let stdout = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // The nap is lesson 06's --nap, taken unconditionally and in poll instead of a sleep.
+    assert!(
+        stdout.contains("FAIL  12. model: its calls wait only in poll"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("a loop that spins") && stdout.contains("poll([], 0, 2)"),
+        "{stdout}"
+    );
+}
+
+/// Lesson 08 with its poll's timeout 0 and a 2 ms epoll_wait on an empty epoll instance
+/// before it: asleep in epoll_wait at every look, it passes the snapshot; its calls show
+/// the poll.
+#[test]
+fn a_poll_loop_behind_an_empty_epoll_fails_the_epoll_exercise_from_its_calls() {
+    let dir = variant(
+        "poll-behind-epoll-10",
+        "10",
+        "lessons/08-poll.rs",
+        &[(
+            "let mut nready = match poll(&mut pollfds, timeout) {",
+            "let mut nready = match { let _ = (timeout, EMPTY.with(|e| e.wait(&mut [nix::sys::epoll::EpollEvent::empty()], 2u16))); poll(&mut pollfds, PollTimeout::ZERO) } {",
+        )],
+        "\nthread_local! {\n    static EMPTY: nix::sys::epoll::Epoll =\n        nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::empty()).unwrap();\n}\n",
+    );
+    let out = check_dir("10", &dir, &target_dir(), Some("3"));
+    let stdout = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  12. model: its calls wait only in epoll_wait"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("it waits in poll too"), "{stdout}");
 }

@@ -1,9 +1,10 @@
+// Generated from lessons/03-interactive/serve.rs by exercises/03/exercise.txt: write its todo!()s.
 //! Lesson 03's conversation with one client: the welcome, then a read(2) and a write(2) per
 //! line. Lessons 04 and 05 mount this file (`#[path = "03-interactive/serve.rs"] mod serve;`)
 //! and run the very same loop in a process or a thread per client, as Stevens'
 //! tcpserv01–04 share one str_echo.
 //!
-//! Lesson 03's two mistakes live here, beside the code they break; lesson 03 switches them
+//! Lesson 03's three mistakes live here, beside the code they break; lesson 03 switches them
 //! on (`--mistake`), 04 and 05 never do, so for them `mistake(..)` is always false.
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -41,11 +42,8 @@ pub fn serve_echo(conn: impl AsFd) -> Ending {
             return Ending::Failed("write", errno);
         }
         if let Some(ending) = Ending::from_status(status) {
-            // The lingering close; `--mistake plain-close` goes straight to the caller's
-            // close(2) with input unread: the kernel answers it with a reset, which throws
-            // away the replies still on their way.
+            // The lingering close, before the caller's close(2).
             return linger(&conn).unwrap_or(ending);
-            return ending;
         }
     }
 }
@@ -63,7 +61,7 @@ fn write_all(conn: impl AsFd, mut bytes: &[u8]) -> nix::Result<()> {
 /// [`LINGER_BYTES`], or [`LINGER_TIME`]. Returns the failed call, if one did.
 fn linger(conn: impl AsFd) -> Option<Ending> {
     // shutdown(SHUT_WR): the FIN goes out after the replies already written.
-    todo!("shutdown(2): SHUT_WR, our FIN after the replies; a failure is Some(Ending::Failed(\"shutdown\", errno)); man 2 shutdown");
+    todo!("shutdown(2): SHUT_WR, our FIN after the replies, `shutdown(conn.as_fd().as_raw_fd(), Shutdown::Write)` (nix takes a raw fd); a failure is Some(Ending::Failed(\"shutdown\", errno)); man 2 shutdown");
     // setsockopt(SO_RCVTIMEO): a read now waits LINGER_TIME at most, then fails EAGAIN.
     let timeout = TimeVal::new(LINGER_TIME.as_secs() as _, LINGER_TIME.subsec_micros() as _);
     if let Err(errno) = setsockopt(&conn, sockopt::ReceiveTimeout, &timeout) {
@@ -84,4 +82,3 @@ fn linger(conn: impl AsFd) -> Option<Ending> {
     }
     None
 }
-

@@ -1,3 +1,4 @@
+// Generated from lessons/10-epoll/reactor.rs by exercises/10/exercise.txt: write its todo!()s.
 //! Lesson 10's framework: what EventMachine provides, in plain sight. A reactor on epoll
 //! (epoll_create1, epoll_ctl, an epoll_wait loop) that accepts clients and calls the
 //! application's [`Handler`] (post_init, receive_data, unbind) with a [`Connection`] it can
@@ -84,8 +85,6 @@ impl Connection {
         if lingering || self.closing == Closing::No && self.out.len() < HIGH_WATER {
             events |= EpollFlags::EPOLLIN;
         }
-        // The mistake watches EPOLLOUT always: an idle socket is always writable, so
-        // level-triggered epoll_wait returns at once, forever: a spin at 100 % CPU.
         if !self.out.is_empty() {
             events |= EpollFlags::EPOLLOUT;
         }
@@ -227,7 +226,7 @@ impl<H: Handler> Reactor<H> {
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
         let raw = fd.as_raw_fd();
         // epoll_ctl(EPOLL_CTL_ADD): watch the client for input, level-triggered (no EPOLLET).
-        todo!("epoll_ctl(2) EPOLL_CTL_ADD: watch fd for EPOLLIN, its data the fd number (raw as u64); on failure report(\"epoll_ctl\", errno), close the fd and return; man 2 epoll_ctl");
+        todo!("epoll_ctl(2) EPOLL_CTL_ADD: watch fd for EPOLLIN, its data the fd number, `EpollEvent::new(EpollFlags::EPOLLIN, raw as u64)`, then `self.epoll.add(&fd, event)`; on failure report(\"epoll_ctl\", errno), close the fd and return; man 2 epoll_ctl");
         self.served += 1;
         let mut conn = Connection {
             fd,

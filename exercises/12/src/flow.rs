@@ -1,3 +1,4 @@
+// Generated from lessons/12-socks5/flow.rs by exercises/12/exercise.txt: write its todo!()s.
 //! Buffers and pumping: one direction of a relay, and the bytes in flight in it.
 //!
 //! A source is not read while its destination's buffer is full (backpressure, bounded
@@ -264,7 +265,7 @@ pub fn flush(client: &OwnedFd, flow: &mut Flow, pool: &mut Pool) -> Result<(), S
 /// destination our FIN, and the other direction keeps flowing.
 pub fn half_close(flow: &mut Flow, dst: &OwnedFd) -> Result<(), Broken> {
     if flow.eof && !flow.shut && flow.pending().is_empty() {
-        todo!("shutdown(2) SHUT_WR on dst: our FIN passes the source's EOF on (a failure is Broken::Write(\"shutdown\", errno)); man 2 shutdown");
+        todo!("shutdown(2) SHUT_WR on dst, `shutdown(dst.as_raw_fd(), Shutdown::Write)` (nix takes a raw fd): our FIN passes the source's EOF on (a failure is Broken::Write(\"shutdown\", errno)); man 2 shutdown");
         flow.shut = true;
     }
     Ok(())

@@ -1,3 +1,4 @@
+// Generated from lessons/16-socks5-udp/datagrams.rs by exercises/16/exercise.txt: write its todo!()s.
 //! The datagram calls, one batch at a time: recvfrom/sendto (one datagram a call, with
 //! `--no-batch`) or recvmmsg/sendmmsg (up to [`BATCH`] a call). Read udp.rs first: it says
 //! what to receive and where to send; this file makes the calls.

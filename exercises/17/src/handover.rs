@@ -1,3 +1,4 @@
+// Generated from lessons/17-restart/handover.rs by exercises/17/exercise.txt: write its todo!()s.
 //! Lesson 17's Unix domain socket calls, in the order a restart makes them: the socket the
 //! two processes talk over (socketpair, or socket/bind/listen/connect on a path), the peer's
 //! credentials (SO_PEERCRED), the listener sent and received as SCM_RIGHTS (sendmsg,

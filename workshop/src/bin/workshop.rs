@@ -7,21 +7,25 @@
 //!     [--dir DIR] [--target-dir DIR] [--debug]   another crate, target folder, profile
 //!     [--wait SECS]       the bound on each wait for the server (default 5)
 //!     [-- ARGS]           arguments for the server (a lesson's --mistake NAME)
+//! workshop watch NN       make watch-NN (make check-NN WATCH=1): check, then again on every save
 //! workshop progress       make check: a line per exercise
 //! workshop hint NN        make hint-NN
-//! workshop reset NN       make reset-NN: asks, keeps the old copy beside
-//! workshop gen [--check]  regenerate the pristine skeletons from the lessons
-//! workshop crate NN DIR   the pristine skeleton as a crate at DIR
+//! workshop reset NN       make reset-NN: asks, keeps the old copy as my-exercises/NN.old.K
+//! workshop gen [--check]  regenerate the tracked skeletons (exercises/NN/src/) from the lessons
+//! workshop crate NN DIR   a fresh skeleton as a crate at DIR
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use workshop::check;
 use workshop::learner::{self, root};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: workshop new|check|hint|reset NN, workshop progress, workshop gen [--check]");
+    eprintln!(
+        "usage: workshop new|check|watch|hint|reset NN, workshop progress, workshop gen [--check]"
+    );
     ExitCode::from(2)
 }
 
@@ -53,7 +57,7 @@ fn main() -> ExitCode {
                 }
                 Ok(changed) => {
                     for file in changed {
-                        println!("{file} regenerated");
+                        println!("updated: {file}");
                     }
                     ExitCode::SUCCESS
                 }
@@ -78,57 +82,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        "check" => {
+        "check" | "watch" => {
             let Some(ex) = known(&nn) else {
                 return ExitCode::from(2);
             };
-            let opt = |name: &str| {
-                args.iter()
-                    .position(|a| a == name)
-                    .and_then(|i| args.get(i + 1))
-                    .map(PathBuf::from)
-            };
-            let release = !args.iter().any(|a| a == "--debug");
-            if let Some(secs) = opt("--wait").and_then(|w| w.to_str()?.parse::<f64>().ok()) {
-                workshop::client::set_wait(std::time::Duration::from_secs_f64(secs));
+            if cmd == "check" {
+                return check(&root, &ex, &args);
             }
-            let reference = opt("--bin");
-            let exe = match &reference {
-                Some(exe) => exe.clone(),
-                None => {
-                    let dir = opt("--dir").unwrap_or_else(|| learner::learner_dir(&root, &nn));
-                    if !dir.join("Cargo.toml").exists() {
-                        eprintln!("no exercise {nn} yet: `make exercise-{nn}` creates it");
-                        return ExitCode::from(2);
-                    }
-                    let target = opt("--target-dir").unwrap_or_else(|| root.join("target"));
-                    match learner::build(&dir, &nn, &target, release) {
-                        Ok(exe) => exe,
-                        Err(message) => {
-                            eprint!("{message}");
-                            return ExitCode::from(2);
-                        }
-                    }
-                }
-            };
-            // After `--`: arguments for the server (a lesson's `--mistake NAME`).
-            let server_args: Vec<String> = args
-                .iter()
-                .skip_while(|a| *a != "--")
-                .skip(1)
-                .cloned()
-                .collect();
-            let walk = learner::check_binary(&ex, &exe, &server_args);
-            if reference.is_none() && opt("--dir").is_none() {
-                learner::record(&root, &nn, &walk);
-            }
-            match &walk.failed {
-                None => {
-                    println!("all {} steps passed", walk.total);
-                    ExitCode::SUCCESS
-                }
-                Some(_) => ExitCode::FAILURE,
-            }
+            watch(&root, &ex, &args)
         }
         "crate" => {
             // workshop crate NN DIR: the pristine skeleton as a crate at DIR (tests, CI).
@@ -159,8 +120,8 @@ fn main() -> ExitCode {
             let Some(_) = known(&nn) else {
                 return ExitCode::from(2);
             };
-            let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
-            match learner::reset(&root, &nn, interactive) {
+            let answer = learner::ask_reset(&root, &nn);
+            match learner::reset(&root, &nn, answer.as_deref()) {
                 Ok(msg) => {
                     println!("{msg}");
                     ExitCode::SUCCESS
@@ -173,4 +134,98 @@ fn main() -> ExitCode {
         }
         _ => usage(),
     }
+}
+
+/// The value after option `name`.
+fn opt(args: &[String], name: &str) -> Option<PathBuf> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+}
+
+/// The crate checked: `--dir`, else my-exercises/NN/.
+fn crate_dir(root: &Path, nn: &str, args: &[String]) -> PathBuf {
+    opt(args, "--dir").unwrap_or_else(|| learner::learner_dir(root, nn))
+}
+
+/// `workshop check NN …`: build, walk the steps, record the outcome (exit 0, 1 or 2).
+fn check(root: &Path, ex: &check::Exercise, args: &[String]) -> ExitCode {
+    let nn = ex.nn;
+    let release = !args.iter().any(|a| a == "--debug");
+    if let Some(secs) = opt(args, "--wait").and_then(|w| w.to_str()?.parse::<f64>().ok()) {
+        workshop::client::set_wait(Duration::from_secs_f64(secs));
+    }
+    let reference = opt(args, "--bin");
+    let exe = match &reference {
+        Some(exe) => exe.clone(),
+        None => {
+            let dir = crate_dir(root, nn, args);
+            if !dir.join("Cargo.toml").exists() {
+                eprintln!("no exercise {nn} yet: `make exercise-{nn}` creates it");
+                return ExitCode::from(2);
+            }
+            let target = opt(args, "--target-dir").unwrap_or_else(|| root.join("target"));
+            match learner::build(&dir, nn, &target, release) {
+                Ok(exe) => exe,
+                Err(message) => {
+                    eprint!("{message}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    // After `--`: arguments for the server (a lesson's `--mistake NAME`).
+    let server_args: Vec<String> = args
+        .iter()
+        .skip_while(|a| *a != "--")
+        .skip(1)
+        .cloned()
+        .collect();
+    let walk = match reference {
+        Some(_) => learner::check_binary(ex, &exe, &server_args),
+        None => learner::check_build(ex, &exe, &server_args),
+    };
+    if reference.is_none() && opt(args, "--dir").is_none() {
+        learner::record(root, nn, &walk);
+    }
+    match &walk.failed {
+        None => {
+            println!("all {} steps passed", walk.total);
+            ExitCode::SUCCESS
+        }
+        Some(_) => ExitCode::FAILURE,
+    }
+}
+
+/// `workshop watch NN …`: [`check`], then again after every save to the crate's files
+/// (their modification times, looked at every 300 ms), until Ctrl-C or `--rounds N` checks.
+fn watch(root: &Path, ex: &check::Exercise, args: &[String]) -> ExitCode {
+    let dir = crate_dir(root, ex.nn, args);
+    let rounds: Option<usize> = opt(args, "--rounds").and_then(|r| r.to_str()?.parse().ok());
+    let shown = dir.strip_prefix(root).unwrap_or(&dir).display().to_string();
+    let mut last = ExitCode::SUCCESS;
+    for round in 1.. {
+        let before = learner::stamp(&dir);
+        last = check(root, ex, args);
+        if rounds.is_some_and(|r| round >= r) {
+            break;
+        }
+        println!("watching {shown}/ : save a file to check again (Ctrl-C stops)");
+        let mut seen = before;
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = learner::stamp(&dir);
+            if now != seen {
+                // A save may come as several writes: wait until the files hold still.
+                std::thread::sleep(Duration::from_millis(200));
+                if learner::stamp(&dir) == now {
+                    break;
+                }
+                seen = now;
+            }
+        }
+        println!();
+    }
+    last
 }
