@@ -11,7 +11,35 @@ use std::time::{Duration, Instant};
 
 use crate::client::{wait, Conn, Failure, Outcome};
 use crate::run::{self, Server};
+use crate::calls::{self, Rule, Scenario, EPOLLS, POLLS};
 use crate::{echo, model, socks};
+
+/// Exercise 08's model, from its calls: one thread, waiting only in poll over every client,
+/// reading only what poll reported, and quiet while its clients are.
+const POLL_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(POLLS),
+    Rule::WatchesEveryClient(POLLS),
+    Rule::ReadsWhenReported,
+];
+/// Exercise 10's: the same on epoll (every client epoll_ctl'd into the instance it waits on).
+const EPOLL_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(EPOLLS),
+    Rule::WatchesEveryClient(EPOLLS),
+    Rule::ReadsWhenReported,
+];
+/// Exercise 12's relay: one thread on poll, and no write that blocks.
+const RELAY_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(POLLS),
+    Rule::WatchesEveryClient(POLLS),
+    Rule::ReadsWhenReported,
+    Rule::NoBlockingWrite,
+];
 
 /// What a step gets: the server under check (restartable) and how it was started.
 pub struct Ctx {
@@ -109,7 +137,7 @@ fn steps_04() -> Vec<Step> {
         },
         Step {
             name: "model: a process per client",
-            run: process_per_client,
+            run: |c| calls::judge(c, Scenario::Echo, &[Rule::ProcessPerClient]),
             hint: "fork(2) per client: the child serves and _exit(2)s; no threads",
         },
         Step {
@@ -130,7 +158,7 @@ fn steps_08() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
         Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: SKIPPED },
-        Step { name: "model: one thread asleep in poll", run: |c| one_thread_in(c, &["poll", "ppoll"]), hint: "one thread, one poll(2) over every fd: no fork, no thread, no blocking read" },
+        Step { name: "model: one thread waits only in poll, over every client", run: |c| calls::judge(c, Scenario::Echo, POLL_LOOP), hint: "one thread, one poll(2) over every fd, and a read or write only where poll reported: no fork, no thread, no blocking read, no nap. A loop that tries every fd and then naps is lesson 06's busy loop: `make lesson-06 ARGS='--nap 2000'`, then `make trace-06`" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "socket(.., SOCK_NONBLOCK) for the listener, accept4(.., SOCK_NONBLOCK) for each client: a read after a spurious wake-up must not block the loop" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "remove the pollfd entry, then close(2) the fd, on every ending" },
     ]);
@@ -141,7 +169,7 @@ fn steps_10() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
         Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "serve only the fds epoll_wait returned, and go back to epoll_wait; a handler that blocks stalls every client (lesson 10's `--mistake blocking-handler`)" },
-        Step { name: "model: one thread asleep in epoll_wait", run: |c| one_thread_in(c, &["epoll_wait", "epoll_pwait", "epoll_pwait2"]), hint: "one thread, epoll_create1 once, epoll_ctl per fd, epoll_wait in the loop; a thread that never sleeps is lesson 10's `--mistake epollout-always` (EPOLLOUT watched with nothing to write): `make lesson-10 ARGS='--mistake epollout-always'`, then `make provoke-10`" },
+        Step { name: "model: one thread waits only in epoll_wait, over every client", run: |c| calls::judge(c, Scenario::Echo, EPOLL_LOOP), hint: "one thread, epoll_create1 once, epoll_ctl per fd, epoll_wait in the loop; a thread that never sleeps is lesson 10's `--mistake epollout-always` (EPOLLOUT watched with nothing to write): `make lesson-10 ARGS='--mistake epollout-always'`, then `make provoke-10`" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "SOCK_NONBLOCK on the listener and on every accepted fd: the reactor must never block in read" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "EPOLL_CTL_DEL (or the close) and close(2) on every ending; connections left open are also what lesson 10's `--mistake edge-triggered` does (EPOLLET, one read per wake-up: the bytes left raise no new event): `make lesson-10 ARGS='--mistake edge-triggered'`" },
     ]);
@@ -164,7 +192,7 @@ fn steps_12() -> Vec<Step> {
     Step { name: "greeting, request and payload in one write", run: |c| socks::everything_in_one_write(c.addr()), hint: "bytes after the request are payload: forward them once the target is connected" },
     Step { name: "a half-close is relayed", run: |c| socks::half_close(c.addr()), hint: "EOF from one side: shutdown(SHUT_WR) on the other, and keep relaying the other way (lesson 12's `--mistake no-half-close` fails this way: `make lesson-12 ARGS='--mistake no-half-close'`, then `make provoke-12`)" },
     Step { name: "a refused target: REP 0x05", run: |c| socks::refused(c.addr()), hint: "the connect's outcome is SO_ERROR once POLLOUT comes: ECONNREFUSED is REP 0x05 (a success here is lesson 12's `--mistake success-always`: `make lesson-12 ARGS='--mistake success-always'`, then `make provoke-12`)" },
-    Step { name: "model: the loop's thread asleep in poll, sockets non-blocking", run: socks_model, hint: "one loop thread in poll(2) (the resolver threads aside), every socket SOCK_NONBLOCK" },
+    Step { name: "model: one thread relays, waiting only in poll; no write blocks", run: |c| calls::judge(c, Scenario::Socks, RELAY_LOOP), hint: "one loop thread in poll(2) (the resolver threads aside), every socket SOCK_NONBLOCK, and never a write that blocks: a client that stops reading would stall every other. Write what the socket takes, keep the rest, and ask poll for POLLOUT" },
     Step { name: "model: the fd count comes back", run: socks_fds_back, hint: "close both sides of a relay once both directions are done" },
     ]
 }
@@ -394,28 +422,6 @@ fn serial_model(c: &mut Ctx) -> Outcome {
     fd_count_back(c)
 }
 
-fn process_per_client(c: &mut Ctx) -> Outcome {
-    let pid = c.pid();
-    let clients = welcomed_clients(c.addr(), 3)?;
-    let until = Instant::now() + wait();
-    loop {
-        let (threads, children) = (model::threads(pid).len(), model::children(pid).len());
-        if children >= 3 && threads == 1 {
-            break;
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "three clients, connected at once",
-                "three child processes, one per client, and one thread in the parent",
-                model::describe(pid),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    drop(clients);
-    Ok(())
-}
-
 fn eof_first(c: &mut Ctx) -> Outcome {
     let mut conn = echo::welcomed(c.addr())?;
     conn.send("abc\n")?;
@@ -486,29 +492,6 @@ fn fd_count_back(c: &mut Ctx) -> Outcome {
     echo::fd_count_back(c.addr(), c.pid(), 20)
 }
 
-/// One thread, no child, and it sleeps in one of `calls` while its clients are idle.
-fn one_thread_in(c: &mut Ctx, calls: &[&str]) -> Outcome {
-    let pid = c.pid();
-    let _clients = welcomed_clients(c.addr(), 3)?;
-    let until = Instant::now() + wait();
-    loop {
-        let ok = model::threads(pid).len() == 1
-            && model::children(pid).is_empty()
-            && model::syscall(pid, pid).is_some_and(|s| calls.contains(&s.as_str()));
-        if ok {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "three clients, connected and idle",
-                format!("one thread, no child, asleep in {}", calls.join(" or ")),
-                model::describe(pid),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn blocking_sockets(pid: u32, sent: &str) -> Outcome {
     let sockets = model::sockets(pid);
     let blocking: Vec<u32> = sockets
@@ -532,33 +515,6 @@ fn blocking_sockets(pid: u32, sent: &str) -> Outcome {
 fn nonblocking_echo(c: &mut Ctx) -> Outcome {
     let _clients = welcomed_clients(c.addr(), 3)?;
     blocking_sockets(c.pid(), "three clients, connected")
-}
-
-fn socks_model(c: &mut Ctx) -> Outcome {
-    let pid = c.pid();
-    let mut relay = socks::open(c.addr(), socks::echo_target())?;
-    relay.send("ping")?;
-    relay.expect(b"ping")?;
-    let until = Instant::now() + wait();
-    loop {
-        let asleep = model::syscall(pid, pid);
-        if model::children(pid).is_empty()
-            && asleep
-                .as_deref()
-                .is_some_and(|s| s == "poll" || s == "ppoll")
-        {
-            break;
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "one relay, open and idle",
-                "the loop's thread (the first) asleep in poll, no child",
-                model::describe(pid),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    blocking_sockets(pid, "one relay, open")
 }
 
 fn socks_fds_back(c: &mut Ctx) -> Outcome {
