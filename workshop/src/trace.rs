@@ -194,6 +194,7 @@ fn closing_paren(body: &str) -> Option<usize> {
         }
         match ch {
             '"' => quoted = true,
+            '>' if body[..i].ends_with(['-', '=']) => {} // `a->b`, `[128 => 16]`
             '(' | '[' | '{' | '<' => depth += 1,
             ']' | '}' | '>' => depth -= 1,
             ')' if depth == 0 => return Some(i),
@@ -223,6 +224,7 @@ pub fn split_args(args: &str) -> Vec<&str> {
         }
         match ch {
             '"' => quoted = true,
+            '>' if args[..i].ends_with(['-', '=']) => {}
             '(' | '[' | '{' | '<' => depth += 1,
             ')' | ']' | '}' | '>' => depth -= 1,
             ',' if depth == 0 => {
@@ -256,6 +258,7 @@ pub fn fds_in(text: &str) -> Vec<(i32, String)> {
                 while i < bytes.len() {
                     match bytes[i] {
                         b'<' => depth += 1,
+                        b'>' if matches!(bytes[i - 1], b'-' | b'=') => {}
                         b'>' => {
                             depth -= 1;
                             if depth == 0 {
