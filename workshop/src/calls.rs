@@ -177,7 +177,10 @@ fn timeout_ms(arg: &str, unit_ms: bool) -> Option<f64> {
         return None;
     }
     if arg.starts_with('{') {
-        let secs = trace::numbers_after(arg, "tv_sec=").first().copied().unwrap_or(0) as f64;
+        let secs = trace::numbers_after(arg, "tv_sec=")
+            .first()
+            .copied()
+            .unwrap_or(0) as f64;
         let nsec = trace::numbers_after(arg, "tv_nsec=").first().copied();
         let usec = trace::numbers_after(arg, "tv_usec=").first().copied();
         return Some(
@@ -404,7 +407,10 @@ impl Analysis {
             timeout_ms(args.get(2).copied().unwrap_or("NULL"), name == "poll")
         } else if EPOLLS.contains(&name) {
             epoll = true;
-            let epfd = args.first().and_then(|a| trace::fd_of(a)).map_or(-1, |f| f.0);
+            let epfd = args
+                .first()
+                .and_then(|a| trace::fd_of(a))
+                .map_or(-1, |f| f.0);
             let list = s.interest.get(&(pid, epfd)).cloned().unwrap_or_default();
             watched = list.iter().map(|(w, _)| w.clone()).collect();
             for data in trace::numbers_after(args.get(1).unwrap_or(&""), "u64=") {
@@ -412,7 +418,10 @@ impl Analysis {
                     reported.insert(w.clone());
                 }
             }
-            timeout_ms(args.get(3).copied().unwrap_or("NULL"), name != "epoll_pwait2")
+            timeout_ms(
+                args.get(3).copied().unwrap_or("NULL"),
+                name != "epoll_pwait2",
+            )
         } else if SELECTS.contains(&name) {
             for set in args.iter().skip(1).take(3) {
                 for fd in set.trim_matches(['[', ']']).split_whitespace() {
@@ -642,10 +651,13 @@ impl Analysis {
                 });
                 acceptor_elsewhere || bad || !self.threads_made.is_empty()
             }
-            Rule::WaitsOnlyIn(names) => self.waits.iter().any(|w| !names.contains(&w.name.as_str())),
-            Rule::WatchesEveryClient(names) => self.clients.iter().any(|c| {
-                !c.watched_by.iter().any(|n| names.contains(&n.as_str()))
-            }),
+            Rule::WaitsOnlyIn(names) => {
+                self.waits.iter().any(|w| !names.contains(&w.name.as_str()))
+            }
+            Rule::WatchesEveryClient(names) => self
+                .clients
+                .iter()
+                .any(|c| !c.watched_by.iter().any(|n| names.contains(&n.as_str()))),
             Rule::ReadsWhenReported => self.unreported_reads > 0,
             Rule::NoSpin => self.spins(),
             Rule::NoBlockingWrite => {
@@ -661,12 +673,14 @@ pub fn expected(rule: Rule) -> String {
     match rule {
         Rule::OneThreadServes => "one thread accepts and reads every client; no fork".into(),
         Rule::ProcessPerClient => {
-            "the first process accepts; each client is read in a child it forked, no threads"
-                .into()
+            "the first process accepts; each client is read in a child it forked, no threads".into()
         }
         Rule::WaitsOnlyIn(names) => format!("every wait in {}", names.join(" or ")),
         Rule::WatchesEveryClient(names) => {
-            format!("every client socket among the fds {} waits on", names.join(" or "))
+            format!(
+                "every client socket among the fds {} waits on",
+                names.join(" or ")
+            )
         }
         Rule::ReadsWhenReported => {
             "every read on a client after a readiness report that named it".into()

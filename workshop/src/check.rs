@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::calls::{self, Rule, Scenario, EPOLLS, POLLS};
 use crate::client::{wait, Conn, Failure, Outcome};
 use crate::run::{self, Server};
-use crate::calls::{self, Rule, Scenario, EPOLLS, POLLS};
 use crate::{echo, model, socks};
 
 /// Exercise 08's model, from its calls: one thread, waiting only in poll over every client,

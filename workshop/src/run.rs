@@ -114,7 +114,10 @@ pub fn start(exe: &Path, args: &[String], port: u16) -> Result<Server, Failure> 
             server.addr = addr;
             if server.trace.is_some() {
                 // strace's child is the server (it printed the banner, so it is there).
-                server.pid = crate::model::children(group).first().copied().unwrap_or(group);
+                server.pid = crate::model::children(group)
+                    .first()
+                    .copied()
+                    .unwrap_or(group);
             }
             server.running(exe)?;
             return Ok(server);
@@ -126,7 +129,10 @@ pub fn start(exe: &Path, args: &[String], port: u16) -> Result<Server, Failure> 
             if let Some(addr) = server.log.lines().iter().find_map(|l| banner_addr(l)) {
                 // A banner, then the end: the next step reports what happened.
                 server.addr = addr;
-                server.pid = crate::model::children(group).first().copied().unwrap_or(group);
+                server.pid = crate::model::children(group)
+                    .first()
+                    .copied()
+                    .unwrap_or(group);
                 return Ok(server);
             }
             let got = server.what_happened(0).unwrap_or_else(|| match exited {

@@ -355,7 +355,8 @@ mod tests {
 
     #[test]
     fn fds_and_numbers() {
-        let args = "[{fd=0</dev/null<char 1:3>>, events=0}, {fd=7<TCP:[a->b]>, events=POLLIN}], 2, 0";
+        let args =
+            "[{fd=0</dev/null<char 1:3>>, events=0}, {fd=7<TCP:[a->b]>, events=POLLIN}], 2, 0";
         assert_eq!(
             fds_in(args),
             vec![(0, "/dev/null<char 1:3>".into()), (7, "TCP:[a->b]".into())]

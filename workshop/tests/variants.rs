@@ -35,10 +35,7 @@ const L03: &[(&str, &str)] = &[
 ];
 const L04: &[(&str, &str)] = &[
     ("lessons/04-fork.rs", "main.rs"),
-    (
-        "lessons/03-interactive/serve.rs",
-        "03-interactive/serve.rs",
-    ),
+    ("lessons/03-interactive/serve.rs", "03-interactive/serve.rs"),
 ];
 const L06: &[(&str, &str)] = &[("lessons/06-nonblock.rs", "main.rs")];
 const L08: &[(&str, &str)] = &[("lessons/08-poll.rs", "main.rs")];
@@ -231,7 +228,14 @@ fn built() -> &'static PathBuf {
         // The lessons the exec variants exec.
         let lessons = Command::new(env!("CARGO"))
             .args(["build", "-q", "-p", "sockets-by-hand"])
-            .args(["--bin", "lesson-04", "--bin", "lesson-08", "--bin", "lesson-12"])
+            .args([
+                "--bin",
+                "lesson-04",
+                "--bin",
+                "lesson-08",
+                "--bin",
+                "lesson-12",
+            ])
             .current_dir(root())
             .status()
             .unwrap();
@@ -306,7 +310,11 @@ fn wrong_models_fail_naming_what_their_calls_show() {
     let pairs: Vec<(&str, &str)> = cases.iter().map(|(v, _, _)| (v.nn, v.name)).collect();
     for ((v, step, words), (code, out)) in cases.iter().zip(check_all(&pairs)) {
         assert_eq!(code, 1, "{}:\n{out}", v.name);
-        assert!(out.contains(step), "{} should fail at {step:?}:\n{out}", v.name);
+        assert!(
+            out.contains(step),
+            "{} should fail at {step:?}:\n{out}",
+            v.name
+        );
         for word in *words {
             assert!(out.contains(word), "{}: no {word:?} in:\n{out}", v.name);
         }
