@@ -718,6 +718,22 @@ pub fn judge(c: &mut Ctx, scenario: Scenario, rules: &[Rule]) -> Outcome {
     let to = mark(c)?;
     let lines = trace::read(c.server.trace.as_ref().ok_or_else(no_strace)?);
     let a = Analysis::of(&lines, from, to, idle);
+    // The scenario's own clients must be in the record, or the record says nothing.
+    let clients = match scenario {
+        Scenario::Echo => 3,
+        Scenario::Socks => 1,
+    };
+    if a.clients.len() < clients {
+        return Err(Failure::new(
+            scenario.said(),
+            format!("the accept of each of the {clients} client(s) among the calls traced"),
+            format!(
+                "{} accept(s) in trace lines {from}..{to} of {}: the calls were not recorded",
+                a.clients.len(),
+                lines.len()
+            ),
+        ));
+    }
     match a.broken(rules) {
         None => Ok(()),
         Some(expected) => Err(Failure::new(scenario.said(), expected, a.describe())),

@@ -118,7 +118,9 @@ pub fn parse(text: &str) -> Vec<Line> {
 
 /// Reads and parses the trace at `path`.
 pub fn read(path: &Path) -> Vec<Line> {
-    parse(&fs::read_to_string(path).unwrap_or_default())
+    parse(&String::from_utf8_lossy(
+        &fs::read(path).unwrap_or_default(),
+    ))
 }
 
 fn parse_line(line: &str) -> Option<Line> {
