@@ -194,19 +194,23 @@ fn timeout_ms(arg: &str, unit_ms: bool) -> Option<f64> {
 }
 
 impl Analysis {
-    /// The model shown by trace lines `from..to`, the state (which fd is what) taken from
-    /// the trace's start; `idle` is the quiet part (a range of line indices).
+    /// The model shown by the calls that returned between marks `from` and `to` (the
+    /// state, which fd is what, taken from the trace's start); `idle` is the quiet part
+    /// (two marks).
     pub fn of(lines: &[Line], from: usize, to: usize, idle: (usize, usize)) -> Analysis {
         let mut a = Analysis::default();
         let mut s = State::default();
         let mut idle_times = (None, None);
-        for (i, line) in lines.iter().enumerate().take(to) {
+        for line in lines {
             let Line::Call(call) = line else { continue };
             if a.root == 0 {
                 a.root = call.tid;
             }
-            let inside = i >= from;
-            if i >= idle.0 && i < idle.1 {
+            if call.end >= to && call.end != usize::MAX {
+                continue;
+            }
+            let inside = call.end >= from && call.end < to;
+            if call.end >= idle.0 && call.end < idle.1 {
                 a.idle_calls += 1;
                 if call.errno.as_deref() == Some("EAGAIN") {
                     a.idle_eagain += 1;
@@ -692,10 +696,10 @@ pub fn expected(rule: Rule) -> String {
     }
 }
 
-/// The number of trace lines so far (a mark in the trace).
+/// A mark in the server's trace (its whole lines so far).
 fn mark(c: &Ctx) -> Result<usize, Failure> {
     let path = c.server.trace.as_ref().ok_or_else(no_strace)?;
-    Ok(trace::read(path).len())
+    Ok(trace::mark(path))
 }
 
 fn no_strace() -> Failure {

@@ -55,25 +55,34 @@ pub fn command(exe: &Path, path: &Path) -> Command {
 /// prints the rest later as `PID  <... name resumed>rest`. Every call line then ends with
 /// its result, whatever else ran; a call still running stays as it began.
 pub fn join_split_calls(text: &str) -> String {
+    joined(text).iter().map(|(l, _)| format!("{l}\n")).collect()
+}
+
+/// [`join_split_calls`]'s lines, each with the index of the line of `text` that ended it
+/// (its resumed line, for a split call).
+fn joined(text: &str) -> Vec<(String, usize)> {
     let pid = |line: &str| line.split_whitespace().next().unwrap_or("").to_string();
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<(String, usize)> = Vec::new();
     let mut pending: Vec<(String, usize)> = Vec::new();
-    for line in text.lines() {
+    for (at, line) in text.lines().enumerate() {
         if let Some(start) = line.find("<... ") {
-            if let Some(at) = pending.iter().position(|(p, _)| *p == pid(line)) {
-                let (_, i) = pending.remove(at);
-                out[i].push_str(line[start..].split_once("resumed>").map_or("", |r| r.1));
+            if let Some(k) = pending.iter().position(|(p, _)| *p == pid(line)) {
+                let (_, i) = pending.remove(k);
+                out[i]
+                    .0
+                    .push_str(line[start..].split_once("resumed>").map_or("", |r| r.1));
+                out[i].1 = at;
                 continue;
             }
         }
         if let Some(head) = line.strip_suffix("<unfinished ...>") {
             pending.push((pid(line), out.len()));
-            out.push(head.trim_end().to_string());
+            out.push((head.trim_end().to_string(), usize::MAX));
         } else {
-            out.push(line.to_string());
+            out.push((line.to_string(), at));
         }
     }
-    out.iter().map(|l| format!("{l}\n")).collect()
+    out
 }
 
 /// One system call as strace showed it.
@@ -94,6 +103,9 @@ pub struct Call {
     pub errno: Option<String>,
     /// Whether it returned (a call still running, or cut by the end, has no result).
     pub done: bool,
+    /// The index of the trace line that ended it (its `resumed` line for a split call;
+    /// usize::MAX while it runs): a [`mark`] before it means the call ended after the mark.
+    pub end: usize,
 }
 
 /// What one line of the trace is.
@@ -106,14 +118,24 @@ pub enum Line {
 
 /// The lines of a trace (split calls joined; a last line strace is still writing left out).
 pub fn parse(text: &str) -> Vec<Line> {
-    let complete = match text.rfind('\n') {
+    joined(complete(text))
+        .into_iter()
+        .filter_map(|(line, end)| {
+            let mut parsed = parse_line(&line)?;
+            if let Line::Call(call) = &mut parsed {
+                call.end = end;
+            }
+            Some(parsed)
+        })
+        .collect()
+}
+
+/// The text up to its last newline.
+fn complete(text: &str) -> &str {
+    match text.rfind('\n') {
         Some(at) => &text[..=at],
         None => "",
-    };
-    join_split_calls(complete)
-        .lines()
-        .filter_map(parse_line)
-        .collect()
+    }
 }
 
 /// Reads and parses the trace at `path`.
@@ -121,6 +143,13 @@ pub fn read(path: &Path) -> Vec<Line> {
     parse(&String::from_utf8_lossy(
         &fs::read(path).unwrap_or_default(),
     ))
+}
+
+/// A mark in the trace at `path`: how many whole lines it has now. A call whose
+/// [`Call::end`] is at or after a mark returned after it.
+pub fn mark(path: &Path) -> usize {
+    let bytes = fs::read(path).unwrap_or_default();
+    bytes.iter().filter(|b| **b == b'\n').count()
 }
 
 fn parse_line(line: &str) -> Option<Line> {
