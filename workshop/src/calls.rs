@@ -16,7 +16,7 @@
 //! show ("found: a busy loop, not an event loop: …"). Whatever the rules, a program that
 //! execs another fails.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::thread;
 use std::time::Duration;
 
@@ -99,6 +99,9 @@ pub struct Wait {
 /// One connection the server accepted.
 #[derive(Debug, Clone, Default)]
 pub struct Client {
+    /// Its identity in the walk.
+    pub id: u64,
+    /// What `-yy` showed it as when accepted.
     pub what: String,
     pub accepted_by: u32,
     /// (process, thread) of each read.
@@ -141,14 +144,21 @@ pub struct Analysis {
 #[derive(Default)]
 struct State {
     tgid: HashMap<u32, u32>,
-    /// (process, fd) → what it is.
+    /// (process, fd) → what `-yy` last showed it as (for the messages).
     fds: HashMap<(u32, i32), String>,
+    /// (process, fd) → the open socket's identity: a forked child shares its parent's, and
+    /// it holds when `-yy` cannot show a socket's addresses.
+    ids: HashMap<(u32, i32), u64>,
+    next_id: u64,
+    /// The sockets, and those that are connections (accepted, or connect()ed).
+    sockets: HashSet<u64>,
+    conns: HashSet<u64>,
     /// (process, fd) → O_NONBLOCK.
     nonblock: HashMap<(u32, i32), bool>,
-    /// (process, epoll fd) → (what, epoll data) for each fd in its interest list.
-    interest: HashMap<(u32, i32), Vec<(String, u64)>>,
+    /// (process, epoll fd) → (identity, epoll data) for each fd in its interest list.
+    interest: HashMap<(u32, i32), Vec<(u64, u64)>>,
     /// thread → what its last wait reported, and what it accepted since.
-    reported: HashMap<u32, BTreeSet<String>>,
+    reported: HashMap<u32, BTreeSet<u64>>,
     execs: usize,
 }
 
@@ -160,6 +170,26 @@ impl State {
     fn what(&self, pid: u32, fd: i32) -> String {
         self.fds.get(&(pid, fd)).cloned().unwrap_or_default()
     }
+
+    /// The identity of `fd` in `pid` (a new one for an fd not seen made).
+    fn id(&mut self, pid: u32, fd: i32) -> u64 {
+        if let Some(id) = self.ids.get(&(pid, fd)) {
+            return *id;
+        }
+        self.fresh(pid, fd)
+    }
+
+    /// A new identity: `fd` was just made.
+    fn fresh(&mut self, pid: u32, fd: i32) -> u64 {
+        self.next_id += 1;
+        self.ids.insert((pid, fd), self.next_id);
+        self.next_id
+    }
+}
+
+/// The fd a call's first argument names.
+fn first_fd(args: &[&str]) -> Option<i32> {
+    args.first().and_then(|a| trace::fd_of(a)).map(|(fd, _)| fd)
 }
 
 fn is_wait(name: &str) -> bool {
@@ -226,8 +256,8 @@ impl Analysis {
         a
     }
 
-    fn client(&mut self, what: &str) -> Option<&mut Client> {
-        self.clients.iter_mut().rev().find(|c| c.what == what)
+    fn client(&mut self, id: u64) -> Option<&mut Client> {
+        self.clients.iter_mut().find(|c| c.id == id)
     }
 
     fn step(&mut self, s: &mut State, call: &Call, inside: bool) {
@@ -240,7 +270,7 @@ impl Analysis {
                 s.fds.insert((pid, fd), what);
             }
         }
-        let first = args.first().and_then(|a| trace::fd_of(a));
+        let first = args.first().and_then(|a| trace::fd_of(a)).map(|(fd, _)| fd);
         let name = call.name.as_str();
         match name {
             "execve" | "execveat" if call.done && call.ret == Some(0) => {
@@ -259,44 +289,57 @@ impl Analysis {
                     if inside {
                         self.threads_made.insert(child, pid);
                     }
-                } else {
-                    s.tgid.insert(child, child);
-                    self.parents.insert(child, pid);
-                    if inside {
-                        self.forked += 1;
-                    }
-                    let copied: Vec<_> = s
-                        .fds
-                        .iter()
-                        .filter(|((p, _), _)| *p == pid)
-                        .map(|((_, fd), w)| (*fd, w.clone()))
-                        .collect();
-                    for (fd, w) in copied {
-                        s.fds.insert((child, fd), w);
-                    }
-                    let copied: Vec<_> = s
-                        .nonblock
-                        .iter()
-                        .filter(|((p, _), _)| *p == pid)
-                        .map(|((_, fd), nb)| (*fd, *nb))
-                        .collect();
-                    for (fd, nb) in copied {
-                        s.nonblock.insert((child, fd), nb);
-                    }
+                    return;
+                }
+                s.tgid.insert(child, child);
+                self.parents.insert(child, pid);
+                if inside {
+                    self.forked += 1;
+                }
+                // The child's fds are its parent's: the same sockets, the same flags.
+                let fds: Vec<_> = s
+                    .fds
+                    .iter()
+                    .filter(|(k, _)| k.0 == pid)
+                    .map(|(k, v)| (k.1, v.clone()))
+                    .collect();
+                for (fd, what) in fds {
+                    s.fds.insert((child, fd), what);
+                }
+                let ids: Vec<_> = s
+                    .ids
+                    .iter()
+                    .filter(|(k, _)| k.0 == pid)
+                    .map(|(k, v)| (k.1, *v))
+                    .collect();
+                for (fd, id) in ids {
+                    s.ids.insert((child, fd), id);
+                }
+                let flags: Vec<_> = s
+                    .nonblock
+                    .iter()
+                    .filter(|(k, _)| k.0 == pid)
+                    .map(|(k, v)| (k.1, *v))
+                    .collect();
+                for (fd, nb) in flags {
+                    s.nonblock.insert((child, fd), nb);
                 }
             }
             "socket" | "accept" | "accept4" if call.done => {
                 let Some((fd, what)) = trace::fd_of(&call.result) else {
                     return;
                 };
-                s.fds.insert((pid, fd), what.clone());
+                let id = s.fresh(pid, fd);
+                s.sockets.insert(id);
                 let nonblocking = name != "accept" && call.args.contains("SOCK_NONBLOCK");
                 s.nonblock.insert((pid, fd), nonblocking);
-                if name != "socket" && trace::is_connection(&what) {
-                    s.reported.entry(tid).or_default().insert(what.clone());
+                if name != "socket" {
+                    s.conns.insert(id);
+                    s.reported.entry(tid).or_default().insert(id);
                     if inside {
                         self.acceptors.insert(tid);
                         self.clients.push(Client {
+                            id,
                             what,
                             accepted_by: tid,
                             ..Client::default()
@@ -304,65 +347,71 @@ impl Analysis {
                     }
                 }
             }
-            "fcntl" => {
-                let Some((fd, what)) = first else { return };
-                if args.get(1) == Some(&"F_SETFL") && call.done && call.ret == Some(0) {
-                    let on = args.get(2).is_some_and(|f| f.contains("O_NONBLOCK"));
-                    let was = s.nonblock.insert((pid, fd), on);
-                    if inside && !on && was == Some(true) && trace::is_socket(&what) {
-                        self.cleared_nonblock
-                            .push(format!("fcntl({fd}, F_SETFL, {}) on {what}", args[2]));
-                    }
-                }
+            "connect" => {
+                let Some(fd) = first else { return };
+                let id = s.id(pid, fd);
+                s.conns.insert(id);
             }
-            "ioctl" => {
-                let Some((fd, what)) = first else { return };
-                if args.get(1) == Some(&"FIONBIO") {
-                    let on = args.get(2).is_some_and(|v| v.trim() != "[0]");
-                    let was = s.nonblock.insert((pid, fd), on);
-                    if inside && !on && was == Some(true) && trace::is_socket(&what) {
-                        self.cleared_nonblock
-                            .push(format!("ioctl({fd}, FIONBIO, [0]) on {what}"));
-                    }
+            "fcntl" | "ioctl" => {
+                let Some(fd) = first else { return };
+                let setting = match (name, args.get(1).copied()) {
+                    ("fcntl", Some("F_SETFL")) => args.get(2).map(|f| {
+                        (
+                            f.contains("O_NONBLOCK"),
+                            format!("fcntl({fd}, F_SETFL, {f})"),
+                        )
+                    }),
+                    ("ioctl", Some("FIONBIO")) => args
+                        .get(2)
+                        .map(|v| (v.trim() != "[0]", format!("ioctl({fd}, FIONBIO, {v})"))),
+                    _ => None,
+                };
+                let Some((on, said)) = setting else { return };
+                if !call.done || call.ret != Some(0) {
+                    return;
+                }
+                let was = s.nonblock.insert((pid, fd), on);
+                let id = s.id(pid, fd);
+                if inside && !on && was == Some(true) && s.sockets.contains(&id) {
+                    self.cleared_nonblock
+                        .push(format!("{said} on {}", s.what(pid, fd)));
                 }
             }
             "close" => {
-                let Some((fd, what)) = first else { return };
+                let Some(fd) = first else { return };
                 s.fds.remove(&(pid, fd));
                 s.nonblock.remove(&(pid, fd));
                 s.interest.remove(&(pid, fd));
-                if trace::is_connection(&what) {
-                    for list in s.interest.iter_mut().filter(|((p, _), _)| *p == pid) {
-                        list.1.retain(|(w, _)| *w != what);
+                if let Some(id) = s.ids.remove(&(pid, fd)) {
+                    for list in s.interest.iter_mut().filter(|(k, _)| k.0 == pid) {
+                        list.1.retain(|(i, _)| *i != id);
                     }
                 }
             }
             "epoll_ctl" => {
-                let (Some((epfd, _)), Some((fd, _))) =
+                let (Some(epfd), Some((fd, _))) =
                     (first, args.get(2).and_then(|a| trace::fd_of(a)))
                 else {
                     return;
                 };
-                let what = s.what(pid, fd);
+                let id = s.id(pid, fd);
                 let data = trace::numbers_after(args.get(3).unwrap_or(&""), "u64=")
                     .first()
                     .map_or(fd as u64, |d| *d as u64);
                 let list = s.interest.entry((pid, epfd)).or_default();
-                list.retain(|(w, _)| *w != what);
+                list.retain(|(i, _)| *i != id);
                 if args.get(1) != Some(&"EPOLL_CTL_DEL") {
-                    list.push((what, data));
+                    list.push((id, data));
                 }
             }
             "read" | "readv" | "recvfrom" | "recvmsg" => {
-                let Some((_, what)) = first else { return };
-                if !trace::is_connection(&what) {
+                let Some(fd) = first else { return };
+                let id = s.id(pid, fd);
+                if !s.conns.contains(&id) || !inside {
                     return;
                 }
-                let known = s.reported.get(&tid).is_some_and(|r| r.contains(&what));
-                if !inside {
-                    return;
-                }
-                if let Some(client) = self.client(&what) {
+                let known = s.reported.get(&tid).is_some_and(|r| r.contains(&id));
+                if let Some(client) = self.client(id) {
                     client.read_by.insert((pid, tid));
                 }
                 if !known {
@@ -371,18 +420,20 @@ impl Analysis {
                         self.unreported_eagain += 1;
                     }
                     if self.unreported_example.is_empty() {
-                        self.unreported_example = format!("{name}({what}) = {}", call.result);
+                        self.unreported_example =
+                            format!("{name}({fd}<{}>) = {}", s.what(pid, fd), call.result);
                     }
                 }
             }
             "write" | "writev" | "sendto" | "sendmsg" => {
-                let Some((fd, what)) = first else { return };
-                if inside
-                    && trace::is_connection(&what)
-                    && s.nonblock.get(&(pid, fd)) == Some(&false)
-                {
-                    self.blocking_writes
-                        .push(format!("{name}({fd}<{what}>) = {}", call.result));
+                let Some(fd) = first else { return };
+                let id = s.id(pid, fd);
+                if inside && s.conns.contains(&id) && s.nonblock.get(&(pid, fd)) == Some(&false) {
+                    self.blocking_writes.push(format!(
+                        "{name}({fd}<{}>) = {}",
+                        s.what(pid, fd),
+                        call.result
+                    ));
                 }
             }
             _ if is_wait(name) => self.wait(s, call, &args, inside),
@@ -393,33 +444,30 @@ impl Analysis {
     fn wait(&mut self, s: &mut State, call: &Call, args: &[&str], inside: bool) {
         let (tid, name) = (call.tid, call.name.as_str());
         let pid = s.process(tid);
-        let mut watched: Vec<String> = Vec::new();
-        let mut reported: BTreeSet<String> = BTreeSet::new();
+        let mut watched: Vec<u64> = Vec::new();
+        let mut reported: BTreeSet<u64> = BTreeSet::new();
         let mut epoll = false;
         let timeout = if POLLS.contains(&name) {
             let list = args.first().copied().unwrap_or("");
-            watched = trace::fds_in(list).into_iter().map(|(_, w)| w).collect();
+            for fd in trace::numbers_after(list, "fd=")
+                .into_iter()
+                .filter(|fd| *fd >= 0)
+            {
+                watched.push(s.id(pid, fd as i32));
+            }
             // poll's result names the ready fds by number.
             for fd in trace::numbers_after(&call.result, "fd=") {
-                let what = trace::fds_in(list)
-                    .into_iter()
-                    .find(|(n, _)| *n as i64 == fd)
-                    .map(|(_, w)| w)
-                    .unwrap_or_else(|| s.what(pid, fd as i32));
-                reported.insert(what);
+                reported.insert(s.id(pid, fd as i32));
             }
             timeout_ms(args.get(2).copied().unwrap_or("NULL"), name == "poll")
         } else if EPOLLS.contains(&name) {
             epoll = true;
-            let epfd = args
-                .first()
-                .and_then(|a| trace::fd_of(a))
-                .map_or(-1, |f| f.0);
+            let epfd = first_fd(args).unwrap_or(-1);
             let list = s.interest.get(&(pid, epfd)).cloned().unwrap_or_default();
-            watched = list.iter().map(|(w, _)| w.clone()).collect();
+            watched = list.iter().map(|(id, _)| *id).collect();
             for data in trace::numbers_after(args.get(1).unwrap_or(&""), "u64=") {
-                if let Some((w, _)) = list.iter().find(|(_, d)| *d == data as u64) {
-                    reported.insert(w.clone());
+                if let Some((id, _)) = list.iter().find(|(_, d)| *d == data as u64) {
+                    reported.insert(*id);
                 }
             }
             timeout_ms(
@@ -430,7 +478,7 @@ impl Analysis {
             for set in args.iter().skip(1).take(3) {
                 for fd in set.trim_matches(['[', ']']).split_whitespace() {
                     if let Ok(fd) = fd.parse::<i32>() {
-                        watched.push(s.what(pid, fd));
+                        watched.push(s.id(pid, fd));
                     }
                 }
             }
@@ -439,7 +487,7 @@ impl Analysis {
                     .split(|c: char| !c.is_ascii_digit())
                     .filter_map(|n| n.parse::<i32>().ok())
                 {
-                    reported.insert(s.what(pid, fd));
+                    reported.insert(s.id(pid, fd));
                 }
             }
             timeout_ms(args.get(4).copied().unwrap_or("NULL"), false)
@@ -454,8 +502,8 @@ impl Analysis {
         if !inside {
             return;
         }
-        for what in &watched {
-            if let Some(client) = self.client(what) {
+        for id in &watched {
+            if let Some(client) = self.client(*id) {
                 client.watched_by.insert(name.to_string());
             }
         }
