@@ -754,9 +754,9 @@ fn no_strace() -> Failure {
     Failure::new(
         "(nothing: the model is judged from the system calls)",
         "strace, to record them",
-        "strace is not on this machine",
+        "strace is not on this machine, or may not trace here (ptrace refused)",
     )
-    .hint("`make deps` installs strace")
+    .hint("`make deps` installs strace; in a container, run it with ptrace allowed")
 }
 
 /// Plays `scenario` against the server, and judges the calls made meanwhile by `rules`
