@@ -63,6 +63,8 @@ pub enum Rule {
 /// What the checker does while the calls are recorded.
 #[derive(Debug, Clone, Copy)]
 pub enum Scenario {
+    /// One echo client: welcomed, a line, [`IDLE`] quiet, then q (a serial server's).
+    Serial,
     /// Three echo clients: welcomed, a line each, [`IDLE`] quiet, then q.
     Echo,
     /// One SOCKS5 relay to the checker's echo target: bytes both ways, [`IDLE`] quiet, EOF.
@@ -73,6 +75,9 @@ impl Scenario {
     fn said(self) -> String {
         let ms = IDLE.as_millis();
         match self {
+            Scenario::Serial => {
+                format!("one client: welcomed, a line, {ms} ms quiet, then q (the calls traced)")
+            }
             Scenario::Echo => format!(
                 "three clients: welcomed, a line each, {ms} ms quiet, then q (the calls traced)"
             ),
@@ -764,7 +769,8 @@ fn no_strace() -> Failure {
 pub fn judge(c: &mut Ctx, scenario: Scenario, rules: &[Rule]) -> Outcome {
     let from = mark(c)?;
     let idle = match scenario {
-        Scenario::Echo => echo_scenario(c)?,
+        Scenario::Serial => echo_scenario(c, 1)?,
+        Scenario::Echo => echo_scenario(c, 3)?,
         Scenario::Socks => socks_scenario(c)?,
     };
     let to = mark(c)?;
@@ -773,7 +779,7 @@ pub fn judge(c: &mut Ctx, scenario: Scenario, rules: &[Rule]) -> Outcome {
     // The scenario's own clients must be in the record, or the record says nothing.
     let clients = match scenario {
         Scenario::Echo => 3,
-        Scenario::Socks => 1,
+        Scenario::Serial | Scenario::Socks => 1,
     };
     if a.clients.len() < clients {
         return Err(Failure::new(
@@ -799,9 +805,9 @@ fn quiet(c: &Ctx) -> Result<(usize, usize), Failure> {
     Ok((start, mark(c)?))
 }
 
-fn echo_scenario(c: &mut Ctx) -> Result<(usize, usize), Failure> {
+fn echo_scenario(c: &mut Ctx, n: usize) -> Result<(usize, usize), Failure> {
     let addr = c.addr();
-    let mut clients = (0..3)
+    let mut clients = (0..n)
         .map(|_| echo::welcomed(addr))
         .collect::<Result<Vec<_>, _>>()?;
     for conn in &mut clients {

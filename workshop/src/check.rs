@@ -419,6 +419,8 @@ fn serial_model(c: &mut Ctx) -> Outcome {
     }
     conn.send("q\n")?;
     conn.expect_close()?;
+    // From the calls: one thread serves (a double fork leaves the snapshot above clean).
+    calls::judge(c, Scenario::Serial, &[Rule::OneThreadServes, Rule::NoSpin])?;
     fd_count_back(c)
 }
 

@@ -37,6 +37,10 @@ const L04: &[(&str, &str)] = &[
     ("lessons/04-fork.rs", "main.rs"),
     ("lessons/03-interactive/serve.rs", "03-interactive/serve.rs"),
 ];
+const L05: &[(&str, &str)] = &[
+    ("lessons/05-threads.rs", "main.rs"),
+    ("lessons/03-interactive/serve.rs", "03-interactive/serve.rs"),
+];
 const L06: &[(&str, &str)] = &[("lessons/06-nonblock.rs", "main.rs")];
 const L08: &[(&str, &str)] = &[("lessons/08-poll.rs", "main.rs")];
 const L10: &[(&str, &str)] = &[
@@ -150,6 +154,12 @@ fn wrong() -> Vec<(Variant, &'static str, &'static [&'static str])> {
             ] },
             "FAIL   9. model: one thread waits only in poll",
             &["found: a busy loop, not an event loop", "poll ×", "timeout 2 ms, over no fd", "ended EAGAIN"],
+        ),
+        (
+            // Lesson 05 as it is: a thread per client where exercise 04 forks.
+            Variant { name: "w04-threads", nn: "04", files: L05, edits: vec![] },
+            "FAIL   9. model: a process per client",
+            &["found: a thread per client (lesson 05's model)"],
         ),
         (
             Variant { name: "w04-execs-lesson", nn: "04", files: L04, edits: vec![execs_the_lesson("04")] },
