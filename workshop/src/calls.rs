@@ -11,10 +11,20 @@
 //! const POLL_LOOP: &[Rule] = &[Rule::OneThreadServes, Rule::WaitsOnlyIn(POLLS), …];
 //! ```
 //!
-//! [`judge`] plays the scenario against the server, reads the calls made meanwhile
+//! [`judge`] plays the scenario against the server, reads the calls that returned meanwhile
 //! ([`Analysis`]), and fails at the first rule broken, with `got` naming the model the calls
 //! show ("found: a busy loop, not an event loop: …"). Whatever the rules, a program that
-//! execs another fails.
+//! execs another fails, and so does a record that lacks the scenario's own accepts (the
+//! check never passes on an empty record). The program running is checked to be the one
+//! given at the banner already ([`crate::run::start`]).
+//!
+//! Adding an exercise's model: pick a scenario (or add one: a function that talks to the
+//! server and returns the marks around its quiet part), list its rules in a const beside its
+//! steps in check.rs, and write a wrong solution and two other right ones into
+//! tests/variants.rs. A new rule is a [`Rule`] variant, its arm in [`Analysis::breaks`] and
+//! its sentence in [`expected`]; a model that waits in another call (select, rt_sigtimedwait,
+//! io_uring_enter) needs the call in [`trace::CALLS`], in [`is_wait`]'s lists, and its words
+//! in [`Analysis::describe`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::thread;
@@ -197,7 +207,8 @@ fn first_fd(args: &[&str]) -> Option<i32> {
     args.first().and_then(|a| trace::fd_of(a)).map(|(fd, _)| fd)
 }
 
-fn is_wait(name: &str) -> bool {
+/// Whether a call waits: a readiness call or a sleep.
+pub fn is_wait(name: &str) -> bool {
     POLLS.contains(&name)
         || EPOLLS.contains(&name)
         || SELECTS.contains(&name)
