@@ -21,7 +21,7 @@
 //! Adding an exercise's model: pick a scenario (or add one: a function that talks to the
 //! server and returns the marks around its quiet part), list its rules in a const beside its
 //! steps in check.rs, and write a wrong solution and two other right ones into
-//! tests/variants.rs. A new rule is a [`Rule`] variant, its arm in [`Analysis::breaks`] and
+//! tests/variants.rs. A new rule is a [`Rule`] variant, its arm in `Analysis::breaks` and
 //! its sentence in [`expected`]; a model that waits in another call (select, rt_sigtimedwait,
 //! io_uring_enter) needs the call in [`trace::CALLS`], in [`is_wait`]'s lists, and its words
 //! in [`Analysis::describe`].
