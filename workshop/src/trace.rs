@@ -166,12 +166,17 @@ pub fn mark(path: &Path) -> usize {
 }
 
 fn parse_line(line: &str) -> Option<Line> {
-    let mut words = line.splitn(3, ' ');
-    let tid: u32 = words.next()?.parse().ok()?;
-    let rest = words.next()?;
-    let (time, rest) = match parse_time(rest) {
-        Some(t) => (t, words.next().unwrap_or("")),
-        None => (0.0, &line[line.find(' ')? + 1..]),
+    // strace pads the pid (`123   12:00:00.000001 read(…`): words, not single spaces.
+    let line = line.trim_start();
+    let (tid, rest) = line.split_once(' ')?;
+    let tid: u32 = tid.parse().ok()?;
+    let rest = rest.trim_start();
+    let (time, rest) = match rest
+        .split_once(' ')
+        .and_then(|(t, r)| Some((parse_time(t)?, r)))
+    {
+        Some((t, r)) => (t, r),
+        None => (0.0, rest),
     };
     let rest = rest.trim_start();
     if rest.starts_with("---") || rest.starts_with("+++") || rest.starts_with('<') {
@@ -376,6 +381,12 @@ mod tests {
                     10 12:00:00.000005 poll([{fd=3<TCP:[127.0.0.1:5]>, events=POLLIN}], 1, -1";
         let lines = parse(text);
         assert_eq!(lines.len(), 3, "{lines:?}");
+        let padded =
+            parse("6438  15:35:29.994389 accept(6<TCP:[a]>, NULL, NULL) = 7<TCP:[a->b]>\n");
+        assert!(
+            matches!(&padded[0], Line::Call(c) if c.tid == 6438 && c.name == "accept" && c.ret == Some(7)),
+            "{padded:?}"
+        );
         let Line::Call(accept) = &lines[0] else {
             panic!()
         };
