@@ -557,31 +557,9 @@ impl Trace {
     }
 }
 
-/// `text` with each call that strace split joined back into one line: when another process
-/// or thread made a call meanwhile, strace ends the first line with `<unfinished ...>` and
-/// prints the rest later as `PID  <... name resumed>rest`. Every call line then ends with
-/// its result, whatever else ran.
-pub fn join_split_calls(text: &str) -> String {
-    let pid = |line: &str| line.split_whitespace().next().unwrap_or("").to_string();
-    let mut out: Vec<String> = Vec::new();
-    let mut pending: Vec<(String, usize)> = Vec::new();
-    for line in text.lines() {
-        if let Some(start) = line.find("<... ") {
-            if let Some(at) = pending.iter().position(|(p, _)| *p == pid(line)) {
-                let (_, i) = pending.remove(at);
-                out[i].push_str(line[start..].split_once("resumed>").map_or("", |r| r.1));
-                continue;
-            }
-        }
-        if let Some(head) = line.strip_suffix("<unfinished ...>") {
-            pending.push((pid(line), out.len()));
-            out.push(head.trim_end().to_string());
-        } else {
-            out.push(line.to_string());
-        }
-    }
-    out.iter().map(|l| format!("{l}\n")).collect()
-}
+/// `text` with each call that strace split (`<unfinished ...>`, `<... name resumed>`) joined
+/// back into one line: the checker reads its traces the same way.
+pub use workshop::trace::join_split_calls;
 
 /// `1234  accept(3<TCP:...>, ...) = 4` → `accept`; `<... accept resumed>` lines are skipped
 /// (their call was counted when it started), as are signals and exits.

@@ -20,9 +20,37 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::calls::{self, Rule, Scenario, EPOLLS, POLLS};
 use crate::client::{wait, Conn, Failure, Outcome};
 use crate::run::{self, Server};
-use crate::{echo, model, socks, trace};
+use crate::{echo, model, socks};
+
+/// Exercise 08's model, from its calls: one thread, waiting only in poll over every client,
+/// reading only what poll reported, and quiet while its clients are.
+const POLL_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(POLLS),
+    Rule::WatchesEveryClient(POLLS),
+    Rule::ReadsWhenReported,
+];
+/// Exercise 10's: the same on epoll (every client epoll_ctl'd into the instance it waits on).
+const EPOLL_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(EPOLLS),
+    Rule::WatchesEveryClient(EPOLLS),
+    Rule::ReadsWhenReported,
+];
+/// Exercise 12's relay: one thread on poll, and no write that blocks.
+const RELAY_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(POLLS),
+    Rule::WatchesEveryClient(POLLS),
+    Rule::ReadsWhenReported,
+    Rule::NoBlockingWrite,
+];
 
 /// What a step gets: the server under check (restartable) and how it was started.
 pub struct Ctx {
@@ -133,7 +161,7 @@ fn steps_04() -> Vec<Step> {
         },
         Step {
             name: "model: a process per client",
-            run: process_per_client,
+            run: |c| calls::judge(c, Scenario::Echo, &[Rule::ProcessPerClient]),
             hint: "fork(2) per client: the child serves and _exit(2)s; no threads",
         },
         Step {
@@ -154,10 +182,9 @@ fn steps_08() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
         Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: SKIPPED },
-        Step { name: "model: one thread asleep in poll", run: |c| one_thread_in(c, &["poll", "ppoll"]), hint: "one thread, one poll(2) over every fd: no fork, no thread, no blocking read" },
+        Step { name: "model: one thread waits only in poll, over every client", run: |c| calls::judge(c, Scenario::Echo, POLL_LOOP), hint: "one thread, one poll(2) over every fd, and a read or write only where poll reported: no fork, no thread, no blocking read, no nap. A loop that tries every fd and then naps is lesson 06's busy loop: `make lesson-06 ARGS='--nap 2000'`, then `make trace-06`" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "socket(.., SOCK_NONBLOCK) for the listener, accept4(.., SOCK_NONBLOCK) for each client: a read after a spurious wake-up must not block the loop" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "remove the pollfd entry, then close(2) the fd, on every ending" },
-        Step { name: "model: its calls wait only in poll, over every client, and never spin", run: |c| waits_only_in(c, &["poll", "ppoll"]), hint: "one poll(2) over the listener and every client, with a timeout of -1 (or until the next deadline): it returns only when something is ready. A poll over nothing, a zero timeout or a sleep between rounds is lesson 06's busy loop (`make lesson-06 ARGS='--nap 2000'` naps; top shows its CPU)" },
     ]);
     steps
 }
@@ -166,10 +193,9 @@ fn steps_10() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
         Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "serve only the fds epoll_wait returned, and go back to epoll_wait; a handler that blocks stalls every client (lesson 10's `--mistake blocking-handler`)" },
-        Step { name: "model: one thread asleep in epoll_wait", run: |c| one_thread_in(c, &["epoll_wait", "epoll_pwait", "epoll_pwait2"]), hint: "one thread, epoll_create1 once, epoll_ctl per fd, epoll_wait in the loop; a thread that never sleeps is lesson 10's `--mistake epollout-always` (EPOLLOUT watched with nothing to write): `make lesson-10 ARGS='--mistake epollout-always'`, then `make provoke-10`" },
+        Step { name: "model: one thread waits only in epoll_wait, over every client", run: |c| calls::judge(c, Scenario::Echo, EPOLL_LOOP), hint: "one thread, epoll_create1 once, epoll_ctl per fd, epoll_wait in the loop; a thread that never sleeps is lesson 10's `--mistake epollout-always` (EPOLLOUT watched with nothing to write): `make lesson-10 ARGS='--mistake epollout-always'`, then `make provoke-10`" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "SOCK_NONBLOCK on the listener and on every accepted fd: the reactor must never block in read" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "EPOLL_CTL_DEL (or the close) and close(2) on every ending; connections left open are also what lesson 10's `--mistake edge-triggered` does (EPOLLET, one read per wake-up: the bytes left raise no new event): `make lesson-10 ARGS='--mistake edge-triggered'`" },
-        Step { name: "model: its calls wait only in epoll_wait, and never spin", run: |c| waits_only_in(c, &["epoll_wait", "epoll_pwait", "epoll_pwait2"]), hint: "the loop's one wait is epoll_wait(2), with a timeout of -1 (or until the next deadline): no poll, select or sleep beside it, no zero timeout" },
     ]);
     steps
 }
@@ -191,7 +217,7 @@ fn steps_12() -> Vec<Step> {
     Step { name: "a half-close is relayed", run: |c| socks::half_close(c.addr()), hint: "EOF from one side: shutdown(SHUT_WR) on the other, and keep relaying the other way (lesson 12's `--mistake no-half-close` fails this way: `make lesson-12 ARGS='--mistake no-half-close'`, then `make provoke-12`)" },
     Step { name: "a refused target: REP 0x05", run: |c| socks::refused(c.addr()), hint: "the connect's outcome is SO_ERROR once POLLOUT comes: ECONNREFUSED is REP 0x05 (a success here is lesson 12's `--mistake success-always`: `make lesson-12 ARGS='--mistake success-always'`, then `make provoke-12`)" },
     Step { name: "a client that stops reading stalls no other", run: stalled_reader, hint: BLOCKING_WRITE },
-    Step { name: "model: the loop's thread asleep in poll, sockets non-blocking", run: socks_model, hint: "one loop thread in poll(2) (the resolver threads aside), every socket SOCK_NONBLOCK" },
+    Step { name: "model: one thread relays, waiting only in poll; no write blocks", run: |c| calls::judge(c, Scenario::Socks, RELAY_LOOP), hint: "one loop thread in poll(2) (the resolver threads aside), every socket SOCK_NONBLOCK, and never a write that blocks: a client that stops reading would stall every other. Write what the socket takes, keep the rest, and ask poll for POLLOUT" },
     Step { name: "model: the fd count comes back", run: socks_fds_back, hint: "close both sides of a relay once both directions are done" },
     ]
 }
@@ -242,7 +268,7 @@ fn steps_16() -> Vec<Step> {
     Step { name: "the greeting: method 0x00", run: |c| socks::greeting(c.addr()), hint: "lesson 12's handshake, unchanged: feed the bytes to protocols::socks5::Handshake" },
     Step { name: "UDP ASSOCIATE, and a datagram there and back", run: |c| socks::udp_relay(c.addr()), hint: "recvfrom(2) on the client's UDP socket gives the datagram and its sender; after the header, sendto(2) the payload to its target; the answer goes back with sendto(2), a header naming its source in front" },
     Step { name: "a datagram from another port is dropped", run: |c| socks::udp_wrong_source(c.addr()), hint: "only the client may use its association: its IP, and the port it sends from (lesson 16's `--mistake any-source` fails this way: `make lesson-16 ARGS='--mistake any-source'`, then `make provoke-16`)" },
-    Step { name: "model: the loop's thread asleep in poll, sockets non-blocking", run: socks_model, hint: "one loop thread in poll(2) (the resolver threads aside), every socket SOCK_NONBLOCK" },
+    Step { name: "model: one thread relays, waiting only in poll; no write blocks", run: |c| calls::judge(c, Scenario::Socks, RELAY_LOOP), hint: "one loop thread in poll(2) (the resolver threads aside), every socket SOCK_NONBLOCK, and never a write that blocks" },
     Step { name: "model: an association's fds close with its control connection", run: udp_fds_back, hint: "when the control connection ends, close(2) every UDP socket of its association (`--mistake leak-association` keeps them)" },
     ]
 }
@@ -570,29 +596,9 @@ fn serial_model(c: &mut Ctx) -> Outcome {
     }
     conn.send("q\n")?;
     conn.expect_close()?;
+    // From the calls: one thread serves (a double fork leaves the snapshot above clean).
+    calls::judge(c, Scenario::Serial, &[Rule::OneThreadServes, Rule::NoSpin])?;
     fd_count_back(c)
-}
-
-fn process_per_client(c: &mut Ctx) -> Outcome {
-    let pid = c.pid();
-    let clients = welcomed_clients(c.addr(), 3)?;
-    let until = Instant::now() + wait();
-    loop {
-        let (threads, children) = (model::threads(pid).len(), model::children(pid).len());
-        if children >= 3 && threads == 1 {
-            break;
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "three clients, connected at once",
-                "three child processes, one per client, and one thread in the parent",
-                model::describe(pid),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    drop(clients);
-    Ok(())
 }
 
 fn eof_first(c: &mut Ctx) -> Outcome {
@@ -665,29 +671,6 @@ fn fd_count_back(c: &mut Ctx) -> Outcome {
     echo::fd_count_back(c.addr(), c.pid(), 20)
 }
 
-/// One thread, no child, and it sleeps in one of `calls` while its clients are idle.
-fn one_thread_in(c: &mut Ctx, calls: &[&str]) -> Outcome {
-    let pid = c.pid();
-    let _clients = welcomed_clients(c.addr(), 3)?;
-    let until = Instant::now() + wait();
-    loop {
-        let ok = model::threads(pid).len() == 1
-            && model::children(pid).is_empty()
-            && model::syscall(pid, pid).is_some_and(|s| calls.contains(&s.as_str()));
-        if ok {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "three clients, connected and idle",
-                format!("one thread, no child, asleep in {}", calls.join(" or ")),
-                model::describe(pid),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn blocking_sockets(pid: u32, sent: &str) -> Outcome {
     let sockets = model::sockets(pid);
     let blocking: Vec<u32> = sockets
@@ -711,33 +694,6 @@ fn blocking_sockets(pid: u32, sent: &str) -> Outcome {
 fn nonblocking_echo(c: &mut Ctx) -> Outcome {
     let _clients = welcomed_clients(c.addr(), 3)?;
     blocking_sockets(c.pid(), "three clients, connected")
-}
-
-fn socks_model(c: &mut Ctx) -> Outcome {
-    let pid = c.pid();
-    let mut relay = socks::open(c.addr(), socks::echo_target())?;
-    relay.send("ping")?;
-    relay.expect(b"ping")?;
-    let until = Instant::now() + wait();
-    loop {
-        let asleep = model::syscall(pid, pid);
-        if model::children(pid).is_empty()
-            && asleep
-                .as_deref()
-                .is_some_and(|s| s == "poll" || s == "ppoll")
-        {
-            break;
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "one relay, open and idle",
-                "the loop's thread (the first) asleep in poll, no child",
-                model::describe(pid),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    blocking_sockets(pid, "one relay, open")
 }
 
 /// [`socks::stalled_client_stalls_no_other`], saying which call the loop's thread sleeps in.
@@ -791,74 +747,4 @@ fn socks_fds_back(c: &mut Ctx) -> Outcome {
         }
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// How long the clients stay idle while the waits are counted. The window is what is
-/// watched, not a wait for readiness: a loop that waits properly makes a call or two in it.
-const IDLE: Duration = Duration::from_millis(500);
-/// More waits than this in [`IDLE`] with nothing arriving is a loop that spins (lesson 06's
-/// busy loop makes hundreds, napping or not).
-const MOST_WAITS_IDLE: usize = 10;
-
-/// Under strace: with three clients connected and idle for [`IDLE`], the server waits only
-/// in `calls`, at most [`MOST_WAITS_IDLE`] times; a poll watches the listener and every
-/// client. Judged from the calls themselves, so a nap in a poll over nothing, a zero
-/// timeout beside a real wait, or a sleep are seen however the thread looks at one moment.
-fn waits_only_in(c: &mut Ctx, calls: &[&str]) -> Outcome {
-    let traced = trace::start(&c.exe, &c.args, trace::WAITS)?;
-    let sent = "three clients, connected and idle for half a second (the server under strace)";
-    let clients = welcomed_clients(traced.server.addr, 3)?;
-    let from = trace::now();
-    thread::sleep(IDLE);
-    let to = trace::now();
-    let all = traced.finish();
-    drop(clients);
-    let waits: Vec<&trace::Call> = all
-        .iter()
-        .filter(|call| trace::WAITS.contains(&call.name.as_str()) && call.at <= to)
-        .collect();
-    // The wait the loop was in when the window opened, and every one it began within it.
-    let before = waits.iter().rposition(|call| call.at < from);
-    let watched: Vec<&trace::Call> = waits[before.unwrap_or(0)..].to_vec();
-    let within = watched.iter().filter(|call| call.at >= from).count();
-    let expected = format!(
-        "waits only in {}, over the listener and the 3 clients, at most {MOST_WAITS_IDLE} \
-         times in half a second",
-        calls.join(" or ")
-    );
-    let found = |what: &str| {
-        Failure::new(
-            sent,
-            expected.clone(),
-            format!("{what}: {}", trace::summary(&watched)),
-        )
-    };
-    if watched.is_empty() {
-        return Err(Failure::new(
-            sent,
-            expected,
-            format!("no wait in the trace ({} calls in it)", all.len()),
-        ));
-    }
-    if let Some(other) = watched
-        .iter()
-        .find(|call| !calls.contains(&call.name.as_str()))
-    {
-        return Err(found(&format!("it waits in {} too", other.name)));
-    }
-    if within > MOST_WAITS_IDLE {
-        return Err(found(&format!(
-            "{within} waits in half a second with nothing arriving: a loop that spins"
-        )));
-    }
-    if let Some(small) = watched
-        .iter()
-        .find(|call| trace::nfds(call).is_some_and(|n| n < 4))
-    {
-        let n = trace::nfds(small).unwrap_or(0);
-        return Err(found(&format!(
-            "a poll over {n} fd(s): the listener and the clients are not all in it"
-        )));
-    }
-    Ok(())
 }

@@ -8,10 +8,12 @@
 //! So the docs, the exercises and the code cannot drift apart.
 //!
 //! And the checker behind `make check-NN` ([`check`]): named steps, the protocol rules the
-//! project's own tests walk too ([`echo`], [`socks`]), and the model as the kernel shows it
-//! ([`model`], a look at /proc; [`trace`], the calls under strace). std, libc and the std-only
-//! `protocols` only: `make check-03` builds in seconds.
+//! project's own tests walk too ([`echo`], [`socks`]), and the model, judged from the
+//! system calls the server's processes made ([`calls`], recorded by [`trace`]) and from what
+//! the kernel shows in /proc ([`model`]). std, libc and the std-only `protocols` only:
+//! `make check-03` builds in seconds.
 
+pub mod calls;
 pub mod check;
 pub mod client;
 pub mod docs;

@@ -1,17 +1,19 @@
-//! The server under check: started on port 0 in a process group of its own, its stderr
-//! collected, its address read from its banner, and every process of its group killed and
-//! reaped at the end.
+//! The server under check: started on port 0 in a process group of its own, under strace
+//! when it is installed (the model steps judge its calls, [`crate::calls`]), its stderr
+//! collected, its address read from its banner, the program running checked to be the one
+//! given, and every process of its group killed and reaped at the end.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::client::{wait, Failure};
+use crate::trace;
 
 /// The server's stderr lines, collected by a reader thread.
 #[derive(Clone, Default)]
@@ -62,32 +64,23 @@ impl Log {
 
 /// A running server.
 pub struct Server {
+    /// What was started: the server, or strace running it.
     pub child: Child,
+    /// The server's own pid (strace's child when traced).
     pub pid: u32,
     pub addr: SocketAddr,
     pub log: Log,
+    /// The file strace writes the server's calls to, when traced.
+    pub trace: Option<PathBuf>,
 }
 
-/// Starts `exe args… -p PORT` (0: any free port) in a new process group and waits for the banner's address.
-/// A failure says what came instead: a todo!() reached, a panic, an exit, or silence.
+/// Starts `exe args… -p PORT` (0: any free port) in a new process group, under strace when it
+/// is installed, and waits for the banner's address. A failure says what came instead: a
+/// todo!() reached, a panic, an exit, silence, or another program than `exe` running.
 pub fn start(exe: &Path, args: &[String], port: u16) -> Result<Server, Failure> {
-    start_under(&[], exe, args, port)
-}
-
-/// [`start`], the server run by the command `wrapper` (`strace … --`): the server's pid is
-/// then the wrapper's, whose child the server is.
-pub fn start_under(
-    wrapper: &[String],
-    exe: &Path,
-    args: &[String],
-    port: u16,
-) -> Result<Server, Failure> {
-    let mut cmd = match wrapper.split_first() {
-        Some((program, rest)) => {
-            let mut cmd = Command::new(program);
-            cmd.args(rest).arg(exe);
-            cmd
-        }
+    let trace_path = trace::strace_found().then(trace::new_trace_path);
+    let mut cmd = match &trace_path {
+        Some(path) => trace::command(exe, path),
         None => Command::new(exe),
     };
     cmd.args(args)
@@ -103,7 +96,7 @@ pub fn start_under(
             format!("could not start it: {e}"),
         )
     })?;
-    let pid = child.id();
+    let group = child.id();
     let log = Log::default();
     let stderr = child.stderr.take().expect("stderr is piped");
     let lines = log.clone();
@@ -117,14 +110,23 @@ pub fn start_under(
     });
     let mut server = Server {
         child,
-        pid,
+        pid: group,
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         log,
+        trace: trace_path,
     };
     let until = Instant::now() + wait();
     loop {
         if let Some(addr) = server.log.lines().iter().find_map(|l| banner_addr(l)) {
             server.addr = addr;
+            if server.trace.is_some() {
+                // strace's child is the server (it printed the banner, so it is there).
+                server.pid = crate::model::children(group)
+                    .first()
+                    .copied()
+                    .unwrap_or(group);
+            }
+            server.running(exe)?;
             return Ok(server);
         }
         let exited = server.child.try_wait().ok().flatten();
@@ -134,6 +136,10 @@ pub fn start_under(
             if let Some(addr) = server.log.lines().iter().find_map(|l| banner_addr(l)) {
                 // A banner, then the end: the next step reports what happened.
                 server.addr = addr;
+                server.pid = crate::model::children(group)
+                    .first()
+                    .copied()
+                    .unwrap_or(group);
                 return Ok(server);
             }
             let got = server.what_happened(0).unwrap_or_else(|| match exited {
@@ -151,6 +157,30 @@ pub fn start_under(
 }
 
 impl Server {
+    /// Fails unless the program running is `exe` itself, the one built from the learner's
+    /// crate: a `main` that execs another program (a lesson's binary) is not a solution.
+    /// A `#!` script (the checker's own tests) runs its interpreter and is let be.
+    fn running(&self, exe: &Path) -> Result<(), Failure> {
+        let script = std::fs::read(exe).is_ok_and(|b| b.starts_with(b"#!"));
+        let Ok(running) = std::fs::read_link(format!("/proc/{}/exe", self.pid)) else {
+            return Ok(()); // it has exited already: the next step says so
+        };
+        let want = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
+        if script || running == want {
+            return Ok(());
+        }
+        Err(Failure::new(
+            format!("(nothing: started {})", exe.display()),
+            format!("{} running (/proc/PID/exe)", want.display()),
+            format!(
+                "{} running: the program execs another, so what would be checked is not \
+                 what your crate builds",
+                running.display()
+            ),
+        )
+        .hint("write the calls in your exercise's own crate (under my-exercises/): the check runs the program that crate builds, and one that execs another program is not a solution"))
+    }
+
     /// A todo!() reached or a panic (since log line `from`, else earlier: a server that
     /// panicked right after its banner), or an exit, in words.
     pub fn what_happened(&mut self, from: usize) -> Option<String> {
@@ -176,14 +206,17 @@ impl Server {
         ))
     }
 
-    /// Kills the whole process group and reaps the server.
+    /// Kills the whole process group and reaps the server (and strace); the trace goes.
     pub fn stop(&mut self) {
         // SAFETY: kill(2) on our own child's process group.
         unsafe {
-            libc::kill(-(self.pid as i32), libc::SIGKILL);
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(path) = self.trace.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -1,0 +1,859 @@
+//! The model, judged from the system calls (principle 11): what the server's process tree did
+//! while the checker's clients came, talked, went quiet and left, as strace recorded it
+//! ([`crate::trace`]). Not a snapshot of /proc, which a sleep in the right call, or clients
+//! served by grandchildren, can satisfy.
+//!
+//! An exercise's model step is a [`Scenario`] and a list of [`Rule`]s:
+//!
+//! ```text
+//! Step { name: "model: one thread waits only in poll, over every client",
+//!        run: |c| calls::judge(c, Scenario::Echo, POLL_LOOP), hint: "…" }
+//! const POLL_LOOP: &[Rule] = &[Rule::OneThreadServes, Rule::WaitsOnlyIn(POLLS), …];
+//! ```
+//!
+//! [`judge`] plays the scenario against the server, reads the calls that returned meanwhile
+//! ([`Analysis`]), and fails at the first rule broken, with `got` naming the model the calls
+//! show ("found: a busy loop, not an event loop: …"). Whatever the rules, a program that
+//! execs another fails, and so does a record that lacks the scenario's own accepts (the
+//! check never passes on an empty record). The program running is checked to be the one
+//! given at the banner already ([`crate::run::start`]).
+//!
+//! Adding an exercise's model: pick a scenario (or add one: a function that talks to the
+//! server and returns the marks around its quiet part), list its rules in a const beside its
+//! steps in check.rs, and write a wrong solution and two other right ones into
+//! tests/variants.rs. A new rule is a [`Rule`] variant, its arm in `Analysis::breaks` and
+//! its sentence in [`expected`]; a model that waits in another call (select, rt_sigtimedwait,
+//! io_uring_enter) needs the call in [`trace::CALLS`], in [`is_wait`]'s lists, and its words
+//! in [`Analysis::describe`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::thread;
+use std::time::Duration;
+
+use crate::check::Ctx;
+use crate::client::{Failure, Outcome};
+use crate::trace::{self, Call, Line};
+use crate::{echo, socks};
+
+/// The readiness calls, as rules name them.
+pub const POLLS: &[&str] = &["poll", "ppoll"];
+pub const EPOLLS: &[&str] = &["epoll_wait", "epoll_pwait", "epoll_pwait2"];
+pub const SELECTS: &[&str] = &["select", "pselect6"];
+/// Calls that wait without naming an fd: a nap.
+pub const SLEEPS: &[&str] = &["nanosleep", "clock_nanosleep"];
+
+/// More calls than this that find nothing (EAGAIN, a wait that returns empty) while nothing
+/// arrives is a spin: an event loop makes none.
+pub const SPIN_CALLS: usize = 20;
+/// How long the clients stay quiet in a scenario.
+pub const IDLE: Duration = Duration::from_millis(300);
+
+/// What the model must be. Each is judged over the scenario's calls.
+#[derive(Debug, Clone, Copy)]
+pub enum Rule {
+    /// One thread (of one process) accepts every client and reads every client; other
+    /// threads (a resolver pool) may exist, but no process is forked.
+    OneThreadServes,
+    /// The first process accepts; every client is read in a child of it, never in the
+    /// first process itself, and no threads serve.
+    ProcessPerClient,
+    /// Every call that waits is one of these (readiness calls and sleeps are waits).
+    WaitsOnlyIn(&'static [&'static str]),
+    /// Every client socket is among the fds one of these calls waits on (poll's array,
+    /// select's sets, the epoll instance's interest list).
+    WatchesEveryClient(&'static [&'static str]),
+    /// Every read on a connection follows, in the same thread, a readiness report naming it
+    /// (since that thread's last wait), or its accept.
+    ReadsWhenReported,
+    /// While nothing arrives, at most [`SPIN_CALLS`] calls that find nothing.
+    NoSpin,
+    /// No write on a socket without O_NONBLOCK, and no fcntl clearing O_NONBLOCK on one.
+    NoBlockingWrite,
+}
+
+/// What the checker does while the calls are recorded.
+#[derive(Debug, Clone, Copy)]
+pub enum Scenario {
+    /// One echo client: welcomed, a line, [`IDLE`] quiet, then q (a serial server's).
+    Serial,
+    /// Three echo clients: welcomed, a line each, [`IDLE`] quiet, then q.
+    Echo,
+    /// One SOCKS5 relay to the checker's echo target: bytes both ways, [`IDLE`] quiet, EOF.
+    Socks,
+}
+
+impl Scenario {
+    fn said(self) -> String {
+        let ms = IDLE.as_millis();
+        match self {
+            Scenario::Serial => {
+                format!("one client: welcomed, a line, {ms} ms quiet, then q (the calls traced)")
+            }
+            Scenario::Echo => format!(
+                "three clients: welcomed, a line each, {ms} ms quiet, then q (the calls traced)"
+            ),
+            Scenario::Socks => format!(
+                "one relay: CONNECT, \"ping\" both ways, {ms} ms quiet, then EOF (the calls traced)"
+            ),
+        }
+    }
+}
+
+/// A wait call as the analysis saw it.
+#[derive(Debug, Clone)]
+pub struct Wait {
+    pub tid: u32,
+    pub name: String,
+    /// Milliseconds; None: no timeout (-1, NULL).
+    pub timeout: Option<f64>,
+    /// How many fds it waited on (for epoll: its instance's interest list).
+    pub fds: usize,
+    /// Whether it is epoll's.
+    pub epoll: bool,
+}
+
+/// One connection the server accepted.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// Its identity in the walk.
+    pub id: u64,
+    /// What `-yy` showed it as when accepted.
+    pub what: String,
+    pub accepted_by: u32,
+    /// (process, thread) of each read.
+    pub read_by: BTreeSet<(u32, u32)>,
+    /// The wait calls whose fds included it.
+    pub watched_by: BTreeSet<String>,
+}
+
+/// The model the calls show, over a window of the trace.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    /// The server's first process.
+    pub root: u32,
+    /// Programs exec'd after the server's own start.
+    pub execs: Vec<String>,
+    /// Processes made: pid → parent pid.
+    pub parents: BTreeMap<u32, u32>,
+    /// Threads made (in the window): tid → its process.
+    pub threads_made: BTreeMap<u32, u32>,
+    /// Processes forked in the window.
+    pub forked: usize,
+    /// The threads that accepted a connection (in the window).
+    pub acceptors: BTreeSet<u32>,
+    pub clients: Vec<Client>,
+    pub waits: Vec<Wait>,
+    /// Reads on a connection no report named: (count, how many ended EAGAIN, an example).
+    pub unreported_reads: usize,
+    pub unreported_eagain: usize,
+    pub unreported_example: String,
+    /// Writes on a socket without O_NONBLOCK, and fcntls that cleared it: one line each.
+    pub blocking_writes: Vec<String>,
+    pub cleared_nonblock: Vec<String>,
+    /// The calls in the quiet part, how many ended EAGAIN, and its length in seconds.
+    pub idle_calls: usize,
+    pub idle_eagain: usize,
+    /// Waits in the quiet part that returned with nothing ready (timed out, or a sleep).
+    pub idle_empty_waits: usize,
+    pub idle_seconds: f64,
+}
+
+/// The state the walk keeps from the trace's first line on.
+#[derive(Default)]
+struct State {
+    tgid: HashMap<u32, u32>,
+    /// (process, fd) → what `-yy` last showed it as (for the messages).
+    fds: HashMap<(u32, i32), String>,
+    /// (process, fd) → the open socket's identity: a forked child shares its parent's, and
+    /// it holds when `-yy` cannot show a socket's addresses.
+    ids: HashMap<(u32, i32), u64>,
+    next_id: u64,
+    /// The sockets, and those that are connections (accepted, or connect()ed).
+    sockets: HashSet<u64>,
+    conns: HashSet<u64>,
+    /// (process, fd) → O_NONBLOCK.
+    nonblock: HashMap<(u32, i32), bool>,
+    /// (process, epoll fd) → (identity, epoll data) for each fd in its interest list.
+    interest: HashMap<(u32, i32), Vec<(u64, u64)>>,
+    /// thread → what its last wait reported, and what it accepted since.
+    reported: HashMap<u32, BTreeSet<u64>>,
+    execs: usize,
+}
+
+impl State {
+    fn process(&mut self, tid: u32) -> u32 {
+        *self.tgid.entry(tid).or_insert(tid)
+    }
+
+    fn what(&self, pid: u32, fd: i32) -> String {
+        self.fds.get(&(pid, fd)).cloned().unwrap_or_default()
+    }
+
+    /// The identity of `fd` in `pid` (a new one for an fd not seen made).
+    fn id(&mut self, pid: u32, fd: i32) -> u64 {
+        if let Some(id) = self.ids.get(&(pid, fd)) {
+            return *id;
+        }
+        self.fresh(pid, fd)
+    }
+
+    /// A new identity: `fd` was just made.
+    fn fresh(&mut self, pid: u32, fd: i32) -> u64 {
+        self.next_id += 1;
+        self.ids.insert((pid, fd), self.next_id);
+        self.next_id
+    }
+}
+
+/// The fd a call's first argument names.
+fn first_fd(args: &[&str]) -> Option<i32> {
+    args.first().and_then(|a| trace::fd_of(a)).map(|(fd, _)| fd)
+}
+
+/// Whether a call waits: a readiness call or a sleep.
+pub fn is_wait(name: &str) -> bool {
+    POLLS.contains(&name)
+        || EPOLLS.contains(&name)
+        || SELECTS.contains(&name)
+        || SLEEPS.contains(&name)
+}
+
+/// A timeout argument in milliseconds: `-1`/`NULL` → None, `2` → 2, `{tv_sec=0,
+/// tv_nsec=2000000}` → 2, `{tv_sec=0, tv_usec=2000}` → 2.
+fn timeout_ms(arg: &str, unit_ms: bool) -> Option<f64> {
+    let arg = arg.trim();
+    if arg == "NULL" || arg.starts_with('-') {
+        return None;
+    }
+    if arg.starts_with('{') {
+        let secs = trace::numbers_after(arg, "tv_sec=")
+            .first()
+            .copied()
+            .unwrap_or(0) as f64;
+        let nsec = trace::numbers_after(arg, "tv_nsec=").first().copied();
+        let usec = trace::numbers_after(arg, "tv_usec=").first().copied();
+        return Some(
+            secs * 1000.0
+                + nsec.map_or(0.0, |n| n as f64 / 1e6)
+                + usec.map_or(0.0, |u| u as f64 / 1e3),
+        );
+    }
+    let n: f64 = arg.parse().ok()?;
+    Some(if unit_ms { n } else { n * 1000.0 })
+}
+
+impl Analysis {
+    /// The model shown by the calls that returned between marks `from` and `to` (the
+    /// state, which fd is what, taken from the trace's start); `idle` is the quiet part
+    /// (two marks).
+    pub fn of(lines: &[Line], from: usize, to: usize, idle: (usize, usize)) -> Analysis {
+        let mut a = Analysis::default();
+        let mut s = State::default();
+        let mut idle_times = (None, None);
+        for line in lines {
+            let Line::Call(call) = line else { continue };
+            if a.root == 0 {
+                a.root = call.tid;
+            }
+            if call.end >= to && call.end != usize::MAX {
+                continue;
+            }
+            let inside = call.end >= from && call.end < to;
+            if call.end >= idle.0 && call.end < idle.1 {
+                a.idle_calls += 1;
+                if call.errno.as_deref() == Some("EAGAIN") {
+                    a.idle_eagain += 1;
+                }
+                if is_wait(&call.name) && call.ret == Some(0) {
+                    a.idle_empty_waits += 1;
+                }
+                idle_times.0.get_or_insert(call.time);
+                idle_times.1 = Some(call.time);
+            }
+            a.step(&mut s, call, inside);
+        }
+        if let (Some(t0), Some(t1)) = idle_times {
+            a.idle_seconds = t1 - t0;
+        }
+        a
+    }
+
+    fn client(&mut self, id: u64) -> Option<&mut Client> {
+        self.clients.iter_mut().find(|c| c.id == id)
+    }
+
+    fn step(&mut self, s: &mut State, call: &Call, inside: bool) {
+        let tid = call.tid;
+        let pid = s.process(tid);
+        let args = trace::split_args(&call.args);
+        // Every fd shown says what it is now (a socket gets its addresses once connected).
+        for (fd, what) in trace::fds_in(&call.args) {
+            if !what.is_empty() {
+                s.fds.insert((pid, fd), what);
+            }
+        }
+        let first = args.first().and_then(|a| trace::fd_of(a)).map(|(fd, _)| fd);
+        let name = call.name.as_str();
+        match name {
+            "execve" | "execveat" if call.done && call.ret == Some(0) => {
+                s.execs += 1;
+                if s.execs > 1 && inside {
+                    let path = args.first().map_or("", |a| a.trim_matches('"'));
+                    self.execs.push(path.to_string());
+                }
+            }
+            "clone" | "clone3" | "fork" | "vfork" if call.done => {
+                let Some(child) = call.ret.filter(|&r| r > 0).map(|r| r as u32) else {
+                    return;
+                };
+                if call.args.contains("CLONE_THREAD") {
+                    s.tgid.insert(child, pid);
+                    if inside {
+                        self.threads_made.insert(child, pid);
+                    }
+                    return;
+                }
+                s.tgid.insert(child, child);
+                self.parents.insert(child, pid);
+                if inside {
+                    self.forked += 1;
+                }
+                // The child's fds are its parent's: the same sockets, the same flags.
+                let fds: Vec<_> = s
+                    .fds
+                    .iter()
+                    .filter(|(k, _)| k.0 == pid)
+                    .map(|(k, v)| (k.1, v.clone()))
+                    .collect();
+                for (fd, what) in fds {
+                    s.fds.insert((child, fd), what);
+                }
+                let ids: Vec<_> = s
+                    .ids
+                    .iter()
+                    .filter(|(k, _)| k.0 == pid)
+                    .map(|(k, v)| (k.1, *v))
+                    .collect();
+                for (fd, id) in ids {
+                    s.ids.insert((child, fd), id);
+                }
+                let flags: Vec<_> = s
+                    .nonblock
+                    .iter()
+                    .filter(|(k, _)| k.0 == pid)
+                    .map(|(k, v)| (k.1, *v))
+                    .collect();
+                for (fd, nb) in flags {
+                    s.nonblock.insert((child, fd), nb);
+                }
+            }
+            "socket" | "accept" | "accept4" if call.done => {
+                let Some((fd, what)) = trace::fd_of(&call.result) else {
+                    return;
+                };
+                let id = s.fresh(pid, fd);
+                s.sockets.insert(id);
+                let nonblocking = name != "accept" && call.args.contains("SOCK_NONBLOCK");
+                s.nonblock.insert((pid, fd), nonblocking);
+                if name != "socket" {
+                    s.conns.insert(id);
+                    s.reported.entry(tid).or_default().insert(id);
+                    if inside {
+                        self.acceptors.insert(tid);
+                        self.clients.push(Client {
+                            id,
+                            what,
+                            accepted_by: tid,
+                            ..Client::default()
+                        });
+                    }
+                }
+            }
+            "connect" => {
+                let Some(fd) = first else { return };
+                let id = s.id(pid, fd);
+                s.conns.insert(id);
+            }
+            "fcntl" | "ioctl" => {
+                let Some(fd) = first else { return };
+                let setting = match (name, args.get(1).copied()) {
+                    ("fcntl", Some("F_SETFL")) => args.get(2).map(|f| {
+                        (
+                            f.contains("O_NONBLOCK"),
+                            format!("fcntl({fd}, F_SETFL, {f})"),
+                        )
+                    }),
+                    ("ioctl", Some("FIONBIO")) => args
+                        .get(2)
+                        .map(|v| (v.trim() != "[0]", format!("ioctl({fd}, FIONBIO, {v})"))),
+                    _ => None,
+                };
+                let Some((on, said)) = setting else { return };
+                if !call.done || call.ret != Some(0) {
+                    return;
+                }
+                let was = s.nonblock.insert((pid, fd), on);
+                let id = s.id(pid, fd);
+                if inside && !on && was == Some(true) && s.sockets.contains(&id) {
+                    self.cleared_nonblock
+                        .push(format!("{said} on {}", s.what(pid, fd)));
+                }
+            }
+            "close" => {
+                let Some(fd) = first else { return };
+                s.fds.remove(&(pid, fd));
+                s.nonblock.remove(&(pid, fd));
+                s.interest.remove(&(pid, fd));
+                if let Some(id) = s.ids.remove(&(pid, fd)) {
+                    for list in s.interest.iter_mut().filter(|(k, _)| k.0 == pid) {
+                        list.1.retain(|(i, _)| *i != id);
+                    }
+                }
+            }
+            "epoll_ctl" => {
+                let (Some(epfd), Some((fd, _))) =
+                    (first, args.get(2).and_then(|a| trace::fd_of(a)))
+                else {
+                    return;
+                };
+                let id = s.id(pid, fd);
+                let data = trace::numbers_after(args.get(3).unwrap_or(&""), "u64=")
+                    .first()
+                    .map_or(fd as u64, |d| *d as u64);
+                let list = s.interest.entry((pid, epfd)).or_default();
+                list.retain(|(i, _)| *i != id);
+                if args.get(1) != Some(&"EPOLL_CTL_DEL") {
+                    list.push((id, data));
+                }
+            }
+            "read" | "readv" | "recvfrom" | "recvmsg" => {
+                let Some(fd) = first else { return };
+                let id = s.id(pid, fd);
+                if !s.conns.contains(&id) || !inside {
+                    return;
+                }
+                let known = s.reported.get(&tid).is_some_and(|r| r.contains(&id));
+                if let Some(client) = self.client(id) {
+                    client.read_by.insert((pid, tid));
+                }
+                if !known {
+                    self.unreported_reads += 1;
+                    if call.errno.as_deref() == Some("EAGAIN") {
+                        self.unreported_eagain += 1;
+                    }
+                    if self.unreported_example.is_empty() {
+                        self.unreported_example =
+                            format!("{name}({fd}<{}>) = {}", s.what(pid, fd), call.result);
+                    }
+                }
+            }
+            "write" | "writev" | "sendto" | "sendmsg" => {
+                let Some(fd) = first else { return };
+                let id = s.id(pid, fd);
+                if inside && s.conns.contains(&id) && s.nonblock.get(&(pid, fd)) == Some(&false) {
+                    self.blocking_writes.push(format!(
+                        "{name}({fd}<{}>) = {}",
+                        s.what(pid, fd),
+                        call.result
+                    ));
+                }
+            }
+            _ if is_wait(name) => self.wait(s, call, &args, inside),
+            _ => {}
+        }
+    }
+
+    fn wait(&mut self, s: &mut State, call: &Call, args: &[&str], inside: bool) {
+        let (tid, name) = (call.tid, call.name.as_str());
+        let pid = s.process(tid);
+        let mut watched: Vec<u64> = Vec::new();
+        let mut reported: BTreeSet<u64> = BTreeSet::new();
+        let mut epoll = false;
+        let timeout = if POLLS.contains(&name) {
+            let list = args.first().copied().unwrap_or("");
+            for fd in trace::numbers_after(list, "fd=")
+                .into_iter()
+                .filter(|fd| *fd >= 0)
+            {
+                watched.push(s.id(pid, fd as i32));
+            }
+            // poll's result names the ready fds by number.
+            for fd in trace::numbers_after(&call.result, "fd=") {
+                reported.insert(s.id(pid, fd as i32));
+            }
+            timeout_ms(args.get(2).copied().unwrap_or("NULL"), name == "poll")
+        } else if EPOLLS.contains(&name) {
+            epoll = true;
+            let epfd = first_fd(args).unwrap_or(-1);
+            let list = s.interest.get(&(pid, epfd)).cloned().unwrap_or_default();
+            watched = list.iter().map(|(id, _)| *id).collect();
+            for data in trace::numbers_after(args.get(1).unwrap_or(&""), "u64=") {
+                if let Some((id, _)) = list.iter().find(|(_, d)| *d == data as u64) {
+                    reported.insert(*id);
+                }
+            }
+            timeout_ms(
+                args.get(3).copied().unwrap_or("NULL"),
+                name != "epoll_pwait2",
+            )
+        } else if SELECTS.contains(&name) {
+            for set in args.iter().skip(1).take(3) {
+                for fd in set.trim_matches(['[', ']']).split_whitespace() {
+                    if let Ok(fd) = fd.parse::<i32>() {
+                        watched.push(s.id(pid, fd));
+                    }
+                }
+            }
+            if let Some(open) = call.result.find('(') {
+                for fd in call.result[open..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse::<i32>().ok())
+                {
+                    reported.insert(s.id(pid, fd));
+                }
+            }
+            timeout_ms(args.get(4).copied().unwrap_or("NULL"), false)
+        } else {
+            // A sleep: its time is the first timespec.
+            let spec = args.iter().find(|a| a.starts_with('{')).copied();
+            spec.and_then(|a| timeout_ms(a, true))
+        };
+        if call.done {
+            s.reported.insert(tid, reported);
+        }
+        if !inside {
+            return;
+        }
+        for id in &watched {
+            if let Some(client) = self.client(*id) {
+                client.watched_by.insert(name.to_string());
+            }
+        }
+        self.waits.push(Wait {
+            tid,
+            name: name.to_string(),
+            timeout,
+            fds: watched.len(),
+            epoll,
+        });
+    }
+
+    /// The processes that read a client, apart from the server's first.
+    fn other_readers(&self) -> BTreeSet<u32> {
+        self.clients
+            .iter()
+            .flat_map(|c| c.read_by.iter().map(|(p, _)| *p))
+            .filter(|p| *p != self.root)
+            .collect()
+    }
+
+    fn reading_threads(&self) -> BTreeSet<u32> {
+        self.clients
+            .iter()
+            .flat_map(|c| c.read_by.iter().map(|(_, t)| *t))
+            .collect()
+    }
+
+    /// A spin: while nothing arrives, calls that find nothing (EAGAIN, a wait that returns
+    /// empty) again and again. A client's late EOF, served in the quiet part, is neither.
+    fn spins(&self) -> bool {
+        self.idle_eagain + self.idle_empty_waits > SPIN_CALLS
+    }
+
+    /// The waits, grouped: `poll ×57 (timeout 0 ms, over 5 fds)`.
+    fn waits_said(&self) -> String {
+        let mut groups: BTreeMap<&str, Vec<&Wait>> = BTreeMap::new();
+        for w in &self.waits {
+            groups.entry(w.name.as_str()).or_default().push(w);
+        }
+        let parts: Vec<String> = groups
+            .iter()
+            .map(|(name, ws)| {
+                let mut timeouts: Vec<String> = ws
+                    .iter()
+                    .map(|w| w.timeout.map_or("none".into(), |t| format!("{t} ms")))
+                    .collect();
+                timeouts.sort();
+                timeouts.dedup();
+                let (lo, hi) = (
+                    ws.iter().map(|w| w.fds).min().unwrap_or(0),
+                    ws.iter().map(|w| w.fds).max().unwrap_or(0),
+                );
+                let fds = if lo == hi {
+                    format!("{lo}")
+                } else {
+                    format!("{lo}–{hi}")
+                };
+                let over = if SLEEPS.contains(name) {
+                    "a sleep, no fd".to_string()
+                } else if ws[0].epoll {
+                    if hi == 0 {
+                        "an epoll watching no fd".to_string()
+                    } else {
+                        format!("an epoll watching {fds} fds")
+                    }
+                } else if hi == 0 {
+                    "over no fd".to_string()
+                } else {
+                    format!("over {fds} fds")
+                };
+                format!(
+                    "{name} ×{} (timeout {}, {over})",
+                    ws.len(),
+                    timeouts.join("/")
+                )
+            })
+            .collect();
+        if parts.is_empty() {
+            "no call that waits for readiness".into()
+        } else {
+            format!("waits in {}", parts.join(" and "))
+        }
+    }
+
+    /// The model in a few words, then what showed it.
+    pub fn describe(&self) -> String {
+        let others = self.other_readers();
+        let grandchildren: BTreeSet<u32> = others
+            .iter()
+            .filter(|p| self.parents.get(p) != Some(&self.root))
+            .copied()
+            .collect();
+        let threads = self.reading_threads();
+        let verdict = if !self.execs.is_empty() {
+            "another program, not the one your crate builds".to_string()
+        } else if !grandchildren.is_empty() {
+            "a double-fork server: processes its children forked (not its own children) \
+             serve the clients"
+                .to_string()
+        } else if !others.is_empty() {
+            "a process per client (lesson 04's model)".to_string()
+        } else if threads.len() > 1 {
+            "a thread per client (lesson 05's model)".to_string()
+        } else if self.spins() {
+            "a busy loop, not an event loop (lesson 06's spin)".to_string()
+        } else if !self.blocking_writes.is_empty() || !self.cleared_nonblock.is_empty() {
+            "a loop whose writes block".to_string()
+        } else if self.unreported_reads > 0 {
+            "reads that no readiness report asked for".to_string()
+        } else {
+            let has = |names: &[&str]| self.waits.iter().any(|w| names.contains(&w.name.as_str()));
+            match (has(EPOLLS), has(POLLS), has(SELECTS)) {
+                (true, false, false) => "an epoll loop (lesson 10's model)",
+                (false, true, false) => "a poll loop (lesson 08's model)",
+                (false, false, true) => "a select loop (lesson 07's model)",
+                (false, false, false) => {
+                    "blocking calls, one at a time (a serial server, lesson 03's model)"
+                }
+                _ => "a loop over more than one readiness call",
+            }
+            .to_string()
+        };
+        let mut said = vec![];
+        for exe in &self.execs {
+            said.push(format!("it execs {exe}"));
+        }
+        let readers = if !others.is_empty() {
+            let kind = if grandchildren.is_empty() {
+                "its children"
+            } else {
+                "grandchildren"
+            };
+            format!(
+                "process {} accepts, {} other process(es) ({kind}) read the clients",
+                self.root,
+                others.len()
+            )
+        } else {
+            format!(
+                "{} thread(s) accept, {} thread(s) read the clients, {} process(es) forked",
+                self.acceptors.len(),
+                threads.len(),
+                self.forked
+            )
+        };
+        said.push(readers);
+        said.push(self.waits_said());
+        if self.unreported_reads > 0 {
+            said.push(format!(
+                "{} read(s) on a client that no readiness report named ({} ended EAGAIN; \
+                 the first: {})",
+                self.unreported_reads, self.unreported_eagain, self.unreported_example
+            ));
+        }
+        if let Some(w) = self.blocking_writes.first() {
+            said.push(format!(
+                "{} write(s) on a socket without O_NONBLOCK (the first: {w})",
+                self.blocking_writes.len()
+            ));
+        }
+        if let Some(f) = self.cleared_nonblock.first() {
+            said.push(format!("O_NONBLOCK cleared: {f}"));
+        }
+        said.push(format!(
+            "{} call(s) in {:.2} s while nothing arrived ({} ended EAGAIN, {} wait(s) \
+             returned with nothing ready)",
+            self.idle_calls, self.idle_seconds, self.idle_eagain, self.idle_empty_waits
+        ));
+        format!("found: {verdict}: {}", said.join("; "))
+    }
+
+    /// The first rule broken: what was expected.
+    pub fn broken(&self, rules: &[Rule]) -> Option<String> {
+        if !self.execs.is_empty() {
+            return Some("the program your crate builds, serving (no execve)".into());
+        }
+        for rule in rules {
+            if let Some(expected) = self.breaks(*rule) {
+                return Some(expected);
+            }
+        }
+        None
+    }
+
+    fn breaks(&self, rule: Rule) -> Option<String> {
+        let fails = match rule {
+            Rule::OneThreadServes => {
+                let mut serving = self.acceptors.clone();
+                serving.extend(self.reading_threads());
+                serving.len() > 1 || self.forked > 0 || !self.other_readers().is_empty()
+            }
+            Rule::ProcessPerClient => {
+                let acceptor_elsewhere = self.acceptors.iter().any(|t| *t != self.root);
+                let bad = self.clients.iter().any(|c| {
+                    c.read_by.is_empty()
+                        || c.read_by.iter().any(|(p, _)| {
+                            *p == self.root || self.parents.get(p) != Some(&self.root)
+                        })
+                });
+                acceptor_elsewhere || bad || !self.threads_made.is_empty()
+            }
+            Rule::WaitsOnlyIn(names) => {
+                self.waits.iter().any(|w| !names.contains(&w.name.as_str()))
+            }
+            Rule::WatchesEveryClient(names) => self
+                .clients
+                .iter()
+                .any(|c| !c.watched_by.iter().any(|n| names.contains(&n.as_str()))),
+            Rule::ReadsWhenReported => self.unreported_reads > 0,
+            Rule::NoSpin => self.spins(),
+            Rule::NoBlockingWrite => {
+                !self.blocking_writes.is_empty() || !self.cleared_nonblock.is_empty()
+            }
+        };
+        fails.then(|| expected(rule))
+    }
+}
+
+/// What a rule expects, in words.
+pub fn expected(rule: Rule) -> String {
+    match rule {
+        Rule::OneThreadServes => "one thread accepts and reads every client; no fork".into(),
+        Rule::ProcessPerClient => {
+            "the first process accepts; each client is read in a child it forked, no threads".into()
+        }
+        Rule::WaitsOnlyIn(names) => format!("every wait in {}", names.join(" or ")),
+        Rule::WatchesEveryClient(names) => {
+            format!(
+                "every client socket among the fds {} waits on",
+                names.join(" or ")
+            )
+        }
+        Rule::ReadsWhenReported => {
+            "every read on a client after a readiness report that named it".into()
+        }
+        Rule::NoSpin => format!(
+            "at most {SPIN_CALLS} calls that find nothing (EAGAIN, an empty wait) while \
+             nothing arrives: no spin"
+        ),
+        Rule::NoBlockingWrite => {
+            "every write on a non-blocking socket (O_NONBLOCK never cleared)".into()
+        }
+    }
+}
+
+/// A mark in the server's trace (its whole lines so far).
+fn mark(c: &Ctx) -> Result<usize, Failure> {
+    let path = c.server.trace.as_ref().ok_or_else(no_strace)?;
+    Ok(trace::mark(path))
+}
+
+fn no_strace() -> Failure {
+    Failure::new(
+        "(nothing: the model is judged from the system calls)",
+        "strace, to record them",
+        "strace is not on this machine, or may not trace here (ptrace refused)",
+    )
+    .hint("`make deps` installs strace; in a container, run it with ptrace allowed")
+}
+
+/// Plays `scenario` against the server, and judges the calls made meanwhile by `rules`
+/// (and by the rule every exercise has: no execve of another program).
+pub fn judge(c: &mut Ctx, scenario: Scenario, rules: &[Rule]) -> Outcome {
+    let from = mark(c)?;
+    let idle = match scenario {
+        Scenario::Serial => echo_scenario(c, 1)?,
+        Scenario::Echo => echo_scenario(c, 3)?,
+        Scenario::Socks => socks_scenario(c)?,
+    };
+    let to = mark(c)?;
+    let lines = trace::read(c.server.trace.as_ref().ok_or_else(no_strace)?);
+    let a = Analysis::of(&lines, from, to, idle);
+    // The scenario's own clients must be in the record, or the record says nothing.
+    let clients = match scenario {
+        Scenario::Echo => 3,
+        Scenario::Serial | Scenario::Socks => 1,
+    };
+    if a.clients.len() < clients {
+        return Err(Failure::new(
+            scenario.said(),
+            format!("the accept of each of the {clients} client(s) among the calls traced"),
+            format!(
+                "{} accept(s) in trace lines {from}..{to} of {}: the calls were not recorded",
+                a.clients.len(),
+                lines.len()
+            ),
+        ));
+    }
+    match a.broken(rules) {
+        None => Ok(()),
+        Some(expected) => Err(Failure::new(scenario.said(), expected, a.describe())),
+    }
+}
+
+/// The quiet part: marks before and after it.
+fn quiet(c: &Ctx) -> Result<(usize, usize), Failure> {
+    let start = mark(c)?;
+    thread::sleep(IDLE);
+    Ok((start, mark(c)?))
+}
+
+fn echo_scenario(c: &mut Ctx, n: usize) -> Result<(usize, usize), Failure> {
+    let addr = c.addr();
+    let mut clients = (0..n)
+        .map(|_| echo::welcomed(addr))
+        .collect::<Result<Vec<_>, _>>()?;
+    for conn in &mut clients {
+        conn.round_trip(b"abc", b"cba")?;
+    }
+    let idle = quiet(c)?;
+    for conn in &mut clients {
+        conn.send("q\n")?;
+    }
+    for conn in &mut clients {
+        conn.expect_close()?;
+    }
+    Ok(idle)
+}
+
+fn socks_scenario(c: &mut Ctx) -> Result<(usize, usize), Failure> {
+    let mut relay = socks::open(c.addr(), socks::echo_target())?;
+    relay.send("ping")?;
+    relay.expect(b"ping")?;
+    let idle = quiet(c)?;
+    relay.send("pong")?;
+    relay.expect(b"pong")?;
+    relay.finish();
+    relay.rest()?;
+    Ok(idle)
+}

@@ -1,0 +1,332 @@
+//! Other people's solutions, made from the lessons by small text edits (as the skeletons are
+//! made from them): the correct ones in another shape pass every step (another buffer size,
+//! ppoll for poll, libc for nix), and the wrong models fail at their model step with a
+//! message naming what the calls show. All the variants are binaries of one crate, built
+//! by one `cargo build`, then checked side by side.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use workshop::learner;
+
+fn root() -> PathBuf {
+    learner::root()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// One variant: its binary's name, the exercise it is checked as, the lesson files it is
+/// made of (lesson path, path in the binary's folder), and its edits (file, from, to).
+struct Variant {
+    name: &'static str,
+    nn: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    edits: Vec<(&'static str, &'static str, String)>,
+}
+
+const L01: &[(&str, &str)] = &[("lessons/01-hello.rs", "main.rs")];
+const L03: &[(&str, &str)] = &[
+    ("lessons/03-interactive/main.rs", "main.rs"),
+    ("lessons/03-interactive/serve.rs", "serve.rs"),
+];
+const L04: &[(&str, &str)] = &[
+    ("lessons/04-fork.rs", "main.rs"),
+    ("lessons/03-interactive/serve.rs", "03-interactive/serve.rs"),
+];
+const L05: &[(&str, &str)] = &[
+    ("lessons/05-threads.rs", "main.rs"),
+    ("lessons/03-interactive/serve.rs", "03-interactive/serve.rs"),
+];
+const L06: &[(&str, &str)] = &[("lessons/06-nonblock.rs", "main.rs")];
+const L08: &[(&str, &str)] = &[("lessons/08-poll.rs", "main.rs")];
+const L10: &[(&str, &str)] = &[
+    ("lessons/10-epoll/main.rs", "main.rs"),
+    ("lessons/10-epoll/reactor.rs", "reactor.rs"),
+];
+const L12: &[(&str, &str)] = &[
+    ("lessons/12-socks5/main.rs", "main.rs"),
+    ("lessons/12-socks5/admission.rs", "admission.rs"),
+    ("lessons/12-socks5/conn.rs", "conn.rs"),
+    ("lessons/12-socks5/connect.rs", "connect.rs"),
+    ("lessons/12-socks5/flags.rs", "flags.rs"),
+    ("lessons/12-socks5/flow.rs", "flow.rs"),
+    ("lessons/12-socks5/guard.rs", "guard.rs"),
+    ("lessons/12-socks5/relay.rs", "relay.rs"),
+    ("lessons/12-socks5/resolver.rs", "resolver.rs"),
+];
+
+fn edit(file: &'static str, from: &'static str, to: &str) -> (&'static str, &'static str, String) {
+    (file, from, to.to_string())
+}
+
+/// A `main` that execs the lesson's own binary: what runs is not what the crate builds.
+fn execs_the_lesson(nn: &str) -> (&'static str, &'static str, String) {
+    let lesson = target_dir().join("debug").join(format!("lesson-{nn}"));
+    edit(
+        "main.rs",
+        "fn main() {\n",
+        &format!(
+            "fn main() {{\n    let _ = std::os::unix::process::CommandExt::exec(\
+             std::process::Command::new({:?}).args(std::env::args_os().skip(1)));\n",
+            lesson.display()
+        ),
+    )
+}
+
+const PPOLL_08: &str = "let mut nready = match nix::poll::ppoll(&mut pollfds, \
+    Some(i32::from(timeout)).filter(|t| *t >= 0).map(|t| nix::sys::time::TimeSpec::from_duration(\
+    std::time::Duration::from_millis(t as u64))), None) {";
+const PPOLL_12: &str = "match nix::poll::ppoll(&mut fds, Some(i32::from(timeout_until(next)))\
+    .filter(|t| *t >= 0).map(|t| nix::sys::time::TimeSpec::from_duration(\
+    std::time::Duration::from_millis(t as u64))), None) {";
+const LIBC_EPOLL_PWAIT: &str = "let n = match Errno::result(unsafe { libc::epoll_pwait(\
+    self.epoll.0.as_raw_fd(), events.as_mut_ptr().cast(), events.len() as i32, \
+    i32::from(timeout), std::ptr::null()) }).map(|n| n as usize) {";
+const LIBC_WRITE_12: &str = "match Errno::result(unsafe { libc::write(dst.as_raw_fd(), \
+    flow.pending().as_ptr().cast(), flow.pending().len()) }).map(|n| n as usize) {";
+const LIBC_READ_03: &str = "let n = match Errno::result(unsafe { libc::read(\
+    conn.as_fd().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }).map(|n| n as usize) {";
+const LIBC_FORK_04: &str = "match match unsafe { libc::fork() } { -1 => Err(Errno::last()), \
+    0 => Ok(ForkResult::Child), pid => Ok(ForkResult::Parent { child: \
+    nix::unistd::Pid::from_raw(pid) }) } {";
+/// A relay that clears O_NONBLOCK, writes it all, and sets it back.
+const BLOCKING_WRITE_12: &str = "
+/// The write that blocks: O_NONBLOCK off, every byte written, O_NONBLOCK back on.
+fn write_all_blocking(fd: &OwnedFd, bytes: &[u8]) -> nix::Result<usize> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    let mut done = 0;
+    while done < bytes.len() {
+        done += write(fd, &bytes[done..])?;
+    }
+    fcntl(fd, FcntlArg::F_SETFL(flags))?;
+    Ok(done)
+}
+";
+
+fn correct() -> Vec<Variant> {
+    vec![
+        Variant { name: "v01-libc-listen", nn: "01", files: L01, edits: vec![edit("main.rs", "listen(&listener, Backlog::new(128).or_die(\"listen\")).or_die(\"listen\");", "Errno::result(unsafe { libc::listen(listener.as_raw_fd(), 16) }).or_die(\"listen\");")] },
+        Variant { name: "v01-byte-writes", nn: "01", files: L01, edits: vec![edit("main.rs", "match write(&conn, rest) {", "match write(&conn, &rest[..1]) {")] },
+        Variant { name: "v03-3-byte-buffer", nn: "03", files: L03, edits: vec![edit("serve.rs", "let mut buf = [0u8; 16 * 1024];", "let mut buf = [0u8; 3];")] },
+        Variant { name: "v03-libc-read", nn: "03", files: L03, edits: vec![edit("serve.rs", "let n = match read(&conn, &mut buf) {", LIBC_READ_03)] },
+        Variant { name: "v04-libc-fork", nn: "04", files: L04, edits: vec![edit("main.rs", "match unsafe { fork() } {", LIBC_FORK_04)] },
+        Variant { name: "v04-3-byte-buffer", nn: "04", files: L04, edits: vec![edit("03-interactive/serve.rs", "let mut buf = [0u8; 16 * 1024];", "let mut buf = [0u8; 3];")] },
+        Variant { name: "v08-ppoll", nn: "08", files: L08, edits: vec![edit("main.rs", "let mut nready = match poll(&mut pollfds, timeout) {", PPOLL_08)] },
+        Variant { name: "v08-7-byte-buffer", nn: "08", files: L08, edits: vec![edit("main.rs", "let mut buf = vec![0u8; READ_CHUNK];", "let mut buf = vec![0u8; 7];")] },
+        Variant { name: "v10-libc-epoll-pwait", nn: "10", files: L10, edits: vec![edit("reactor.rs", "let n = match self.epoll.wait(&mut events, timeout) {", LIBC_EPOLL_PWAIT)] },
+        Variant { name: "v10-5-byte-buffer", nn: "10", files: L10, edits: vec![edit("reactor.rs", "buf: vec![0; READ_CHUNK],", "buf: vec![0; 5],")] },
+        Variant { name: "v12-ppoll", nn: "12", files: L12, edits: vec![edit("relay.rs", "match poll(&mut fds, timeout_until(next)) {", PPOLL_12)] },
+        Variant { name: "v12-libc-write", nn: "12", files: L12, edits: vec![edit("flow.rs", "    match write(dst, flow.pending()) {", &format!("    {LIBC_WRITE_12}"))] },
+    ]
+}
+
+/// The wrong models: (variant, the step it fails, words its message must hold).
+fn wrong() -> Vec<(Variant, &'static str, &'static [&'static str])> {
+    vec![
+        (
+            // A poll loop whose timeout is 0, plus a 2 ms epoll_wait on an empty epoll.
+            Variant { name: "w10-poll-and-empty-epoll", nn: "10", files: L08, edits: vec![
+                edit("main.rs", "    let mut served = 0;\n", "    let mut served = 0;\n    let nap = nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::empty()).unwrap();\n"),
+                edit("main.rs", "let mut nready = match poll(&mut pollfds, timeout) {", "let _ = (timeout, nap.wait(&mut [nix::sys::epoll::EpollEvent::empty()], 2u8));\n        let mut nready = match poll(&mut pollfds, PollTimeout::ZERO) {"),
+            ] },
+            "FAIL   9. model: one thread waits only in epoll_wait",
+            &["expected at most 20 calls that find nothing", "found: a busy loop, not an event loop", "poll ×", "timeout 0 ms", "epoll_wait ×", "timeout 2 ms, an epoll watching no fd"],
+        ),
+        (
+            // Lesson 04, double-forked: the parent polls the listener, grandchildren serve.
+            Variant { name: "w08-double-fork", nn: "08", files: L04, edits: vec![
+                edit("main.rs", "        let conn = match accept(&listener) {", "        let _ = nix::poll::poll(&mut [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&listener), nix::poll::PollFlags::POLLIN)], nix::poll::PollTimeout::NONE);\n        let conn = match accept(&listener) {"),
+                edit("main.rs", "fn child(listener: OwnedFd, conn: OwnedFd, peer: &str) -> ! {\n", "fn child(listener: OwnedFd, conn: OwnedFd, peer: &str) -> ! {\n    if unsafe { libc::fork() } != 0 {\n        unsafe { libc::_exit(0) }\n    }\n"),
+            ] },
+            "FAIL   9. model: one thread waits only in poll",
+            &["expected one thread accepts and reads every client", "found: a double-fork server", "grandchildren", "waits in poll"],
+        ),
+        (
+            // Lesson 06's busy loop with a 2 ms nap taken as poll(&mut [], 2).
+            Variant { name: "w08-busy-loop-poll-nap", nn: "08", files: L06, edits: vec![
+                edit("main.rs", "        if let Some(nap) = nap {\n            std::thread::sleep(nap);\n        }\n", "        let _ = (nap, nix::poll::poll(&mut [], 2u8));\n"),
+            ] },
+            "FAIL   9. model: one thread waits only in poll",
+            &["expected at most 20 calls that find nothing", "found: a busy loop, not an event loop", "poll ×", "timeout 2 ms, over no fd", "ended EAGAIN"],
+        ),
+        (
+            // Lesson 05 as it is: a thread per client where exercise 04 forks.
+            Variant { name: "w04-threads", nn: "04", files: L05, edits: vec![] },
+            "FAIL   9. model: a process per client",
+            &["expected the first process accepts; each client is read in a child", "found: a thread per client (lesson 05's model)"],
+        ),
+        (
+            Variant { name: "w04-execs-lesson", nn: "04", files: L04, edits: vec![execs_the_lesson("04")] },
+            "FAIL   1. starts on port 0",
+            &["lesson-04 running: the program execs another"],
+        ),
+        (
+            Variant { name: "w08-execs-lesson", nn: "08", files: L08, edits: vec![execs_the_lesson("08")] },
+            "FAIL   1. starts on port 0",
+            &["lesson-08 running: the program execs another"],
+        ),
+        (
+            Variant { name: "w12-execs-lesson", nn: "12", files: L12, edits: vec![execs_the_lesson("12")] },
+            "FAIL   1. starts on port 0",
+            &["lesson-12 running: the program execs another"],
+        ),
+        (
+            // A relay whose writes block: O_NONBLOCK cleared, everything written, set back.
+            Variant { name: "w12-blocking-write", nn: "12", files: L12, edits: vec![
+                edit("flow.rs", "    match write(dst, flow.pending()) {", "    match write_all_blocking(dst, flow.pending()) {"),
+                edit("flow.rs", "/// setsockopt(SO_LINGER {on, 0 s})", &format!("{BLOCKING_WRITE_12}\n/// setsockopt(SO_LINGER {{on, 0 s}})")),
+            ] },
+            "FAIL   8. a client that stops reading stalls no other",
+            &["asleep in write"],
+        ),
+    ]
+}
+
+/// Writes `text` at `path` unless it is there already (an unchanged file keeps its time, so
+/// cargo does not rebuild it); a write goes through a rename, never half-written.
+fn put(path: &Path, text: &str) {
+    if fs::read_to_string(path).ok().as_deref() == Some(text) {
+        return;
+    }
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, text).unwrap();
+    fs::rename(tmp, path).unwrap();
+}
+
+/// The crate of every variant, built once; the folder its binaries are in.
+fn built() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = target_dir().join("exercises-test").join("variants");
+        let all: Vec<Variant> = correct()
+            .into_iter()
+            .chain(wrong().into_iter().map(|(v, _, _)| v))
+            .collect();
+        let mut bins = String::new();
+        for v in &all {
+            for (lesson, at) in v.files {
+                let mut text = fs::read_to_string(root().join(lesson)).unwrap();
+                for (file, from, to) in v.edits.iter().filter(|(f, _, _)| f == at) {
+                    assert!(
+                        text.contains(from),
+                        "{}: {lesson} no longer has {from:?} ({file})",
+                        v.name
+                    );
+                    text = text.replacen(from, to, 1);
+                }
+                put(&dir.join("src/bin").join(v.name).join(at), &text);
+            }
+            bins.push_str(&format!(
+                "[[bin]]\nname = \"{0}\"\npath = \"src/bin/{0}/main.rs\"\n\n",
+                v.name
+            ));
+        }
+        let manifest = workshop::skeleton::manifest("08", root().to_str().unwrap());
+        let (head, tail) = manifest.split_once("[[bin]]").unwrap();
+        let deps = &tail[tail.find("[dependencies]").unwrap()..];
+        let manifest = format!("{}{bins}{deps}", head.replace("exercise-08", "variants"));
+        put(&dir.join("Cargo.toml"), &manifest);
+        let lock = fs::read_to_string(root().join("Cargo.lock")).unwrap();
+        put(&dir.join("Cargo.lock"), &lock);
+        // The lessons the exec variants exec.
+        let lessons = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "sockets-by-hand"])
+            .args([
+                "--bin",
+                "lesson-04",
+                "--bin",
+                "lesson-08",
+                "--bin",
+                "lesson-12",
+            ])
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(lessons.success(), "building the lessons");
+        let out = Command::new(env!("CARGO"))
+            .args(["build", "-q", "--bins", "--manifest-path"])
+            .arg(dir.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", target_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target_dir().join("debug")
+    })
+}
+
+/// `workshop check NN --bin EXE --wait 10` for each variant, four at a time: (exit code, stdout).
+fn check_all(variants: &[(&str, &str)]) -> Vec<(i32, String)> {
+    let bin = built();
+    let mut results = Vec::new();
+    for chunk in variants.chunks(4) {
+        let children: Vec<_> = chunk
+            .iter()
+            .map(|(nn, name)| {
+                Command::new(env!("CARGO_BIN_EXE_workshop"))
+                    .args(["check", nn, "--bin"])
+                    .arg(bin.join(name))
+                    .args(["--wait", "10"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            results.push((
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            ));
+        }
+    }
+    results
+}
+
+#[test]
+fn correct_solutions_of_another_shape_pass_every_step() {
+    let variants = correct();
+    let mut per_exercise = std::collections::BTreeMap::<&str, usize>::new();
+    for v in &variants {
+        *per_exercise.entry(v.nn).or_default() += 1;
+    }
+    for ex in workshop::check::exercises() {
+        assert!(
+            per_exercise.get(ex.nn).copied().unwrap_or(0) >= 2,
+            "exercise {} needs two correct variants",
+            ex.nn
+        );
+    }
+    let pairs: Vec<(&str, &str)> = variants.iter().map(|v| (v.nn, v.name)).collect();
+    for ((nn, name), (code, out)) in pairs.iter().zip(check_all(&pairs)) {
+        assert_eq!(code, 0, "{name}, checked as exercise {nn}:\n{out}");
+    }
+}
+
+#[test]
+fn wrong_models_fail_naming_what_their_calls_show() {
+    let cases = wrong();
+    let pairs: Vec<(&str, &str)> = cases.iter().map(|(v, _, _)| (v.nn, v.name)).collect();
+    for ((v, step, words), (code, out)) in cases.iter().zip(check_all(&pairs)) {
+        assert_eq!(code, 1, "{}:\n{out}", v.name);
+        assert!(
+            out.contains(step),
+            "{} should fail at {step:?}:\n{out}",
+            v.name
+        );
+        for word in *words {
+            assert!(out.contains(word), "{}: no {word:?} in:\n{out}", v.name);
+        }
+    }
+}
