@@ -29,7 +29,15 @@ pub fn setup() -> IoUring {
         .setup_defer_taskrun()
         .build(RING_ENTRIES)
         .or_else(|err| match err.raw_os_error() {
-            Some(libc::EINVAL) => IoUring::new(RING_ENTRIES),
+            Some(libc::EINVAL) => {
+                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease");
+                say!(
+                    "io_uring_setup: EINVAL for SINGLE_ISSUER | DEFER_TASKRUN (Linux 6.1+; this \
+                     kernel: {}): a plain ring, woken for each completion's work",
+                    release.unwrap_or_default().trim()
+                );
+                IoUring::new(RING_ENTRIES)
+            }
             _ => Err(err),
         })
         .unwrap_or_else(|err| sandbox::io_uring_refused("io_uring_setup", errno(&err), None))
