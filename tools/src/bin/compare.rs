@@ -59,6 +59,12 @@ struct Args {
     /// idle-cost runs.
     #[arg(long, value_delimiter = ',', default_values = ["loadgen", "tokio-load"])]
     loads: Vec<String>,
+    /// Interleaved rounds instead of the tables: each round runs every server once per level
+    /// and load, in a rotated order, and the report gives each server's median CPU per
+    /// request and its median ratio to the others within a round (a shared machine drifts
+    /// between rounds, less within one).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Where the reports go.
     #[arg(long, default_value = "target/compare")]
     out: PathBuf,
@@ -237,6 +243,26 @@ fn main() {
         if pin { "" } else { " (only one CPU: not pinned)" }
     );
 
+    if args.rounds > 1 {
+        let md = rounds(
+            &specs,
+            &levels,
+            &loads,
+            args.rounds,
+            &bin_dir,
+            pin,
+            warmup,
+            duration,
+        );
+        fs::create_dir_all(&args.out)
+            .unwrap_or_else(|e| fail(&format!("mkdir {}: {e}", args.out.display())));
+        let md_path = args.out.join("rounds.md");
+        fs::write(&md_path, &md)
+            .unwrap_or_else(|e| fail(&format!("write {}: {e}", md_path.display())));
+        println!("\n{md}");
+        eprintln!("compare: wrote {}", md_path.display());
+        return;
+    }
     let mut rows: Vec<Row> = Vec::new();
     let mut syscalls: Vec<(String, String, usize, Option<f64>)> = Vec::new();
     let mut idle_rows: Vec<Row> = Vec::new();
@@ -327,6 +353,122 @@ fn main() {
         svg_path.display(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// `compare --rounds N`: every server once per round, level and load, the order rotated each
+/// round; the medians of CPU per request and of the ratios within a round.
+#[allow(clippy::too_many_arguments)]
+fn rounds(
+    specs: &[&Spec],
+    levels: &[usize],
+    loads: &[(String, PathBuf)],
+    rounds: usize,
+    bin_dir: &Path,
+    pin: bool,
+    warmup: f64,
+    duration: f64,
+) -> String {
+    let loadavg = || {
+        fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_string()
+    };
+    // (load, level) → per server, one Row per round.
+    let mut runs: BTreeMap<(String, usize), Vec<Vec<Row>>> = BTreeMap::new();
+    let mut loads_seen = Vec::new();
+    for round in 0..rounds {
+        loads_seen.push(loadavg());
+        for &level in levels {
+            for (client, load) in loads {
+                let mut by_spec = vec![Row::default(); specs.len()];
+                for k in 0..specs.len() {
+                    let i = (k + round) % specs.len();
+                    let row = run_one(specs[i], level, 0, bin_dir, load, pin, warmup, duration);
+                    eprint!("  round {} {client}:", round + 1);
+                    print_row(&row);
+                    by_spec[i] = row;
+                }
+                runs.entry((client.clone(), level))
+                    .or_default()
+                    .push(by_spec);
+            }
+        }
+    }
+    loads_seen.push(loadavg());
+    let median = |mut v: Vec<f64>| {
+        v.retain(|x| x.is_finite());
+        v.sort_by(|a, b| a.total_cmp(b));
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let cpu = |r: &Row| r.load.get("cpu_us_per_req").copied().unwrap_or(f64::NAN);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Interleaved rounds: server CPU per request\n\n{rounds} rounds, {warmup} s warm-up + {duration} s measured per run; {}. Load average (1 min) at each round's start and at the end: {}.\n",
+        if pin { "server pinned to CPU 0, the load to CPU 1" } else { "not pinned (one CPU)" },
+        loads_seen.join(", ")
+    );
+    for ((client, level), per_round) in &runs {
+        let _ = writeln!(md, "\n## {client}, {level} clients\n");
+        let mut head = "| server | CPU µs/request, median | per round | completions per io_uring_enter, median | failures |".to_string();
+        let mut rule = "|---|---:|---|---:|---|".to_string();
+        for other in specs {
+            head.push_str(&format!(" ratio to {}, median (per round) |", other.key));
+            rule.push_str("---|");
+        }
+        let _ = writeln!(md, "{head}\n{rule}");
+        for (i, spec) in specs.iter().enumerate() {
+            let mine: Vec<f64> = per_round.iter().map(|r| cpu(&r[i])).collect();
+            let enters: Vec<f64> = per_round.iter().filter_map(|r| r[i].per_enter).collect();
+            let failures: Vec<&str> = per_round
+                .iter()
+                .map(|r| r[i].failure.as_str())
+                .filter(|f| !f.is_empty())
+                .collect();
+            let _ = write!(
+                md,
+                "| {} | {:.2} | {} | {} | {} |",
+                spec.label,
+                median(mine.clone()),
+                mine.iter()
+                    .map(|v| format!("{v:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                if enters.is_empty() {
+                    "—".to_string()
+                } else {
+                    format!("{:.1}", median(enters))
+                },
+                if failures.is_empty() {
+                    "—".to_string()
+                } else {
+                    failures.join("; ")
+                }
+            );
+            for j in 0..specs.len() {
+                let ratios: Vec<f64> = per_round.iter().map(|r| cpu(&r[i]) / cpu(&r[j])).collect();
+                let _ = write!(
+                    md,
+                    " {:.2} ({}) |",
+                    median(ratios.clone()),
+                    ratios
+                        .iter()
+                        .map(|v| format!("{v:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            let _ = writeln!(md);
+        }
+    }
+    md
 }
 
 fn fail(msg: &str) -> ! {
