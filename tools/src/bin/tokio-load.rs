@@ -68,6 +68,10 @@ struct Args {
 }
 
 const WELCOME: &[u8] = b"Welcome buddy!\n";
+/// Connections opened but not yet welcomed, at most (as loadgen): a listen backlog is never
+/// overrun by a SYN flood of our own making (a dropped SYN is retried only after a second,
+/// and would look like a slow server).
+const MAX_HANDSHAKES: usize = 64;
 
 /// Where the run is: requests are counted as warm-up, then measured, then the tasks stop.
 #[derive(Clone, Copy, PartialEq)]
@@ -97,6 +101,8 @@ struct Shared {
     hist: RefCell<Histogram<u64>>,
     /// Connections not yet welcomed (or given up on): the warm-up starts when it is 0.
     pending: Cell<usize>,
+    /// Connections between their connect and their welcome.
+    handshakes: Cell<usize>,
     request: Vec<u8>,
     reply: Vec<u8>,
     limit: Option<u64>,
@@ -136,6 +142,7 @@ fn main() {
         counts: RefCell::default(),
         hist: RefCell::new(Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap()),
         pending: Cell::new(args.connections + args.idle),
+        handshakes: Cell::new(0),
         request,
         reply,
         limit: args.requests,
@@ -161,11 +168,8 @@ async fn run(args: &Args, shared: Rc<Shared>) -> (f64, u64) {
             Duration::from_secs_f64(args.reply_timeout),
             shared.clone(),
         ));
-        // Let the runtime start it (and its connect) before the next: a SYN flood of our
-        // own making would overrun the listen backlog.
-        if i % 64 == 63 {
-            tokio::task::yield_now().await;
-        }
+        // Let the runtime start it (and its connect) before the next.
+        tokio::task::yield_now().await;
     }
     // Wait for every welcome (or every give-up), then warm up.
     while shared.pending.get() > 0 && Instant::now() < hard_stop {
@@ -208,6 +212,10 @@ async fn connection(
     reply_timeout: Duration,
     shared: Rc<Shared>,
 ) {
+    while shared.handshakes.get() >= MAX_HANDSHAKES {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    shared.handshakes.set(shared.handshakes.get() + 1);
     let welcomed = timeout(connect_timeout, async {
         let mut stream = TcpStream::connect(to).await?;
         stream.set_nodelay(true)?;
@@ -216,6 +224,7 @@ async fn connection(
         Ok::<_, std::io::Error>((stream, welcome == WELCOME))
     })
     .await;
+    shared.handshakes.set(shared.handshakes.get() - 1);
     shared.pending.set(shared.pending.get() - 1);
     let mut stream = match welcomed {
         Ok(Ok((stream, true))) => stream,
