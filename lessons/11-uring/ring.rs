@@ -45,7 +45,7 @@ pub fn setup() -> IoUring {
 
 /// The kernel refused one of the io_uring features lesson 15 uses: the call, the feature and
 /// the Linux it needs, in one line, and exit 1 ([`sandbox::io_uring_refused`]).
-#[allow(dead_code)] // lesson 11 mounts this file too, and has no use for it
+#[allow(dead_code)] // lesson 11 uses this file too, and has no use for it
 pub fn refused(call: &str, errno: Errno, feature: &str, version: &str) -> ! {
     sandbox::io_uring_refused(call, errno, Some((feature, version)))
 }
