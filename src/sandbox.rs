@@ -146,13 +146,25 @@ pub fn explain_io_uring_setup(errno: Errno) {
     }
 }
 
-/// io_uring_setup failed (lessons 11 and 15): the call and its errno, TLPI style, then why in
-/// words ([`explain_io_uring_setup`]: an old kernel, a sysctl, or a container's seccomp
-/// profile), and exit 1.
-pub fn io_uring_setup_failed(err: std::io::Error) -> ! {
-    let errno = Errno::from_raw(err.raw_os_error().unwrap_or(0));
-    crate::errors::report("io_uring_setup", errno);
-    explain_io_uring_setup(errno);
+/// The kernel refused io_uring or one of its features (lessons 11 and 15): the call and its
+/// errno, TLPI style, then why in words, and exit 1. `needs` names the refused feature and
+/// the Linux it needs (`("multishot recv", "6.0")`), said with this kernel's version; without
+/// it, io_uring_setup itself failed, and [`explain_io_uring_setup`] says why (an old kernel,
+/// a sysctl, or a container's seccomp profile).
+pub fn io_uring_refused(call: &str, errno: Errno, needs: Option<(&str, &str)>) -> ! {
+    match needs {
+        Some((feature, version)) => {
+            let release = kernel_release().unwrap_or_default();
+            crate::say!(
+                "{}: {feature} needs Linux {version} (this kernel: {release})",
+                crate::errors::describe(call, errno)
+            );
+        }
+        None => {
+            crate::errors::report(call, errno);
+            explain_io_uring_setup(errno);
+        }
+    }
     std::process::exit(1)
 }
 

@@ -13,3 +13,6 @@ echo_suite!(lesson_09, "lesson-09");
 echo_suite!(lesson_10, "lesson-10");
 echo_suite!(lesson_11, "lesson-11");
 echo_suite!(lesson_15, "lesson-15");
+// A ring of 4 buffers: the multishot recvs run dry (ENOBUFS) under the suite's bursts, and
+// every case must still hold.
+echo_suite!(lesson_15_bufs_4, "lesson-15", &["--bufs", "4"]);

@@ -3,31 +3,29 @@
 //! ring it shares with the kernel, and reacts to their completions, instead of asking which
 //! sockets are ready.
 //!
-//! Read main.rs (the ring's set-up), then server.rs (submissions and completions).
-//! Run `make lesson-11` and connect with `nc 127.0.0.1 23333`. `make trace-11` shows socket,
-//! bind, listen, io_uring_setup, then io_uring_enter: the operations run inside the kernel;
-//! only shutdown(SHUT_WR) and close remain plain calls. Ctrl-C closes every client, prints a
-//! summary and exits 0.
+//! Read main.rs, server.rs, then ring.rs. Run `make lesson-11`, connect with `nc 127.0.0.1
+//! 23333`; `make trace-11` shows socket, bind, listen, io_uring_setup, then io_uring_enter:
+//! only shutdown(SHUT_WR) and close remain plain calls.
 //!
-//! Classic failure: a buffer belongs to the kernel from submission to completion; reusing,
-//! growing or freeing it in between corrupts memory, and so does closing an fd with
-//! operations in flight (`--mistake reuse-buffer` shares one recv buffer: replies go to the
-//! wrong clients). Completions come in any order. More: docs/lessons/11-uring.md
+//! Classic failure: a buffer belongs to the kernel from submission to completion; reusing or
+//! freeing it in between corrupts memory (`--mistake reuse-buffer` shares one recv buffer:
+//! replies go to the wrong clients). Completions come in any order. More: docs/lessons/11-uring.md
 
+mod ring;
 mod server;
 
 use std::os::fd::AsRawFd;
 
 use clap::Parser;
-use io_uring::IoUring;
 use nix::sys::socket::{
     bind, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag, SockType,
     SockaddrStorage,
 };
+use ring::Ring;
 use server::Server;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::OrDie;
-use sockets_by_hand::{lesson, mistake, net, sandbox, stop};
+use sockets_by_hand::{lesson, mistake, net, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
@@ -45,9 +43,6 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     mistake: Option<Mistake>,
 }
-
-/// Submission queue entries (the completion queue gets twice as many).
-pub const RING_ENTRIES: u32 = 1024;
 
 fn main() {
     let args: Args = cli::parse(&LESSON);
@@ -69,20 +64,10 @@ fn main() {
     listen(&listener, Backlog::new(1024).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
 
-    // io_uring_setup(2): the rings, mapped into our memory. SINGLE_ISSUER + DEFER_TASKRUN
-    // (Linux 6.1+) batch the kernel's completion work into our io_uring_enter; an older
-    // kernel says EINVAL to them, and gets a plain ring.
-    let ring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(RING_ENTRIES)
-        .or_else(|err| match err.raw_os_error() {
-            Some(libc::EINVAL) => IoUring::new(RING_ENTRIES),
-            _ => Err(err),
-        })
-        .unwrap_or_else(|err| sandbox::io_uring_setup_failed(err));
+    // io_uring_setup(2): the rings, shared with the kernel (ring.rs).
+    let ring = ring::setup();
     mistake::switch_on(&MISTAKE, args.mistake);
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[]);
 
-    Server::new(&LESSON, ring, listener, stop).serve()
+    Server::new(&LESSON, Ring::new(ring, stop), listener).serve()
 }

@@ -12,22 +12,23 @@
 //! More: docs/lessons/15-uring-multishot.md
 
 mod bufs;
+#[path = "../11-uring/ring.rs"]
+mod ring;
 mod server;
 
 use std::os::fd::AsRawFd;
 
 use bufs::BufRing;
 use clap::Parser;
-use io_uring::IoUring;
-use nix::errno::Errno;
 use nix::sys::socket::{
     bind, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag, SockType,
     SockaddrStorage,
 };
+use ring::Ring;
 use server::Server;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::OrDie;
-use sockets_by_hand::{lesson, mistake, net, sandbox, say, stop};
+use sockets_by_hand::{lesson, mistake, net, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
@@ -51,9 +52,6 @@ struct Args {
     mistake: Option<Mistake>,
 }
 
-/// Submission queue entries (the completion queue gets twice as many).
-pub const RING_ENTRIES: u32 = 1024;
-
 fn main() {
     let args: Args = cli::parse(&LESSON);
     let addr = args.listen.addr();
@@ -74,43 +72,17 @@ fn main() {
     listen(&listener, Backlog::new(1024).or_die("listen")).or_die("listen");
     let local = getsockname::<SockaddrStorage>(listener.as_raw_fd()).or_die("getsockname");
 
-    // io_uring_setup(2): the rings, mapped into our memory. SINGLE_ISSUER + DEFER_TASKRUN
-    // (Linux 6.1+) batch the kernel's completion work into our io_uring_enter; an older
-    // kernel says EINVAL to them, and gets a plain ring.
-    let ring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(RING_ENTRIES)
-        .or_else(|err| match err.raw_os_error() {
-            Some(libc::EINVAL) => IoUring::new(RING_ENTRIES),
-            _ => Err(err),
-        })
-        .unwrap_or_else(|err| sandbox::io_uring_setup_failed(err));
+    // io_uring_setup(2): the rings, shared with the kernel (ring.rs).
+    let ring = ring::setup();
     // io_uring_register(2) IORING_REGISTER_PBUF_RING: the buffer ring (bufs.rs), every
     // buffer in it; from now on a recv that names its group takes a buffer when bytes arrive.
     let bufs = BufRing::register(&ring, args.bufs).unwrap_or_else(|errno| {
-        too_old(
-            "io_uring_register(IORING_REGISTER_PBUF_RING)",
-            errno,
-            "a provided-buffer ring",
-            "5.19",
-        )
+        let call = "io_uring_register(IORING_REGISTER_PBUF_RING)";
+        ring::refused(call, errno, "a provided-buffer ring", "5.19")
     });
     mistake::switch_on(&MISTAKE, args.mistake);
     let notes = [format!("{} buffers of 4 KiB in the ring", args.bufs)];
     cli::banner(&LESSON, net::std_addr(&local).unwrap_or(addr), &[&notes[0]]);
 
-    Server::new(&LESSON, ring, bufs, listener, stop).serve()
-}
-
-/// The kernel refused one of the lesson's io_uring features: one line naming it and the
-/// kernel version it needs, exit 1.
-pub fn too_old(call: &str, errno: Errno, feature: &str, needs: &str) -> ! {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let errors = sockets_by_hand::errors::describe(call, errno);
-    say!(
-        "{errors}: {feature} needs Linux {needs} (this kernel: {})",
-        release.trim()
-    );
-    std::process::exit(1)
+    Server::new(&LESSON, Ring::new(ring, stop), bufs, listener).serve()
 }

@@ -1,61 +1,24 @@
 //! Lesson 15's server: what it keeps per client, and the loop that arms multishot accept and
-//! recv, sends replies, and reacts to completions. main.rs sets the ring up; bufs.rs is the
-//! ring of buffers the recvs take from.
+//! recv, sends, and reacts to completions. bufs.rs is the buffer ring; ring.rs the plumbing.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::Instant;
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, types};
 use nix::errno::Errno;
 use nix::sys::socket::{getpeername, shutdown, Shutdown, SockaddrStorage};
 use nix::unistd::close;
-use sockets_by_hand::accept::{AcceptPause, RETRY};
 use sockets_by_hand::cli::Lesson;
 use sockets_by_hand::conn::EchoConn;
 use sockets_by_hand::ending::Ending;
-use sockets_by_hand::errors::{fatal, report};
-use sockets_by_hand::{net, say, stop};
+use sockets_by_hand::errors::report;
+use sockets_by_hand::{net, say};
 
 use crate::bufs::{BufRing, GROUP};
-use crate::{mistake, too_old, Mistake, RING_ENTRIES};
+use crate::ring::{self, cancel_entry, send_entry, tag, untag, Op, Ring, SEND_CHUNK};
+use crate::{mistake, Mistake};
 
-/// The most one send takes from a client's pending replies.
-const SEND_CHUNK: usize = 64 * 1024;
 /// Send buffers kept for reuse once their send is done; beyond that they are freed.
 const SPARE_SENDS: usize = 256;
-
-/// What an operation was for. Its user_data carries the kind and a number: the client's fd
-/// for Recv, Send and the cancels (see `tag` and `untag`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[repr(u32)]
-enum Op {
-    Accept = 0,
-    RetryAccept = 1,
-    Stop = 2,
-    Recv = 3,
-    Send = 4,
-    CancelRecv = 5,
-    CancelSend = 6,
-}
-
-/// user_data: the number in the high 32 bits, the kind in the low 32.
-fn tag(op: Op, n: usize) -> u64 {
-    (n as u64) << 32 | op as u64
-}
-
-/// Inverse of `tag`.
-fn untag(user_data: u64) -> (Op, usize) {
-    let op = match user_data as u32 {
-        0 => Op::Accept,
-        1 => Op::RetryAccept,
-        2 => Op::Stop,
-        3 => Op::Recv,
-        4 => Op::Send,
-        5 => Op::CancelRecv,
-        _ => Op::CancelSend, // 6: `tag` makes no other
-    };
-    (op, (user_data >> 32) as usize)
-}
 
 struct Client {
     fd: OwnedFd,
@@ -82,25 +45,20 @@ struct Client {
 pub struct Server {
     /// The lesson being served, for the summary line at Ctrl-C.
     lesson: &'static Lesson,
-    ring: IoUring,
+    /// The ring, the stop pipe's poll and the accept pause (ring.rs).
+    ring: Ring,
     /// The provided buffers every recv takes from (bufs.rs).
     bufs: BufRing,
     listener: OwnedFd,
-    stop: OwnedFd,
-    /// Clients by fd (user_data carries the fd). An fd closes only once nothing is in
-    /// flight on it, so a completion never finds the next client on the same number.
+    /// Clients by fd (user_data carries the fd). A buffer the kernel holds a pointer into
+    /// is a heap allocation of its own, which stays put when this Vec grows and moves the
+    /// Client values. An fd closes only once nothing is in flight on it, so a completion
+    /// never finds the next client on the same number.
     clients: Vec<Option<Client>>,
     /// Send buffers whose send is done, for the next send; allocated as sends need them.
     spare: Vec<Vec<u8>>,
     /// The multishot accept is in the ring.
     accepting: bool,
-    /// The accept pause after EMFILE (src/accept.rs); while it lasts no accept is
-    /// submitted, only a timeout op (retry_after) that ends it.
-    pause: AcceptPause,
-    retry_in_flight: bool,
-    retry_after: Box<types::Timespec>,
-    /// Completions of one round, (user_data, result, flags); allocated once.
-    done: Vec<(u64, i32, u32)>,
     served: u64,
     /// Ctrl-C came: no more accepts, and the loop ends once every client is closed.
     stopping: bool,
@@ -109,65 +67,38 @@ pub struct Server {
 
 impl Server {
     /// The server around a ring just set up, with nothing submitted yet.
-    pub fn new(
-        lesson: &'static Lesson,
-        ring: IoUring,
-        bufs: BufRing,
-        listener: OwnedFd,
-        stop: OwnedFd,
-    ) -> Self {
+    pub fn new(lesson: &'static Lesson, ring: Ring, bufs: BufRing, listener: OwnedFd) -> Self {
         Server {
             lesson,
             ring,
             bufs,
             listener,
-            stop,
             clients: Vec::new(),
             spare: Vec::new(),
             accepting: false,
-            pause: AcceptPause::new(RETRY),
-            retry_in_flight: false,
-            retry_after: Box::new(types::Timespec::from(RETRY)),
-            done: Vec::with_capacity(2 * RING_ENTRIES as usize),
             served: 0,
             stopping: false,
             open_at_stop: 0,
         }
     }
 
-    /// Submits the stop pipe's poll and the multishot accept, then runs until Ctrl-C.
+    /// Submits the stop pipe's poll and the accept ops, then runs until Ctrl-C.
     pub fn serve(mut self) {
-        self.submit_stop_poll();
+        self.ring.submit_stop_poll();
         self.submit_accept();
         self.run();
     }
 
     fn run(&mut self) {
         while !(self.stopping && self.clients.iter().all(Option::is_none)) {
-            // io_uring_enter(2): submit every operation queued since the last call and
-            // sleep until at least one has completed. One call, many operations.
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(err) if err.raw_os_error() == Some(libc::EINTR) => {}
-                Err(err) => fatal(
-                    "io_uring_enter",
-                    Errno::from_raw(err.raw_os_error().unwrap_or(0)),
-                ),
-            }
-            // Take every completion off the ring (they come in any order), then act. The
-            // flags say whether a multishot goes on (F_MORE) and which buffer a recv took.
-            self.done.clear();
-            self.done.extend(
-                self.ring
-                    .completion()
-                    .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
-            );
-            for i in 0..self.done.len() {
-                let (user_data, result, flags) = self.done[i];
+            // io_uring_enter(2), then the completions it brought (ring.rs).
+            self.ring.submit_and_wait();
+            for i in 0..self.ring.done.len() {
+                let (user_data, result, flags) = self.ring.done[i];
                 match untag(user_data) {
                     (Op::Accept, _) => self.accepted(result, cqueue::more(flags)),
                     (Op::RetryAccept, _) => {
-                        self.retry_in_flight = false;
+                        self.ring.retried();
                         self.submit_accept();
                     }
                     (Op::Stop, _) => self.stop(result),
@@ -175,23 +106,15 @@ impl Server {
                 }
             }
         }
-        say!(
-            "{}",
-            stop::summary(self.lesson, self.served, self.open_at_stop)
-        );
-    }
-
-    /// Keeps a poll on the stop pipe in the ring: it completes when Ctrl-C writes its byte.
-    fn submit_stop_poll(&mut self) {
-        let entry = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32);
-        push(&mut self.ring, entry.build().user_data(tag(Op::Stop, 0)));
+        self.ring
+            .say_summary(self.lesson, self.served, self.open_at_stop);
     }
 
     /// Ctrl-C (a poll result > 0): stop accepting, and wind every client down as if its
     /// conversation were over (cancel what is in flight, close); `run` ends after the last.
     fn stop(&mut self, result: i32) {
-        if result <= 0 {
-            return self.submit_stop_poll();
+        if !self.ring.stop_requested(result) {
+            return;
         }
         self.stopping = true;
         self.open_at_stop = self.clients.iter().flatten().count();
@@ -203,20 +126,10 @@ impl Server {
         }
     }
 
-    /// Puts the multishot accept back in the ring if it ended. While accept is paused
+    /// Puts every accept op that is not in flight back in flight. While accept is paused
     /// after EMFILE it submits none, only a timeout op whose completion tries again.
     fn submit_accept(&mut self) {
-        if self.stopping {
-            return;
-        }
-        if !self.pause.watching(Instant::now()) {
-            if !self.retry_in_flight {
-                let limit = self.pause.wait_limit(Instant::now()).unwrap_or(RETRY);
-                *self.retry_after = types::Timespec::from(limit);
-                let timeout = opcode::Timeout::new(&*self.retry_after).build();
-                push(&mut self.ring, timeout.user_data(tag(Op::RetryAccept, 0)));
-                self.retry_in_flight = true;
-            }
+        if self.stopping || self.ring.accept_paused() {
             return;
         }
         if !self.accepting {
@@ -226,28 +139,22 @@ impl Server {
                 .flags(libc::SOCK_CLOEXEC)
                 .build()
                 .user_data(tag(Op::Accept, 0));
-            push(&mut self.ring, entry);
+            self.ring.push(entry);
             self.accepting = true;
         }
     }
 
     fn accepted(&mut self, result: i32, more: bool) {
         if !more {
-            // The multishot accept ended (after an error such as EMFILE): submit it again
-            // below, or pause.
+            // No F_MORE: the multishot accept ended (EMFILE, say); resubmitted below, or paused.
             self.accepting = false;
         }
         if result == -libc::EINVAL {
-            too_old(
-                "accept (multishot)",
-                Errno::EINVAL,
-                "multishot accept",
-                "5.19",
-            );
+            ring::refused("accept", Errno::EINVAL, "multishot accept", "5.19");
         }
         if result < 0 {
             // Reports EMFILE once per pause (and pauses); a broken listener ends the program.
-            self.pause.failed(Errno::from_raw(-result));
+            self.ring.pause.failed(Errno::from_raw(-result));
         } else {
             // SAFETY: the accept completed, so `result` is a new fd we own.
             let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(result as RawFd) };
@@ -265,8 +172,7 @@ impl Server {
             let client = Client {
                 fd,
                 peer,
-                // The reply buffer, too, grows with the replies: none beyond the welcome.
-                conn: EchoConn::with_reply_capacity(0),
+                conn: EchoConn::with_reply_capacity(0), // replies: none beyond the welcome
                 sending: None,
                 sent: 0,
                 recv_armed: false,
@@ -282,7 +188,7 @@ impl Server {
             self.clients[fd] = Some(client);
             self.drive(fd);
         }
-        self.submit_accept(); // if the multishot ended
+        self.submit_accept(); // the next accept, if it is not in flight
     }
 
     /// A client's operation completed.
@@ -293,8 +199,8 @@ impl Server {
         match op {
             Op::Recv => {
                 if !cqueue::more(flags) {
-                    // This multishot recv is over (EOF, an error, ENOBUFS, a cancel): `drive`
-                    // arms a new one if the client is still to be read.
+                    // No F_MORE: this multishot recv is over (EOF, an error, ENOBUFS, a
+                    // cancel); `drive` arms a new one if the client is still to be read.
                     client.recv_armed = false;
                 }
                 match result {
@@ -302,10 +208,11 @@ impl Server {
                     n if n > 0 => {
                         // The kernel took a buffer from the ring and says which: consume its
                         // bytes, then give it straight back.
-                        if let Some(bid) = cqueue::buffer_select(flags) {
-                            client.conn.received(self.bufs.bytes(bid, n as usize));
-                            self.bufs.give_back(bid);
-                        }
+                        let bid = cqueue::buffer_select(flags).expect("F_BUFFER with bytes");
+                        let bytes = self.bufs.bytes(bid, n as usize);
+                        self.ring.lines += ring::lines(bytes);
+                        client.conn.received(bytes);
+                        self.bufs.give_back(bid);
                     }
                     err => match Errno::from_raw(-err) {
                         // The ring ran dry. `drive` arms the recv again; by the next
@@ -313,7 +220,7 @@ impl Server {
                         Errno::ENOBUFS if mistake(Mistake::NoRearm) => client.rearm = false,
                         Errno::ENOBUFS | Errno::ECANCELED | Errno::EINTR | Errno::EAGAIN => {}
                         Errno::EINVAL => {
-                            too_old("recv (multishot)", Errno::EINVAL, "multishot recv", "6.0")
+                            ring::refused("recv", Errno::EINVAL, "multishot recv", "6.0")
                         }
                         errno => client.end(Ending::Failed("recv", errno)),
                     },
@@ -332,7 +239,7 @@ impl Server {
                         let rest = &buf[client.sent..];
                         let entry = send_entry(fd, rest.as_ptr(), rest.len());
                         client.sending = Some(buf);
-                        push(&mut self.ring, entry);
+                        self.ring.push(entry);
                         return;
                     }
                 } else {
@@ -355,9 +262,8 @@ impl Server {
         self.drive(fd);
     }
 
-    /// Submits what a client needs next (a send; a recv to arm, or to cancel while its
-    /// replies are backed up), or winds it down once its conversation is over: cancel what
-    /// is in flight, close when nothing is.
+    /// Submits what a client needs next (a send, a recv), or winds it down once its
+    /// conversation is over: cancel what is in flight, close when nothing is.
     fn drive(&mut self, fd: usize) {
         let Some(client) = self.clients[fd].as_mut() else {
             return;
@@ -377,15 +283,14 @@ impl Server {
         }
         if client.ending.is_none() {
             if client.sending.is_none() && client.conn.wants_write() {
-                // Copy the next chunk of replies into a send buffer (a spare one if any)
-                // and submit a send of it.
+                // Copy the next chunk of replies into a send buffer and submit a send of it.
                 let pending = client.conn.pending();
                 let n = pending.len().min(SEND_CHUNK);
-                let mut buf = self.spare.pop().unwrap_or_default();
+                let mut buf = self.spare.pop().unwrap_or_default(); // a spare one, if any
                 buf.clear();
                 buf.extend_from_slice(&pending[..n]);
                 client.sent = 0;
-                push(&mut self.ring, send_entry(fd, buf.as_ptr(), n));
+                self.ring.push(send_entry(fd, buf.as_ptr(), n));
                 client.sending = Some(buf);
             }
             // [rearm]
@@ -398,11 +303,11 @@ impl Server {
                     .build()
                     .user_data(tag(Op::Recv, fd));
                 client.recv_armed = true;
-                push(&mut self.ring, entry);
+                self.ring.push(entry);
             } else if client.recv_armed && !client.cancelling_recv && !client.conn.wants_read() {
                 // Backpressure: the replies are backed up (HIGH_WATER, src/conn.rs), and an
                 // armed recv would go on taking buffers. Cancel it; drive re-arms it later.
-                push(&mut self.ring, cancel_entry(fd, Op::Recv));
+                self.ring.push(cancel_entry(fd, Op::Recv));
                 client.cancelling_recv = true;
             }
         } else if client.recv_armed || client.sending.is_some() {
@@ -420,16 +325,16 @@ impl Server {
                 );
             }
             if recv {
-                push(&mut self.ring, cancel_entry(fd, Op::Recv));
+                self.ring.push(cancel_entry(fd, Op::Recv));
                 client.cancelling_recv = true;
             }
             if send {
-                push(&mut self.ring, cancel_entry(fd, Op::Send));
+                self.ring.push(cancel_entry(fd, Op::Send));
                 client.cancelling_send = true;
             }
         } else if !client.cancelling_recv && !client.cancelling_send {
             let client = self.clients[fd].take().expect("client present");
-            // close(2): nothing is in flight, so the fd can go.
+            // close(2): nothing is in flight, so the buffers are ours again and the fd can go.
             if let Err(errno) = close(client.fd) {
                 report("close", errno);
             }
@@ -437,7 +342,7 @@ impl Server {
             if !self.stopping && !client.conn.lingering() {
                 say!("client disconnected: {} ({ending})", client.peer);
             }
-            self.pause.resume(); // a free fd: accept can go on
+            self.ring.pause.resume(); // a free fd: accept can go on
             self.submit_accept();
         }
     }
@@ -447,47 +352,6 @@ impl Client {
     fn end(&mut self, ending: Ending) {
         if self.ending.is_none() {
             self.ending = Some(ending);
-        }
-    }
-}
-
-/// A send of `len` bytes at `buf` (inside the client's send buffer) on socket `fd`.
-fn send_entry(fd: usize, buf: *const u8, len: usize) -> squeue::Entry {
-    // MSG_NOSIGNAL: a send to a reset connection fails with EPIPE instead of raising
-    // SIGPIPE (which Rust's runtime ignores anyway).
-    opcode::Send::new(types::Fd(fd as RawFd), buf, len as u32)
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(tag(Op::Send, fd))
-}
-
-/// A cancel of client `fd`'s operation `op` (matched by its user_data).
-fn cancel_entry(fd: usize, op: Op) -> squeue::Entry {
-    let cancel = if op == Op::Recv {
-        Op::CancelRecv
-    } else {
-        Op::CancelSend
-    };
-    opcode::AsyncCancel::new(tag(op, fd))
-        .build()
-        .user_data(tag(cancel, fd))
-}
-
-/// Queues an entry for the next io_uring_enter.
-fn push(ring: &mut IoUring, entry: squeue::Entry) {
-    loop {
-        // SAFETY: every buffer an entry points to (a client's send buffer, the Timespec, the
-        // buffer ring's) is a heap allocation owned by the Server, neither freed, moved nor
-        // touched until that entry's completion has been taken.
-        if unsafe { ring.submission().push(&entry) }.is_ok() {
-            return;
-        }
-        // The submission ring is full: hand what it holds to the kernel now.
-        if let Err(err) = ring.submit() {
-            fatal(
-                "io_uring_enter",
-                Errno::from_raw(err.raw_os_error().unwrap_or(0)),
-            );
         }
     }
 }

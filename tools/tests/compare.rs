@@ -1,4 +1,4 @@
-//! The comparison tools: loadgen's reply check, the compare harness in its quickest mode,
+//! The comparison tools: the two load clients' reply checks (loadgen, tokio-load), the compare harness in its quickest mode,
 //! and bench-socks against "direct". (Their numbers are measured by `make compare` and
 //! `make bench-socks`, never asserted here.)
 
@@ -37,6 +37,9 @@ fn report_of(exe: &str, args: &[&str], dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("report.md")).unwrap()
 }
 
+/// Both load clients of `make compare`.
+const LOADS: [&str; 2] = [exe!("loadgen"), exe!("tokio-load")];
+
 /// A deliberately wrong echo server: it welcomes, then sends each line back unreversed.
 #[test]
 fn loadgen_reports_wrong_replies_as_errors() {
@@ -56,71 +59,75 @@ fn loadgen_reports_wrong_replies_as_errors() {
             });
         }
     });
-    let out = run_ok(Command::new(exe!("loadgen")).args([
-        "--to",
-        &addr.to_string(),
-        "-c",
-        "3",
-        "--warmup",
-        "0",
-        "--duration",
-        "0.3",
-    ]));
-    let f = fields(&out.stdout);
-    assert_eq!(f["welcomed"], 3.0, "{f:?}");
-    assert_eq!(
-        f["errors"], 3.0,
-        "every connection's first reply is wrong: {f:?}"
-    );
-    assert_eq!(f["requests"], 0.0, "{f:?}");
-}
-
-#[test]
-fn loadgen_counts_real_replies_and_refuses_other_networks() {
-    let server = common::Server::start(&tools::lesson_bin("lesson-05"), &[]);
-    let out = Command::new(exe!("loadgen"))
-        .args([
+    for load in LOADS {
+        let out = run_ok(Command::new(load).args([
             "--to",
-            &server.addr.to_string(),
-            "-c",
-            "4",
-            "--warmup",
-            "0.1",
-            "--duration",
-            "0.3",
-        ])
-        .output()
-        .unwrap();
-    let f = fields(&out.stdout);
-    assert!(
-        f["requests"] > 0.0 && f["errors"] == 0.0 && f["welcomed"] == 4.0,
-        "{f:?}"
-    );
-    // A serial server starves all clients but one, and loadgen says so.
-    let serial = common::Server::start(&tools::lesson_bin("lesson-03"), &[]);
-    let out = Command::new(exe!("loadgen"))
-        .args([
-            "--to",
-            &serial.addr.to_string(),
+            &addr.to_string(),
             "-c",
             "3",
             "--warmup",
             "0",
             "--duration",
-            "0.2",
-            "--connect-timeout",
             "0.3",
-        ])
-        .output()
-        .unwrap();
-    let f = fields(&out.stdout);
-    assert_eq!((f["welcomed"], f["starved"]), (1.0, 2.0), "{f:?}");
-    // Only loopback.
-    let out = Command::new(exe!("loadgen"))
-        .args(["--to", "192.0.2.1:9"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+        ]));
+        let f = fields(&out.stdout);
+        assert_eq!(f["welcomed"], 3.0, "{load}: {f:?}");
+        assert_eq!(
+            f["errors"], 3.0,
+            "{load}: every connection's first reply is wrong: {f:?}"
+        );
+        assert_eq!(f["requests"], 0.0, "{load}: {f:?}");
+    }
+}
+
+#[test]
+fn loadgen_counts_real_replies_and_refuses_other_networks() {
+    let server = common::Server::start(&tools::lesson_bin("lesson-05"), &[]);
+    let serial = common::Server::start(&tools::lesson_bin("lesson-03"), &[]);
+    for load in LOADS {
+        let out = Command::new(load)
+            .args([
+                "--to",
+                &server.addr.to_string(),
+                "-c",
+                "4",
+                "--warmup",
+                "0.1",
+                "--duration",
+                "0.3",
+            ])
+            .output()
+            .unwrap();
+        let f = fields(&out.stdout);
+        assert!(
+            f["requests"] > 0.0 && f["errors"] == 0.0 && f["welcomed"] == 4.0,
+            "{load}: {f:?}"
+        );
+        // A serial server starves all clients but one, and the load says so.
+        let out = Command::new(load)
+            .args([
+                "--to",
+                &serial.addr.to_string(),
+                "-c",
+                "3",
+                "--warmup",
+                "0",
+                "--duration",
+                "0.2",
+                "--connect-timeout",
+                "0.3",
+            ])
+            .output()
+            .unwrap();
+        let f = fields(&out.stdout);
+        assert_eq!((f["welcomed"], f["starved"]), (1.0, 2.0), "{load}: {f:?}");
+        // Only loopback.
+        let out = Command::new(load)
+            .args(["--to", "192.0.2.1:9"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{load}");
+    }
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! compare: `make compare`, the I/O models side by side on the same protocol (not a lesson).
 //!
-//! For each echo lesson (03–11, 15) and the tokio reference, and for each concurrency level, it
-//! starts a fresh server pinned to one core, runs `loadgen` pinned to the other, and records
+//! For each echo lesson (03–11, 15) and the tokio reference, for each concurrency level and
+//! each load client (`loadgen`, one epoll loop; `tokio-load`, one tokio task per connection),
+//! it starts a fresh server pinned to one core, runs the load pinned to the other, and records
 //! requests/s, p50/p99 latency, the server's CPU time per request over the measured window
 //! (loadgen --server-pid), the server's CPU seconds (utime + stime of it and its
 //! children, from /proc), its peak RSS summed over its processes, its thread and process
-//! count, and what failed (a serial server starving clients, select's FD_SETSIZE wall). A
+//! count, what failed (a serial server starving clients, select's FD_SETSIZE wall), and for
+//! the io_uring lessons the completions each io_uring_enter brought (their Ctrl-C summary). A
 //! separate short run under `strace -c -f` with a fixed request count gives system calls
 //! per request. Results: a table on the terminal, `target/compare/report.md` and
 //! `target/compare/report.svg` (requests/s against clients, log x axis).
@@ -52,6 +54,17 @@ struct Args {
     /// quick: 0, which skips them).
     #[arg(long)]
     idle: Option<usize>,
+    /// The load clients, each run at every level: loadgen (one epoll loop drives every
+    /// connection) and tokio-load (one tokio task per connection); the first also runs the
+    /// idle-cost runs.
+    #[arg(long, value_delimiter = ',', default_values = ["loadgen", "tokio-load"])]
+    loads: Vec<String>,
+    /// Interleaved rounds instead of the tables: each round runs every server once per level
+    /// and load, in a rotated order, and the report gives each server's median CPU per
+    /// request and its median ratio to the others within a round (a shared machine drifts
+    /// between rounds, less within one).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Where the reports go.
     #[arg(long, default_value = "target/compare")]
     out: PathBuf,
@@ -156,6 +169,8 @@ type Fields = BTreeMap<String, f64>;
 #[derive(Clone, Default)]
 struct Row {
     label: String,
+    /// The load client that ran it.
+    client: String,
     level: usize,
     load: Fields,
     cpu_s: f64,
@@ -164,6 +179,8 @@ struct Row {
     procs: u64,
     failure: String,
     skipped: Option<String>,
+    /// io_uring lessons: completions per io_uring_enter, from the Ctrl-C summary.
+    per_enter: Option<f64>,
 }
 
 fn main() {
@@ -182,13 +199,23 @@ fn main() {
         .unwrap_or(if args.quick { 3000 } else { 10_000 });
     let idle = args.idle.unwrap_or(if args.quick { 0 } else { 5000 });
     let bin_dir = tools::bin_dir();
-    let loadgen = bin_dir.join("loadgen");
-    if !loadgen.exists() {
-        fail(&format!(
-            "{} is missing: build with `cargo build --release --bins`",
-            loadgen.display()
-        ));
+    let loads: Vec<(String, PathBuf)> = args
+        .loads
+        .iter()
+        .map(|name| (name.clone(), bin_dir.join(name)))
+        .collect();
+    for (_, path) in &loads {
+        if !path.exists() {
+            fail(&format!(
+                "{} is missing: build with `cargo build --release --bins`",
+                path.display()
+            ));
+        }
     }
+    let loadgen = loads
+        .first()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| fail("no load"));
     let cpus = thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -216,29 +243,60 @@ fn main() {
         if pin { "" } else { " (only one CPU: not pinned)" }
     );
 
+    if args.rounds > 1 {
+        let md = rounds(
+            &specs,
+            &levels,
+            &loads,
+            args.rounds,
+            &bin_dir,
+            pin,
+            warmup,
+            duration,
+        );
+        fs::create_dir_all(&args.out)
+            .unwrap_or_else(|e| fail(&format!("mkdir {}: {e}", args.out.display())));
+        let md_path = args.out.join("rounds.md");
+        fs::write(&md_path, &md)
+            .unwrap_or_else(|e| fail(&format!("write {}: {e}", md_path.display())));
+        println!("\n{md}");
+        eprintln!("compare: wrote {}", md_path.display());
+        return;
+    }
     let mut rows: Vec<Row> = Vec::new();
-    let mut syscalls: Vec<(String, usize, Option<f64>)> = Vec::new();
+    let mut syscalls: Vec<(String, String, usize, Option<f64>)> = Vec::new();
     let mut idle_rows: Vec<Row> = Vec::new();
     for spec in &specs {
         for &level in &levels {
-            if level > spec.max_level {
-                rows.push(Row {
-                    label: spec.label.to_string(),
-                    level,
-                    skipped: Some(spec.why_not.to_string()),
-                    ..Row::default()
-                });
-                continue;
+            for (client, load) in &loads {
+                if level > spec.max_level {
+                    rows.push(Row {
+                        label: spec.label.to_string(),
+                        client: client.clone(),
+                        level,
+                        skipped: Some(spec.why_not.to_string()),
+                        ..Row::default()
+                    });
+                    continue;
+                }
+                let row = run_one(spec, level, 0, &bin_dir, load, pin, warmup, duration);
+                let row = Row {
+                    client: client.clone(),
+                    ..row
+                };
+                print_row(&row);
+                rows.push(row);
             }
-            let row = run_one(spec, level, 0, &bin_dir, &loadgen, pin, warmup, duration);
-            print_row(&row);
-            rows.push(row);
         }
         // What idle connections cost: 100 busy clients beside `idle` silent ones. A wait
         // that scans every connection (06's loop, poll) pays for the silent ones on every
         // wake-up; epoll and io_uring do not. select cannot hold them (FD_SETSIZE).
         if idle > 0 && IDLE_COST.contains(&spec.key) {
             let row = run_one(spec, 100, idle, &bin_dir, &loadgen, pin, warmup, duration);
+            let row = Row {
+                client: loads[0].0.clone(),
+                ..row
+            };
             eprint!("  with {idle} idle:");
             print_row(&row);
             idle_rows.push(row);
@@ -249,21 +307,24 @@ fn main() {
                 .min(*levels.iter().max().unwrap_or(&100))
                 .max(1);
             let level = if spec.key == "03" { 1 } else { level };
-            let per = syscalls_per_request(spec, level, &bin_dir, &loadgen, strace_requests);
-            match per {
-                Some(v) => eprintln!(
-                    "  {:<24} {v:>6.2} system calls per request at {level} clients",
-                    spec.label
-                ),
-                None => eprintln!("  {:<24} strace run failed", spec.label),
+            for (client, load) in &loads {
+                let per = syscalls_per_request(spec, level, &bin_dir, load, strace_requests);
+                match per {
+                    Some(v) => eprintln!(
+                        "  {:<24} {v:>6.2} system calls per request at {level} clients ({client})",
+                        spec.label
+                    ),
+                    None => eprintln!("  {:<24} strace run failed ({client})", spec.label),
+                }
+                syscalls.push((spec.label.to_string(), client.clone(), level, per));
             }
-            syscalls.push((spec.label.to_string(), level, per));
         }
     }
     fs::create_dir_all(&args.out)
         .unwrap_or_else(|e| fail(&format!("mkdir {}: {e}", args.out.display())));
     let md = report_md(
         &rows,
+        &loads,
         &idle_rows,
         idle,
         &syscalls,
@@ -276,7 +337,13 @@ fn main() {
     let md_path = args.out.join("report.md");
     fs::write(&md_path, &md).unwrap_or_else(|e| fail(&format!("write {}: {e}", md_path.display())));
     let svg_path = args.out.join("report.svg");
-    if let Err(e) = chart(&rows, &svg_path) {
+    // The chart: under the first load.
+    let charted: Vec<Row> = rows
+        .iter()
+        .filter(|r| r.client == loads[0].0)
+        .cloned()
+        .collect();
+    if let Err(e) = chart(&charted, &svg_path) {
         fail(&format!("chart {}: {e}", svg_path.display()));
     }
     println!("\n{md}");
@@ -288,6 +355,122 @@ fn main() {
     );
 }
 
+/// `compare --rounds N`: every server once per round, level and load, the order rotated each
+/// round; the medians of CPU per request and of the ratios within a round.
+#[allow(clippy::too_many_arguments)]
+fn rounds(
+    specs: &[&Spec],
+    levels: &[usize],
+    loads: &[(String, PathBuf)],
+    rounds: usize,
+    bin_dir: &Path,
+    pin: bool,
+    warmup: f64,
+    duration: f64,
+) -> String {
+    let loadavg = || {
+        fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_string()
+    };
+    // (load, level) → per server, one Row per round.
+    let mut runs: BTreeMap<(String, usize), Vec<Vec<Row>>> = BTreeMap::new();
+    let mut loads_seen = Vec::new();
+    for round in 0..rounds {
+        loads_seen.push(loadavg());
+        for &level in levels {
+            for (client, load) in loads {
+                let mut by_spec = vec![Row::default(); specs.len()];
+                for k in 0..specs.len() {
+                    let i = (k + round) % specs.len();
+                    let row = run_one(specs[i], level, 0, bin_dir, load, pin, warmup, duration);
+                    eprint!("  round {} {client}:", round + 1);
+                    print_row(&row);
+                    by_spec[i] = row;
+                }
+                runs.entry((client.clone(), level))
+                    .or_default()
+                    .push(by_spec);
+            }
+        }
+    }
+    loads_seen.push(loadavg());
+    let median = |mut v: Vec<f64>| {
+        v.retain(|x| x.is_finite());
+        v.sort_by(|a, b| a.total_cmp(b));
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let cpu = |r: &Row| r.load.get("cpu_us_per_req").copied().unwrap_or(f64::NAN);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Interleaved rounds: server CPU per request\n\n{rounds} rounds, {warmup} s warm-up + {duration} s measured per run; {}. Load average (1 min) at each round's start and at the end: {}.\n",
+        if pin { "server pinned to CPU 0, the load to CPU 1" } else { "not pinned (one CPU)" },
+        loads_seen.join(", ")
+    );
+    for ((client, level), per_round) in &runs {
+        let _ = writeln!(md, "\n## {client}, {level} clients\n");
+        let mut head = "| server | CPU µs/request, median | per round | completions per io_uring_enter, median | failures |".to_string();
+        let mut rule = "|---|---:|---|---:|---|".to_string();
+        for other in specs {
+            head.push_str(&format!(" ratio to {}, median (per round) |", other.key));
+            rule.push_str("---|");
+        }
+        let _ = writeln!(md, "{head}\n{rule}");
+        for (i, spec) in specs.iter().enumerate() {
+            let mine: Vec<f64> = per_round.iter().map(|r| cpu(&r[i])).collect();
+            let enters: Vec<f64> = per_round.iter().filter_map(|r| r[i].per_enter).collect();
+            let failures: Vec<&str> = per_round
+                .iter()
+                .map(|r| r[i].failure.as_str())
+                .filter(|f| !f.is_empty())
+                .collect();
+            let _ = write!(
+                md,
+                "| {} | {:.2} | {} | {} | {} |",
+                spec.label,
+                median(mine.clone()),
+                mine.iter()
+                    .map(|v| format!("{v:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                if enters.is_empty() {
+                    "—".to_string()
+                } else {
+                    format!("{:.1}", median(enters))
+                },
+                if failures.is_empty() {
+                    "—".to_string()
+                } else {
+                    failures.join("; ")
+                }
+            );
+            for j in 0..specs.len() {
+                let ratios: Vec<f64> = per_round.iter().map(|r| cpu(&r[i]) / cpu(&r[j])).collect();
+                let _ = write!(
+                    md,
+                    " {:.2} ({}) |",
+                    median(ratios.clone()),
+                    ratios
+                        .iter()
+                        .map(|v| format!("{v:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            let _ = writeln!(md);
+        }
+    }
+    md
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("compare: {msg}");
     std::process::exit(1)
@@ -297,6 +480,35 @@ fn fail(msg: &str) -> ! {
 struct Running {
     child: Child,
     addr: SocketAddr,
+    /// The last stderr line naming completions per enter (the io_uring lessons' summary).
+    ring_line: Arc<Mutex<String>>,
+    drain: Option<thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Ctrl-C, as a learner would: the io_uring lessons then print completions per
+    /// io_uring_enter, returned here (None for the other servers, or if it never exits).
+    fn stop_for_summary(&mut self) -> Option<f64> {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+        let line = self.ring_line.lock().unwrap().clone();
+        line.split("completions per enter: ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
 }
 
 impl Drop for Running {
@@ -336,10 +548,15 @@ fn start_server(mut cmd: Command) -> Option<Running> {
     let mut child = cmd.spawn().ok()?;
     let stderr = child.stderr.take()?;
     let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
+    let ring_line = Arc::new(Mutex::new(String::new()));
+    let ring = ring_line.clone();
+    let drain = thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            if line.contains("completions per enter: ") {
+                *ring.lock().unwrap() = line.clone();
+            }
             if !sent && line.contains("listening on ") {
                 let addr = line
                     .split("listening on ")
@@ -355,6 +572,8 @@ fn start_server(mut cmd: Command) -> Option<Running> {
     let running = Running {
         child,
         addr: addr.unwrap_or_else(|| "0.0.0.0:0".parse().unwrap()),
+        ring_line,
+        drain: Some(drain),
     };
     addr.map(|_| running)
 }
@@ -411,7 +630,7 @@ fn run_one(
     let cmd = pinned(Command::new(bin_dir.join(spec.bin)), pin.then_some(0));
     let mut cmd = cmd;
     cmd.args(["-p", "0"]);
-    let Some(server) = start_server(cmd) else {
+    let Some(mut server) = start_server(cmd) else {
         row.failure = "server did not start".into();
         return row;
     };
@@ -447,6 +666,7 @@ fn run_one(
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let (rss_kib, threads, procs) = *peak.lock().unwrap();
+    row.per_enter = server.stop_for_summary();
     drop(server);
     row.cpu_s = (cpu_after - cpu_before).max(0.0);
     row.peak_rss_mib = rss_kib as f64 / 1024.0;
@@ -533,8 +753,9 @@ fn syscalls_per_request(
 fn print_row(r: &Row) {
     let get = |k: &str| r.load.get(k).copied().unwrap_or(0.0);
     eprintln!(
-        "  {:<24} {:>5} clients {:>9.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs  cpu {:>5.2} s  {:>6.2} µs/req  rss {:>7.1} MiB  {} thr/{} proc  {}",
+        "  {:<24} {:<10} {:>5} clients {:>9.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs  cpu {:>5.2} s  {:>6.2} µs/req  rss {:>7.1} MiB  {} thr/{} proc{}  {}",
         r.label,
+        r.client,
         r.level,
         get("rps"),
         get("p50_us"),
@@ -544,6 +765,8 @@ fn print_row(r: &Row) {
         r.peak_rss_mib,
         r.threads,
         r.procs,
+        r.per_enter
+            .map_or(String::new(), |v| format!("  {v:.1} completions/enter")),
         r.failure
     );
 }
@@ -551,9 +774,10 @@ fn print_row(r: &Row) {
 #[allow(clippy::too_many_arguments)]
 fn report_md(
     rows: &[Row],
+    loads: &[(String, PathBuf)],
     idle_rows: &[Row],
     idle: usize,
-    syscalls: &[(String, usize, Option<f64>)],
+    syscalls: &[(String, String, usize, Option<f64>)],
     levels: &[usize],
     warmup: f64,
     duration: f64,
@@ -581,41 +805,51 @@ fn report_md(
         md,
         "Machine: {cpus} CPUs ({host}), Linux {}. {warmup} s warm-up + {duration} s measured per run, levels {levels:?}; {}. Run took {:.0} s.\n",
         kernel.trim(),
-        if pin { "server pinned to CPU 0, loadgen to CPU 1" } else { "not pinned (one CPU)" },
+        if pin { "server pinned to CPU 0, the load to CPU 1" } else { "not pinned (one CPU)" },
         took.as_secs_f64()
     );
     let _ = writeln!(md, "Server CPU per request: the server's on-CPU time (utime + stime, from /proc/PID/task/*/schedstat) over the measured window, divided by the requests answered in it; the fair measure when server and load share the machine. Compare ratios within one run.\n");
-    let _ = writeln!(md, "| server | clients | requests/s | p50 µs | p99 µs | server CPU s | server CPU µs/request | peak RSS MiB | threads | processes | failures |");
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    for r in rows {
-        if let Some(why) = &r.skipped {
-            let _ = writeln!(
-                md,
-                "| {} | {} | — | — | — | — | — | — | — | — | not run: {why} |",
-                r.label, r.level
-            );
-            continue;
+    let _ = writeln!(md, "Two load clients: loadgen drives every connection from one epoll loop; tokio-load runs one task per connection on a current-thread tokio runtime. Each connection reads the welcome, then sends a 32-byte line and waits for the reversed reply, again and again. The same server can cost a different CPU time per request under each.\n");
+    for (n, (client, _)) in loads.iter().enumerate() {
+        if n > 0 {
+            let _ = writeln!(md, "\n## The same under {client}\n");
         }
-        let get = |k: &str| r.load.get(k).copied().unwrap_or(0.0);
+        let _ = writeln!(md, "| server | clients | requests/s | p50 µs | p99 µs | server CPU s | server CPU µs/request | peak RSS MiB | threads | processes | completions per io_uring_enter | failures |");
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {} | {} | {} |",
-            r.label,
-            r.level,
-            get("rps"),
-            get("p50_us"),
-            get("p99_us"),
-            r.cpu_s,
-            get("cpu_us_per_req"),
-            r.peak_rss_mib,
-            r.threads,
-            r.procs,
-            if r.failure.is_empty() {
-                "—"
-            } else {
-                &r.failure
-            }
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
+        for r in rows.iter().filter(|r| &r.client == client) {
+            if let Some(why) = &r.skipped {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | — | — | — | — | — | — | — | — | — | not run: {why} |",
+                    r.label, r.level
+                );
+                continue;
+            }
+            let get = |k: &str| r.load.get(k).copied().unwrap_or(0.0);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} |",
+                r.label,
+                r.level,
+                get("rps"),
+                get("p50_us"),
+                get("p99_us"),
+                r.cpu_s,
+                get("cpu_us_per_req"),
+                r.peak_rss_mib,
+                r.threads,
+                r.procs,
+                r.per_enter.map_or("—".to_string(), |v| format!("{v:.1}")),
+                if r.failure.is_empty() {
+                    "—"
+                } else {
+                    &r.failure
+                }
+            );
+        }
     }
     if !idle_rows.is_empty() {
         let _ = writeln!(
@@ -630,7 +864,12 @@ fn report_md(
         for r in idle_rows {
             let base = rows
                 .iter()
-                .find(|b| b.label == r.label && b.level == 100 && b.skipped.is_none())
+                .find(|b| {
+                    b.label == r.label
+                        && b.client == r.client
+                        && b.level == 100
+                        && b.skipped.is_none()
+                })
                 .and_then(|b| b.load.get("rps").copied());
             let rps = r.load.get("rps").copied().unwrap_or(0.0);
             let mut failure = r.failure.clone();
@@ -660,11 +899,11 @@ fn report_md(
             md,
             "\n## System calls per request (strace -c -f, fixed request count)\n"
         );
-        let _ = writeln!(md, "| server | clients | system calls per request |");
-        let _ = writeln!(md, "|---|---:|---:|");
-        for (label, level, per) in syscalls {
+        let _ = writeln!(md, "| server | clients | system calls per request | load |");
+        let _ = writeln!(md, "|---|---:|---:|---|");
+        for (label, client, level, per) in syscalls {
             let v = per.map_or("strace failed".to_string(), |v| format!("{v:.2}"));
-            let _ = writeln!(md, "| {label} | {level} | {v} |");
+            let _ = writeln!(md, "| {label} | {level} | {v} | {client} |");
         }
     }
     md
