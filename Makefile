@@ -31,6 +31,8 @@ $(LESSONS_MK): lessons/lessons.toml scripts/lessons.awk
 	@mkdir -p $(@D)
 	@awk -f scripts/lessons.awk lessons/lessons.toml > $@.$$$$ && mv $@.$$$$ $@
 include $(LESSONS_MK)
+# 18: the packet socket's calls (mmap: the --ring), and the lines written out.
+TRACE_18 := socket,setsockopt,getsockopt,bind,poll,recvfrom,mmap,write,exit_group
 
 trace_filter = $(TRACE_$(1))
 
@@ -46,7 +48,8 @@ STEP ?=
 # each. A '+' joins a kind and its arguments. The scenarios (restart, sigpending,
 # blocking-dns, fail-open, frozen-store) start the lesson themselves, with --mistake
 # $(MISTAKE) if set.
-PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store
+PROVOKE_SCENARIOS := restart sigpending blocking-dns fail-open frozen-store capture-echo capture-ipv6 capture-burst
+PROVOKE_18 := capture-echo capture-ipv6 capture-burst
 ADDR    ?=
 MISTAKE ?=
 

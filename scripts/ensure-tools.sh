@@ -14,6 +14,8 @@ if [ "${1:-}" = "--bench" ]; then
   want=()
   have microsocks || want+=(microsocks)
   { have danted || [ -x /usr/sbin/danted ]; } || want+=(dante-server)
+  # iperf3: the stream under lesson 18's capture benchmark.
+  have iperf3 || want+=(iperf3)
   if [ ${#want[@]} -gt 0 ]; then
     echo "ensure-tools: installing ${want[*]} for the benchmark" >&2
     if [ "$(id -u)" = 0 ] && have apt-get; then
@@ -39,6 +41,10 @@ have redis-cli || missing+=(redis-tools)
 have unshare || missing+=(util-linux)
 # ip (iproute2): the name-resolution tests bring up the loopback of their own namespace.
 have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+# tcpdump and tshark: lesson 18's pcap files must be read by both (tshark asks a debconf
+# question on install, which DEBIAN_FRONTEND=noninteractive below answers with its default).
+have tcpdump || [ -x /usr/sbin/tcpdump ] || [ -x /usr/bin/tcpdump ] || missing+=(tcpdump)
+have tshark || missing+=(tshark)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -63,6 +69,6 @@ else
   exit 1
 fi
 
-for tool in strace nc curl redis-server redis-cli unshare; do
+for tool in strace nc curl redis-server redis-cli unshare tshark; do
   have "$tool" || { echo "ensure-tools: $tool is still missing after the install" >&2; exit 1; }
 done

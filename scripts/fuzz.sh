@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ_DIR=protocols/fuzz
 SECONDS_EACH=${FUZZ_SECONDS:-60}
-TARGETS=${FUZZ_TARGETS:-socks5_handshake resp echo}
+TARGETS=${FUZZ_TARGETS:-socks5_handshake resp echo packet pcap}
 LOG_DIR=target/fuzz
 mkdir -p "$LOG_DIR"
 

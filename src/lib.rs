@@ -14,9 +14,11 @@
 //! backpressure of the single-threaded servers ([`conn`], over a reusable output buffer,
 //! [`outbuf`]) and their table of connections ([`clients`]); the fd limit ([`limits`]); and
 //! why a call was refused when the sandbox, not the kernel, refused it ([`sandbox`]).
+//! What lesson 18 does with a captured frame (a tcpdump line or a pcap record) is [`capture`].
 //! The protocols themselves (echo, SOCKS5, RESP) are the std-only `protocols` crate.
 
 pub mod accept;
+pub mod capture;
 pub mod cli;
 pub mod clients;
 pub mod clock;

@@ -467,3 +467,125 @@ pub fn resp(data: &[u8]) {
     ));
     assert_eq!(resp::parse(&command), Ok(Some((want, command.len()))));
 }
+
+// ---------------------------------------------------------------------------
+// Captured frames and pcap files
+// ---------------------------------------------------------------------------
+
+/// The frame parser: flags pick the link type (0 Ethernet, 1 Linux cooked, 2 raw IP); the
+/// whole stream is one frame and each planned chunk end is a snap length that cuts it.
+/// A cut frame never reads differently from the whole one: the same headers, the same
+/// lengths from the header fields, a payload that is a prefix of the whole one's; and a
+/// frame that fails whole fails cut too.
+pub fn packet(data: &[u8]) {
+    use protocols::packet::{self, LinkType, Relative, Transport};
+    let plan = Plan::of(data);
+    let link = match plan.flags % 3 {
+        0 => LinkType::Ethernet,
+        1 => LinkType::LinuxSll,
+        _ => LinkType::RawIp,
+    };
+    let frame = plan.stream;
+    let whole = packet::parse_frame_as(link, frame);
+    let mut relative = Relative::new();
+    if let Ok(f) = &whole {
+        packet_valid(f);
+        packet::summary(f, &mut relative);
+    }
+    let mut cut = 0;
+    for chunk in plan.chunks() {
+        cut += chunk.len();
+        let part = packet::parse_frame_as(link, &frame[..cut]);
+        let (Ok(p), Ok(w)) = (&part, &whole) else {
+            assert!(
+                part.is_err() || whole.is_ok(),
+                "a cut frame read, the whole failed"
+            );
+            continue;
+        };
+        packet_valid(p);
+        packet::summary(p, &mut relative);
+        assert_eq!(p.link, w.link, "the link header changed with the cut");
+        assert_eq!(p.ip, w.ip, "the IP header changed with the cut");
+        match (p.transport, w.transport) {
+            (Some(Transport::Tcp(a)), Some(Transport::Tcp(b))) => {
+                assert_eq!(
+                    (a.src_port, a.dst_port, a.seq, a.ack, a.flags, a.window),
+                    (b.src_port, b.dst_port, b.seq, b.ack, b.flags, b.window)
+                );
+                assert_eq!((a.header_len, a.payload_len), (b.header_len, b.payload_len));
+                assert!(b.payload.starts_with(a.payload), "payload not a prefix");
+            }
+            (Some(Transport::Udp(a)), Some(Transport::Udp(b))) => {
+                assert_eq!(
+                    (a.src_port, a.dst_port, a.length),
+                    (b.src_port, b.dst_port, b.length)
+                );
+                assert!(b.payload.starts_with(a.payload), "payload not a prefix");
+            }
+            // Cut inside the transport header, or another protocol.
+            (Some(Transport::Bad(_)), _) | (Some(Transport::Other(..)), _) | (None, None) => {}
+            (a, b) => panic!("cut frame reads {a:?}, whole {b:?}"),
+        }
+    }
+}
+
+/// What any frame that reads must satisfy: lengths that add up, slices within the frame.
+fn packet_valid(f: &protocols::packet::Frame) {
+    use protocols::packet::Transport;
+    let Some(ip) = f.ip else {
+        assert!(f.transport.is_none());
+        return;
+    };
+    match f.transport {
+        Some(Transport::Tcp(t)) => {
+            assert_eq!(
+                t.header_len + t.payload_len,
+                ip.payload_len(),
+                "TCP lengths"
+            );
+            assert!(
+                t.payload.len() <= t.payload_len,
+                "more payload than the segment"
+            );
+            assert!((20..=60).contains(&t.header_len));
+        }
+        Some(Transport::Udp(u)) => {
+            assert_eq!(u.payload_len + 8, u.length, "UDP lengths");
+            assert!(u.length <= ip.payload_len(), "UDP longer than its packet");
+            assert!(u.payload.len() <= u.payload_len);
+        }
+        Some(_) => {}
+        None => panic!("an IP packet without a transport"),
+    }
+}
+
+/// The pcap reader: any bytes give records or an error, never a panic; what it read,
+/// written again with the writer, reads back the same (times to the microsecond).
+pub fn pcap(data: &[u8]) {
+    use protocols::pcap::{Reader, Writer};
+    let plan = Plan::of(data);
+    let Ok(reader) = Reader::new(plan.stream) else {
+        return;
+    };
+    let (link, nanos) = (reader.link_type(), reader.nanos());
+    let packets: Vec<_> = reader.take(64).map_while(Result::ok).collect();
+    let mut writer = Writer::new(Vec::new(), link, protocols::pcap::MAX_CAPTURED).unwrap();
+    for p in &packets {
+        writer.packet(p.time, &p.data, p.orig_len).unwrap();
+    }
+    let bytes = writer.into_inner();
+    let again = Reader::new(&bytes[..]).unwrap();
+    assert_eq!(again.link_type(), link);
+    let back: Vec<_> = again.map(Result::unwrap).collect();
+    assert_eq!(back.len(), packets.len(), "records lost in the round trip");
+    for (a, b) in packets.iter().zip(&back) {
+        assert_eq!((&a.data, a.orig_len), (&b.data, b.orig_len));
+        let micros = |t: std::time::Duration| (t.as_secs() as u32, t.subsec_micros());
+        assert_eq!(
+            micros(a.time),
+            micros(b.time),
+            "time changed (nanos: {nanos})"
+        );
+    }
+}

@@ -8,11 +8,16 @@
 //! - [`socks5`]: the RFC 1928 handshake with RFC 1929 username/password, lessons 12–13;
 //! - [`resp`]: the few RESP frames lesson 13 needs for its Redis allowlist;
 //! - [`logtext`]: untrusted text (names, Redis errors) escaped and capped for a log line;
-//! - [`whitelist`]: microsocks' `-w`/`-1`, the client addresses that may skip the password.
+//! - [`whitelist`]: microsocks' `-w`/`-1`, the client addresses that may skip the password;
+//! - [`packet`]: captured frames read layer by layer (Ethernet, IPv4, IPv6, TCP, UDP) and
+//!   tcpdump's one line per packet, lesson 18;
+//! - [`pcap`]: the classic pcap file format, written by lesson 18 and read back.
 
 pub mod dns;
 pub mod echo;
 pub mod logtext;
+pub mod packet;
+pub mod pcap;
 pub mod resp;
 pub mod socks5;
 pub mod whitelist;

@@ -72,3 +72,48 @@ fn plan_cuts_the_stream_as_documented() {
 fn echo_line_limit_sweep() {
     checks::echo_limit_sweep();
 }
+
+#[test]
+fn packet_seeds_and_crashes() {
+    assert!(replay("packet", checks::packet) >= 10);
+}
+
+#[test]
+fn pcap_seeds_and_crashes() {
+    assert!(replay("pcap", checks::pcap) >= 5);
+}
+
+/// The frame and pcap seeds are what their names say, so the fuzzer starts from real
+/// frames: a SYN reads as one, and the two-packet file holds a SYN and a SYN-ACK.
+#[test]
+fn packet_and_pcap_seeds_are_real() {
+    use protocols::packet::{parse_frame, Frame};
+    let seed = |target: &str, name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds")
+            .join(target)
+            .join(name);
+        std::fs::read(path).unwrap()
+    };
+    let syn = seed("packet", "syn-v4-whole");
+    let frame: Frame = parse_frame(&syn[1..]).unwrap();
+    let tcp = frame.tcp().unwrap();
+    assert!(tcp.flags.syn() && tcp.options.mss == Some(65495));
+    let file = seed("pcap", "two-packets-le-micros");
+    let packets: Vec<_> = protocols::pcap::Reader::new(&file[1..])
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let flags: Vec<String> = packets
+        .iter()
+        .map(|p| {
+            parse_frame(&p.data)
+                .unwrap()
+                .tcp()
+                .unwrap()
+                .flags
+                .to_string()
+        })
+        .collect();
+    assert_eq!(flags, ["S", "S."]);
+}

@@ -63,7 +63,7 @@ pub fn scenario(mistake: Option<&str>) -> Provoked {
 
 /// CAP_SYS_ADMIN (number 21) in this process's effective set, from /proc/self/status: the
 /// lessons' library has the same (sockets_by_hand::sandbox), which this crate does not link.
-fn has_cap_sys_admin() -> bool {
+pub(crate) fn has_cap_sys_admin() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()

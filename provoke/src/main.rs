@@ -10,9 +10,11 @@
 //! Modules: [`peer`] (a client connection with deadlines on every read), [`procs`] (what
 //! /proc says about the server: pid, zombies, threads, CPU), [`echo`] (the kinds against the
 //! reverse-echo lessons 03–11), [`socks`] (against the SOCKS5 relays 12–14), [`scenario`]
-//! (restart, sigpending, fail-open, frozen-store: they start the lesson themselves) and [`dns`] (the
-//! private resolver of the blocking-dns scenario).
+//! (restart, sigpending, fail-open, frozen-store: they start the lesson themselves), [`dns`] (the
+//! private resolver of the blocking-dns scenario) and [`capture`] (lesson 18's, each in a
+//! network namespace of its own).
 
+mod capture;
 mod dns;
 mod echo;
 mod peer;
@@ -164,6 +166,23 @@ enum Kind {
         #[arg(long, value_name = "NAME")]
         mistake: Option<String>,
     },
+    /// Scenario (lesson 18, in a namespace of its own): the capture's output carried over a
+    /// loopback TCP connection; it must see none of that connection's packets.
+    CaptureEcho {
+        #[arg(long, value_name = "NAME")]
+        mistake: Option<String>,
+    },
+    /// Scenario (lesson 18): one IPv6 connection; no line may be cut in the TCP header.
+    CaptureIpv6 {
+        #[arg(long, value_name = "NAME")]
+        mistake: Option<String>,
+    },
+    /// Scenario (lesson 18): 10,000 datagrams at once; the kernel must drop none (the ring,
+    /// or with --mistake one-per-call the recvfrom loop with a poll per frame).
+    CaptureBurst {
+        #[arg(long, value_name = "NAME")]
+        mistake: Option<String>,
+    },
     /// Scenario (lesson 13): a private redis-server, then stopped: a client not on the
     /// allowlist must still be refused.
     FailOpen {
@@ -196,6 +215,18 @@ fn main() -> ExitCode {
             ("sigpending", scenario::sigpending(mistake.as_deref(), *n))
         }
         Kind::BlockingDns { mistake } => ("blocking-dns", dns::scenario(mistake.as_deref())),
+        Kind::CaptureEcho { mistake } => (
+            "capture-echo",
+            capture::scenario("capture-echo", mistake.as_deref()),
+        ),
+        Kind::CaptureIpv6 { mistake } => (
+            "capture-ipv6",
+            capture::scenario("capture-ipv6", mistake.as_deref()),
+        ),
+        Kind::CaptureBurst { mistake } => (
+            "capture-burst",
+            capture::scenario("capture-burst", mistake.as_deref()),
+        ),
         Kind::FailOpen { mistake } => ("fail-open", scenario::fail_open(mistake.as_deref())),
         Kind::FrozenStore { mistake } => {
             ("frozen-store", scenario::frozen_store(mistake.as_deref()))
