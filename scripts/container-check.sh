@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # `make container-check`: builds the Containerfile with podman and checks, inside the image,
-# what an attendee on macOS or Windows does (README.md, "Not on Linux?"):
+# what an attendee on macOS or Windows does (docs/container.md):
 #   1. lesson 03 bound to 0.0.0.0, reached from the host through the published port;
 #   2. `make trace-03` with a client: strace works (the container has CAP_SYS_PTRACE);
 #   3. `make step-01 STEP=--no-pause` with a client: the stepper works;
 #   4. lesson 11 with the documented options serves through the published port; in a
 #      container without them its message names seccomp and the run option;
 #   5. `make test` (long: the whole workspace is built inside), with the documented options
-#      and the one README.md adds for bench-socks, at most TEST_TIMEOUT seconds (default
+#      and the one docs/container.md adds for bench-socks, at most TEST_TIMEOUT seconds (default
 #      5400); where it stops at a failing test binary, the rest with --no-fail-fast too.
 #      SKIP_TEST=1 leaves it out.
 # Where the devcontainer CLI is installed, it also builds and starts .devcontainer/ through it
@@ -35,10 +35,10 @@ NAME=sockets-by-hand-check-$$
 nofile=$(ulimit -Hn); [ "$nofile" = unlimited ] && nofile=65536
 nproc=$(ulimit -Hu); { [ "$nproc" = unlimited ] || [ "$nproc" -gt 65536 ]; } && nproc=32768
 LIMITS=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
-# The options README.md documents: CAP_SYS_PTRACE for strace and the stepper, no seccomp
+# The options docs/container.md documents: CAP_SYS_PTRACE for strace and the stepper, no seccomp
 # filter for io_uring (and the user namespaces of the network-namespace tests).
 OPTIONS=(--cap-add=SYS_PTRACE --security-opt seccomp=unconfined)
-# What README.md adds for `make bench-socks` alone: /proc/sys writable, where bench-socks sets
+# What docs/container.md adds for `make bench-socks` alone: /proc/sys writable, where bench-socks sets
 # its own namespace's congestion control (a test of make test checks that it does).
 BENCH_OPTIONS=(--security-opt unmask=/proc/sys)
 
@@ -160,7 +160,7 @@ else
 fi
 
 # --- the container the checks run in, with the documented options ------------------------
-# A free host port for the published 23333 (README.md says -p 23333:23333; here another
+# A free host port for the published 23333 (docs/container.md says -p 23333:23333; here another
 # program may hold 23333). Published on the host's loopback only.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "${PODMAN[@]}" volume exists "$VOLUME" || "${PODMAN[@]}" volume create "$VOLUME" >/dev/null

@@ -16,7 +16,7 @@
 //! the connection keeps reading, and drops, what the client still sends, until it closes,
 //! [`LINGER_BYTES`] have been dropped or [`LINGER_TIME`] has passed (checked when the
 //! client next wakes the loop). A plain `close` with unread input would send a reset, and
-//! the reset throws away the replies still queued: see docs/lessons/03-interactive.md.
+//! the reset throws away the replies still queued: see docs/conventions.md.
 //!
 //! No allocation per request: the reply buffer ([`OutBuf`]) keeps its capacity and is
 //! compacted in place.

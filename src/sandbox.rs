@@ -15,8 +15,8 @@ use std::ffi::CStr;
 
 use nix::errno::Errno;
 
-/// The run option that lets io_uring through a container's seccomp profile; README.md,
-/// "Not on Linux?", shows it in the whole command.
+/// The run option that lets io_uring through a container's seccomp profile; docs/container.md
+/// shows it in the whole command.
 pub const SECCOMP_OPTION: &str = "--security-opt seccomp=unconfined";
 
 /// What this process can see of its sandbox.
@@ -133,8 +133,8 @@ pub fn io_uring_refusal(errno: Errno, facts: &Facts) -> Vec<String> {
     }
     let runtime = facts.container.unwrap_or("docker or podman");
     lines.push(format!(
-        "in a container, start it with `{runtime} run {SECCOMP_OPTION} …` (README.md, \
-         \"Not on Linux?\"; the dev container in .devcontainer/ does)"
+        "in a container, start it with `{runtime} run {SECCOMP_OPTION} …` (docs/container.md; \
+         the dev container in .devcontainer/ does)"
     ));
     lines
 }

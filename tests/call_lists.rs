@@ -201,12 +201,11 @@ fn readme_watch_cell(nn: &str) -> String {
     cells[4].clone()
 }
 
-/// The docs page's "What the trace shows" (or "What strace shows") section.
+/// The docs page's "What the trace shows" section.
 fn docs_trace_section(nn: &str) -> String {
     let page = docs_page(nn);
     let start = page
         .find("\n## What the trace shows")
-        .or_else(|| page.find("\n## What strace shows"))
         .unwrap_or_else(|| panic!("docs page of lesson {nn} has no \"What the trace shows\""));
     let rest = &page[start + 4..];
     rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()

@@ -165,7 +165,7 @@ fn lesson_10_banner_says_rlimit_raised() {
         .wait_line("the RLIMIT_NOFILE note", |l| l.contains("RLIMIT_NOFILE"));
 }
 
-/// The number, run by hand (`cargo nextest run --test kernel_notifies --run-ignored
+/// The full 10,000, run by hand (`cargo nextest run --test kernel_notifies --run-ignored
 /// only lesson_10_serves_10000`): 10,000 clients at once need 20,000 fds between client
 /// and server, more than a CI runner's hard limit may allow.
 #[test]

@@ -1,4 +1,4 @@
-//! The SOCKS5 lessons' classic mistakes (issue 16), each switched on with `--mistake` and
+//! The SOCKS5 lessons' classic mistakes, each switched on with `--mistake` and
 //! caught, then the same scenario passing without it: `success-always` and `no-half-close`
 //! (lesson 12's relay, mounted by 13 too), `fail-open` (lesson 13). `blocking-dns` needs
 //! a private resolver and is in tests/socks5_dns.rs.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::single_thread::{nofile_command, ready_fds, rounds};
 use common::{echo_suite, load, Client, Server, Trace, Traced};
 
-/// The cases every single-threaded echo lesson passes, with the sizes the issue asks for.
+/// The cases every single-threaded echo lesson passes, at the sizes the models must survive.
 macro_rules! single_thread_cases {
     ($module:ident, $bin:literal) => {
         mod $module {

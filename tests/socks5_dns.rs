@@ -571,7 +571,7 @@ fn aaaa_only_nxdomain_and_every_address() {
 }
 use dns_cases;
 
-/// `--mistake blocking-dns` (issue 16): getaddrinfo called on the loop. A CONNECT to a fast
+/// `--mistake blocking-dns`: getaddrinfo called on the loop. A CONNECT to a fast
 /// name sent while a slow name's lookup is pending is answered after the slow one: the whole
 /// loop waited for the slow name. Without the mistake the fast one is answered first.
 #[test]

@@ -1,4 +1,4 @@
-//! Lesson 12's connection setup, the calls it costs (issue 13, section 3): the client's
+//! Lesson 12's connection setup, the calls it costs: the client's
 //! address comes with accept4 (no getpeername), the greeting is read right after the
 //! accept when it is already there (no poll between), and short connections reuse the
 //! pool's one-page buffers instead of mapping and unmapping 1 MiB each.

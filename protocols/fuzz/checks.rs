@@ -74,7 +74,7 @@ impl<'a> Plan<'a> {
 // Echo
 // ---------------------------------------------------------------------------
 
-/// The echo line protocol: chunked == whole == a plain model of DESIGN's rules, the held
+/// The echo line protocol: chunked == whole == a plain model of the echo rules, the held
 /// line never above `MAX_LINE + 1` bytes, the replies never longer than the input plus one
 /// error line. (The 64 KiB line limit is out of reach of 4 KiB fuzz inputs; a line that
 /// long in one input in four made the target fifty times slower. [`echo_limit_sweep`]
@@ -129,7 +129,7 @@ fn echo_stream(stream: &[u8], chunks: &[&[u8]]) {
     assert_eq!(whole, echo_model(stream), "differs from the model");
 }
 
-/// DESIGN's echo rules, written as plainly as possible (whole input, no state).
+/// The echo rules, written as plainly as possible (whole input, no state).
 fn echo_model(mut rest: &[u8]) -> (Vec<u8>, echo::Status) {
     let mut out = Vec::new();
     while let Some(end) = rest.iter().position(|&b| b == b'\n') {

@@ -13,11 +13,11 @@
 //! once: the bulk runs go server by server, the connection rates in slices taken in turn
 //! across the servers (`--slices`), so that a slow moment of the machine falls on all of them
 //! alike. `--runs N` repeats everything N times and reports medians. The whole benchmark runs
-//! in a private network namespace under cubic, Linux's default, which DESIGN's bars assume
+//! in a private network namespace under cubic, Linux's default, which the bars assume
 //! (`--congestion NAME` picks another; tools/src/netns.rs says why it matters on loopback);
 //! where cubic may not be selected there, or no namespace can be made, one line says so and
 //! the run goes on under the host's default. The report names what the sockets got.
-//! Output: a table with ratios to microsocks, DESIGN.md's bars with pass/fail,
+//! Output: a table with ratios to microsocks, the performance bars with pass/fail,
 //! `target/bench-socks/report.md` and `target/bench-socks/report.svg`.
 //!
 //! The client side is this program's own (std sockets plus the sans-IO
@@ -64,7 +64,7 @@ struct Args {
     #[arg(long, default_value = "target/bench-socks")]
     out: PathBuf,
     /// The TCP congestion control of the private network namespace the benchmark runs in
-    /// (one the kernel has: cubic, reno, bbr). DESIGN's bars assume cubic, Linux's default.
+    /// (one the kernel has: cubic, reno, bbr). The bars assume cubic, Linux's default.
     #[arg(long, value_name = "NAME", default_value = "cubic")]
     congestion: String,
     /// The connection-rate runs are cut into this many slices, taken in turn across the
@@ -886,7 +886,7 @@ fn paired_median(
     }
 }
 
-/// DESIGN.md's performance bars, with pass/fail, as restated in issue 24: lesson 12's
+/// The performance bars, with pass/fail: lesson 12's
 /// connection rates against microsocks (sequentially at ≤ 0.9× its CPU per connection) and its
 /// RSS with idle relays; lesson 14's own two, CPU per GiB and single stream against lesson
 /// 12's. A ratio is taken within each run, where the two servers were measured side by side,
@@ -1032,13 +1032,13 @@ fn bars(
             args.runs
         )
     } else {
-        "one run: DESIGN asks for the median of 3 (--runs 3)".into()
+        "one run: a bar wants the median of 3 (--runs 3)".into()
     };
     let under = match cc {
         "cubic" => "under cubic".to_string(),
         other => format!("under {other}, NOT cubic, which the bars assume"),
     };
-    let _ = writeln!(md, "\n## DESIGN.md's bars ({runs}; {under})\n");
+    let _ = writeln!(md, "\n## The bars ({runs}; {under})\n");
     let _ = writeln!(md, "| bar | target | measured | met |");
     let _ = writeln!(md, "|---|---|---:|---|");
     for line in lines {
