@@ -169,7 +169,12 @@ fn main() {
     let mut cmd = Command::new(&args.step);
     cmd.arg("--record").arg(&record);
     if let Some(calls) = &args.calls {
-        cmd.arg("--only").arg(calls);
+        // Only the calls a diagram shows are recorded (each recorded stop costs time).
+        let only: Vec<&str> = calls
+            .split(',')
+            .filter(|c| model::SHOWN.contains(c))
+            .collect();
+        cmd.arg("--only").arg(only.join(","));
     }
     cmd.arg("--")
         .arg(&lesson_bin)

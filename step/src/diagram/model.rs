@@ -53,7 +53,7 @@ pub struct Diagram {
 
 /// The calls a lane shows; the others (bind, setsockopt, getsockname, fcntl, ...) are left
 /// to `make trace-NN` and `make step-NN`.
-const SHOWN: &[&str] = &[
+pub const SHOWN: &[&str] = &[
     "socket",
     "connect",
     "listen",
@@ -173,10 +173,18 @@ pub fn simplify(text: &str) -> String {
         }
         if c == '0' && chars.peek() == Some(&'x') && !prev.is_ascii_alphanumeric() {
             chars.next();
-            while chars.peek().is_some_and(|d| d.is_ascii_hexdigit()) {
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().copied().filter(char::is_ascii_hexdigit) {
+                digits.push(d);
                 chars.next();
             }
-            out.push_str("&buf");
+            // An address in memory (long) is noise; a flag value (short) is kept.
+            if digits.len() >= 8 {
+                out.push_str("&buf");
+            } else {
+                out.push_str("0x");
+                out.push_str(&digits);
+            }
             prev = 'f';
             continue;
         }
@@ -192,6 +200,16 @@ pub fn simplify(text: &str) -> String {
         }
     }
     out
+}
+
+/// Cut to `max` characters, "…" marking the cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut t: String = text.chars().take(max - 1).collect();
+    t.push('…');
+    t
 }
 
 /// The first `<TCP a:p↔b:q` in the stepper's text: (local port, remote port); a listener's
@@ -218,7 +236,11 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
     if !SHOWN.contains(&name) {
         return None;
     }
-    let on_socket = f[5].contains("<TCP") || f[5].contains("<UDP");
+    let on_socket = ["<TCP", "<UDP", "<socket"].iter().any(|k| f[5].contains(k));
+    // The lesson's own plumbing (the stop pipe's socketpair side) is not its connection.
+    if name == "socket" && f[5].starts_with("socket(AF_UNIX") {
+        return None;
+    }
     if ON_SOCKETS.contains(&name) && !on_socket {
         return None;
     }
@@ -226,7 +248,13 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
     if !threads.contains(&who) {
         threads.push(who.clone());
     }
-    let result = simplify(f[6]);
+    let mut result = simplify(f[6]);
+    // Binary bytes (a captured frame) say nothing as text: the count is enough.
+    if let Some((n, rest)) = result.split_once(" \"\\x") {
+        if n.parse::<usize>().is_ok() && !rest.is_empty() {
+            result = n.to_string();
+        }
+    }
     let count = result.split(' ').next().and_then(|n| n.parse::<usize>().ok());
     let got = count.filter(|_| matches!(name, "read" | "recvfrom" | "recvmsg"));
     let wrote = count.filter(|_| matches!(name, "write" | "sendto" | "sendmsg"));
@@ -236,7 +264,7 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
         entered: f[0].parse().ok()?,
         exited: f[1].parse().ok()?,
         name: name.to_string(),
-        text: simplify(f[5]),
+        text: simplify(f[5]).replace("socket(17, ", "socket(AF_PACKET, "),
         result,
         ports: ports_in(f[5]).or_else(|| ports_in(f[6])),
         got,
@@ -430,7 +458,7 @@ pub fn build(
                     .iter()
                     .find(|(_, _, it)| !matches!(it, Item::Barrier));
                 let whole = matches!(next, Some((_, _, Item::Exit(j))) if j == i);
-                let text = rename(&c.text);
+                let text = cut(&rename(&c.text), 56);
                 if whole {
                     skip_exit.push(*i);
                     rows.push(Row::Call {
@@ -438,7 +466,7 @@ pub fn build(
                         slot,
                         span: Span::Whole,
                         conn,
-                        text: format!("{text} = {}", rename(&c.result)),
+                        text: format!("{text} = {}", cut(&rename(&c.result), 40)),
                     });
                 } else {
                     rows.push(Row::Call {
@@ -481,7 +509,7 @@ pub fn build(
                     slot,
                     span: Span::End,
                     conn: tag(conn_for(c.ports)),
-                    text: format!("{} = {}", c.name, rename(&c.result)),
+                    text: format!("{} = {}", c.name, cut(&rename(&c.result), 40)),
                 });
             }
             Item::Note(i) => rows.push(Row::Note(notes[*i].text.clone())),
@@ -682,37 +710,65 @@ pub fn build(
 
 const AGAIN: &str = "  (again and again)";
 
-/// Consecutive identical calls (a busy loop's EAGAINs, a poll that wakes for nothing) are
-/// drawn once, marked "again and again": how many times depends on the machine's speed.
-fn collapse(rows: Vec<Row>) -> Vec<Row> {
-    let mut out: Vec<Row> = Vec::new();
-    for row in rows {
-        if let Row::Call {
-            span: Span::Whole,
-            text,
+fn busy_text(row: &Row) -> Option<(usize, usize, String)> {
+    match row {
+        Row::Call {
             lane,
             slot,
+            span: Span::Whole,
+            text,
             ..
-        } = &row
-        {
-            if let Some(Row::Call {
-                span: Span::Whole,
-                text: prev,
-                lane: pl,
-                slot: ps,
-                ..
-            }) = out.last_mut()
-            {
-                let same = prev.strip_suffix(AGAIN).unwrap_or(prev) == text && pl == lane && ps == slot;
-                if same {
-                    if !prev.ends_with(AGAIN) {
-                        prev.push_str(AGAIN);
-                    }
-                    continue;
-                }
-            }
+        } if text.ends_with("= -1 EAGAIN") || text.ends_with("= 0 (Timeout)") => {
+            Some((*lane, *slot, text.clone()))
         }
-        out.push(row);
+        _ => None,
+    }
+}
+
+/// Calls that found nothing to do (EAGAIN, a timeout), one after another, are drawn once
+/// per stretch: the calls of a busy loop, named in order, "again and again". How many times
+/// they ran depends on the machine's speed, which calls they were does not.
+fn collapse(rows: Vec<Row>) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let Some((lane, slot, _)) = busy_text(&rows[i]) else {
+            out.push(rows[i].clone());
+            i += 1;
+            continue;
+        };
+        let mut texts: Vec<String> = Vec::new();
+        let mut count = 0;
+        while let Some((l, sl, t)) = rows.get(i).and_then(busy_text) {
+            if l != lane || sl != slot {
+                break;
+            }
+            if !texts.contains(&t) {
+                texts.push(t);
+            }
+            count += 1;
+            i += 1;
+        }
+        texts.sort();
+        if count == 1 {
+            out.push(Row::Call {
+                lane,
+                slot,
+                span: Span::Whole,
+                conn: None,
+                text: texts.remove(0),
+            });
+            continue;
+        }
+        for t in texts {
+            out.push(Row::Call {
+                lane,
+                slot,
+                span: Span::Whole,
+                conn: None,
+                text: format!("{t}{AGAIN}"),
+            });
+        }
     }
     out
 }
