@@ -113,8 +113,7 @@ step-%:
 diagram-%:
 	@test -n "$(call lesson_file,$*)" || { echo "no lesson $* (make help lists them)" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) -p sockets-by-hand --bin lesson-$* -p step --bin step --bin diagram
-	$(BIN_DIR)/diagram $* --step $(BIN_DIR)/step --bin-dir $(BIN_DIR) \
-	  --calls $(call step_calls,$*) $(if $(ARGS),-- $(ARGS))
+	$(BIN_DIR)/diagram $* --step $(BIN_DIR)/step --bin-dir $(BIN_DIR) $(if $(ARGS),-- $(ARGS))
 
 ## make diagrams  every lesson's diagram again, and the plain close's (docs/diagrams/)
 diagrams:

@@ -210,6 +210,18 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    {
+        let (j, seen, rec, pid, busy) = (
+            journal.clone(),
+            cap.seen.clone(),
+            record.clone(),
+            child.id() as i32,
+            session.busy,
+        );
+        journal.lock().unwrap().quiet = Some(Arc::new(move || {
+            script::settle(&j, &seen, &rec, pid, busy, Duration::from_millis(40))
+        }));
+    }
     let ctx = script::Ctx {
         journal: journal.clone(),
         seen: cap.seen.clone(),
@@ -221,7 +233,17 @@ fn main() {
     ctx.settle();
     (session.client)(&ctx, mistake.as_deref());
     ctx.settle();
+    // The last packets of a close (an ACK, a FIN after a timeout) before the capture ends.
+    script::settle(
+        &journal,
+        &cap.seen,
+        &record,
+        child.id() as i32,
+        session.busy,
+        Duration::from_millis(400),
+    );
     // SIGKILL to the stepper: PTRACE_O_EXITKILL takes the lesson with it.
+    journal.lock().unwrap().quiet = None;
     let _ = child.kill();
     let _ = child.wait();
     let frames = cap.finish();
@@ -238,7 +260,7 @@ fn main() {
         (j.calls.clone(), j.notes.clone(), j.barriers.clone())
     };
     calls.append(&mut more);
-    let rows = model::build(calls, &frames, notes, &barriers);
+    let rows = model::build(calls, &frames, notes, &barriers, session.busy);
     let suffix = mistake.as_deref().map_or(String::new(), |m| format!("-{m}"));
     let d = model::Diagram {
         title: format!(

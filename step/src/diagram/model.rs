@@ -352,7 +352,44 @@ pub fn build(
     frames: &[Frame],
     notes: Vec<Note>,
     barriers: &[u128],
+    busy: bool,
 ) -> Vec<Row> {
+    // A busy loop's calls never wait: each is drawn at its return, in one row (a packet
+    // that came while the stepper held it did not wake it).
+    let mut calls = calls;
+    if busy {
+        for c in calls.iter_mut() {
+            c.entered = c.exited;
+        }
+    }
+    // Child processes and threads are named in the order they were made: their ids
+    // change from run to run.
+    let mut children: Vec<String> = Vec::new();
+    let mut by_time: Vec<usize> = (0..calls.len()).collect();
+    by_time.sort_by_key(|i| calls[*i].exited);
+    for i in by_time {
+        let c = &mut calls[i];
+        if matches!(c.name.as_str(), "clone" | "clone3" | "fork" | "vfork" | "wait4") {
+            let pid = c.result.split(' ').next().unwrap_or("").to_string();
+            if pid.parse::<u32>().is_ok_and(|p| p > 0) {
+                if !children.contains(&pid) {
+                    children.push(pid.clone());
+                }
+                let n = children.iter().position(|p| *p == pid).unwrap_or(0) + 1;
+                c.result = c.result.replacen(&pid, &format!("child {n}"), 1);
+            }
+        }
+    }
+    let mut first_seen: Vec<(usize, String)> = Vec::new();
+    let mut order: Vec<usize> = (0..calls.len()).collect();
+    order.sort_by_key(|i| calls[*i].entered);
+    for i in order {
+        let k = (calls[i].lane, calls[i].who.clone());
+        if !first_seen.contains(&k) {
+            first_seen.push(k);
+        }
+    }
+    let calls = calls;
     let segs = segments(frames);
     // Which lane owns which port: from the calls that name a connection.
     let mut lane_of: HashMap<u16, usize> = HashMap::new();
@@ -417,7 +454,14 @@ pub fn build(
     // the scheduler (which of two woken processes runs first): within such a run, the
     // lanes go left to right, each lane's own calls in their order.
     let lane_key = |item: &Item| match item {
-        Item::Enter(i) | Item::Exit(i) => Some(calls[*i].lane),
+        Item::Enter(i) | Item::Exit(i) => {
+            let c = &calls[*i];
+            let who = first_seen
+                .iter()
+                .position(|k| k.0 == c.lane && k.1 == c.who)
+                .unwrap_or(0);
+            Some((c.lane, who))
+        }
         _ => None,
     };
     let mut start = 0;
@@ -705,7 +749,7 @@ pub fn build(
     for (at, row) in extra.into_iter().rev() {
         rows.insert(at, row);
     }
-    collapse(rows)
+    collapse(rows, busy)
 }
 
 const AGAIN: &str = "  (again and again)";
@@ -726,9 +770,17 @@ fn busy_text(row: &Row) -> Option<(usize, usize, String)> {
 }
 
 /// Calls that found nothing to do (EAGAIN, a timeout), one after another, are drawn once
-/// per stretch: the calls of a busy loop, named in order, "again and again". How many times
-/// they ran depends on the machine's speed, which calls they were does not.
-fn collapse(rows: Vec<Row>) -> Vec<Row> {
+/// per stretch, marked "again and again": how many times they ran depends on the machine's
+/// speed. A busy loop's stretches are one row naming every call it tries (which ones a
+/// stretch caught depends on the speed too).
+fn collapse(rows: Vec<Row>, busy: bool) -> Vec<Row> {
+    let mut names: Vec<String> = rows
+        .iter()
+        .filter_map(busy_text)
+        .map(|(_, _, t)| t.split('(').next().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    names.dedup();
     let mut out: Vec<Row> = Vec::new();
     let mut i = 0;
     while i < rows.len() {
@@ -750,7 +802,9 @@ fn collapse(rows: Vec<Row>) -> Vec<Row> {
             i += 1;
         }
         texts.sort();
-        if count == 1 {
+        if busy {
+            texts = vec![format!("busy loop: {} = -1 EAGAIN", names.join(", "))];
+        } else if count == 1 {
             out.push(Row::Call {
                 lane,
                 slot,

@@ -37,6 +37,12 @@ pub struct Journal {
     pub notes: Vec<Note>,
     /// When the script found everything quiet (see script::Ctx::settle).
     pub barriers: Vec<u128>,
+    /// The fd numbers a lane's program would see: the scripted peers share this process
+    /// with the recorder, whose own fds come and go, so each lane numbers its fds itself,
+    /// lowest free first from 3, as a process of its own would.
+    pub fds: HashMap<(usize, i32), i32>,
+    /// Waits until all is quiet; a peer calls it before each call that sends.
+    pub quiet: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 pub type Shared = Arc<Mutex<Journal>>;
@@ -147,6 +153,39 @@ impl Peer {
         });
     }
 
+    /// The number lane `self.lane` shows for a new real fd.
+    fn number(&self, real: i32) -> i32 {
+        let mut j = self.journal.lock().unwrap();
+        let used: Vec<i32> = j
+            .fds
+            .iter()
+            .filter(|((l, _), _)| *l == self.lane)
+            .map(|(_, n)| *n)
+            .collect();
+        let n = (3..).find(|n| !used.contains(n)).unwrap_or(3);
+        j.fds.insert((self.lane, real), n);
+        n
+    }
+
+    /// The number shown for a real fd (the real one if unknown).
+    fn shown(&self, real: i32) -> i32 {
+        let j = self.journal.lock().unwrap();
+        j.fds.get(&(self.lane, real)).copied().unwrap_or(real)
+    }
+
+    fn forget(&self, real: i32) {
+        self.journal.lock().unwrap().fds.remove(&(self.lane, real));
+    }
+
+    /// Wait for quiet before a call that sends: the lesson's recorded calls before it are
+    /// all in (a traced call's exit is seen a little after it happened).
+    fn wait_quiet(&self) {
+        let quiet = self.journal.lock().unwrap().quiet.clone();
+        if let Some(q) = quiet {
+            q();
+        }
+    }
+
     fn ports(&self, fd: i32) -> Option<(u16, u16)> {
         let known = self.fds.lock().unwrap().get(&fd).copied();
         known.or_else(|| ports_of(fd))
@@ -171,11 +210,12 @@ impl Peer {
         let t = crate::now_ns();
         // SAFETY: socket(2) with constants.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        let n = self.number(fd);
         self.log(
             t,
             "socket",
             "socket(AF_INET, SOCK_STREAM)".into(),
-            fd.to_string(),
+            n.to_string(),
             None,
             None,
         );
@@ -184,6 +224,7 @@ impl Peer {
 
     pub fn connect(&self, fd: i32, port: u16) -> bool {
         let a = loopback(port);
+        self.wait_quiet();
         let t = crate::now_ns();
         // SAFETY: connect(2) with a sockaddr_in of the size given.
         let rc = unsafe {
@@ -197,7 +238,7 @@ impl Peer {
         self.log(
             t,
             "connect",
-            format!("connect({fd}, 127.0.0.1:{port})"),
+            format!("connect({}, 127.0.0.1:{port})", self.shown(fd)),
             result,
             self.remember(fd),
             None,
@@ -226,6 +267,7 @@ impl Peer {
             );
             fd
         };
+        let n = self.number(fd);
         let t = crate::now_ns();
         // SAFETY: listen(2) on the socket made above.
         let rc = unsafe { libc::listen(fd, 16) };
@@ -233,7 +275,7 @@ impl Peer {
         self.log(
             t,
             "listen",
-            format!("listen({fd}, 16)"),
+            format!("listen({n}, 16)"),
             result,
             Some((port, 0)),
             None,
@@ -245,14 +287,19 @@ impl Peer {
         let t = crate::now_ns();
         // SAFETY: accept(2) without the peer's address.
         let c = unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) };
-        let result = if c >= 0 { c.to_string() } else { errno_name() };
+        let result = if c >= 0 {
+            self.number(c).to_string()
+        } else {
+            errno_name()
+        };
         let ports = if c >= 0 { self.remember(c) } else { None };
-        self.log(t, "accept", format!("accept({fd})"), result, ports, None);
+        self.log(t, "accept", format!("accept({})", self.shown(fd)), result, ports, None);
         c
     }
 
     pub fn write(&self, fd: i32, bytes: &[u8]) -> isize {
         let ports = self.ports(fd);
+        self.wait_quiet();
         let t = crate::now_ns();
         // SAFETY: write(2) from a slice of the length given.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
@@ -260,7 +307,7 @@ impl Peer {
         self.log(
             t,
             "write",
-            format!("write({fd}, {})", quoted(bytes, 24)),
+            format!("write({}, {})", self.shown(fd), quoted(bytes, 24)),
             result,
             ports,
             None,
@@ -280,13 +327,19 @@ impl Peer {
             if n == 0 {
                 ("0".to_string(), Some(0))
             } else {
-                (format!("{n} {}", quoted(&buf, 24)), Some(n as usize))
+                // Binary bytes (a SOCKS reply holds a port) as their count alone.
+                let text = buf.iter().all(|b| b.is_ascii_graphic() || b" \n\r".contains(b));
+                if text {
+                    (format!("{n} {}", quoted(&buf, 24)), Some(n as usize))
+                } else {
+                    (n.to_string(), Some(n as usize))
+                }
             }
         } else {
             buf.clear();
             (errno_name(), None)
         };
-        self.log(t, "read", format!("read({fd})"), result, ports, got);
+        self.log(t, "read", format!("read({})", self.shown(fd)), result, ports, got);
         buf
     }
 
@@ -307,7 +360,7 @@ impl Peer {
         self.log(
             t,
             "setsockopt",
-            format!("setsockopt({fd}, SO_RCVBUF, {bytes})"),
+            format!("setsockopt({}, SO_RCVBUF, {bytes})", self.shown(fd)),
             result,
             None,
             None,
@@ -316,6 +369,7 @@ impl Peer {
 
     pub fn shutdown_wr(&self, fd: i32) {
         let ports = self.ports(fd);
+        self.wait_quiet();
         let t = crate::now_ns();
         // SAFETY: shutdown(2) with a constant.
         let rc = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
@@ -323,7 +377,7 @@ impl Peer {
         self.log(
             t,
             "shutdown",
-            format!("shutdown({fd}, SHUT_WR)"),
+            format!("shutdown({}, SHUT_WR)", self.shown(fd)),
             result,
             ports,
             None,
@@ -332,11 +386,14 @@ impl Peer {
 
     pub fn close(&self, fd: i32) {
         let ports = self.ports(fd);
+        let n = self.shown(fd);
+        self.wait_quiet();
         let t = crate::now_ns();
         // SAFETY: close(2) of a descriptor this peer opened.
         let rc = unsafe { libc::close(fd) };
         self.fds.lock().unwrap().remove(&fd);
+        self.forget(fd);
         let result = if rc == 0 { "0".into() } else { errno_name() };
-        self.log(t, "close", format!("close({fd})"), result, ports, None);
+        self.log(t, "close", format!("close({n})"), result, ports, None);
     }
 }

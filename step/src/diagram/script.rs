@@ -44,43 +44,60 @@ fn tree(pid: i32, out: &mut Vec<char>) {
     }
 }
 
-impl Ctx {
-    /// Wait until nothing has happened for a while: no new packet, no new call recorded,
-    /// and (unless busy) every thread of the stepper and the lesson asleep.
-    pub fn settle(&self) {
-        let quiet = Duration::from_millis(if self.busy { 250 } else { 120 });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let sample = || {
-            let calls = self.journal.lock().unwrap().calls.len();
-            let rec = if self.busy {
-                0
-            } else {
-                std::fs::metadata(&self.record).map_or(0, |m| m.len())
-            };
-            (self.seen.load(Ordering::SeqCst), calls, rec)
+/// Wait until nothing has happened for `quiet`: no new packet, no new call recorded or
+/// logged, and (unless busy) every thread of the stepper and the lesson asleep. Then mark
+/// the moment: nothing after it caused anything before it.
+pub fn settle(
+    journal: &Shared,
+    seen: &AtomicUsize,
+    record: &std::path::Path,
+    tracer: i32,
+    busy: bool,
+    quiet: Duration,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sample = || {
+        let calls = journal.lock().unwrap().calls.len();
+        let rec = if busy {
+            0
+        } else {
+            std::fs::metadata(record).map_or(0, |m| m.len())
         };
-        let mut last = sample();
-        let mut since = Instant::now();
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-            let now = sample();
-            let mut states = Vec::new();
-            if !self.busy {
-                tree(self.tracer, &mut states);
-            }
-            let asleep = states.iter().all(|s| matches!(s, 'S' | 'D' | 'Z'));
-            if now != last || !asleep {
-                last = now;
-                since = Instant::now();
-            } else if since.elapsed() >= quiet {
-                break;
-            }
+        (seen.load(Ordering::SeqCst), calls, rec)
+    };
+    let mut last = sample();
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        let now = sample();
+        let mut states = Vec::new();
+        if !busy {
+            tree(tracer, &mut states);
         }
-        self.journal
-            .lock()
-            .unwrap()
-            .barriers
-            .push(crate::now_ns());
+        let asleep = states.iter().all(|s| matches!(s, 'S' | 'D' | 'Z'));
+        if now != last || !asleep {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            break;
+        }
+    }
+    journal.lock().unwrap().barriers.push(crate::now_ns());
+}
+
+impl Ctx {
+    /// The script's wait between its steps: longer than a peer's (see [`settle`]), so a
+    /// peer's answer always comes first.
+    pub fn settle(&self) {
+        let quiet = Duration::from_millis(if self.busy { 250 } else { 150 });
+        settle(
+            &self.journal,
+            &self.seen,
+            &self.record,
+            self.tracer,
+            self.busy,
+            quiet,
+        );
     }
 
     pub fn peer(&self, lane: usize, who: &str) -> Peer {
