@@ -266,7 +266,12 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
         name: name.to_string(),
         text: simplify(f[5]).replace("socket(17, ", "socket(AF_PACKET, "),
         result,
-        ports: ports_in(f[5]).or_else(|| ports_in(f[6])),
+        // accept's connection is the one it returns, not the listener it is called on.
+        ports: if name.starts_with("accept") {
+            ports_in(f[6]).or_else(|| ports_in(f[5]))
+        } else {
+            ports_in(f[5]).or_else(|| ports_in(f[6]))
+        },
         got,
         wrote,
     })
@@ -446,6 +451,45 @@ pub fn build(
     for (i, n) in notes.iter().enumerate() {
         items.push((n.ns, 0, Item::Note(i)));
     }
+    // A call's exit is seen a little after it happened (the stepper's stop, a scheduler's
+    // delay): its row goes right after the packet that ended it, when there is one. A call
+    // that sends ends after its first segment (connect: the handshake's ACK; write: its
+    // data; close and shutdown: their FIN or RST); a call that waits, after the segment it
+    // waited for (accept: the handshake's ACK; read: data, FIN or RST).
+    for (ns, order, item) in items.iter_mut() {
+        let Item::Exit(i) = item else { continue };
+        let c = &calls[*i];
+        let Some((local, remote)) = c.ports else { continue };
+        if remote == 0 {
+            continue;
+        }
+        let window = |s: &&Seg| s.ns >= c.entered && s.ns <= c.exited;
+        let mine = |s: &&Seg| s.src == local && s.dst == remote;
+        let theirs = |s: &&Seg| s.src == remote && s.dst == local;
+        let anchor = match c.name.as_str() {
+            "connect" => segs
+                .iter()
+                .filter(window)
+                .find(|s| mine(s) && s.ack_flag && !s.syn && s.len == 0),
+            "write" | "sendto" | "sendmsg" | "splice" => {
+                segs.iter().filter(window).find(|s| mine(s) && s.len > 0)
+            }
+            "close" | "shutdown" => segs.iter().filter(window).find(|s| mine(s) && (s.fin || s.rst)),
+            "accept" | "accept4" => segs
+                .iter()
+                .filter(window)
+                .find(|s| theirs(s) && s.ack_flag && !s.syn),
+            "read" | "recvfrom" | "recvmsg" => segs
+                .iter()
+                .filter(window)
+                .find(|s| theirs(s) && (s.len > 0 || s.fin || s.rst)),
+            _ => None,
+        };
+        if let Some(a) = anchor {
+            *ns = a.ns;
+            *order = 2;
+        }
+    }
     for ns in barriers {
         items.push((*ns, 3, Item::Barrier));
     }
@@ -557,7 +601,7 @@ pub fn build(
                 });
             }
             Item::Note(i) => rows.push(Row::Note(notes[*i].text.clone())),
-            Item::Barrier => {}
+            Item::Barrier => rows.push(Row::Note(IDLE.into())),
             Item::Seg(i) => {
                 let s = &segs[*i];
                 let conn = conn_of[&key(s.src, s.dst)];
@@ -753,6 +797,9 @@ pub fn build(
 }
 
 const AGAIN: &str = "  (again and again)";
+/// Where the script waited for quiet (dropped before drawing): a busy loop's stretch is
+/// drawn where it spun through such a wait, which every run does.
+const IDLE: &str = "\u{0}idle";
 
 fn busy_text(row: &Row) -> Option<(usize, usize, String)> {
     match row {
@@ -785,13 +832,24 @@ fn collapse(rows: Vec<Row>, busy: bool) -> Vec<Row> {
     let mut i = 0;
     while i < rows.len() {
         let Some((lane, slot, _)) = busy_text(&rows[i]) else {
-            out.push(rows[i].clone());
+            if !matches!(&rows[i], Row::Note(n) if n == IDLE) {
+                out.push(rows[i].clone());
+            }
             i += 1;
             continue;
         };
         let mut texts: Vec<String> = Vec::new();
         let mut count = 0;
-        while let Some((l, sl, t)) = rows.get(i).and_then(busy_text) {
+        let mut spun_idle = false;
+        loop {
+            if matches!(rows.get(i), Some(Row::Note(n)) if n == IDLE) {
+                spun_idle = true;
+                i += 1;
+                continue;
+            }
+            let Some((l, sl, t)) = rows.get(i).and_then(busy_text) else {
+                break;
+            };
             if l != lane || sl != slot {
                 break;
             }
@@ -802,6 +860,9 @@ fn collapse(rows: Vec<Row>, busy: bool) -> Vec<Row> {
             i += 1;
         }
         texts.sort();
+        if busy && !spun_idle {
+            continue;
+        }
         if busy {
             texts = vec![format!("busy loop: {} = -1 EAGAIN", names.join(", "))];
         } else if count == 1 {
