@@ -164,6 +164,8 @@ fn main() {
     for server in &session.servers {
         server.start(&journal);
     }
+    // The peers listen before the lesson starts: nothing of the lesson comes before this.
+    journal.lock().unwrap().barriers.push(now_ns());
 
     let record = std::env::temp_dir().join(format!("diagram-{nn}-{}.rec", std::process::id()));
     let mut cmd = Command::new(&args.step);

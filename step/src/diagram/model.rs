@@ -85,9 +85,28 @@ pub const SHOWN: &[&str] = &[
     "wait4",
 ];
 
+/// Calls that wait for something to happen.
+const WAITING: &[&str] = &[
+    "accept",
+    "accept4",
+    "read",
+    "recvfrom",
+    "recvmsg",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "epoll_wait",
+    "epoll_pwait",
+    "io_uring_enter",
+    "rt_sigtimedwait",
+    "wait4",
+];
+
 /// Calls that are drawn only when they are about a socket.
 const ON_SOCKETS: &[&str] = &[
-    "read", "write", "close", "shutdown", "splice", "recvfrom", "sendto",
+    "read", "write", "close", "shutdown", "splice", "recvfrom", "sendto", "recvmsg", "sendmsg",
+    "recvmmsg", "sendmmsg",
 ];
 
 /// A date and time as `2026-12-07T15:03:55+00:00` (the hello lessons' greeting) → `<time>`.
@@ -237,8 +256,9 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
         return None;
     }
     let on_socket = ["<TCP", "<UDP", "<socket"].iter().any(|k| f[5].contains(k));
-    // The lesson's own plumbing (the stop pipe's socketpair side) is not its connection.
-    if name == "socket" && f[5].starts_with("socket(AF_UNIX") {
+    // The lesson's own plumbing (the stop pipe's socketpair side, the start-up's netlink
+    // questions) is not its connection.
+    if name == "socket" && (f[5].starts_with("socket(AF_UNIX") || f[5].starts_with("socket(AF_NETLINK")) {
         return None;
     }
     if ON_SOCKETS.contains(&name) && !on_socket {
@@ -394,6 +414,32 @@ pub fn build(
             first_seen.push(k);
         }
     }
+    // A call made before its socket was connected (connect itself) is about the
+    // connection the same thread's next calls on that fd name.
+    let fd_of = |text: &str| -> Option<String> {
+        let args = text.split_once('(')?.1;
+        let fd: String = args.chars().take_while(char::is_ascii_digit).collect();
+        (!fd.is_empty()).then_some(fd)
+    };
+    for i in 0..calls.len() {
+        if calls[i].ports.is_some() {
+            continue;
+        }
+        let Some(fd) = fd_of(&calls[i].text) else { continue };
+        let mut after: Vec<usize> = (0..calls.len())
+            .filter(|j| {
+                calls[*j].lane == calls[i].lane
+                    && calls[*j].who == calls[i].who
+                    && calls[*j].entered > calls[i].entered
+                    && fd_of(&calls[*j].text).as_deref() == Some(fd.as_str())
+            })
+            .collect();
+        after.sort_by_key(|j| calls[*j].entered);
+        let later = after.first().copied().filter(|j| calls[*j].ports.is_some());
+        if let Some(j) = later {
+            calls[i].ports = calls[j].ports;
+        }
+    }
     let calls = calls;
     let segs = segments(frames);
     // Which lane owns which port: from the calls that name a connection.
@@ -488,6 +534,31 @@ pub fn build(
         if let Some(a) = anchor {
             *ns = a.ns;
             *order = 2;
+        }
+    }
+    // A waiting call (read, accept, poll, ...) is drawn from the end of its thread's call
+    // before: when the thread got round to entering it is the scheduler's business, and a
+    // wait drawn from there says the same.
+    let exit_key: HashMap<usize, (u128, u8)> = items
+        .iter()
+        .filter_map(|(ns, order, item)| match item {
+            Item::Exit(i) => Some((*i, (*ns, *order))),
+            _ => None,
+        })
+        .collect();
+    for (ns, order, item) in items.iter_mut() {
+        let Item::Enter(i) = item else { continue };
+        let c = &calls[*i];
+        if busy || !WAITING.contains(&c.name.as_str()) {
+            continue;
+        }
+        let before = (0..calls.len())
+            .filter(|j| {
+                calls[*j].lane == c.lane && calls[*j].who == c.who && calls[*j].exited <= c.entered && *j != *i
+            })
+            .max_by_key(|j| calls[*j].exited);
+        if let Some(key) = before.and_then(|j| exit_key.get(&j)) {
+            (*ns, *order) = *key;
         }
     }
     for ns in barriers {
@@ -1026,11 +1097,15 @@ mod tests {
     fn the_steppers_text_is_made_short_and_stable() {
         assert_eq!(
             simplify("write(4<TCP 127.0.0.1:23333↔127.0.0.1:34644 ESTABLISHED>, \"Hello there! 2026-12-06T12:33:06+00:00\\n\", 39)"),
-            "write(4, \"Hello there! <time>\\n\"…, 39)"
+            "write(4, \"Hello there! <time>\\n\", 39)"
         );
         assert_eq!(
             simplify("getsockname(3<TCP 127.0.0.1:23333 LISTEN>, 0x7fff20aecb20, [128])"),
             "getsockname(3, &buf, [128])"
+        );
+        assert_eq!(
+            simplify("write(5, \"a long line of more than twenty characters\", 42)"),
+            "write(5, \"a long line of more \"…, 42)"
         );
         assert_eq!(
             simplify("-1 EAGAIN (Resource temporarily unavailable)"),
