@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn diagrams() -> PathBuf {
@@ -47,11 +50,19 @@ fn read(p: &Path) -> String {
 #[test]
 fn every_committed_svg_is_its_rows_drawn_again() {
     let rows = files("rows");
-    assert!(rows.len() >= 17, "docs/diagrams/ holds {} .rows files", rows.len());
+    assert!(
+        rows.len() >= 17,
+        "docs/diagrams/ holds {} .rows files",
+        rows.len()
+    );
     let svgs = files("svg");
     assert_eq!(
-        rows.iter().map(|p| p.with_extension("")).collect::<Vec<_>>(),
-        svgs.iter().map(|p| p.with_extension("")).collect::<Vec<_>>(),
+        rows.iter()
+            .map(|p| p.with_extension(""))
+            .collect::<Vec<_>>(),
+        svgs.iter()
+            .map(|p| p.with_extension(""))
+            .collect::<Vec<_>>(),
         "every .svg has its .rows and every .rows its .svg"
     );
     let tmp = tmpdir("render");
@@ -125,7 +136,11 @@ fn run(nn: &str, args: &[&str], out: &Path) -> Option<()> {
 fn real_runs_draw_the_committed_pictures_every_time() {
     let cases: [(&str, &[&str], &str); 3] = [
         ("01", &[], "01-hello"),
-        ("03", &["--mistake", "plain-close"], "03-interactive-plain-close"),
+        (
+            "03",
+            &["--mistake", "plain-close"],
+            "03-interactive-plain-close",
+        ),
         ("12", &[], "12-socks5"),
     ];
     for (nn, args, name) in cases {
@@ -171,7 +186,10 @@ fn every_lesson_page_shows_its_diagram_first_in_what_the_trace_shows() {
         let at = text
             .find("\n## What the trace shows\n")
             .unwrap_or_else(|| panic!("{topic}: no \"## What the trace shows\""));
-        let mut lines = text[at..].lines().skip(1).filter(|l| !l.trim().is_empty());
+        let mut lines = text[at + 1..]
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty());
         assert_eq!(
             lines.next(),
             Some("### The picture"),
@@ -205,7 +223,11 @@ fn texts(svg: &str, class: &str, lane: Option<usize>) -> Vec<String> {
         }
         for t in group.split("<text").skip(1) {
             let t = &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()];
-            out.push(t.replace("&gt;", ">").replace("&lt;", "<").replace("&amp;", "&"));
+            out.push(
+                t.replace("&gt;", ">")
+                    .replace("&lt;", "<")
+                    .replace("&amp;", "&"),
+            );
         }
     }
     out
@@ -236,24 +258,45 @@ fn the_pictures_say_what_happened() {
     // The server closes first: it goes through FIN_WAIT and ends in TIME_WAIT.
     assert_eq!(
         states(&hello, 0, None),
-        ["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+        [
+            "SYN_SENT",
+            "ESTABLISHED",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "CLOSED"
+        ]
     );
     assert_eq!(
         states(&hello, 1, None),
-        ["LISTEN", "SYN_RCVD", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"]
+        [
+            "LISTEN",
+            "SYN_RCVD",
+            "ESTABLISHED",
+            "FIN_WAIT_1",
+            "FIN_WAIT_2",
+            "TIME_WAIT"
+        ]
     );
 
     // Lesson 03: B's handshake is done by the kernel (B ESTABLISHED on the server's lane)
     // while the server still serves A; its accept returns only after A is gone.
     let inter = read(&diagrams().join("03-interactive.svg"));
     let b_established = inter.find(">B ESTABLISHED<").expect("B's handshake");
-    let last_accept = inter.rfind(">accept(3, NULL, NULL)").expect("the second accept");
+    let last_accept = inter
+        .rfind(">B: accept(3, NULL, NULL)")
+        .expect("B's accept");
     assert!(b_established < last_accept, "B waits in the accept queue");
     assert!(!inter.contains("<g class=\"packet rst\""));
     // The lingering close: shutdown's FIN_WAIT_1, the drain, the client's FIN, TIME_WAIT.
     assert_eq!(
         states(&inter, 1, Some("A")),
-        ["SYN_RCVD", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"]
+        [
+            "SYN_RCVD",
+            "ESTABLISHED",
+            "FIN_WAIT_1",
+            "FIN_WAIT_2",
+            "TIME_WAIT"
+        ]
     );
     assert!(inter.contains("shutdown(4, SHUT_WR)"));
 
@@ -262,7 +305,8 @@ fn the_pictures_say_what_happened() {
     assert!(plain.contains("<g class=\"packet rst\""));
     let lost = texts(&plain, "packet lost", None);
     assert!(
-        lost.iter().any(|t| t.contains("never sent: the reset destroyed them")),
+        lost.iter()
+            .any(|t| t.contains("never sent: the reset destroyed them")),
         "{lost:?}"
     );
     assert!(plain.contains("ECONNRESET"));
@@ -271,10 +315,17 @@ fn the_pictures_say_what_happened() {
     // The relay: three lanes, two connections, the client's half-close passed on.
     let relay = read(&diagrams().join("12-socks5.svg"));
     let lanes = texts(&relay, "lane", None);
-    assert_eq!((lanes[0].as_str(), lanes[2].as_str(), lanes[4].as_str()), ("client", "lesson-12", "upstream"));
+    assert_eq!(
+        (lanes[0].as_str(), lanes[2].as_str(), lanes[4].as_str()),
+        ("client", "lesson-12", "upstream")
+    );
     assert!(relay.contains(">A: SYN<") && relay.contains(">B: SYN<"));
     let relay_b = states(&relay, 1, Some("B"));
-    assert_eq!(&relay_b[..3], ["SYN_SENT", "ESTABLISHED", "FIN_WAIT_1"], "{relay_b:?}");
+    assert_eq!(
+        &relay_b[..3],
+        ["SYN_SENT", "ESTABLISHED", "FIN_WAIT_1"],
+        "{relay_b:?}"
+    );
     assert_eq!(states(&relay, 2, Some("B"))[2], "CLOSE_WAIT");
 }
 
@@ -295,7 +346,12 @@ fn every_svg_renders_with_rsvg_convert() {
     let tmp = tmpdir("rsvg");
     for svg in files("svg") {
         let png = tmp.join(svg.with_extension("png").file_name().unwrap());
-        let o = Command::new(&rsvg).arg(&svg).arg("-o").arg(&png).output().unwrap();
+        let o = Command::new(&rsvg)
+            .arg(&svg)
+            .arg("-o")
+            .arg(&png)
+            .output()
+            .unwrap();
         assert!(
             o.status.success() && o.stderr.is_empty(),
             "rsvg-convert {}: {}",
@@ -374,7 +430,12 @@ fn a_page_with_a_diagram_screenshotted_in_chromium_is_not_blank() {
     .unwrap();
     let png = tmp.join("shot.png");
     let o = Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
         .arg("--allow-file-access-from-files")
         .arg("--window-size=1000,900")
         .arg(format!("--screenshot={}", png.display()))
@@ -388,5 +449,8 @@ fn a_page_with_a_diagram_screenshotted_in_chromium_is_not_blank() {
     );
     // A blank page is one colour; the diagram's lanes, arrows and tags are many.
     let n = colours(&png);
-    assert!(n >= 8, "the screenshot holds {n} colours: the diagram did not show");
+    assert!(
+        n >= 8,
+        "the screenshot holds {n} colours: the diagram did not show"
+    );
 }

@@ -57,8 +57,19 @@ pub fn enter_private_net() -> Result<(), String> {
     // run; sent at once, every run draws the same ACKs.
     for dest in ["127.0.0.0/8", "127.0.0.1"] {
         let ok = std::process::Command::new("ip")
-            .args(["route", "replace", "local", dest, "dev", "lo", "table", "local"])
-            .args(["proto", "kernel", "scope", "host", "src", "127.0.0.1", "quickack", "1"])
+            .args([
+                "route", "replace", "local", dest, "dev", "lo", "table", "local",
+            ])
+            .args([
+                "proto",
+                "kernel",
+                "scope",
+                "host",
+                "src",
+                "127.0.0.1",
+                "quickack",
+                "1",
+            ])
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
@@ -164,14 +175,13 @@ fn run(fd: i32, stop: &AtomicBool, seen: &AtomicUsize) -> Vec<Frame> {
                 continue;
             }
             // Loopback shows each packet twice: going out and coming in. Keep the one in.
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let mut ns = 0u128;
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
-                {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
                     let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
                     ns = ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128;
                 }

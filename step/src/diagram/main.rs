@@ -133,8 +133,11 @@ fn main() {
         return;
     }
     let nn = args.lesson.clone().unwrap_or_default();
-    let (topic, title) = lesson_info(&nn)
-        .unwrap_or_else(|| die(&format!("no lesson {nn} in lessons/ (run it from the repository's root)")));
+    let (topic, title) = lesson_info(&nn).unwrap_or_else(|| {
+        die(&format!(
+            "no lesson {nn} in lessons/ (run it from the repository's root)"
+        ))
+    });
     let session = script::session(&nn)
         .unwrap_or_else(|| die(&format!("no scripted session for lesson {nn} yet")));
     let mistake = args
@@ -263,7 +266,9 @@ fn main() {
     };
     calls.append(&mut more);
     let rows = model::build(calls, &frames, notes, &barriers, session.busy);
-    let suffix = mistake.as_deref().map_or(String::new(), |m| format!("-{m}"));
+    let suffix = mistake
+        .as_deref()
+        .map_or(String::new(), |m| format!("-{m}"));
     let d = model::Diagram {
         title: format!(
             "{title}{}",

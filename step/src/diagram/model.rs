@@ -258,7 +258,9 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
     let on_socket = ["<TCP", "<UDP", "<socket"].iter().any(|k| f[5].contains(k));
     // The lesson's own plumbing (the stop pipe's socketpair side, the start-up's netlink
     // questions) is not its connection.
-    if name == "socket" && (f[5].starts_with("socket(AF_UNIX") || f[5].starts_with("socket(AF_NETLINK")) {
+    if name == "socket"
+        && (f[5].starts_with("socket(AF_UNIX") || f[5].starts_with("socket(AF_NETLINK"))
+    {
         return None;
     }
     if ON_SOCKETS.contains(&name) && !on_socket {
@@ -275,7 +277,10 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
             result = n.to_string();
         }
     }
-    let count = result.split(' ').next().and_then(|n| n.parse::<usize>().ok());
+    let count = result
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse::<usize>().ok());
     let got = count.filter(|_| matches!(name, "read" | "recvfrom" | "recvmsg"));
     let wrote = count.filter(|_| matches!(name, "write" | "sendto" | "sendmsg"));
     Some(Call {
@@ -394,7 +399,10 @@ pub fn build(
     by_time.sort_by_key(|i| calls[*i].exited);
     for i in by_time {
         let c = &mut calls[i];
-        if matches!(c.name.as_str(), "clone" | "clone3" | "fork" | "vfork" | "wait4") {
+        if matches!(
+            c.name.as_str(),
+            "clone" | "clone3" | "fork" | "vfork" | "wait4"
+        ) {
             let pid = c.result.split(' ').next().unwrap_or("").to_string();
             if pid.parse::<u32>().is_ok_and(|p| p > 0) {
                 if !children.contains(&pid) {
@@ -425,7 +433,9 @@ pub fn build(
         if calls[i].ports.is_some() {
             continue;
         }
-        let Some(fd) = fd_of(&calls[i].text) else { continue };
+        let Some(fd) = fd_of(&calls[i].text) else {
+            continue;
+        };
         let mut after: Vec<usize> = (0..calls.len())
             .filter(|j| {
                 calls[*j].lane == calls[i].lane
@@ -505,7 +515,9 @@ pub fn build(
     for (ns, order, item) in items.iter_mut() {
         let Item::Exit(i) = item else { continue };
         let c = &calls[*i];
-        let Some((local, remote)) = c.ports else { continue };
+        let Some((local, remote)) = c.ports else {
+            continue;
+        };
         if remote == 0 {
             continue;
         }
@@ -520,7 +532,10 @@ pub fn build(
             "write" | "sendto" | "sendmsg" | "splice" => {
                 segs.iter().filter(window).find(|s| mine(s) && s.len > 0)
             }
-            "close" | "shutdown" => segs.iter().filter(window).find(|s| mine(s) && (s.fin || s.rst)),
+            "close" | "shutdown" => segs
+                .iter()
+                .filter(window)
+                .find(|s| mine(s) && (s.fin || s.rst)),
             "accept" | "accept4" => segs
                 .iter()
                 .filter(window)
@@ -554,7 +569,10 @@ pub fn build(
         }
         let before = (0..calls.len())
             .filter(|j| {
-                calls[*j].lane == c.lane && calls[*j].who == c.who && calls[*j].exited <= c.entered && *j != *i
+                calls[*j].lane == c.lane
+                    && calls[*j].who == c.who
+                    && calls[*j].exited <= c.entered
+                    && *j != *i
             })
             .max_by_key(|j| calls[*j].exited);
         if let Some(key) = before.and_then(|j| exit_key.get(&j)) {
@@ -751,9 +769,9 @@ pub fn build(
                     if s.syn && !s.ack_flag {
                         src_state = "SYN_SENT";
                         dst_state = "SYN_RCVD";
-                    } else if s.syn {
-                        dst_state = "ESTABLISHED";
-                    } else if s.ack_flag && dst_state == "SYN_RCVD" {
+                    } else if s.syn || (s.ack_flag && dst_state == "SYN_RCVD") {
+                        // SYN-ACK: the connecting side is established; the handshake's
+                        // ACK: the listening side is.
                         dst_state = "ESTABLISHED";
                     }
                     if acks_dst_fin {
@@ -823,7 +841,11 @@ pub fn build(
     let mut extra: Vec<(usize, Row)> = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let Row::Packet {
-            kind, conn, from, to, ..
+            kind,
+            conn,
+            from,
+            to,
+            ..
         } = row
         else {
             continue;
@@ -841,7 +863,11 @@ pub fn build(
                 .filter(|c| on(c, *side))
                 .filter_map(|c| c.wrote)
                 .sum();
-            if wrote > *sent && !extra.iter().any(|(_, r)| matches!(r, Row::Packet { conn: c, .. } if c == conn)) {
+            if wrote > *sent
+                && !extra
+                    .iter()
+                    .any(|(_, r)| matches!(r, Row::Packet { conn: c, .. } if c == conn))
+            {
                 let (f, t) = if lane_of.get(&side.0) == Some(from) {
                     (*from, *to)
                 } else {
@@ -854,7 +880,10 @@ pub fn build(
                         from: f,
                         to: t,
                         kind: "lost".into(),
-                        label: format!("{} B written, never sent: the reset destroyed them", wrote - sent),
+                        label: format!(
+                            "{} B written, never sent: the reset destroyed them",
+                            wrote - sent
+                        ),
                         detail: "still in the send queue".into(),
                     },
                 ));
@@ -1126,7 +1155,10 @@ mod tests {
         let d = Diagram {
             title: "t".into(),
             subtitle: "s".into(),
-            lanes: vec![("client".into(), "script".into()), ("lesson".into(), "traced".into())],
+            lanes: vec![
+                ("client".into(), "script".into()),
+                ("lesson".into(), "traced".into()),
+            ],
             rows: vec![
                 Row::Call {
                     lane: 0,
@@ -1143,7 +1175,10 @@ mod tests {
                     label: "SYN".into(),
                     detail: "seq 0".into(),
                 },
-                Row::States(vec![(0, Some('A'), "SYN_SENT".into()), (1, None, "SYN_RCVD".into())]),
+                Row::States(vec![
+                    (0, Some('A'), "SYN_SENT".into()),
+                    (1, None, "SYN_RCVD".into()),
+                ]),
                 Row::Note("a note".into()),
             ],
         };

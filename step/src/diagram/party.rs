@@ -293,7 +293,14 @@ impl Peer {
             errno_name()
         };
         let ports = if c >= 0 { self.remember(c) } else { None };
-        self.log(t, "accept", format!("accept({})", self.shown(fd)), result, ports, None);
+        self.log(
+            t,
+            "accept",
+            format!("accept({})", self.shown(fd)),
+            result,
+            ports,
+            None,
+        );
         c
     }
 
@@ -328,7 +335,9 @@ impl Peer {
                 ("0".to_string(), Some(0))
             } else {
                 // Binary bytes (a SOCKS reply holds a port) as their count alone.
-                let text = buf.iter().all(|b| b.is_ascii_graphic() || b" \n\r".contains(b));
+                let text = buf
+                    .iter()
+                    .all(|b| b.is_ascii_graphic() || b" \n\r".contains(b));
                 if text {
                     (format!("{n} {}", quoted(&buf, 24)), Some(n as usize))
                 } else {
@@ -339,7 +348,14 @@ impl Peer {
             buf.clear();
             (errno_name(), None)
         };
-        self.log(t, "read", format!("read({})", self.shown(fd)), result, ports, got);
+        self.log(
+            t,
+            "read",
+            format!("read({})", self.shown(fd)),
+            result,
+            ports,
+            got,
+        );
         buf
     }
 

@@ -187,8 +187,7 @@ pub fn session(nn: &str) -> Option<Session> {
             }],
             client: typist,
             busy: false,
-            about: "the lesson is the client (under the stepper), the server is a script"
-                .into(),
+            about: "the lesson is the client (under the stepper), the server is a script".into(),
         },
         "01" | "02" => Session {
             lanes: lanes(&[("client", "a script"), (&lesson, "the server, traced")]),
@@ -201,7 +200,10 @@ pub fn session(nn: &str) -> Option<Session> {
             about: about_server.into(),
         },
         "03" => Session {
-            lanes: lanes(&[("client", "a script: clients A and B"), (&lesson, "the server, traced")]),
+            lanes: lanes(&[
+                ("client", "a script: clients A and B"),
+                (&lesson, "the server, traced"),
+            ]),
             traced: 1,
             lesson_args: vec![],
             banner: "listening on",
@@ -211,7 +213,10 @@ pub fn session(nn: &str) -> Option<Session> {
             about: about_server.into(),
         },
         "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "15" => Session {
-            lanes: lanes(&[("client", "a script: clients A and B"), (&lesson, "the server, traced")]),
+            lanes: lanes(&[
+                ("client", "a script: clients A and B"),
+                (&lesson, "the server, traced"),
+            ]),
             traced: 1,
             lesson_args: vec![],
             banner: "listening on",

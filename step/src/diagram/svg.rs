@@ -229,7 +229,10 @@ pub fn render(d: &Diagram) -> String {
                 let (stroke, fill) = LANE_COLOURS[lane % LANE_COLOURS.len()];
                 let bw = width(&label, CH13) + 18;
                 let x = lane_x(*lane);
-                let colour = if text.contains("= -1 ") || text.starts_with("-1 ") || text.contains(" = -1") {
+                let colour = if text.contains("= -1 ")
+                    || text.starts_with("-1 ")
+                    || text.contains(" = -1")
+                {
                     "#b91c1c"
                 } else {
                     "#111827"
