@@ -164,11 +164,12 @@ fn main() {
     capture::enter_private_net().unwrap_or_else(|e| die(&e));
     let cap = capture::Capture::start().unwrap_or_else(|e| die(&e));
     let journal: party::Shared = Arc::new(Mutex::new(party::Journal::default()));
-    for server in &session.servers {
-        server.start(&journal);
-    }
-    // The peers listen before the lesson starts: nothing of the lesson comes before this.
+    let listening: Vec<_> = session.servers.iter().map(|s| s.listen(&journal)).collect();
+    // The peers listen before the lesson starts: nothing after this comes before it.
     journal.lock().unwrap().barriers.push(now_ns());
+    for start in listening {
+        start();
+    }
 
     let record = std::env::temp_dir().join(format!("diagram-{nn}-{}.rec", std::process::id()));
     let mut cmd = Command::new(&args.step);

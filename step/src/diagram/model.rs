@@ -575,8 +575,18 @@ pub fn build(
                     && *j != *i
             })
             .max_by_key(|j| calls[*j].exited);
+        // ... but never above a point where the script waited or spoke: those are order.
+        let fence = barriers
+            .iter()
+            .chain(notes.iter().map(|n| &n.ns))
+            .filter(|t| **t < c.entered)
+            .max()
+            .map(|t| (*t, 4u8));
         if let Some(key) = before.and_then(|j| exit_key.get(&j)) {
-            (*ns, *order) = *key;
+            (*ns, *order) = match fence {
+                Some(f) if f > *key => f,
+                _ => *key,
+            };
         }
     }
     for ns in barriers {

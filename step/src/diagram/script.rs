@@ -141,11 +141,14 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(&self, journal: &Shared) {
+    /// Listens; the returned closure plays the rest on a thread of its own.
+    pub fn listen(&self, journal: &Shared) -> impl FnOnce() {
         let peer = Peer::new(self.lane, "server", journal);
         let fd = peer.listen(self.port);
         let run = self.run;
-        std::thread::spawn(move || run(&peer, fd));
+        move || {
+            std::thread::spawn(move || run(&peer, fd));
+        }
     }
 }
 
