@@ -36,11 +36,27 @@ fn files(ext: &str) -> Vec<PathBuf> {
     out
 }
 
-fn tmpdir(name: &str) -> PathBuf {
+/// A directory of the test's own under the temp dir, removed when dropped.
+struct Tmp(PathBuf);
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmpdir(name: &str) -> Tmp {
     let d = std::env::temp_dir().join(format!("diagram-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Tmp(d)
 }
 
 fn read(p: &Path) -> String {
