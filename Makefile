@@ -51,7 +51,7 @@ ADDR    ?=
 MISTAKE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint deps build compare bench-socks fuzz soak
+.PHONY: help test lint deps build compare bench-socks fuzz soak diagrams
 
 # The lessons with their titles (the first line of each header), then every `## ` line that
 # stands just above a rule, in the order of this file.
@@ -102,6 +102,23 @@ step-%:
 	@test -n "$(TRACE_$*)" || { echo "lesson $* has no [lesson.$*] in lessons/lessons.toml" >&2; exit 2; }
 	@$(CARGO) build -q $(CARGO_PROFILE) -p sockets-by-hand --bin lesson-$* -p step --bin step
 	$(BIN_DIR)/step --only $(call step_calls,$*) $(STEP) -- $(BIN_DIR)/lesson-$* $(ARGS)
+
+# The diagram (step/src/diagram/): lesson NN run under the stepper's recorder, a scripted
+# client, the packets captured in a network namespace of its own (so as root, as CI runs),
+# drawn as one SVG: docs/diagrams/NN-topic.svg (and .rows, what it was drawn from).
+## make diagram-NN  draw lesson NN's connection, calls and packets (ARGS='--mistake plain-close')
+diagram-%:
+	@test -n "$(call lesson_file,$*)" || { echo "no lesson $* (make help lists them)" >&2; exit 2; }
+	@$(CARGO) build -q $(CARGO_PROFILE) -p sockets-by-hand --bin lesson-$* -p step --bin step --bin diagram
+	$(BIN_DIR)/diagram $* --step $(BIN_DIR)/step --bin-dir $(BIN_DIR) $(if $(ARGS),-- $(ARGS))
+
+## make diagrams  every lesson's diagram again, and the plain close's (docs/diagrams/)
+diagrams:
+	@$(CARGO) build -q $(CARGO_PROFILE) -p sockets-by-hand --bins -p step --bin step --bin diagram
+	@for n in $$($(BIN_DIR)/diagram --list); do \
+	  $(MAKE) -s --no-print-directory diagram-$$n || exit 1; \
+	done
+	@$(MAKE) -s --no-print-directory diagram-03 ARGS='--mistake plain-close'
 
 # Builds the provoke client (and the lesson, which the scenarios start themselves), then
 # runs PROVOKE_NN's kinds one by one; fails if any of them saw the failure.

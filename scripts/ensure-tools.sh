@@ -49,6 +49,17 @@ have tcpdump || [ -x /usr/sbin/tcpdump ] || [ -x /usr/bin/tcpdump ] || missing+=
 have tshark || missing+=(tshark)
 # python3-socks (PySocks): lesson 16's tests relay its UDP datagrams (the system python's).
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import socks' 2>/dev/null; } || missing+=(python3-socks)
+# rsvg-convert (librsvg2-bin): every diagram of docs/diagrams/ must render without an error.
+have rsvg-convert || missing+=(librsvg2-bin)
+
+# chromium: the diagram test's screenshot of a page, headless. Optional: where it cannot be
+# installed, that one test says so and is skipped.
+if ! have chromium && ! have chromium-browser && [ "$(id -u)" = 0 ] && have apt-get; then
+  echo "ensure-tools: installing chromium (the diagram screenshot test)" >&2
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; } ||
+    echo "ensure-tools: could not install chromium; the screenshot test will be skipped" >&2
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -73,6 +84,6 @@ else
   exit 1
 fi
 
-for tool in strace nc curl redis-server redis-cli unshare tshark; do
+for tool in strace nc curl redis-server redis-cli unshare tshark rsvg-convert; do
   have "$tool" || { echo "ensure-tools: $tool is still missing after the install" >&2; exit 1; }
 done

@@ -46,6 +46,12 @@ struct Args {
     #[arg(long)]
     no_pause: bool,
 
+    /// Print nothing and wait for nobody: write one line per call to FILE, tab-separated
+    /// (entry and exit time in ns, pid, thread, name, the call, its result), for
+    /// `make diagram-NN`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
+
     /// The program to run and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -113,7 +119,17 @@ fn main() {
             })
         })
         .collect();
-    let tty = if args.no_pause {
+    let record = match &args.record {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("step: cannot write {}: {e}", path.display());
+                exit(2);
+            }
+        },
+        None => None,
+    };
+    let tty = if args.no_pause || record.is_some() {
         None
     } else {
         match std::fs::OpenOptions::new()
@@ -130,5 +146,5 @@ fn main() {
             }
         }
     };
-    exit(tracer::run(argv, stops, tty));
+    exit(tracer::run(argv, stops, tty, record));
 }

@@ -46,6 +46,9 @@ struct Call {
     before: Vec<(i32, String)>,
     /// When to say that the call is blocked, if it has not returned by then.
     notice_at: Option<Instant>,
+    /// The wall-clock time of the entry stop and the call decoded there (for --record).
+    entered_ns: u128,
+    entry_text: String,
 }
 
 #[derive(PartialEq)]
@@ -85,6 +88,16 @@ struct Tracer {
     /// The connections seen so far, remembered across stops.
     conns: Conns,
     status: Option<i32>,
+    /// --record: one line per finished call goes here, and nothing is printed.
+    record: Option<File>,
+}
+
+/// The wall clock in nanoseconds: the clock the kernel stamps packets with, so a recording
+/// and a capture can be put in one order.
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 fn tgid_of(tid: Pid) -> Pid {
@@ -116,7 +129,16 @@ fn out(text: &str) {
 }
 
 /// Start COMMAND under ptrace and step through it; returns the exit status to exit with.
-pub fn run(argv: Vec<std::ffi::CString>, stops: Vec<i64>, tty: Option<File>) -> i32 {
+///
+/// With `record`, nothing is printed and nobody waits: each shown call becomes one line,
+/// tab-separated: entry time (ns), exit time (ns), pid, thread, name, the call decoded at its
+/// entry, its result decoded (`make diagram-NN` reads these).
+pub fn run(
+    argv: Vec<std::ffi::CString>,
+    stops: Vec<i64>,
+    tty: Option<File>,
+    record: Option<File>,
+) -> i32 {
     let action = SigAction::new(
         SigHandler::Handler(on_sigint),
         SaFlags::empty(),
@@ -194,6 +216,7 @@ pub fn run(argv: Vec<std::ffi::CString>, stops: Vec<i64>, tty: Option<File>) -> 
         frames: Frames::default(),
         conns: Conns::default(),
         status: None,
+        record,
     };
     t.tasks.insert(child, Task::new(child));
     t.main_loop()
@@ -280,6 +303,9 @@ impl Tracer {
             return;
         };
         call.notice_at = None;
+        if self.record.is_some() {
+            return;
+        }
         let state = std::fs::read_to_string(format!("/proc/{tid}/stat")).unwrap_or_default();
         let sleeping = state
             .rsplit_once(')')
@@ -367,7 +393,7 @@ impl Tracer {
     }
 
     fn show_signal(&mut self, tid: Pid, sig: Signal) {
-        if !self.started {
+        if !self.started || self.record.is_some() {
             return;
         }
         let tgid = self.task(tid).tgid;
@@ -394,7 +420,7 @@ impl Tracer {
         let Some(task) = self.tasks.remove(&pid) else {
             return;
         };
-        if pid == task.tgid && self.started {
+        if pid == task.tgid && self.started && self.record.is_none() {
             let how = match ws {
                 WaitStatus::Exited(_, code) => format!("exited with {code}"),
                 WaitStatus::Signaled(_, sig, _) => format!("killed by {}", sig.as_str()),
@@ -454,12 +480,22 @@ impl Tracer {
             shown: show,
             before: Vec::new(),
             notice_at: None,
+            entered_ns: now_ns(),
+            entry_text: String::new(),
         });
         if !show {
             return self.resume(tid);
         }
         let tgid = self.task(tid).tgid;
         let snap = Snapshot::take(tgid, &mut self.conns);
+        if self.record.is_some() {
+            let text = decode::entry(tid, nr, &args, &snap);
+            if let Some(call) = self.task(tid).call.as_mut() {
+                call.entry_text = text;
+                call.entered_ns = now_ns();
+            }
+            return self.resume(tid);
+        }
         let mut block = format!(
             "{} {}",
             who(tid, tgid),
@@ -544,6 +580,19 @@ impl Tracer {
     fn result(&mut self, tid: Pid, call: &Call, ret: i64) {
         let tgid = self.task(tid).tgid;
         let snap = Snapshot::take(tgid, &mut self.conns);
+        if let Some(file) = self.record.as_mut() {
+            let exited = now_ns();
+            let line = format!(
+                "{}\t{}\t{tgid}\t{tid}\t{}\t{}\t{}\n",
+                call.entered_ns,
+                exited,
+                decode::name(call.nr),
+                call.entry_text.replace(['\t', '\n'], " "),
+                decode::exit(tid, call.nr, &call.args, ret, &snap).replace(['\t', '\n'], " ")
+            );
+            let _ = file.write_all(line.as_bytes());
+            return;
+        }
         let mut text = format!(
             "{} {} = {}",
             who(tid, tgid),
