@@ -1,7 +1,7 @@
 //! Lesson 10 — event loop on epoll, EventMachine style.
 //! The talk's `EM.start_server` built in plain sight: a reactor on epoll (reactor.rs:
 //! epoll_create1, epoll_ctl, an epoll_wait loop) that calls a Handler (post_init,
-//! receive_data, unbind); the whole echo protocol is the handler of about 30 lines below.
+//! receive_data, unbind); the whole echo protocol is that handler (handler.rs).
 //!
 //! Run `make lesson-10` and connect several `nc 127.0.0.1 23333`. `make trace-10` shows
 //! epoll_create1, one epoll_ctl(ADD) per client, then epoll_wait → read → write: the kernel
@@ -12,22 +12,21 @@
 //! lookup, a slow disk) stalls every client at once: see `--mistake blocking-handler`.
 //! More: docs/lessons/10-epoll.md
 
+mod handler;
 mod reactor;
 
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use clap::Parser;
 use nix::sys::socket::{
     bind, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag, SockType,
     SockaddrStorage,
 };
-use protocols::echo::{self, Echo};
-use reactor::{Connection, Handler, Reactor};
+use handler::EchoHandler;
+use reactor::Reactor;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::OrDie;
-use sockets_by_hand::{lesson, limits, mistake, net, say, stop};
+use sockets_by_hand::{lesson, limits, mistake, net, stop};
 
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 
@@ -77,43 +76,4 @@ fn main() {
 
     // EM.start_server bind, port, EchoHandler
     Reactor::<EchoHandler>::new(&LESSON, listener, stop).run()
-}
-
-// ---------------------------------------------------------------------------------------
-// The application: the whole echo protocol, as the talk's Ruby `module Handler`.
-// ---------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct EchoHandler {
-    echo: Echo,
-    replies: Vec<u8>,
-}
-
-impl Handler for EchoHandler {
-    fn post_init(&mut self, conn: &mut Connection) {
-        say!("client connected: {}", conn.peer);
-        conn.send_data(echo::WELCOME);
-    }
-
-    fn receive_data(&mut self, conn: &mut Connection, data: &[u8]) {
-        if mistake(Mistake::BlockingHandler) {
-            // The mistake: a blocking call in a handler (a sleep here; a DNS lookup or a slow
-            // disk in real life). The loop runs nothing else meanwhile: no client is served.
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        self.replies.clear(); // keeps its capacity: no allocation per line
-        let status = self.echo.feed(data, &mut self.replies);
-        conn.send_data(&self.replies);
-        if !status.is_open() {
-            conn.close_connection_after_writing(); // after `q` or a line too long
-        }
-    }
-
-    fn unbind(&mut self, conn: &Connection) {
-        let ending = match conn.error {
-            Some((call, errno)) => Ending::Failed(call, errno),
-            None => Ending::from_status(self.echo.status()).unwrap_or(Ending::Eof),
-        };
-        say!("client disconnected: {} ({ending})", conn.peer);
-    }
 }

@@ -12,6 +12,8 @@
 //! The classic failure: a successor that binds anew: `--mistake close-then-bind` refuses
 //! connections, `--mistake reuseport` resets them. More: docs/lessons/17-restart.md
 
+#[path = "../10-epoll/handler.rs"]
+mod handler;
 #[path = "../10-epoll/reactor.rs"]
 mod reactor;
 
@@ -30,10 +32,9 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 use nix::unistd::{pipe2, write};
-use protocols::echo::{self, Echo};
-use reactor::{Connection, Handler, Reactor};
+use handler::EchoHandler;
+use reactor::Reactor;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
-use sockets_by_hand::ending::Ending;
 use sockets_by_hand::errors::{describe, OrDie};
 use sockets_by_hand::{lesson, limits, mistake, net, say, stop};
 
@@ -43,7 +44,7 @@ use successor::Restarter;
 const LESSON: Lesson = lesson!(23333, Hint::Nc);
 const ANEW: &str = "listener: bound anew (the mistake)";
 
-// This lesson's mistakes, and lesson 10's (its reactor.rs is mounted here).
+// This lesson's mistakes, and lesson 10's (its reactor.rs and handler.rs are mounted here).
 sockets_by_hand::mistakes! {
     /// on SIGHUP the listener is closed first and the successor binds anew: refused in the gap
     CloseThenBind,
@@ -51,6 +52,8 @@ sockets_by_hand::mistakes! {
     Reuseport,
     /// the socketpair end keeps FD_CLOEXEC: execve closes it, the successor gets nothing
     Cloexec,
+    /// the handler sleeps 1 s per read (a slow lookup): every other client waits with it
+    BlockingHandler,
     /// EPOLLOUT watched always: level-triggered epoll_wait returns at once, 100 % CPU
     EpolloutAlways,
     /// EPOLLET, but one read per wake-up: the bytes left behind raise no new event; hangs
@@ -216,38 +219,4 @@ fn inherited_link() -> Option<OwnedFd> {
 fn fail(why: String) -> ! {
     say!("{why}");
     std::process::exit(1)
-}
-
-// ---------------------------------------------------------------------------------------
-// The application: lesson 10's echo handler (the restart does not change what is served).
-// ---------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct EchoHandler {
-    echo: Echo,
-    replies: Vec<u8>,
-}
-
-impl Handler for EchoHandler {
-    fn post_init(&mut self, conn: &mut Connection) {
-        say!("client connected: {}", conn.peer);
-        conn.send_data(echo::WELCOME);
-    }
-
-    fn receive_data(&mut self, conn: &mut Connection, data: &[u8]) {
-        self.replies.clear();
-        let status = self.echo.feed(data, &mut self.replies);
-        conn.send_data(&self.replies);
-        if !status.is_open() {
-            conn.close_connection_after_writing();
-        }
-    }
-
-    fn unbind(&mut self, conn: &Connection) {
-        let ending = match conn.error {
-            Some((call, errno)) => Ending::Failed(call, errno),
-            None => Ending::from_status(self.echo.status()).unwrap_or(Ending::Eof),
-        };
-        say!("client disconnected: {} ({ending})", conn.peer);
-    }
 }
