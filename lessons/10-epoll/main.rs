@@ -18,11 +18,11 @@ mod reactor;
 use std::os::fd::AsRawFd;
 
 use clap::Parser;
+use handler::EchoHandler;
 use nix::sys::socket::{
     bind, getsockname, listen, setsockopt, socket, sockopt, Backlog, SockFlag, SockType,
     SockaddrStorage,
 };
-use handler::EchoHandler;
 use reactor::Reactor;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::OrDie;

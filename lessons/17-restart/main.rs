@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use handler::EchoHandler;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{
@@ -32,7 +33,6 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 use nix::unistd::{pipe2, write};
-use handler::EchoHandler;
 use reactor::Reactor;
 use sockets_by_hand::cli::{self, Hint, Lesson, Listen};
 use sockets_by_hand::errors::{describe, OrDie};
