@@ -524,34 +524,10 @@ call_lists! {
 /// `unshare -n`, or `-rn` without CAP_SYS_ADMIN), whose loopback carries one connection.
 #[test]
 fn lesson_18() {
-    const INSIDE: &str = "CALL_LISTS_NAMESPACE";
-    if std::env::var_os(INSIDE).is_some() {
-        let up = std::process::Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status();
-        assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
+    if common::in_own_namespace("lesson_18", "CALL_LISTS_NAMESPACE", false) {
+        common::loopback_up();
         check("18", env!("CARGO_BIN_EXE_lesson-18"));
-        return;
     }
-    let flags = if sockets_by_hand::sandbox::has_cap_sys_admin() {
-        "-n"
-    } else {
-        "-rn"
-    };
-    let out = std::process::Command::new("unshare")
-        .args([flags, "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["lesson_18", "--exact", "--nocapture", "--test-threads", "1"])
-        .env(INSIDE, "1")
-        .output()
-        .expect("unshare (util-linux) runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "lesson_18 inside its namespace: {}\n{stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Lesson 18 under strace, its filter on a port of this test's, stopping by itself after

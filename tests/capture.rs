@@ -4,6 +4,8 @@
 //! tcpdump and tshark as well) and its counts. The mistakes are caught by provoke's
 //! scenarios, run with and without each.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -19,33 +21,10 @@ const INSIDE: &str = "CAPTURE_TEST_NAMESPACE";
 
 /// Runs `body` inside a fresh network namespace, loopback up (this test, run again there).
 fn in_namespace(test: &str, body: impl FnOnce()) {
-    if std::env::var_os(INSIDE).is_some() {
-        let up = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status();
-        assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
+    if common::in_own_namespace(test, INSIDE, false) {
+        common::loopback_up();
         body();
-        return;
     }
-    let flags = if sockets_by_hand::sandbox::has_cap_sys_admin() {
-        "-n"
-    } else {
-        "-rn"
-    };
-    let out = Command::new("unshare")
-        .args([flags, "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
-        .env(INSIDE, "1")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("unshare (util-linux) runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} inside the namespace: {}\n{stdout}",
-        out.status
-    );
 }
 
 /// Polls `check` until it gives Some, or panics naming `what`.

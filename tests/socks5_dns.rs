@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
 };
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -35,32 +35,10 @@ const FLOOR: usize = 1;
 /// Runs `body` inside a fresh network + mount namespace (re-running this test binary there
 /// under `unshare`), with the resolver pointed at a [`Dns`] server on 127.0.0.1:53.
 fn in_namespace(test: &str, body: impl FnOnce(&Dns)) {
-    if std::env::var_os(INSIDE).is_some() {
+    if common::in_own_namespace(test, INSIDE, true) {
         let dns = Dns::start();
         body(&dns);
-        return;
     }
-    // With CAP_SYS_ADMIN (root, CI) a plain unshare; otherwise (another user, or root in a
-    // container) in a user namespace of our own.
-    let flags = if sockets_by_hand::sandbox::has_cap_sys_admin() {
-        "-nm"
-    } else {
-        "-rnm"
-    };
-    let out = Command::new("unshare")
-        .args([flags, "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
-        .env(INSIDE, "1")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("unshare (util-linux) runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} inside the namespace: {}\n{stdout}",
-        out.status
-    );
 }
 
 /// The test's DNS server and the names it knows; also the namespace's set-up.

@@ -359,38 +359,15 @@ const INSIDE: &str = "SBH_UDP_NAMESPACE";
 
 /// Runs this test again inside `unshare -nm`, where [`namespace_dns`] sets things up.
 fn in_namespace(test: &str, body: impl FnOnce(SocketAddr)) {
-    if std::env::var_os(INSIDE).is_some() {
+    if common::in_own_namespace(test, INSIDE, true) {
         body(namespace_dns());
-        return;
     }
-    let flags = if sockets_by_hand::sandbox::has_cap_sys_admin() {
-        "-nm"
-    } else {
-        "-rnm"
-    };
-    let out = Command::new("unshare")
-        .args([flags, "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
-        .env(INSIDE, "1")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("unshare (util-linux) runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} inside the namespace: {}\n{stdout}",
-        out.status
-    );
 }
 
 /// Loopback up, resolv.conf and nsswitch.conf pointing at 127.0.0.1:53, and a DNS server
 /// there that knows `udp.test` (127.0.0.1) and answers NXDOMAIN to anything else.
 fn namespace_dns() -> SocketAddr {
-    let up = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status();
-    assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
+    common::loopback_up();
     let dir = std::env::temp_dir().join(format!("sbh-udp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let files = [

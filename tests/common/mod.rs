@@ -582,3 +582,43 @@ pub mod load;
 pub mod redis;
 pub mod single_thread;
 pub mod socks5;
+
+/// Runs the test `test` of this binary again inside a fresh network namespace (and a mount
+/// namespace with `mount`, for a private resolv.conf), under `unshare`: plainly with
+/// CAP_SYS_ADMIN (root, CI), else in a user namespace of its own. Asserts that it passed
+/// there. Returns true when this process is that second run (`inside` is set in its
+/// environment): the caller then sets the namespace up and does the test's work.
+pub fn in_own_namespace(test: &str, inside: &str, mount: bool) -> bool {
+    if std::env::var_os(inside).is_some() {
+        return true;
+    }
+    let flags = match (sockets_by_hand::sandbox::has_cap_sys_admin(), mount) {
+        (true, false) => "-n",
+        (true, true) => "-nm",
+        (false, false) => "-rn",
+        (false, true) => "-rnm",
+    };
+    let out = std::process::Command::new("unshare")
+        .args([flags, "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(inside, "1")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} inside its namespace: {}\n{stdout}",
+        out.status
+    );
+    false
+}
+
+/// `ip link set lo up`, in a namespace of the test's own.
+pub fn loopback_up() {
+    let up = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
+    assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
+}
