@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::calls::{self, Rule, Scenario, EPOLLS, POLLS};
+use crate::calls::{self, Rule, Scenario, EPOLLS, IORING, POLLS};
 use crate::client::{wait, Conn, Failure, Outcome};
 use crate::run::{self, Server};
 use crate::{echo, model, socks};
@@ -335,6 +335,11 @@ pub fn exercises() -> Vec<Exercise> {
             nn: "10",
             title: "epoll, an event loop",
             steps: steps_10(),
+        },
+        Exercise {
+            nn: "11",
+            title: "io_uring: accept, recv and send submitted, their completions",
+            steps: steps_11(),
         },
         Exercise {
             nn: "12",
@@ -747,4 +752,73 @@ fn socks_fds_back(c: &mut Ctx) -> Outcome {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercises 11 and 15: io_uring.
+// ---------------------------------------------------------------------------------------
+
+/// Exercise 11's model, from its calls: one thread, waiting only in io_uring_enter, and no
+/// accept, read or write of its own on a socket: the ring does them.
+const RING_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(IORING),
+    Rule::OnlyThroughRing,
+];
+const RING_MODEL: &str = "submit IORING_OP_ACCEPT, RECV and SEND and sleep only in \
+    io_uring_enter: no poll, epoll or select, and no accept(2), read(2) or write(2) of your own \
+    on a socket (only shutdown and close stay plain calls). Watch it with `make trace-11`";
+const REUSE_BUFFER: &str = "each client's recv needs a buffer of its own, the kernel's until the \
+    recv completes: a buffer shared by the recvs of one batch holds only the last one's bytes. \
+    This is lesson 11's `--mistake reuse-buffer`: `make lesson-11 ARGS='--mistake \
+    reuse-buffer'`, then `make provoke-11`";
+fn steps_11() -> Vec<Step> {
+    let mut steps = echo_steps();
+    steps.extend([
+        Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "keep a recv in flight for every client: a completion is one client's, the others' operations stay in the ring" },
+        Step { name: "32 clients' lines in one batch, each answered with its own", run: |c| burst(c, 32, 3), hint: REUSE_BUFFER },
+        Step { name: "model: one thread waits only in io_uring_enter; the ring does the I/O", run: |c| calls::judge(c, Scenario::Ring, RING_LOOP), hint: RING_MODEL },
+        Step { name: "model: the fd count comes back", run: fd_count_back, hint: "close(2) each client once nothing is in flight on it: cancel its recv (IORING_OP_ASYNC_CANCEL) and wait for the completions first" },
+    ]);
+    steps
+}
+
+/// `n` clients, each a line sent while the server is stopped (SIGSTOP), so that the lines
+/// arrive together and their completions come back in one io_uring_enter, `rounds` times:
+/// each client must get its own line back.
+fn burst(c: &mut Ctx, n: usize, rounds: usize) -> Outcome {
+    let (addr, pid) = (c.addr(), c.pid() as i32);
+    let mut clients = welcomed_clients(addr, n)?;
+    for round in 0..rounds {
+        // SAFETY: kill(2) on the server this check started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let until = Instant::now() + wait();
+        while model::state(&format!("/proc/{pid}")).is_some_and(|s| s != 'T' && s != 't')
+            && Instant::now() < until
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let sent = clients
+            .iter_mut()
+            .enumerate()
+            .try_for_each(|(i, conn)| conn.send(format!("client {i} round {round}\n")));
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        sent?;
+        for (i, conn) in clients.iter_mut().enumerate() {
+            let line = format!("client {i} round {round}");
+            let back: String = line.chars().rev().collect();
+            conn.expect(format!("{back}\n").as_bytes())
+                .map_err(|f| Failure {
+                    sent: format!(
+                        "{n} clients, each a line sent while the server was stopped (SIGSTOP), \
+                     round {}: client {i} sent {line:?}",
+                        round + 1
+                    ),
+                    ..f
+                })?;
+        }
+    }
+    Ok(())
 }

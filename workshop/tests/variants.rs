@@ -59,6 +59,11 @@ const L12: &[(&str, &str)] = &[
     ("lessons/12-socks5/resolver.rs", "resolver.rs"),
 ];
 
+const L11: &[(&str, &str)] = &[
+    ("lessons/11-uring/main.rs", "main.rs"),
+    ("lessons/11-uring/server.rs", "server.rs"),
+    ("lessons/11-uring/ring.rs", "ring.rs"),
+];
 fn edit(file: &'static str, from: &'static str, to: &str) -> (&'static str, &'static str, String) {
     (file, from, to.to_string())
 }
@@ -123,6 +128,8 @@ fn correct() -> Vec<Variant> {
         Variant { name: "v10-5-byte-buffer", nn: "10", files: L10, edits: vec![edit("reactor.rs", "buf: vec![0; READ_CHUNK],", "buf: vec![0; 5],")] },
         Variant { name: "v12-ppoll", nn: "12", files: L12, edits: vec![edit("relay.rs", "match poll(&mut fds, timeout_until(next)) {", PPOLL_12)] },
         Variant { name: "v12-libc-write", nn: "12", files: L12, edits: vec![edit("flow.rs", "    match write(dst, flow.pending()) {", &format!("    {LIBC_WRITE_12}"))] },
+        Variant { name: "v11-7-byte-recv", nn: "11", files: L11, edits: vec![edit("server.rs", "recv_buf: vec![0; READ_CHUNK].into_boxed_slice(),", "recv_buf: vec![0; 7].into_boxed_slice(),"), edit("server.rs", "buf, READ_CHUNK as u32)", "buf, 7)")] },
+        Variant { name: "v11-one-accept", nn: "11", files: L11, edits: vec![edit("server.rs", "const ACCEPTS: usize = 16;", "const ACCEPTS: usize = 1;")] },
     ]
 }
 
@@ -184,6 +191,12 @@ fn wrong() -> Vec<(Variant, &'static str, &'static [&'static str])> {
             ] },
             "FAIL   8. a client that stops reading stalls no other",
             &["asleep in write"],
+        ),
+        (
+            // Lesson 10 as it is: an epoll loop where exercise 11 submits to a ring.
+            Variant { name: "w11-epoll", nn: "11", files: L10, edits: vec![] },
+            "FAIL  10. model: one thread waits only in io_uring_enter",
+            &["expected every wait in io_uring_enter", "found: an epoll loop (lesson 10's model)", "epoll_wait ×"],
         ),
     ]
 }
