@@ -347,6 +347,11 @@ pub fn exercises() -> Vec<Exercise> {
             steps: steps_12(),
         },
         Exercise {
+            nn: "15",
+            title: "io_uring multishot: armed once, a provided-buffer ring",
+            steps: steps_15(),
+        },
+        Exercise {
             nn: "16",
             title: "datagrams: recvfrom, sendto and the teardown",
             steps: steps_16(),
@@ -766,6 +771,15 @@ const RING_LOOP: &[Rule] = &[
     Rule::WaitsOnlyIn(IORING),
     Rule::OnlyThroughRing,
 ];
+/// Exercise 15's: the same, with the accept and each client's recv armed once.
+const MULTISHOT_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(IORING),
+    Rule::OnlyThroughRing,
+    Rule::ArmedOnce,
+];
+
 const RING_MODEL: &str = "submit IORING_OP_ACCEPT, RECV and SEND and sleep only in \
     io_uring_enter: no poll, epoll or select, and no accept(2), read(2) or write(2) of your own \
     on a socket (only shutdown and close stay plain calls). Watch it with `make trace-11`";
@@ -773,6 +787,11 @@ const REUSE_BUFFER: &str = "each client's recv needs a buffer of its own, the ke
     recv completes: a buffer shared by the recvs of one batch holds only the last one's bytes. \
     This is lesson 11's `--mistake reuse-buffer`: `make lesson-11 ARGS='--mistake \
     reuse-buffer'`, then `make provoke-11`";
+const NO_REARM: &str = "a recv completion without IORING_CQE_F_MORE (ENOBUFS: the buffer ring \
+    ran dry) ends the multishot recv: clear recv_armed so that drive arms it again, and give \
+    every buffer back once consumed. This is lesson 15's `--mistake no-rearm`: `make lesson-15 \
+    ARGS='--mistake no-rearm --bufs 4'`, then `make provoke-15`";
+
 fn steps_11() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
@@ -780,6 +799,17 @@ fn steps_11() -> Vec<Step> {
         Step { name: "32 clients' lines in one batch, each answered with its own", run: |c| burst(c, 32, 3), hint: REUSE_BUFFER },
         Step { name: "model: one thread waits only in io_uring_enter; the ring does the I/O", run: |c| calls::judge(c, Scenario::Ring, RING_LOOP), hint: RING_MODEL },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "close(2) each client once nothing is in flight on it: cancel its recv (IORING_OP_ASYNC_CANCEL) and wait for the completions first" },
+    ]);
+    steps
+}
+
+fn steps_15() -> Vec<Step> {
+    let mut steps = echo_steps();
+    steps.extend([
+        Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "keep each client's multishot recv armed: each completion is one client's bytes" },
+        Step { name: "model: one thread waits only in io_uring_enter; accept and recvs armed once", run: |c| calls::judge(c, Scenario::Ring, MULTISHOT_LOOP), hint: "one AcceptMulti for every client and one RecvMulti per client, armed again only when a completion comes without IORING_CQE_F_MORE: a line answered costs one entry, its send. Re-arming a single-shot recv per line is lesson 11's model; `make trace-15` and `make trace-11` show the difference in io_uring_enter's counts" },
+        Step { name: "model: the fd count comes back", run: fd_count_back, hint: "close(2) each client once nothing is in flight on it: cancel its multishot recv and wait for its last completion first" },
+        Step { name: "with --bufs 4, 32 clients' lines in one batch are all answered", run: burst_few_buffers, hint: NO_REARM },
     ]);
     steps
 }
@@ -821,4 +851,16 @@ fn burst(c: &mut Ctx, n: usize, rounds: usize) -> Outcome {
         }
     }
     Ok(())
+}
+
+/// The burst against a second instance whose buffer ring has 4 buffers (`--bufs 4`): the
+/// ring runs dry (ENOBUFS), and each multishot recv that ends must be armed again.
+fn burst_few_buffers(c: &mut Ctx) -> Outcome {
+    let mut args = c.args.clone();
+    if !args.iter().any(|a| a == "--bufs") {
+        args.extend(["--bufs".to_string(), "4".to_string()]);
+    }
+    c.server.stop();
+    c.server = run::start(&c.exe, &args, 0)?;
+    burst(c, 32, 3)
 }

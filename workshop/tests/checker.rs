@@ -148,6 +148,11 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
         "welcome, and q closes",
         "IORING_OP_ACCEPT on the listener",
     ),
+    (
+        "15",
+        "starts on port 0 and prints its banner",
+        "give buffer bid back",
+    ),
 ];
 
 #[test]
@@ -620,6 +625,11 @@ fn the_ring_mistakes_fail_at_their_bursts_and_the_hints_name_them() {
             "11",
             "reuse-buffer",
             "FAIL   9. 32 clients' lines in one batch, each answered with its own",
+        ),
+        (
+            "15",
+            "no-rearm",
+            "FAIL  11. with --bufs 4, 32 clients' lines in one batch are all answered",
         ),
     ];
     for (nn, mistake, step) in cases {
