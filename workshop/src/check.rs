@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::calls::{self, Rule, Scenario, EPOLLS, IORING, POLLS};
 use crate::client::{wait, Conn, Failure, Outcome};
 use crate::run::{self, Server};
-use crate::{echo, model, socks};
+use crate::{capture, echo, model, socks};
 
 /// Exercise 08's model, from its calls: one thread, waiting only in poll over every client,
 /// reading only what poll reported, and quiet while its clients are.
@@ -361,6 +361,11 @@ pub fn exercises() -> Vec<Exercise> {
             title: "the restart: the listener across in SCM_RIGHTS",
             steps: steps_17(),
         },
+        Exercise {
+            nn: "18",
+            title: "a capture by hand: the packet socket, its filter, a frame per recvfrom",
+            steps: steps_18(),
+        },
     ]
 }
 
@@ -408,15 +413,21 @@ fn walk_with(
         out(&format!("  FAIL  {n:>2}. {name}\n{f}"));
         w.failed = Some((name.to_string(), f));
     };
-    let started = run::start(exe, args, 0).and_then(|mut s| {
-        match own_build.then(|| own_program(s.pid, exe)).flatten() {
-            None => Ok(s),
-            Some(f) => {
-                s.stop();
-                Err(f)
-            }
-        }
-    });
+    let started = if ex.nn == capture::NN {
+        capture::start(exe, args)
+    } else {
+        run::start(exe, args, 0)
+    };
+    let started =
+        started.and_then(
+            |mut s| match own_build.then(|| own_program(s.pid, exe)).flatten() {
+                None => Ok(s),
+                Some(f) => {
+                    s.stop();
+                    Err(f)
+                }
+            },
+        );
     let server = match started {
         Ok(s) => s,
         Err(f) => {
@@ -863,4 +874,16 @@ fn burst_few_buffers(c: &mut Ctx) -> Outcome {
     c.server.stop();
     c.server = run::start(&c.exe, &args, 0)?;
     burst(c, 32, 3)
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercise 18: a capture, in a network namespace of the check's own (capture.rs).
+// ---------------------------------------------------------------------------------------
+
+fn steps_18() -> Vec<Step> {
+    vec![
+        Step { name: "a connection on the port: [S], [S.], [.], then the FINs", run: capture::connection_flags, hint: "socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)), bind to the interface, then poll and recvfrom(2) each frame with its sockaddr_ll: every packet becomes one line" },
+        Step { name: "the filter keeps only its port: another port's traffic unseen", run: capture::only_its_port, hint: "attach the BPF program with setsockopt(SO_ATTACH_FILTER) before bind: the kernel then queues only the port's frames. Without it every frame is copied up: lesson 18's `--mistake no-filter`, `make lesson-18 ARGS='--mistake no-filter --port 23333'`, then `make provoke-18`" },
+        Step { name: "model: socket(AF_PACKET), setsockopt(SO_ATTACH_FILTER), a recvfrom per packet", run: capture::model, hint: "the capture's calls, in order: socket(AF_PACKET), setsockopt(SO_ATTACH_FILTER), bind, then poll and one recvfrom(2) per frame until EAGAIN. Watch them with `make trace-18`" },
+    ]
 }

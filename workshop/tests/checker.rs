@@ -153,6 +153,11 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
         "starts on port 0 and prints its banner",
         "give buffer bid back",
     ),
+    (
+        "18",
+        "starts on port 0 and prints its banner",
+        "socket(2): AddressFamily::Packet",
+    ),
 ];
 
 #[test]

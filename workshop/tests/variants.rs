@@ -76,6 +76,22 @@ const LIBC_SHUTDOWN_15: &str =
     "match Errno::result(unsafe { libc::shutdown(client.fd.as_raw_fd(), \
     libc::SHUT_WR) }).map(drop) {";
 
+const L18: &[(&str, &str)] = &[
+    ("lessons/18-capture/main.rs", "main.rs"),
+    ("lessons/18-capture/filter.rs", "filter.rs"),
+    ("lessons/18-capture/ring.rs", "ring.rs"),
+];
+const SOCKET_18: &str = "    let sock = match socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::EthAll,
+    ) {";
+const LIBC_SOCKET_18: &str =
+    "    let sock = match Errno::result(unsafe { libc::socket(libc::AF_PACKET, \
+    libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from((libc::ETH_P_ALL as u16).to_be())) }).map(|fd| \
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }) {";
+
 fn edit(file: &'static str, from: &'static str, to: &str) -> (&'static str, &'static str, String) {
     (file, from, to.to_string())
 }
@@ -144,6 +160,8 @@ fn correct() -> Vec<Variant> {
         Variant { name: "v11-one-accept", nn: "11", files: L11, edits: vec![edit("server.rs", "const ACCEPTS: usize = 16;", "const ACCEPTS: usize = 1;")] },
         Variant { name: "v15-64-byte-buffers", nn: "15", files: L15, edits: vec![edit("main.rs", RING_15.0, RING_15.1), edit("bufs.rs", "pub const BUF_SIZE: usize = 4096;", "pub const BUF_SIZE: usize = 64;")] },
         Variant { name: "v15-libc-shutdown", nn: "15", files: L15, edits: vec![edit("main.rs", RING_15.0, RING_15.1), edit("server.rs", "match shutdown(client.fd.as_raw_fd(), Shutdown::Write) {", LIBC_SHUTDOWN_15)] },
+        Variant { name: "v18-65535-snaplen", nn: "18", files: L18, edits: vec![edit("main.rs", "default_value_t = 262_144", "default_value_t = 65_535")] },
+        Variant { name: "v18-libc-socket", nn: "18", files: L18, edits: vec![edit("main.rs", SOCKET_18, LIBC_SOCKET_18)] },
     ]
 }
 
@@ -226,6 +244,14 @@ fn wrong() -> Vec<(Variant, &'static str, &'static [&'static str])> {
             ] },
             "FAIL  11. with --bufs 4, 32 clients' lines in one batch are all answered",
             &["--mistake no-rearm", "nothing within"],
+        ),
+        (
+            // Lesson 18 without its filter: every frame on the interface is printed.
+            Variant { name: "w18-no-filter", nn: "18", files: L18, edits: vec![
+                edit("main.rs", "filter::attach(&sock, &program).or_die(\"setsockopt(SO_ATTACH_FILTER)\");", "let _ = &program;"),
+            ] },
+            "FAIL   3. the filter keeps only its port",
+            &["line(s) of another port", "--mistake no-filter"],
         ),
     ]
 }
