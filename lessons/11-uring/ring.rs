@@ -244,10 +244,12 @@ pub fn lines(bytes: &[u8]) -> u64 {
 pub fn send_entry(fd: usize, buf: *const u8, len: usize) -> squeue::Entry {
     // MSG_NOSIGNAL: a send to a reset connection fails with EPIPE instead of raising
     // SIGPIPE (which Rust's runtime ignores anyway).
+    // [send-op]
     opcode::Send::new(types::Fd(fd as RawFd), buf, len as u32)
         .flags(libc::MSG_NOSIGNAL)
         .build()
         .user_data(tag(Op::Send, fd))
+    // [/send-op]
 }
 
 /// A cancel of client `fd`'s operation `op` (matched by its user_data).

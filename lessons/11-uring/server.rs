@@ -138,10 +138,12 @@ impl Server {
             }
             // An accept op: it completes with the new fd, and the client's address in slot i.
             let (addr, len) = self.peers.slot(i);
+            // [accept-op]
             let entry = opcode::Accept::new(types::Fd(self.listener.as_raw_fd()), addr, len)
                 .flags(libc::SOCK_CLOEXEC)
                 .build()
                 .user_data(tag(Op::Accept, i));
+            // [/accept-op]
             self.ring.push(entry);
             self.accepting[i] = true;
         }
@@ -154,7 +156,9 @@ impl Server {
             self.ring.pause.failed(Errno::from_raw(-result));
         } else {
             // SAFETY: the accept completed, so `result` is a new fd we own.
+            // [accept-done]
             let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(result as RawFd) };
+            // [/accept-done]
             if self.stopping {
                 if let Err(errno) = close(fd) {
                     report("close", errno);
@@ -205,9 +209,11 @@ impl Server {
                         } else {
                             &self.shared_recv
                         };
+                        // [recv-done]
                         let bytes = &buf[..n as usize];
                         self.ring.lines += ring::lines(bytes);
                         client.conn.received(bytes);
+                        // [/recv-done]
                     }
                     err => match Errno::from_raw(-err) {
                         Errno::ECANCELED | Errno::EINTR | Errno::EAGAIN => {}
@@ -220,9 +226,11 @@ impl Server {
                     return;
                 };
                 if result >= 0 {
+                    // [send-done]
                     let n = result as usize;
                     client.conn.wrote(n);
                     client.sent += n;
+                    // [/send-done]
                     if client.sent < buf.len() && client.ending.is_none() {
                         // A partial send: resubmit the rest, from the same buffer.
                         let rest = &buf[client.sent..];
@@ -293,10 +301,12 @@ impl Server {
                     buf = self.shared_recv.as_mut_ptr();
                 }
                 // [/recv-buf]
+                // [recv-op]
                 let entry =
                     opcode::Recv::new(types::Fd(client.fd.as_raw_fd()), buf, READ_CHUNK as u32)
                         .build()
                         .user_data(tag(Op::Recv, fd));
+                // [/recv-op]
                 client.recv_armed = true;
                 self.ring.push(entry);
             }

@@ -74,6 +74,7 @@ impl BufRing {
     /// the tail, then publishes the new tail (a release store: the kernel must see the
     /// entry before the tail that covers it).
     pub fn give_back(&mut self, bid: u16) {
+        // [give-back]
         let addr = self.bytes[bid as usize * BUF_SIZE..].as_mut_ptr() as u64;
         // SAFETY: `tail & mask` < count; the kernel only reads entries between its head and
         // our tail, and this one is past the tail until the store below.
@@ -86,6 +87,7 @@ impl BufRing {
         // and set_addr/set_len/set_bid never write; it is 2-aligned, as an AtomicU16 must be.
         let tail = unsafe { &*BufRingEntry::tail(self.entries).cast::<AtomicU16>() };
         tail.store(self.tail, Ordering::Release);
+        // [/give-back]
     }
 }
 

@@ -135,10 +135,12 @@ impl Server {
         if !self.accepting {
             // A multishot accept: one submission, one completion per new client (its fd),
             // for as long as the completions carry F_MORE.
+            // [accept-multi]
             let entry = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
                 .flags(libc::SOCK_CLOEXEC)
                 .build()
                 .user_data(tag(Op::Accept, 0));
+            // [/accept-multi]
             self.ring.push(entry);
             self.accepting = true;
         }
@@ -198,21 +200,25 @@ impl Server {
         };
         match op {
             Op::Recv => {
+                // [recv-more]
                 if !cqueue::more(flags) {
                     // No F_MORE: this multishot recv is over (EOF, an error, ENOBUFS, a
                     // cancel); `drive` arms a new one if the client is still to be read.
                     client.recv_armed = false;
                 }
+                // [/recv-more]
                 match result {
                     0 => client.conn.peer_closed(),
                     n if n > 0 => {
                         // The kernel took a buffer from the ring and says which: consume its
                         // bytes, then give it straight back.
+                        // [recv-done]
                         let bid = cqueue::buffer_select(flags).expect("F_BUFFER with bytes");
                         let bytes = self.bufs.bytes(bid, n as usize);
                         self.ring.lines += ring::lines(bytes);
                         client.conn.received(bytes);
                         self.bufs.give_back(bid);
+                        // [/recv-done]
                     }
                     err => match Errno::from_raw(-err) {
                         // The ring ran dry. `drive` arms the recv again; by the next
@@ -299,9 +305,11 @@ impl Server {
                 // [/rearm]
                 // Arm a multishot recv: it takes a ring buffer (group GROUP) each time bytes
                 // arrive, and completes with it, until it ends.
+                // [recv-multi]
                 let entry = opcode::RecvMulti::new(types::Fd(client.fd.as_raw_fd()), GROUP)
                     .build()
                     .user_data(tag(Op::Recv, fd));
+                // [/recv-multi]
                 client.recv_armed = true;
                 self.ring.push(entry);
             } else if client.recv_armed && !client.cancelling_recv && !client.conn.wants_read() {

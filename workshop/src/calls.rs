@@ -41,6 +41,11 @@ pub const EPOLLS: &[&str] = &["epoll_wait", "epoll_pwait", "epoll_pwait2"];
 pub const SELECTS: &[&str] = &["select", "pselect6"];
 /// Calls that wait without naming an fd: a nap.
 pub const SLEEPS: &[&str] = &["nanosleep", "clock_nanosleep"];
+/// The ring's one call: it submits the operations queued and waits for completions.
+pub const IORING: &[&str] = &["io_uring_enter"];
+/// An io_uring server whose accept and recv stay armed submits about one entry per line
+/// answered (its send); one that re-arms a recv per line submits two.
+pub const ENTRIES_PER_LINE: f64 = 1.5;
 
 /// More calls than this that find nothing (EAGAIN, a wait that returns empty) while nothing
 /// arrives is a spin: an event loop makes none.
@@ -69,6 +74,12 @@ pub enum Rule {
     NoSpin,
     /// No write on a socket without O_NONBLOCK, and no fcntl clearing O_NONBLOCK on one.
     NoBlockingWrite,
+    /// No accept, and no read, write, recv or send on a TCP socket: every client's I/O is an
+    /// operation submitted to the ring.
+    OnlyThroughRing,
+    /// At most [`ENTRIES_PER_LINE`] entries submitted per line answered: the accept and each
+    /// client's recv are armed once (multishot), and keep completing.
+    ArmedOnce,
 }
 
 /// What the checker does while the calls are recorded.
@@ -80,7 +91,14 @@ pub enum Scenario {
     Echo,
     /// One SOCKS5 relay to the checker's echo target: bytes both ways, [`IDLE`] quiet, EOF.
     Socks,
+    /// Three echo clients: welcomed, [`RING_LINES`] lines each one by one, [`IDLE`] quiet,
+    /// then q; the record ends once the server has closed them (an io_uring server's accepts
+    /// and reads are no calls of their own: its closes show the clients).
+    Ring,
 }
+
+/// The lines each client of [`Scenario::Ring`] sends, one round trip each.
+pub const RING_LINES: usize = 20;
 
 impl Scenario {
     fn said(self) -> String {
@@ -94,6 +112,10 @@ impl Scenario {
             ),
             Scenario::Socks => format!(
                 "one relay: CONNECT, \"ping\" both ways, {ms} ms quiet, then EOF (the calls traced)"
+            ),
+            Scenario::Ring => format!(
+                "three clients: welcomed, {RING_LINES} lines each one by one, {ms} ms quiet, \
+                 then q (the calls traced)"
             ),
         }
     }
@@ -156,6 +178,15 @@ pub struct Analysis {
     /// Waits in the quiet part that returned with nothing ready (timed out, or a sleep).
     pub idle_empty_waits: usize,
     pub idle_seconds: f64,
+    /// io_uring_enter calls, and the entries they submitted (their results).
+    pub ring_enters: usize,
+    pub ring_entries: usize,
+    /// Accepts, and reads, writes, recvs and sends on TCP sockets: one line each.
+    pub plain_io: Vec<String>,
+    /// Closes of TCP connections.
+    pub conn_closes: usize,
+    /// The lines the scenario had answered (for entries per line).
+    pub lines_answered: usize,
 }
 
 /// The state the walk keeps from the trace's first line on.
@@ -216,6 +247,7 @@ pub fn is_wait(name: &str) -> bool {
         || EPOLLS.contains(&name)
         || SELECTS.contains(&name)
         || SLEEPS.contains(&name)
+        || IORING.contains(&name)
 }
 
 /// A timeout argument in milliseconds: `-1`/`NULL` → None, `2` → 2, `{tv_sec=0,
@@ -294,6 +326,9 @@ impl Analysis {
         }
         let first = args.first().and_then(|a| trace::fd_of(a)).map(|(fd, _)| fd);
         let name = call.name.as_str();
+        if inside {
+            self.ring_calls(s, pid, call, first);
+        }
         match name {
             "execve" | "execveat" if call.done && call.ret == Some(0) => {
                 s.execs += 1;
@@ -463,6 +498,29 @@ impl Analysis {
         }
     }
 
+    /// What an io_uring model is judged by: the ring's calls, the entries they submitted,
+    /// the plain socket calls, the closes of connections.
+    fn ring_calls(&mut self, s: &State, pid: u32, call: &Call, first: Option<i32>) {
+        let name = call.name.as_str();
+        if IORING.contains(&name) {
+            self.ring_enters += 1;
+            self.ring_entries += call.ret.filter(|_| call.done).unwrap_or(0).max(0) as usize;
+            return;
+        }
+        let what = first.map(|fd| s.what(pid, fd)).unwrap_or_default();
+        let on_tcp = what.starts_with("TCP");
+        let io = [
+            "read", "readv", "recvfrom", "recvmsg", "write", "writev", "sendto", "sendmsg",
+        ];
+        if name == "close" && trace::is_connection(&what) {
+            self.conn_closes += 1;
+        } else if name == "accept" || name == "accept4" || (on_tcp && io.contains(&name)) {
+            let fd = first.unwrap_or(-1);
+            self.plain_io
+                .push(format!("{name}({fd}<{what}>) = {}", call.result));
+        }
+    }
+
     fn wait(&mut self, s: &mut State, call: &Call, args: &[&str], inside: bool) {
         let (tid, name) = (call.tid, call.name.as_str());
         let pid = s.process(tid);
@@ -513,6 +571,9 @@ impl Analysis {
                 }
             }
             timeout_ms(args.get(4).copied().unwrap_or("NULL"), false)
+        } else if IORING.contains(&name) {
+            // The ring: no fd list, no timeout (the lessons' waits have none).
+            None
         } else {
             // A sleep: its time is the first timespec.
             let spec = args.iter().find(|a| a.starts_with('{')).copied();
@@ -586,6 +647,8 @@ impl Analysis {
                 };
                 let over = if SLEEPS.contains(name) {
                     "a sleep, no fd".to_string()
+                } else if IORING.contains(name) {
+                    "on the ring".to_string()
                 } else if ws[0].epoll {
                     if hi == 0 {
                         "an epoll watching no fd".to_string()
@@ -636,6 +699,8 @@ impl Analysis {
             "a loop whose writes block".to_string()
         } else if self.unreported_reads > 0 {
             "reads that no readiness report asked for".to_string()
+        } else if let Some(verdict) = self.ring_verdict() {
+            verdict
         } else {
             let has = |names: &[&str]| self.waits.iter().any(|w| names.contains(&w.name.as_str()));
             match (has(EPOLLS), has(POLLS), has(SELECTS)) {
@@ -664,6 +729,11 @@ impl Analysis {
                 self.root,
                 others.len()
             )
+        } else if self.ring_enters > 0 && self.acceptors.is_empty() && threads.is_empty() {
+            format!(
+                "no accept or read call: the ring accepts and reads, {} process(es) forked",
+                self.forked
+            )
         } else {
             format!(
                 "{} thread(s) accept, {} thread(s) read the clients, {} process(es) forked",
@@ -690,12 +760,71 @@ impl Analysis {
         if let Some(f) = self.cleared_nonblock.first() {
             said.push(format!("O_NONBLOCK cleared: {f}"));
         }
+        said.extend(self.ring_said());
         said.push(format!(
             "{} call(s) in {:.2} s while nothing arrived ({} ended EAGAIN, {} wait(s) \
              returned with nothing ready)",
             self.idle_calls, self.idle_seconds, self.idle_eagain, self.idle_empty_waits
         ));
         format!("found: {verdict}: {}", said.join("; "))
+    }
+
+    /// The verdict for a server that uses a ring, if it does.
+    fn ring_verdict(&self) -> Option<String> {
+        let others = self
+            .waits
+            .iter()
+            .any(|w| !IORING.contains(&w.name.as_str()));
+        if self.ring_enters == 0 {
+            return None;
+        }
+        Some(
+            if others {
+                "a ring beside another readiness call"
+            } else if !self.plain_io.is_empty() {
+                "a loop on io_uring that still makes plain socket calls"
+            } else if self.armed_once() {
+                "an io_uring loop whose accept and recvs stay armed (lesson 15's model)"
+            } else {
+                "an io_uring loop: operations submitted, completions reaped (lesson 11's model)"
+            }
+            .to_string(),
+        )
+    }
+
+    fn entries_per_line(&self) -> f64 {
+        self.ring_entries as f64 / self.lines_answered.max(1) as f64
+    }
+
+    fn armed_once(&self) -> bool {
+        self.lines_answered > 0 && self.entries_per_line() <= ENTRIES_PER_LINE
+    }
+
+    /// The ring's part of [`Analysis::describe`].
+    fn ring_said(&self) -> Vec<String> {
+        if self.ring_enters == 0 {
+            return Vec::new();
+        }
+        let per_line = if self.lines_answered > 0 {
+            format!(
+                ", {:.2} per line answered ({} lines)",
+                self.entries_per_line(),
+                self.lines_answered
+            )
+        } else {
+            String::new()
+        };
+        let mut said = vec![format!(
+            "{} io_uring_enter call(s) submitted {} entries{per_line}",
+            self.ring_enters, self.ring_entries
+        )];
+        if let Some(first) = self.plain_io.first() {
+            said.push(format!(
+                "{} plain accept or socket I/O call(s) (the first: {first})",
+                self.plain_io.len()
+            ));
+        }
+        said
     }
 
     /// The first rule broken: what was expected.
@@ -740,6 +869,8 @@ impl Analysis {
             Rule::NoBlockingWrite => {
                 !self.blocking_writes.is_empty() || !self.cleared_nonblock.is_empty()
             }
+            Rule::OnlyThroughRing => !self.plain_io.is_empty(),
+            Rule::ArmedOnce => !self.armed_once(),
         };
         fails.then(|| expected(rule))
     }
@@ -769,6 +900,13 @@ pub fn expected(rule: Rule) -> String {
         Rule::NoBlockingWrite => {
             "every write on a non-blocking socket (O_NONBLOCK never cleared)".into()
         }
+        Rule::OnlyThroughRing => "no accept, read, write, recv or send on a socket: every \
+            client's I/O an operation submitted to the ring"
+            .into(),
+        Rule::ArmedOnce => format!(
+            "at most {ENTRIES_PER_LINE} entries submitted per line answered: one multishot \
+             accept, one multishot recv per client, then only the sends"
+        ),
     }
 }
 
@@ -795,16 +933,25 @@ pub fn judge(c: &mut Ctx, scenario: Scenario, rules: &[Rule]) -> Outcome {
         Scenario::Serial => echo_scenario(c, 1)?,
         Scenario::Echo => echo_scenario(c, 3)?,
         Scenario::Socks => socks_scenario(c)?,
+        Scenario::Ring => ring_scenario(c, from)?,
     };
     let to = mark(c)?;
     let lines = trace::read(c.server.trace.as_ref().ok_or_else(no_strace)?);
-    let a = Analysis::of(&lines, from, to, idle);
+    let mut a = Analysis::of(&lines, from, to, idle);
     // The scenario's own clients must be in the record, or the record says nothing.
     let clients = match scenario {
-        Scenario::Echo => 3,
+        Scenario::Echo | Scenario::Ring => 3,
         Scenario::Serial | Scenario::Socks => 1,
     };
-    if a.clients.len() < clients {
+    let seen = match scenario {
+        // A ring's accepts are no calls: the closes of its clients show them.
+        Scenario::Ring => {
+            a.lines_answered = clients * RING_LINES;
+            a.clients.len().max(a.conn_closes)
+        }
+        _ => a.clients.len(),
+    };
+    if seen < clients {
         return Err(Failure::new(
             scenario.said(),
             format!("the accept of each of the {clients} client(s) among the calls traced"),
@@ -842,6 +989,41 @@ fn echo_scenario(c: &mut Ctx, n: usize) -> Result<(usize, usize), Failure> {
     }
     for conn in &mut clients {
         conn.expect_close()?;
+    }
+    Ok(idle)
+}
+
+/// [`Scenario::Ring`]: the idle marks; returns once the trace since `from` holds the
+/// server's close of each client (or the wait is over: the judge then says what is missing).
+fn ring_scenario(c: &mut Ctx, from: usize) -> Result<(usize, usize), Failure> {
+    let addr = c.addr();
+    let mut clients = (0..3)
+        .map(|_| echo::welcomed(addr))
+        .collect::<Result<Vec<_>, _>>()?;
+    for i in 0..RING_LINES {
+        for conn in &mut clients {
+            let line = format!("line {i}");
+            let back: String = line.chars().rev().collect();
+            conn.round_trip(line.as_bytes(), back.as_bytes())?;
+        }
+    }
+    let idle = quiet(c)?;
+    for conn in &mut clients {
+        conn.send("q\n")?;
+    }
+    for conn in &mut clients {
+        conn.expect_close()?;
+    }
+    drop(clients);
+    let path = c.server.trace.clone().ok_or_else(no_strace)?;
+    let until = std::time::Instant::now() + crate::client::wait();
+    while std::time::Instant::now() < until {
+        let lines = trace::read(&path);
+        let to = trace::mark(&path);
+        if Analysis::of(&lines, from, to, idle).conn_closes >= 3 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
     Ok(idle)
 }

@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::calls::{self, Rule, Scenario, EPOLLS, POLLS};
+use crate::calls::{self, Rule, Scenario, EPOLLS, IORING, POLLS};
 use crate::client::{wait, Conn, Failure, Outcome};
 use crate::run::{self, Server};
-use crate::{echo, model, socks};
+use crate::{capture, echo, model, socks};
 
 /// Exercise 08's model, from its calls: one thread, waiting only in poll over every client,
 /// reading only what poll reported, and quiet while its clients are.
@@ -337,9 +337,19 @@ pub fn exercises() -> Vec<Exercise> {
             steps: steps_10(),
         },
         Exercise {
+            nn: "11",
+            title: "io_uring: accept, recv and send submitted, their completions",
+            steps: steps_11(),
+        },
+        Exercise {
             nn: "12",
             title: "SOCKS5 on poll: the relay",
             steps: steps_12(),
+        },
+        Exercise {
+            nn: "15",
+            title: "io_uring multishot: armed once, a provided-buffer ring",
+            steps: steps_15(),
         },
         Exercise {
             nn: "16",
@@ -350,6 +360,11 @@ pub fn exercises() -> Vec<Exercise> {
             nn: "17",
             title: "the restart: the listener across in SCM_RIGHTS",
             steps: steps_17(),
+        },
+        Exercise {
+            nn: "18",
+            title: "a capture by hand: the packet socket, its filter, a frame per recvfrom",
+            steps: steps_18(),
         },
     ]
 }
@@ -398,15 +413,21 @@ fn walk_with(
         out(&format!("  FAIL  {n:>2}. {name}\n{f}"));
         w.failed = Some((name.to_string(), f));
     };
-    let started = run::start(exe, args, 0).and_then(|mut s| {
-        match own_build.then(|| own_program(s.pid, exe)).flatten() {
-            None => Ok(s),
-            Some(f) => {
-                s.stop();
-                Err(f)
-            }
-        }
-    });
+    let started = if ex.nn == capture::NN {
+        capture::start(exe, args)
+    } else {
+        run::start(exe, args, 0)
+    };
+    let started =
+        started.and_then(
+            |mut s| match own_build.then(|| own_program(s.pid, exe)).flatten() {
+                None => Ok(s),
+                Some(f) => {
+                    s.stop();
+                    Err(f)
+                }
+            },
+        );
     let server = match started {
         Ok(s) => s,
         Err(f) => {
@@ -747,4 +768,122 @@ fn socks_fds_back(c: &mut Ctx) -> Outcome {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercises 11 and 15: io_uring.
+// ---------------------------------------------------------------------------------------
+
+/// Exercise 11's model, from its calls: one thread, waiting only in io_uring_enter, and no
+/// accept, read or write of its own on a socket: the ring does them.
+const RING_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(IORING),
+    Rule::OnlyThroughRing,
+];
+/// Exercise 15's: the same, with the accept and each client's recv armed once.
+const MULTISHOT_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(IORING),
+    Rule::OnlyThroughRing,
+    Rule::ArmedOnce,
+];
+
+const RING_MODEL: &str = "submit IORING_OP_ACCEPT, RECV and SEND and sleep only in \
+    io_uring_enter: no poll, epoll or select, and no accept(2), read(2) or write(2) of your own \
+    on a socket (only shutdown and close stay plain calls). Watch it with `make trace-11`";
+const REUSE_BUFFER: &str = "each client's recv needs a buffer of its own, the kernel's until the \
+    recv completes: a buffer shared by the recvs of one batch holds only the last one's bytes. \
+    This is lesson 11's `--mistake reuse-buffer`: `make lesson-11 ARGS='--mistake \
+    reuse-buffer'`, then `make provoke-11`";
+const NO_REARM: &str = "a recv completion without IORING_CQE_F_MORE (ENOBUFS: the buffer ring \
+    ran dry) ends the multishot recv: clear recv_armed so that drive arms it again, and give \
+    every buffer back once consumed. This is lesson 15's `--mistake no-rearm`: `make lesson-15 \
+    ARGS='--mistake no-rearm --bufs 4'`, then `make provoke-15`";
+
+fn steps_11() -> Vec<Step> {
+    let mut steps = echo_steps();
+    steps.extend([
+        Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "keep a recv in flight for every client: a completion is one client's, the others' operations stay in the ring" },
+        Step { name: "32 clients' lines in one batch, each answered with its own", run: |c| burst(c, 32, 3), hint: REUSE_BUFFER },
+        Step { name: "model: one thread waits only in io_uring_enter; the ring does the I/O", run: |c| calls::judge(c, Scenario::Ring, RING_LOOP), hint: RING_MODEL },
+        Step { name: "model: the fd count comes back", run: fd_count_back, hint: "close(2) each client once nothing is in flight on it: cancel its recv (IORING_OP_ASYNC_CANCEL) and wait for the completions first" },
+    ]);
+    steps
+}
+
+fn steps_15() -> Vec<Step> {
+    let mut steps = echo_steps();
+    steps.extend([
+        Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "keep each client's multishot recv armed: each completion is one client's bytes" },
+        Step { name: "model: one thread waits only in io_uring_enter; accept and recvs armed once", run: |c| calls::judge(c, Scenario::Ring, MULTISHOT_LOOP), hint: "one AcceptMulti for every client and one RecvMulti per client, armed again only when a completion comes without IORING_CQE_F_MORE: a line answered costs one entry, its send. Re-arming a single-shot recv per line is lesson 11's model; `make trace-15` and `make trace-11` show the difference in io_uring_enter's counts" },
+        Step { name: "model: the fd count comes back", run: fd_count_back, hint: "close(2) each client once nothing is in flight on it: cancel its multishot recv and wait for its last completion first" },
+        Step { name: "with --bufs 4, 32 clients' lines in one batch are all answered", run: burst_few_buffers, hint: NO_REARM },
+    ]);
+    steps
+}
+
+/// `n` clients, each a line sent while the server is stopped (SIGSTOP), so that the lines
+/// arrive together and their completions come back in one io_uring_enter, `rounds` times:
+/// each client must get its own line back.
+fn burst(c: &mut Ctx, n: usize, rounds: usize) -> Outcome {
+    let (addr, pid) = (c.addr(), c.pid() as i32);
+    let mut clients = welcomed_clients(addr, n)?;
+    for round in 0..rounds {
+        // SAFETY: kill(2) on the server this check started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let until = Instant::now() + wait();
+        while model::state(&format!("/proc/{pid}")).is_some_and(|s| s != 'T' && s != 't')
+            && Instant::now() < until
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let sent = clients
+            .iter_mut()
+            .enumerate()
+            .try_for_each(|(i, conn)| conn.send(format!("client {i} round {round}\n")));
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        sent?;
+        for (i, conn) in clients.iter_mut().enumerate() {
+            let line = format!("client {i} round {round}");
+            let back: String = line.chars().rev().collect();
+            conn.expect(format!("{back}\n").as_bytes())
+                .map_err(|f| Failure {
+                    sent: format!(
+                        "{n} clients, each a line sent while the server was stopped (SIGSTOP), \
+                     round {}: client {i} sent {line:?}",
+                        round + 1
+                    ),
+                    ..f
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// The burst against a second instance whose buffer ring has 4 buffers (`--bufs 4`): the
+/// ring runs dry (ENOBUFS), and each multishot recv that ends must be armed again.
+fn burst_few_buffers(c: &mut Ctx) -> Outcome {
+    let mut args = c.args.clone();
+    if !args.iter().any(|a| a == "--bufs") {
+        args.extend(["--bufs".to_string(), "4".to_string()]);
+    }
+    c.server.stop();
+    c.server = run::start(&c.exe, &args, 0)?;
+    burst(c, 32, 3)
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercise 18: a capture, in a network namespace of the check's own (capture.rs).
+// ---------------------------------------------------------------------------------------
+
+fn steps_18() -> Vec<Step> {
+    vec![
+        Step { name: "a connection on the port: [S], [S.], [.], then the FINs", run: capture::connection_flags, hint: "socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)), bind to the interface, then poll and recvfrom(2) each frame with its sockaddr_ll: every packet becomes one line" },
+        Step { name: "the filter keeps only its port: another port's traffic unseen", run: capture::only_its_port, hint: "attach the BPF program with setsockopt(SO_ATTACH_FILTER) before bind: the kernel then queues only the port's frames. Without it every frame is copied up: lesson 18's `--mistake no-filter`, `make lesson-18 ARGS='--mistake no-filter --port 23333'`, then `make provoke-18`" },
+        Step { name: "model: socket(AF_PACKET), setsockopt(SO_ATTACH_FILTER), a recvfrom per packet", run: capture::model, hint: "the capture's calls, in order: socket(AF_PACKET), setsockopt(SO_ATTACH_FILTER), bind, then poll and one recvfrom(2) per frame until EAGAIN. Watch them with `make trace-18`" },
+    ]
 }

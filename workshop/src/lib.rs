@@ -14,6 +14,7 @@
 //! `make check-03` builds in seconds.
 
 pub mod calls;
+pub mod capture;
 pub mod check;
 pub mod client;
 pub mod docs;

@@ -32,6 +32,13 @@ impl Log {
         self.len() == 0
     }
 
+    /// Adds a line (a reader thread's).
+    pub fn push(&self, line: String) {
+        if let Ok(mut l) = self.0.lock() {
+            l.push(line);
+        }
+    }
+
     /// A panic in the lines from `from` on: (where, the message). A `todo!()` reached comes
     /// first: the skeleton's own (`todo!() reached at PLACE: SENTENCE`, one line) or std's
     /// (`panicked at PLACE:` then `not yet implemented: …`, which in a signal handler is

@@ -618,6 +618,7 @@ pub fn manifest(nn: &str, root: &str) -> String {
          [[bin]]\nname = \"exercise-{nn}\"\npath = \"src/main.rs\"\n\n\
          [dependencies]\n\
          clap = {{ version = \"4.6\", features = [\"derive\", \"string\"] }}\n\
+         io-uring = \"0.7\"\n\
          libc = \"0.2\"\n\
          nix = {{ version = \"0.32\", features = [\"socket\", \"net\", \"poll\", \"fs\", \"signal\", \"process\", \"resource\", \"uio\", \"event\", \"sched\", \"zerocopy\"] }}\n\
          protocols = {{ path = \"{root}/protocols\" }}\n\

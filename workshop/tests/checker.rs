@@ -143,6 +143,21 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
         "SIGHUP: the successor takes the listener and serves",
         "sendmsg(2) on link",
     ),
+    (
+        "11",
+        "welcome, and q closes",
+        "IORING_OP_ACCEPT on the listener",
+    ),
+    (
+        "15",
+        "starts on port 0 and prints its banner",
+        "give buffer bid back",
+    ),
+    (
+        "18",
+        "starts on port 0 and prints its banner",
+        "socket(2): AddressFamily::Packet",
+    ),
 ];
 
 #[test]
@@ -601,6 +616,34 @@ fn a_todo_reached_prints_one_line_whatever_rust_backtrace_says() {
             stderr.starts_with("todo!() reached at src/main.rs:")
                 && stderr.contains(": socket(2): "),
             "{stderr}"
+        );
+    }
+}
+
+/// The io_uring lessons' mistakes: a recv buffer shared by every client (11) fails at the
+/// burst, a multishot recv never armed again (15) at the burst against 4 buffers, which the
+/// step starts itself.
+#[test]
+fn the_ring_mistakes_fail_at_their_bursts_and_the_hints_name_them() {
+    let cases = [
+        (
+            "11",
+            "reuse-buffer",
+            "FAIL   9. 32 clients' lines in one batch, each answered with its own",
+        ),
+        (
+            "15",
+            "no-rearm",
+            "FAIL  11. with --bufs 4, 32 clients' lines in one batch are all answered",
+        ),
+    ];
+    for (nn, mistake, step) in cases {
+        let (code, out) = check_bin(nn, &lesson(nn), "3", &["--mistake", mistake]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(step), "{mistake}: {out}");
+        assert!(
+            out.contains(&format!("--mistake {mistake}")),
+            "{mistake}: {out}"
         );
     }
 }

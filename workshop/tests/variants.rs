@@ -59,6 +59,39 @@ const L12: &[(&str, &str)] = &[
     ("lessons/12-socks5/resolver.rs", "resolver.rs"),
 ];
 
+const L11: &[(&str, &str)] = &[
+    ("lessons/11-uring/main.rs", "main.rs"),
+    ("lessons/11-uring/server.rs", "server.rs"),
+    ("lessons/11-uring/ring.rs", "ring.rs"),
+];
+const L15: &[(&str, &str)] = &[
+    ("lessons/15-uring-multishot/main.rs", "main.rs"),
+    ("lessons/15-uring-multishot/server.rs", "server.rs"),
+    ("lessons/15-uring-multishot/bufs.rs", "bufs.rs"),
+    ("lessons/11-uring/ring.rs", "ring.rs"),
+];
+/// Lesson 15's main.rs mounts lesson 11's ring.rs; a variant has its own copy beside it.
+const RING_15: (&str, &str) = ("#[path = \"../11-uring/ring.rs\"]\n", "");
+const LIBC_SHUTDOWN_15: &str =
+    "match Errno::result(unsafe { libc::shutdown(client.fd.as_raw_fd(), \
+    libc::SHUT_WR) }).map(drop) {";
+
+const L18: &[(&str, &str)] = &[
+    ("lessons/18-capture/main.rs", "main.rs"),
+    ("lessons/18-capture/filter.rs", "filter.rs"),
+    ("lessons/18-capture/ring.rs", "ring.rs"),
+];
+const SOCKET_18: &str = "    let sock = match socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::EthAll,
+    ) {";
+const LIBC_SOCKET_18: &str =
+    "    let sock = match Errno::result(unsafe { libc::socket(libc::AF_PACKET, \
+    libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from((libc::ETH_P_ALL as u16).to_be())) }).map(|fd| \
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }) {";
+
 fn edit(file: &'static str, from: &'static str, to: &str) -> (&'static str, &'static str, String) {
     (file, from, to.to_string())
 }
@@ -123,6 +156,12 @@ fn correct() -> Vec<Variant> {
         Variant { name: "v10-5-byte-buffer", nn: "10", files: L10, edits: vec![edit("reactor.rs", "buf: vec![0; READ_CHUNK],", "buf: vec![0; 5],")] },
         Variant { name: "v12-ppoll", nn: "12", files: L12, edits: vec![edit("relay.rs", "match poll(&mut fds, timeout_until(next)) {", PPOLL_12)] },
         Variant { name: "v12-libc-write", nn: "12", files: L12, edits: vec![edit("flow.rs", "    match write(dst, flow.pending()) {", &format!("    {LIBC_WRITE_12}"))] },
+        Variant { name: "v11-7-byte-recv", nn: "11", files: L11, edits: vec![edit("server.rs", "recv_buf: vec![0; READ_CHUNK].into_boxed_slice(),", "recv_buf: vec![0; 7].into_boxed_slice(),"), edit("server.rs", "buf, READ_CHUNK as u32)", "buf, 7)")] },
+        Variant { name: "v11-one-accept", nn: "11", files: L11, edits: vec![edit("server.rs", "const ACCEPTS: usize = 16;", "const ACCEPTS: usize = 1;")] },
+        Variant { name: "v15-64-byte-buffers", nn: "15", files: L15, edits: vec![edit("main.rs", RING_15.0, RING_15.1), edit("bufs.rs", "pub const BUF_SIZE: usize = 4096;", "pub const BUF_SIZE: usize = 64;")] },
+        Variant { name: "v15-libc-shutdown", nn: "15", files: L15, edits: vec![edit("main.rs", RING_15.0, RING_15.1), edit("server.rs", "match shutdown(client.fd.as_raw_fd(), Shutdown::Write) {", LIBC_SHUTDOWN_15)] },
+        Variant { name: "v18-65535-snaplen", nn: "18", files: L18, edits: vec![edit("main.rs", "default_value_t = 262_144", "default_value_t = 65_535")] },
+        Variant { name: "v18-libc-socket", nn: "18", files: L18, edits: vec![edit("main.rs", SOCKET_18, LIBC_SOCKET_18)] },
     ]
 }
 
@@ -184,6 +223,35 @@ fn wrong() -> Vec<(Variant, &'static str, &'static [&'static str])> {
             ] },
             "FAIL   8. a client that stops reading stalls no other",
             &["asleep in write"],
+        ),
+        (
+            // Lesson 10 as it is: an epoll loop where exercise 11 submits to a ring.
+            Variant { name: "w11-epoll", nn: "11", files: L10, edits: vec![] },
+            "FAIL  10. model: one thread waits only in io_uring_enter",
+            &["expected every wait in io_uring_enter", "found: an epoll loop (lesson 10's model)", "epoll_wait ×"],
+        ),
+        (
+            // Lesson 11 as it is: a recv re-armed for every line where exercise 15 arms one.
+            Variant { name: "w15-single-shot", nn: "15", files: L11, edits: vec![] },
+            "FAIL   9. model: one thread waits only in io_uring_enter; accept and recvs armed once",
+            &["expected at most 1.5 entries submitted per line answered", "lesson 11's model", "per line answered (60 lines)"],
+        ),
+        (
+            // Lesson 15 with its mistake always on: a multishot recv that ran dry is never armed again.
+            Variant { name: "w15-no-rearm", nn: "15", files: L15, edits: vec![
+                edit("main.rs", RING_15.0, RING_15.1),
+                edit("server.rs", "Errno::ENOBUFS if mistake(Mistake::NoRearm) => client.rearm = false,", "Errno::ENOBUFS => client.rearm = false,"),
+            ] },
+            "FAIL  11. with --bufs 4, 32 clients' lines in one batch are all answered",
+            &["--mistake no-rearm", "nothing within"],
+        ),
+        (
+            // Lesson 18 without its filter: every frame on the interface is printed.
+            Variant { name: "w18-no-filter", nn: "18", files: L18, edits: vec![
+                edit("main.rs", "filter::attach(&sock, &program).or_die(\"setsockopt(SO_ATTACH_FILTER)\");", "let _ = &program;"),
+            ] },
+            "FAIL   3. the filter keeps only its port",
+            &["line(s) of another port", "--mistake no-filter"],
         ),
     ]
 }
