@@ -45,6 +45,7 @@ const L06: &[(&str, &str)] = &[("lessons/06-nonblock.rs", "main.rs")];
 const L08: &[(&str, &str)] = &[("lessons/08-poll.rs", "main.rs")];
 const L10: &[(&str, &str)] = &[
     ("lessons/10-epoll/main.rs", "main.rs"),
+    ("lessons/10-epoll/handler.rs", "handler.rs"),
     ("lessons/10-epoll/reactor.rs", "reactor.rs"),
 ];
 const L12: &[(&str, &str)] = &[
