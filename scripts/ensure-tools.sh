@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Makes sure the system tools the tests use are on this machine: strace (the trace tests),
-# nc from netcat-openbsd (workshop-style clients), curl (the SOCKS5 lessons), redis-server
-# (lesson 13), unshare and ip (a test's private network namespace). What is missing is installed
+# Makes sure the system tools the tests use are on this machine: strace (the trace tests and
+# the exercise checker), nc from netcat-openbsd (workshop-style clients), curl (the SOCKS5
+# lessons), redis-server (lesson 13), unshare and ip (a test's private network namespace),
+# systemd-socket-activate (lesson 17), tcpdump and tshark (they must read lesson 18's pcap
+# files), PySocks (lesson 16's UDP client), rsvg-convert (every diagram must render) and,
+# optionally, chromium (a headless screenshot of a diagram page). What is missing is installed
 # with apt-get (as root, or through sudo); where that is impossible, the exact command to
 # run is printed and the script fails.
 set -euo pipefail
