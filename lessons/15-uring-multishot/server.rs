@@ -133,14 +133,13 @@ impl Server {
             return;
         }
         if !self.accepting {
-            // A multishot accept: one submission, one completion per new client (its fd),
-            // for as long as the completions carry F_MORE.
-            // [accept-multi]
+            // A multishot accept: one completion per new client, while they carry F_MORE.
+            // [accept-op]
             let entry = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
                 .flags(libc::SOCK_CLOEXEC)
                 .build()
                 .user_data(tag(Op::Accept, 0));
-            // [/accept-multi]
+            // [/accept-op]
             self.ring.push(entry);
             self.accepting = true;
         }
@@ -159,7 +158,9 @@ impl Server {
             self.ring.pause.failed(Errno::from_raw(-result));
         } else {
             // SAFETY: the accept completed, so `result` is a new fd we own.
+            // [accept-done]
             let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(result as RawFd) };
+            // [/accept-done]
             if self.stopping {
                 if let Err(errno) = close(fd) {
                     report("close", errno);
@@ -237,9 +238,11 @@ impl Server {
                     return;
                 };
                 if result >= 0 {
+                    // [send-done]
                     let n = result as usize;
                     client.conn.wrote(n);
                     client.sent += n;
+                    // [/send-done]
                     if client.sent < buf.len() && client.ending.is_none() {
                         // A partial send: resubmit the rest, from the same buffer.
                         let rest = &buf[client.sent..];
@@ -303,13 +306,12 @@ impl Server {
             let idle = !client.recv_armed && !client.cancelling_recv;
             if idle && client.conn.wants_read() && client.rearm {
                 // [/rearm]
-                // Arm a multishot recv: it takes a ring buffer (group GROUP) each time bytes
-                // arrive, and completes with it, until it ends.
-                // [recv-multi]
+                // Arm a multishot recv: a ring buffer (GROUP) per arrival of bytes, until it ends.
+                // [recv-op]
                 let entry = opcode::RecvMulti::new(types::Fd(client.fd.as_raw_fd()), GROUP)
                     .build()
                     .user_data(tag(Op::Recv, fd));
-                // [/recv-multi]
+                // [/recv-op]
                 client.recv_armed = true;
                 self.ring.push(entry);
             } else if client.recv_armed && !client.cancelling_recv && !client.conn.wants_read() {

@@ -134,8 +134,7 @@ impl Server {
             return;
         }
         if !self.accepting {
-            // A multishot accept: one submission, one completion per new client (its fd),
-            // for as long as the completions carry F_MORE.
+            // A multishot accept: one completion per new client, while they carry F_MORE.
             let entry: squeue::Entry = todo!("a multishot IORING_OP_ACCEPT on the listener, submitted once: opcode::AcceptMulti with `types::Fd(self.listener.as_raw_fd())`, SOCK_CLOEXEC in .flags(), .build(), .user_data(`tag(Op::Accept, 0)`); each new client is one completion of it; man 3 io_uring_prep_multishot_accept");
             self.ring.push(entry);
             self.accepting = true;
@@ -282,8 +281,7 @@ impl Server {
             }
             let idle = !client.recv_armed && !client.cancelling_recv;
             if idle && client.conn.wants_read() && client.rearm {
-                // Arm a multishot recv: it takes a ring buffer (group GROUP) each time bytes
-                // arrive, and completes with it, until it ends.
+                // Arm a multishot recv: a ring buffer (GROUP) per arrival of bytes, until it ends.
                 let entry: squeue::Entry = todo!("a multishot IORING_OP_RECV on the client, armed once: opcode::RecvMulti with `types::Fd(client.fd.as_raw_fd())` and the buffer group GROUP, .build(), .user_data(`tag(Op::Recv, fd)`): it takes a ring buffer each time bytes arrive; man 3 io_uring_prep_recv_multishot");
                 client.recv_armed = true;
                 self.ring.push(entry);
