@@ -234,7 +234,7 @@ hint-%: workshop-tool
 reset-%: workshop-tool
 	@$(WORKSHOP) reset $*
 
-exercises:
+regen-skeletons:
 	$(CARGO) run -q -p workshop --bin workshop -- gen
 
 # The container for attendees not on Linux (Containerfile, .devcontainer/), built with podman

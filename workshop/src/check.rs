@@ -169,6 +169,20 @@ fn steps_12() -> Vec<Step> {
     ]
 }
 
+const LEAK_FD: &str = "close(2) every client once its greeting is written: the client reads \
+    EOF only then, and its fd is free for the next. Lesson 02's `--mistake leak-fd` forgets it: \
+    `make lesson-02 ARGS='--mistake leak-fd'`, then `make provoke-02`";
+
+fn steps_02() -> Vec<Step> {
+    vec![
+        Step { name: "greets a client and closes", run: hello, hint: LEAK_FD },
+        Step { name: "ten clients, one after another", run: clients_in_a_row, hint: "accept(2) in a loop: after a client's close(2), back to accept(2) for the next; never exit" },
+        Step { name: "a client gone before its greeting", run: gone_before_greeting, hint: "a write(2) that fails (EPIPE, ECONNRESET) costs that client only: report it, close(2), accept(2) the next" },
+        Step { name: "model: one thread asleep in accept", run: model_02, hint: "lesson 02 is one loop on one thread: accept(2), write(2), close(2), again; no thread, no fork, no poll" },
+        Step { name: "model: the fd count comes back", run: model_02_fds, hint: LEAK_FD },
+    ]
+}
+
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
@@ -176,6 +190,11 @@ pub fn exercises() -> Vec<Exercise> {
             nn: "01",
             title: "hello, one client and done",
             steps: steps_01(),
+        },
+        Exercise {
+            nn: "02",
+            title: "serial hello, one client after another",
+            steps: steps_02(),
         },
         Exercise {
             nn: "03",
@@ -598,6 +617,100 @@ fn socks_fds_back(c: &mut Ctx) -> Outcome {
                 "ten relays, half closed by EOF, half reset",
                 format!("{start} open fds afterwards, as before them"),
                 format!("{now} open fds"),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercise 02: the serial accept loop.
+// ---------------------------------------------------------------------------------------
+
+/// Ten clients in a row, each greeted and closed; a server gone after one is lesson 01.
+fn clients_in_a_row(c: &mut Ctx) -> Outcome {
+    for i in 0..10 {
+        if let Err(f) = hello(c) {
+            let got = match c.server.child.try_wait().ok().flatten() {
+                Some(status) => format!(
+                    "{}; the server had exited ({status}): one client, then exit, is lesson \
+                     01's model",
+                    f.got
+                ),
+                None => with_model(c.pid(), f.clone()).got,
+            };
+            return Err(Failure {
+                sent: format!(
+                    "client {} of 10, each after the one before was closed",
+                    i + 1
+                ),
+                got,
+                ..f
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A client that resets before it is accepted: the server writes into a dead connection,
+/// and the next client is greeted.
+fn gone_before_greeting(c: &mut Ctx) -> Outcome {
+    for _ in 0..3 {
+        Conn::open(c.addr())?.reset();
+    }
+    hello(c).map_err(|f| Failure {
+        sent: "three clients that reset at once, then one more".into(),
+        ..f
+    })
+}
+
+/// One thread, no child, asleep in accept once its clients are served.
+fn model_02(c: &mut Ctx) -> Outcome {
+    let pid = c.pid();
+    for _ in 0..3 {
+        hello(c)?;
+    }
+    let until = Instant::now() + wait();
+    loop {
+        let asleep = model::syscall(pid, pid);
+        if model::threads(pid).len() == 1
+            && model::children(pid).is_empty()
+            && asleep
+                .as_deref()
+                .is_some_and(|s| s == "accept" || s == "accept4")
+        {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(Failure::new(
+                "three clients, each greeted and closed; then none",
+                "one thread, no child, asleep in accept (the serial model)",
+                model::describe(pid),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Twenty more clients leave the fd count where it was.
+fn model_02_fds(c: &mut Ctx) -> Outcome {
+    let pid = c.pid();
+    hello(c)?;
+    let start = model::fd_count(pid);
+    for _ in 0..20 {
+        hello(c)?;
+    }
+    let until = Instant::now() + wait();
+    loop {
+        let now = model::fd_count(pid);
+        if now == start {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(Failure::new(
+                "twenty clients, each greeted",
+                format!("{start} open fds afterwards, as before them (/proc/PID/fd)"),
+                format!("{now} open fds: {} never closed", now as i64 - start as i64),
             ));
         }
         thread::sleep(Duration::from_millis(20));

@@ -109,6 +109,7 @@ fn skeletons_are_their_lessons_with_the_gaps_cut_out() {
 /// Where each untouched skeleton stops, and the todo!() it names.
 const FIRST_FAILURES: &[(&str, &str, &str)] = &[
     ("01", "starts on port 0 and prints its banner", "socket(2)"),
+    ("02", "greets a client and closes", "accept(2)"),
     ("03", "welcome, and q closes", "accept(2)"),
     (
         "04",
@@ -202,6 +203,26 @@ fn every_reference_lesson_passes_every_step() {
         assert!(out.contains(&format!("all {total} steps passed")), "{out}");
         assert_eq!(out.matches("  ok  ").count(), total, "{out}");
     }
+}
+
+/// Exercise 02: lesson 01 (no loop) and a leaked fd fail, naming what they are.
+#[test]
+fn the_serial_hello_fails_one_client_and_exit_and_a_leaked_fd() {
+    // Lesson 01 is lesson 02 without the loop: one client, then exit.
+    let (code, out) = check_bin("02", &lesson("01"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   3. ten clients, one after another"),
+        "{out}"
+    );
+    assert!(out.contains("lesson 01's model"), "{out}");
+    let (code, out) = check_bin("02", &lesson("02"), "2", &["--mistake", "leak-fd"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   2. greets a client and closes"),
+        "{out}"
+    );
+    assert!(out.contains("--mistake leak-fd"), "{out}");
 }
 
 #[test]
