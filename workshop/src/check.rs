@@ -183,6 +183,20 @@ fn steps_02() -> Vec<Step> {
     ]
 }
 
+const THREAD_PER_CLIENT: &str = "spawn a thread per client right after accept(2), moving the \
+    connection into it; the main thread goes straight back to accept(2); no fork";
+
+fn steps_05() -> Vec<Step> {
+    let mut steps = echo_steps();
+    steps.extend([
+        Step { name: "three clients at once", run: clients_at_once, hint: THREAD_PER_CLIENT },
+        Step { name: "model: a thread per client, no child", run: model_05, hint: THREAD_PER_CLIENT },
+        Step { name: "model: each thread ends with its client, fds back", run: model_05_threads_end, hint: "the thread closes its connection after the conversation and returns: one thread and one fd fewer per client gone" },
+        Step { name: "--max-clients 2: the third is told the server is full", run: model_05_full, hint: "with --max-clients clients already served, write(2) `error: server full` and close(2) instead of a thread; lesson 05's `--mistake unbounded` has no limit: `make lesson-05 ARGS='--mistake unbounded'`. Its other mistake, `--mistake racy-counter`, loses counts: SERVED.fetch_add, never a load then a store" },
+    ]);
+    steps
+}
+
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
@@ -205,6 +219,11 @@ pub fn exercises() -> Vec<Exercise> {
             nn: "04",
             title: "reverse echo, a process per client (fork)",
             steps: steps_04(),
+        },
+        Exercise {
+            nn: "05",
+            title: "reverse echo, a thread per client",
+            steps: steps_05(),
         },
         Exercise {
             nn: "08",
@@ -714,5 +733,98 @@ fn model_02_fds(c: &mut Ctx) -> Outcome {
             ));
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercise 05: a thread per client.
+// ---------------------------------------------------------------------------------------
+
+/// Three idle clients: the server has a thread for each besides its own, and no child.
+fn model_05(c: &mut Ctx) -> Outcome {
+    let pid = c.pid();
+    let _clients = welcomed_clients(c.addr(), 3)?;
+    let until = Instant::now() + wait();
+    loop {
+        if model::threads(pid).len() >= 4 && model::children(pid).is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(Failure::new(
+                "three clients, connected and idle",
+                "four threads or more (the accepting one and one per client), no child process",
+                model::describe(pid),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Clients that leave every way take their threads and fds with them.
+fn model_05_threads_end(c: &mut Ctx) -> Outcome {
+    let pid = c.pid();
+    fd_count_back(c)?;
+    let until = Instant::now() + wait();
+    loop {
+        let threads = model::threads(pid).len();
+        if threads == 1 {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(Failure::new(
+                "twenty clients, gone (q, EOF mid-line and reset)",
+                "one thread left: the accepting one",
+                format!("{threads} threads"),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The same server with `--max-clients 2`: a third client is refused, and once one of the
+/// two leaves, a new one is served.
+fn model_05_full(c: &mut Ctx) -> Outcome {
+    let mut args = c.args.clone();
+    args.extend(["--max-clients".to_string(), "2".to_string()]);
+    let limited = run::start(&c.exe, &args, 0)?;
+    let addr = limited.addr;
+    let mut two = welcomed_clients(addr, 2)?;
+    let sent = "two clients connected and idle, then a third (the server started with \
+                --max-clients 2)";
+    let mut third = Conn::open(addr)?;
+    let got = third.rest().map_err(|f| Failure {
+        sent: sent.into(),
+        ..f
+    })?;
+    if got != b"error: server full\n" {
+        return Err(Failure::new(
+            sent,
+            "\"error: server full\\n\", then the close",
+            format!(
+                "{}; the kernel shows {}",
+                crate::client::show(&got),
+                model::describe(limited.pid)
+            ),
+        ));
+    }
+    let mut gone = two.remove(0);
+    gone.send("q\n")?;
+    gone.expect_close()?;
+    drop(gone);
+    let until = Instant::now() + wait();
+    loop {
+        // The thread of the client gone ends, and a fourth client is served.
+        let mut next = Conn::open(addr)?;
+        let got = next.expect(echo::WELCOME);
+        if got.is_ok() {
+            return next.round_trip(b"served", b"devres");
+        }
+        if Instant::now() > until {
+            return got.map_err(|f| Failure {
+                sent: "one of the two clients quits; then another connects".into(),
+                ..f
+            });
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }

@@ -111,6 +111,7 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
     ("01", "starts on port 0 and prints its banner", "socket(2)"),
     ("02", "greets a client and closes", "accept(2)"),
     ("03", "welcome, and q closes", "accept(2)"),
+    ("05", "welcome, and q closes", "pthread_create(3)"),
     (
         "04",
         "starts on port 0 and prints its banner",
@@ -231,6 +232,29 @@ fn a_serial_server_fails_the_fork_exercise_naming_its_model() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL   8. three clients at once"), "{out}");
     assert!(out.contains("a serial server, lesson 03's model"), "{out}");
+}
+
+/// Exercise 05: a serial and a forking server fail naming their models; no limit fails too.
+#[test]
+fn serial_and_forking_servers_fail_the_thread_exercise_naming_their_models() {
+    let (code, out) = check_bin("05", &lesson("03"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL   8. three clients at once"), "{out}");
+    assert!(out.contains("a serial server, lesson 03's model"), "{out}");
+    let (code, out) = check_bin("05", &lesson("04"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   9. model: a thread per client, no child"),
+        "{out}"
+    );
+    assert!(
+        out.contains("a process per client (lesson 04's model)"),
+        "{out}"
+    );
+    let (code, out) = check_bin("05", &lesson("05"), "2", &["--mistake", "unbounded"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  11. --max-clients 2"), "{out}");
+    assert!(out.contains("--mistake unbounded"), "{out}");
 }
 
 #[test]
