@@ -197,6 +197,17 @@ fn steps_05() -> Vec<Step> {
     steps
 }
 
+fn steps_07() -> Vec<Step> {
+    let mut steps = echo_steps();
+    steps.extend([
+        Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "serve only the fds select(2) left in its sets, then go back to select(2): a read on any other fd may block the loop" },
+        Step { name: "model: one thread asleep in select", run: model_07, hint: "one thread, the fd sets rebuilt every round, one select(2) over them: no fork, no thread, no poll; a thread seen never asleep watches write_set with nothing to write" },
+        Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "SOCK_NONBLOCK on the listener, accept4(.., SOCK_NONBLOCK) for each client: a read after a spurious wake-up must not block the loop" },
+        Step { name: "model: the fd count comes back", run: fd_count_back, hint: "take a leaving client out of the table and close(2) it, on every ending. An fd past FD_SETSIZE must be refused before it nears a set: lesson 07's `--mistake no-fdsetsize-check` (`make lesson-07 ARGS='--mistake no-fdsetsize-check'`) dies there" },
+    ]);
+    steps
+}
+
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
@@ -224,6 +235,11 @@ pub fn exercises() -> Vec<Exercise> {
             nn: "05",
             title: "reverse echo, a thread per client",
             steps: steps_05(),
+        },
+        Exercise {
+            nn: "07",
+            title: "select, many clients on one thread",
+            steps: steps_07(),
         },
         Exercise {
             nn: "08",
@@ -827,4 +843,13 @@ fn model_05_full(c: &mut Ctx) -> Outcome {
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercise 07: select.
+// ---------------------------------------------------------------------------------------
+
+/// One thread, no child, asleep in select (glibc's select is pselect6 on most machines).
+fn model_07(c: &mut Ctx) -> Outcome {
+    one_thread_in(c, &["select", "pselect6"])
 }

@@ -117,6 +117,7 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
         "starts on port 0 and prints its banner",
         "sigaction(2): SIGCHLD",
     ),
+    ("07", "welcome, and q closes", "FD_SET"),
     ("08", "welcome, and q closes", "poll(2)"),
     ("10", "welcome, and q closes", "epoll_create1(2)"),
     (
@@ -266,6 +267,21 @@ fn threads_fail_the_poll_exercise_naming_their_model() {
         "{out}"
     );
     assert!(out.contains("lesson 05's thread per client"), "{out}");
+}
+
+/// Exercise 07: poll passes the echo rules and fails the model, named.
+#[test]
+fn poll_fails_the_select_exercise_naming_its_model() {
+    let (code, out) = check_bin("07", &lesson("08"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   9. model: one thread asleep in select"),
+        "{out}"
+    );
+    assert!(
+        out.contains("one thread in poll (lesson 08's model)"),
+        "{out}"
+    );
 }
 
 #[test]
