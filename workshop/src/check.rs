@@ -208,6 +208,26 @@ fn steps_07() -> Vec<Step> {
     steps
 }
 
+const NO_EAGAIN: &str = "on a non-blocking socket, read(2) failing with EAGAIN means no \
+    bytes yet, not an error: keep the client and try it again next round. Lesson 06's \
+    `--mistake no-eagain` drops it instead: `make lesson-06 ARGS='--mistake no-eagain'`";
+
+fn steps_06() -> Vec<Step> {
+    let mut steps = vec![Step {
+        name: "an idle client is kept",
+        run: model_06_idle_kept,
+        hint: NO_EAGAIN,
+    }];
+    steps.extend(echo_steps());
+    steps.extend([
+        Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "every call on every socket must return at once: fcntl(O_NONBLOCK) on the listener and on each accepted client" },
+        Step { name: "model: one thread, no poll, select or epoll", run: model_06, hint: "lesson 06 tries every socket in turn, over and over, with no readiness call: one thread, no fork, no poll(2), select(2) or epoll_wait(2) (those are lessons 07, 08 and 10)" },
+        Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "fcntl(F_GETFL), then fcntl(F_SETFL, flags | O_NONBLOCK), on the listener and on every accepted fd: on Linux an accepted socket does not inherit O_NONBLOCK" },
+        Step { name: "model: the fd count comes back", run: fd_count_back, hint: "take a leaving client out of the table and close(2) it, on every ending" },
+    ]);
+    steps
+}
+
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
@@ -235,6 +255,11 @@ pub fn exercises() -> Vec<Exercise> {
             nn: "05",
             title: "reverse echo, a thread per client",
             steps: steps_05(),
+        },
+        Exercise {
+            nn: "06",
+            title: "O_NONBLOCK busy polling, many clients on one thread",
+            steps: steps_06(),
         },
         Exercise {
             nn: "07",
@@ -852,4 +877,57 @@ fn model_05_full(c: &mut Ctx) -> Outcome {
 /// One thread, no child, asleep in select (glibc's select is pselect6 on most machines).
 fn model_07(c: &mut Ctx) -> Outcome {
     one_thread_in(c, &["select", "pselect6"])
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercise 06: non-blocking sockets, no readiness call.
+// ---------------------------------------------------------------------------------------
+
+/// A client that says nothing for a while is welcomed, kept, and answered.
+fn model_06_idle_kept(c: &mut Ctx) -> Outcome {
+    let mut conn = echo::welcomed(c.addr())?;
+    thread::sleep(Duration::from_millis(200));
+    conn.round_trip(b"still here", b"ereh llits")
+        .map_err(|f| Failure {
+            sent: "nothing for 0.2 s after the welcome, then \"still here\\n\"".into(),
+            ..f
+        })
+}
+
+/// One thread, no child, never seen asleep in a readiness call while three clients idle.
+fn model_06(c: &mut Ctx) -> Outcome {
+    let pid = c.pid();
+    let _clients = welcomed_clients(c.addr(), 3)?;
+    let sent = "three clients, connected and idle (the server looked at 25 times in 0.5 s)";
+    const READINESS: &[&str] = &[
+        "poll",
+        "ppoll",
+        "select",
+        "pselect6",
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_pwait2",
+    ];
+    for _ in 0..25 {
+        let (threads, children) = (model::threads(pid).len(), model::children(pid).len());
+        if threads != 1 || children != 0 {
+            return Err(Failure::new(
+                sent,
+                "one thread, no child process",
+                model::describe(pid),
+            ));
+        }
+        if let Some(call) = model::syscall(pid, pid).filter(|s| READINESS.contains(&s.as_str())) {
+            return Err(Failure::new(
+                sent,
+                "no readiness call: every socket tried in turn, O_NONBLOCK",
+                format!(
+                    "asleep in {call}; the kernel shows {}",
+                    model::describe(pid)
+                ),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }

@@ -117,6 +117,7 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
         "starts on port 0 and prints its banner",
         "sigaction(2): SIGCHLD",
     ),
+    ("06", "starts on port 0 and prints its banner", "fcntl(2)"),
     ("07", "welcome, and q closes", "FD_SET"),
     ("08", "welcome, and q closes", "poll(2)"),
     ("10", "welcome, and q closes", "epoll_create1(2)"),
@@ -267,6 +268,25 @@ fn threads_fail_the_poll_exercise_naming_their_model() {
         "{out}"
     );
     assert!(out.contains("lesson 05's thread per client"), "{out}");
+}
+
+/// Exercise 06: poll fails the model, named; EAGAIN taken for an error fails the idle client.
+#[test]
+fn poll_and_no_eagain_fail_the_nonblocking_exercise() {
+    let (code, out) = check_bin("06", &lesson("08"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  10. model: one thread, no poll, select or epoll"),
+        "{out}"
+    );
+    assert!(
+        out.contains("one thread in poll (lesson 08's model)"),
+        "{out}"
+    );
+    let (code, out) = check_bin("06", &lesson("06"), "2", &["--mistake", "no-eagain"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL   2. an idle client is kept"), "{out}");
+    assert!(out.contains("--mistake no-eagain"), "{out}");
 }
 
 /// Exercise 07: poll passes the echo rules and fails the model, named.
