@@ -228,9 +228,23 @@ fn steps_06() -> Vec<Step> {
     steps
 }
 
+fn steps_00() -> Vec<Step> {
+    vec![
+        Step { name: "piped lines come back, then it exits", run: client_00_piped, hint: "at the end of input (read(2) on stdin returns 0), shutdown(SHUT_WR): the server sees EOF, sends the last replies and closes; keep reading the socket until read(2) returns 0, then close(2) and exit" },
+        Step { name: "q: the server closes, the client exits", run: client_00_quit, hint: "poll(2) the socket with stdin: its read(2) returning 0 is the server's close, whatever stdin does" },
+        Step { name: "a server's close is noticed while stdin stays open", run: client_00_server_closes, hint: "one poll(2) over the socket and stdin, the socket's events looked at first: a client asleep in read(2) on stdin cannot see the server go (Stevens' str_cli, docs/lessons/00-client.md)" },
+        Step { name: "model: one thread asleep in poll over both", run: model_00, hint: "one thread, one poll(2) over the socket (POLLIN) and stdin (POLLIN): no thread per direction, no read(2) that blocks on one fd" },
+    ]
+}
+
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
+        Exercise {
+            nn: "00",
+            title: "the client: poll over stdin and the socket, and the half-close",
+            steps: steps_00(),
+        },
         Exercise {
             nn: "01",
             title: "hello, one client and done",
@@ -292,6 +306,12 @@ pub fn exercise(nn: &str) -> Option<Exercise> {
 /// The first step, before every exercise's own.
 pub const BANNER_STEP: &str = "starts on port 0 and prints its banner";
 
+/// The first step of a client exercise.
+pub const CLIENT_BANNER_STEP: &str = "connects to the checker's server and prints its banner";
+
+/// The exercises whose program is a client: the checker runs it against servers of its own.
+pub const CLIENT_EXERCISES: &[&str] = &["00"];
+
 /// The result of a walk: how many steps passed, and the failed one (its name and failure).
 pub struct Walk {
     pub passed: usize,
@@ -312,17 +332,25 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
         out(&format!("  FAIL  {n:>2}. {name}\n{f}"));
         w.failed = Some((name.to_string(), f));
     };
-    let server = match run::start(exe, args, 0) {
+    // A client exercise (00) starts the client against the checker's own server instead.
+    let client = CLIENT_EXERCISES.contains(&ex.nn);
+    let (banner_step, started) = match client {
+        true => (CLIENT_BANNER_STEP, start_client_00(exe, args)),
+        false => (BANNER_STEP, run::start(exe, args, 0)),
+    };
+    let server = match started {
         Ok(s) => s,
         Err(f) => {
-            let f =
-                todo_hint(f.hint("the banner comes after socket, bind, listen and getsockname"));
-            fail(&mut w, 1, BANNER_STEP, f, out);
+            let f = match client {
+                true => f.hint("the banner comes after socket and connect"),
+                false => f.hint("the banner comes after socket, bind, listen and getsockname"),
+            };
+            fail(&mut w, 1, banner_step, todo_hint(f), out);
             run::reap_orphans();
             return w;
         }
     };
-    out(&format!("  ok    {:>2}. {BANNER_STEP}", 1));
+    out(&format!("  ok    {:>2}. {banner_step}", 1));
     w.passed = 1;
     let mut ctx = Ctx {
         server,
@@ -930,4 +958,256 @@ fn model_06(c: &mut Ctx) -> Outcome {
         thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercise 00: the client, run against the checker's own reverse-echo server.
+// ---------------------------------------------------------------------------------------
+
+/// How the checker's server for the client behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Serve {
+    /// `Welcome buddy!`, each line reversed 50 ms after it came, `q` closes; at EOF it
+    /// closes once every reply is written.
+    Slow,
+    /// `Welcome buddy!`, then the close, whatever the client does.
+    CloseAfterWelcome,
+}
+
+/// The checker's server: its address, and whether a client's EOF (a half-close) came.
+struct TestServer {
+    addr: SocketAddr,
+    saw_eof: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn test_server(how: Serve) -> Result<TestServer, Failure> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| Ok((l.local_addr()?, l)))
+        .map_err(|e| Failure::new("", "the checker's server listening", e.to_string()))?;
+    let (addr, listener) = listener;
+    let saw_eof = std::sync::Arc::new(AtomicBool::new(false));
+    let eof = saw_eof.clone();
+    // The listener lives as long as the check: the process ends with it.
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let eof = eof.clone();
+            thread::spawn(move || {
+                let mut out = conn.try_clone()?;
+                out.write_all(echo::WELCOME)?;
+                if how == Serve::CloseAfterWelcome {
+                    return Ok(());
+                }
+                for line in BufReader::new(conn).split(b'\n') {
+                    let mut line = line?;
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if line == b"q" {
+                        return out.shutdown(std::net::Shutdown::Both);
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                    let mut reply: Vec<u8> = String::from_utf8_lossy(&line)
+                        .chars()
+                        .rev()
+                        .collect::<String>()
+                        .into_bytes();
+                    reply.push(b'\n');
+                    out.write_all(&reply)?;
+                }
+                eof.store(true, Ordering::SeqCst);
+                Ok::<(), std::io::Error>(())
+            });
+        }
+    });
+    Ok(TestServer { addr, saw_eof })
+}
+
+/// The walk's first step for the client: the checker's server up, the client connected.
+fn start_client_00(exe: &Path, args: &[String]) -> Result<run::Server, Failure> {
+    let server = test_server(Serve::Slow)?;
+    run::start_client(exe, args, server.addr)
+}
+
+/// The client's stdout, collected by a thread as it comes.
+fn collect_stdout(client: &mut run::Server) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::io::Read;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    if let Some(mut stdout) = client.child.stdout.take() {
+        let into = got.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut g) = into.lock() {
+                    g.extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+    }
+    got
+}
+
+/// Waits for the client to exit: its status, or None after the wait.
+fn client_exit(client: &mut run::Server) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + wait();
+    while Instant::now() < until {
+        if let Ok(Some(status)) = client.child.try_wait() {
+            thread::sleep(Duration::from_millis(20)); // the stdout reader's last bytes
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// What the client was doing when it should have exited: the call it sleeps in, named.
+fn client_model(pid: u32) -> String {
+    let asleep = model::syscall(pid, pid).unwrap_or_else(|| "?".into());
+    let threads = model::threads(pid).len();
+    let what = match asleep.as_str() {
+        "poll" | "ppoll" | "select" | "pselect6" => "waiting on both fds",
+        "read" => {
+            "asleep in read(2) on one fd: a client that cannot see the other (Stevens' str_cli)"
+        }
+        _ => "",
+    };
+    format!(
+        "still running after {} s, {threads} thread(s), asleep in {asleep} {what}",
+        wait().as_secs()
+    )
+}
+
+/// Runs the client against `how`, writes `input` to its stdin (then closes stdin if
+/// `eof`), and expects `want` on its stdout and exit status 0.
+fn client_run(
+    c: &mut Ctx,
+    how: Serve,
+    input: &[u8],
+    eof: bool,
+    want: &[u8],
+    sent: &str,
+) -> Outcome {
+    use std::io::Write;
+    let server = test_server(how)?;
+    let mut client = run::start_client(&c.exe, &c.args, server.addr)?;
+    let stdout = collect_stdout(&mut client);
+    let mut stdin = client.child.stdin.take();
+    if let Some(s) = stdin.as_mut() {
+        let _ = s.write_all(input);
+    }
+    if eof {
+        drop(stdin.take());
+    }
+    let exited = client_exit(&mut client);
+    let got = stdout.lock().map(|g| g.clone()).unwrap_or_default();
+    let shown = crate::client::show(&got);
+    let failure = |expected: String, got: String, client: &mut run::Server| {
+        // A todo!() or a panic in the client explains the rest.
+        let panicked = client.log.panic_since(0).is_some();
+        let got = match client.what_happened(0).filter(|_| panicked) {
+            Some(what) => format!("{got}; {what}"),
+            None => got,
+        };
+        Err(Failure::new(sent, expected, got))
+    };
+    let expected = format!(
+        "{} on stdout, then exit status 0",
+        crate::client::show(want)
+    );
+    match exited {
+        None => {
+            let why = if eof
+                && how == Serve::Slow
+                && !server.saw_eof.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                "; the server never read EOF: no shutdown(SHUT_WR) at the end of input"
+            } else {
+                ""
+            };
+            failure(
+                expected,
+                format!("{shown}, and the client {}{why}", client_model(client.pid)),
+                &mut client,
+            )
+        }
+        Some(status) if !status.success() || got != want => {
+            let why = if got.len() < want.len() && eof && status.success() {
+                "; it exited before the replies came: a close(2) at the end of input throws them away, shutdown(SHUT_WR) keeps them coming"
+            } else {
+                ""
+            };
+            failure(
+                expected,
+                format!("{shown}, then exit ({status}){why}"),
+                &mut client,
+            )
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn client_00_piped(c: &mut Ctx) -> Outcome {
+    client_run(
+        c,
+        Serve::Slow,
+        b"abc\nhello there\n",
+        true,
+        b"Welcome buddy!\ncba\nereht olleh\n",
+        "\"abc\\nhello there\\n\" on stdin, then its end (the server replies 50 ms after each line)",
+    )
+}
+
+fn client_00_quit(c: &mut Ctx) -> Outcome {
+    client_run(
+        c,
+        Serve::Slow,
+        b"one\nq\n",
+        false,
+        b"Welcome buddy!\neno\n",
+        "\"one\\nq\\n\" on stdin, which stays open; the server closes after q",
+    )
+}
+
+fn client_00_server_closes(c: &mut Ctx) -> Outcome {
+    client_run(
+        c,
+        Serve::CloseAfterWelcome,
+        b"",
+        false,
+        b"Welcome buddy!\n",
+        "nothing on stdin, which stays open; the server closes right after its welcome",
+    )
+}
+
+/// Connected and idle, stdin open: one thread asleep in poll (or select).
+fn model_00(c: &mut Ctx) -> Outcome {
+    let server = test_server(Serve::Slow)?;
+    let client = run::start_client(&c.exe, &c.args, server.addr)?;
+    let pid = client.pid;
+    let until = Instant::now() + wait();
+    loop {
+        let asleep = model::syscall(pid, pid).unwrap_or_default();
+        let threads = model::threads(pid).len();
+        if threads == 1 && ["poll", "ppoll", "select", "pselect6"].contains(&asleep.as_str()) {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            let what = match (threads, asleep.as_str()) {
+                (t, _) if t > 1 => "a thread per fd",
+                (_, "read") => "asleep in read(2) on one fd: a client that cannot see the other (Stevens' str_cli)",
+                (_, "running") => "never asleep: a loop that spins",
+                _ => "",
+            };
+            return Err(Failure::new(
+                "the client connected and welcomed; stdin open and idle",
+                "one thread, asleep in poll (or select) over the socket and stdin",
+                format!("{threads} thread(s), asleep in {asleep}: {what}"),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }

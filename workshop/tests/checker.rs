@@ -108,6 +108,11 @@ fn skeletons_are_their_lessons_with_the_gaps_cut_out() {
 
 /// Where each untouched skeleton stops, and the todo!() it names.
 const FIRST_FAILURES: &[(&str, &str, &str)] = &[
+    (
+        "00",
+        "piped lines come back, then it exits",
+        "the pollfd array",
+    ),
     ("01", "starts on port 0 and prints its banner", "socket(2)"),
     ("02", "greets a client and closes", "accept(2)"),
     ("03", "welcome, and q closes", "accept(2)"),
@@ -206,6 +211,49 @@ fn every_reference_lesson_passes_every_step() {
         assert!(out.contains(&format!("all {total} steps passed")), "{out}");
         assert_eq!(out.matches("  ok  ").count(), total, "{out}");
     }
+}
+
+/// Lesson `nn`'s main file with `old` replaced by `new`, as crate `name`: a wrong solution
+/// made from the lesson by a small edit. Returns the crate's folder.
+fn edited_lesson(nn: &str, file: &str, old: &str, new: &str, name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let source = fs::read_to_string(root().join(file)).unwrap();
+    assert!(source.contains(old), "{file} no longer has `{old}`");
+    fs::create_dir_all(dir.join("src")).unwrap();
+    fs::write(dir.join("src/main.rs"), source.replace(old, new)).unwrap();
+    let manifest = workshop::skeleton::manifest(nn, root().to_str().unwrap())
+        .replace(&format!("exercise-{nn}"), name);
+    fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    dir
+}
+
+/// Exercise 00: a client without the half-close hangs, and the checker says so.
+#[test]
+fn a_client_without_the_half_close_fails_naming_it() {
+    let dir = edited_lesson(
+        "00",
+        "lessons/00-client.rs",
+        "if let Err(errno) = shutdown(sock.as_raw_fd(), Shutdown::Write) {",
+        "if let Err(errno) = Err::<(), Errno>(Errno::ENOTCONN) {",
+        "no-half-close-00",
+    );
+    let out = check_dir("00", &dir, &target_dir(), Some("2"));
+    let stdout = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("FAIL   2. piped lines come back, then it exits"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the server never read EOF: no shutdown(SHUT_WR)"),
+        "{stdout}"
+    );
 }
 
 /// Exercise 02: lesson 01 (no loop) and a leaked fd fail, naming what they are.
