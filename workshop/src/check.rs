@@ -237,6 +237,23 @@ fn steps_00() -> Vec<Step> {
     ]
 }
 
+const SIGIO_OVERFLOW: &str = "lesson 09 is one thread in sigtimedwait(2): every socket F_SETOWN \
+    (this process), F_SETSIG (SIGRTMIN, which queues and names the fd in si_fd) and O_ASYNC | \
+    O_NONBLOCK. When the real-time queue overflows, a plain SIGIO names nothing: rescan every \
+    fd. Lesson 09's `--mistake no-rescan` does not: `make lesson-09 ARGS='--mistake no-rescan'`, \
+    then `make provoke-09`";
+
+fn steps_09() -> Vec<Step> {
+    let mut steps = echo_steps();
+    steps.extend([
+        Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "serve only the fd the signal's si_fd names, and drain it until EAGAIN: one signal may stand for many bytes" },
+        Step { name: "model: one thread asleep in sigtimedwait", run: model_09, hint: SIGIO_OVERFLOW },
+        Step { name: "model: every socket O_ASYNC, signals named by si_fd", run: model_09_signals, hint: "fcntl(F_SETOWN, getpid()), fcntl(F_SETSIG, SIGRTMIN) and fcntl(F_SETFL, O_ASYNC | O_NONBLOCK) on the listener and on every accepted client; without F_SETSIG each event is a plain SIGIO, which names no fd, and every one costs a rescan" },
+        Step { name: "model: the fd count comes back", run: fd_count_back, hint: "close(2) a client on every ending; signals still queued for its fd are stale, and harmless" },
+    ]);
+    steps
+}
+
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
@@ -284,6 +301,11 @@ pub fn exercises() -> Vec<Exercise> {
             nn: "08",
             title: "poll, many clients on one thread",
             steps: steps_08(),
+        },
+        Exercise {
+            nn: "09",
+            title: "signal-driven I/O: F_SETSIG and sigtimedwait",
+            steps: steps_09(),
         },
         Exercise {
             nn: "10",
@@ -1210,4 +1232,82 @@ fn model_00(c: &mut Ctx) -> Outcome {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercise 09: signal-driven I/O.
+// ---------------------------------------------------------------------------------------
+
+/// One thread, no child, asleep in rt_sigtimedwait while three clients idle.
+fn model_09(c: &mut Ctx) -> Outcome {
+    one_thread_in(c, &["rt_sigtimedwait"])
+}
+
+/// The socket fds of `pid` that lack any of `want` in their flags (/proc/PID/fdinfo).
+fn sockets_without(pid: u32, want: i32) -> Result<Vec<u32>, String> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|f| f.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let socket = std::fs::read_link(entry.path())
+            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        if !socket {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+            .unwrap_or(0);
+        if flags & want != want {
+            out.push(fd);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Three clients talk: every socket is O_ASYNC | O_NONBLOCK, and no event came as the plain
+/// SIGIO that the lesson's loop takes for an overflow (F_SETSIG left out makes every event one).
+fn model_09_signals(c: &mut Ctx) -> Outcome {
+    let pid = c.pid();
+    let from = c.server.log.len();
+    let mut clients = welcomed_clients(c.addr(), 3)?;
+    for conn in &mut clients {
+        conn.round_trip(b"signal me", b"em langis")?;
+    }
+    let sent = "three clients, each a line";
+    let missing = sockets_without(pid, libc::O_ASYNC | libc::O_NONBLOCK)
+        .map_err(|e| Failure::new(sent, "the server's fds in /proc", e))?;
+    if !missing.is_empty() {
+        return Err(Failure::new(
+            sent,
+            "every socket O_ASYNC | O_NONBLOCK (flags in /proc/PID/fdinfo)",
+            format!(
+                "socket fds {missing:?} without them; the kernel shows {}",
+                model::describe(pid)
+            ),
+        ));
+    }
+    // The server's stderr reaches the log through a reader thread: give it a moment.
+    thread::sleep(Duration::from_millis(300));
+    let overflows = c.server.log.lines()[from..]
+        .iter()
+        .filter(|l| l.contains("signal queue overflowed"))
+        .count();
+    if overflows > 0 {
+        return Err(Failure::new(
+            sent,
+            "a real-time signal per event, its si_fd naming the socket (F_SETSIG)",
+            format!("{overflows} plain SIGIO(s) for three clients: the log says \"signal queue overflowed\"; without F_SETSIG every event is one"),
+        ));
+    }
+    Ok(())
 }

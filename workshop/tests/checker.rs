@@ -125,6 +125,11 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
     ("06", "starts on port 0 and prints its banner", "fcntl(2)"),
     ("07", "welcome, and q closes", "FD_SET"),
     ("08", "welcome, and q closes", "poll(2)"),
+    (
+        "09",
+        "starts on port 0 and prints its banner",
+        "fcntl(2) F_SETOWN",
+    ),
     ("10", "welcome, and q closes", "epoll_create1(2)"),
     (
         "12",
@@ -335,6 +340,41 @@ fn poll_and_no_eagain_fail_the_nonblocking_exercise() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL   2. an idle client is kept"), "{out}");
     assert!(out.contains("--mistake no-eagain"), "{out}");
+}
+
+/// Exercise 09: poll fails the model, named; without F_SETSIG every event is a plain SIGIO.
+#[test]
+fn poll_and_a_missing_f_setsig_fail_the_signal_exercise() {
+    let (code, out) = check_bin("09", &lesson("08"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   9. model: one thread asleep in sigtimedwait"),
+        "{out}"
+    );
+    assert!(
+        out.contains("one thread in poll (lesson 08's model)"),
+        "{out}"
+    );
+    let dir = edited_lesson(
+        "09",
+        "lessons/09-sigio.rs",
+        "Errno::result(unsafe { libc::fcntl(raw, F_SETSIG, sig) })?;",
+        "let _ = (F_SETSIG, sig);",
+        "no-setsig-09",
+    );
+    let out = check_dir("09", &dir, &target_dir(), Some("2"));
+    let stdout = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("FAIL  10. model: every socket O_ASYNC"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("plain SIGIO(s)"), "{stdout}");
 }
 
 /// Exercise 07: poll passes the echo rules and fails the model, named.
