@@ -254,6 +254,19 @@ fn steps_09() -> Vec<Step> {
     steps
 }
 
+fn steps_14() -> Vec<Step> {
+    vec![
+    Step { name: "the greeting: method 0x00", run: |c| socks::greeting(c.addr()), hint: "the handshake is lesson 12's and given: the greeting's reply goes out through the user-space buffer first" },
+    Step { name: "CONNECT, and bytes relayed both ways", run: |c| socks::connect_and_relay(c.addr()), hint: "pipe2(2) makes a direction's pipe on its first byte; then splice(2) source → pipe and pipe → destination, each until EAGAIN" },
+    Step { name: "greeting and request byte by byte", run: |c| socks::byte_by_byte(c.addr()), hint: "the handshake buffers a message that is not whole yet (given, lesson 12's)" },
+    Step { name: "greeting, request and payload in one write", run: |c| socks::everything_in_one_write(c.addr()), hint: "the payload that came with the request sits in the user-space buffer: it goes out before the pipe pours" },
+    Step { name: "a half-close is relayed, the pipe emptied first", run: |c| socks::half_close(c.addr()), hint: "EOF from the source (splice returns 0): pour what the pipe still holds into the destination, then shutdown(SHUT_WR). Lesson 14's `--mistake close-with-bytes-in-pipe` sends the FIN at once and loses the tail: `make lesson-14 ARGS='--mistake close-with-bytes-in-pipe'`, then `make provoke-14`" },
+    Step { name: "a refused target: REP 0x05", run: |c| socks::refused(c.addr()), hint: "the connect's outcome is SO_ERROR once POLLOUT comes (given, lesson 12's)" },
+    Step { name: "model: relayed bytes go through pipes, not read or write", run: model_14, hint: "splice(2) moves the relayed bytes socket → pipe → socket inside the kernel: a direction with a pipe never read(2)s or write(2)s them; that is lesson 12's copying relay" },
+    Step { name: "model: the fd count comes back", run: socks_fds_back, hint: "close both sockets and both ends of both pipes once both directions are done" },
+    ]
+}
+
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
@@ -316,6 +329,11 @@ pub fn exercises() -> Vec<Exercise> {
             nn: "12",
             title: "SOCKS5 on poll: the relay",
             steps: steps_12(),
+        },
+        Exercise {
+            nn: "14",
+            title: "zero-copy SOCKS5 relay: pipe2 and splice",
+            steps: steps_14(),
         },
     ]
 }
@@ -1307,6 +1325,85 @@ fn model_09_signals(c: &mut Ctx) -> Outcome {
             sent,
             "a real-time signal per event, its si_fd naming the socket (F_SETSIG)",
             format!("{overflows} plain SIGIO(s) for three clients: the log says \"signal queue overflowed\"; without F_SETSIG every event is one"),
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercise 14: the splice relay.
+// ---------------------------------------------------------------------------------------
+
+/// The bytes `pid` has passed through read-like and write-like calls (/proc/PID/io's rchar
+/// and wchar; splice(2) counts in neither).
+fn io_chars(pid: u32) -> Result<(u64, u64), Failure> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .map_err(|e| Failure::new("", "the server's /proc/PID/io", e.to_string()))?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("rchar:"), field("wchar:")))
+}
+
+/// The pipe fds of `pid` (/proc/PID/fd links `pipe:[…]`).
+fn pipe_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// 1,000,000 bytes relayed add far less than that to the server's read and write counts,
+/// and a relay that has carried bytes holds pipes.
+fn model_14(c: &mut Ctx) -> Outcome {
+    let pid = c.pid();
+    let pipes = pipe_count(pid);
+    let before = io_chars(pid)?;
+    let mut relay = socks::open(c.addr(), socks::reply_after_eof_target())?;
+    relay.send(socks::pseudo_random(1_000_000, 14))?;
+    relay.finish();
+    let sent = "1,000,000 bytes through a relay, then shutdown(SHUT_WR)";
+    let got = relay.rest().map_err(|f| Failure {
+        sent: sent.into(),
+        ..f
+    })?;
+    if got != b"got 1000000 bytes\n" {
+        return Err(Failure::new(
+            sent,
+            "\"got 1000000 bytes\\n\" from the target, then the close",
+            crate::client::show(&got),
+        ));
+    }
+    let after = io_chars(pid)?;
+    let (read, written) = (after.0 - before.0, after.1 - before.1);
+    if read >= 500_000 || written >= 500_000 {
+        return Err(Failure::new(
+            sent,
+            "the relayed bytes moved by splice(2): far less than 1,000,000 read or written",
+            format!(
+                "{read} bytes read and {written} written (rchar and wchar in /proc/PID/io): \
+                 the bytes went through read(2) and write(2), lesson 12's copying relay"
+            ),
+        ));
+    }
+    let mut relay = socks::open(c.addr(), socks::echo_target())?;
+    relay.send("ping")?;
+    relay.expect(b"ping")?;
+    let now = pipe_count(pid);
+    if now < pipes + 2 {
+        return Err(Failure::new(
+            "one relay, \"ping\" there and back",
+            "a pipe per direction that has carried bytes (pipe2): 2 pipe fds or more than before",
+            format!("{pipes} pipe fds before the relay, {now} with it"),
         ));
     }
     Ok(())

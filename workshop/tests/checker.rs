@@ -131,6 +131,7 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
         "fcntl(2) F_SETOWN",
     ),
     ("10", "welcome, and q closes", "epoll_create1(2)"),
+    ("14", "CONNECT, and bytes relayed both ways", "pipe2(2)"),
     (
         "12",
         "CONNECT, and bytes relayed both ways",
@@ -375,6 +376,18 @@ fn poll_and_a_missing_f_setsig_fail_the_signal_exercise() {
         "{stdout}"
     );
     assert!(stdout.contains("plain SIGIO(s)"), "{stdout}");
+}
+
+/// Exercise 14: lesson 12's copying relay passes the protocol and fails the model, named.
+#[test]
+fn a_copying_relay_fails_the_splice_exercise_naming_its_model() {
+    let (code, out) = check_bin("14", &lesson("12"), "3", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   8. model: relayed bytes go through pipes"),
+        "{out}"
+    );
+    assert!(out.contains("lesson 12's copying relay"), "{out}");
 }
 
 /// Exercise 07: poll passes the echo rules and fails the model, named.
