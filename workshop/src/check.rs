@@ -872,7 +872,14 @@ fn model_05(c: &mut Ctx) -> Outcome {
 /// Clients that leave every way take their threads and fds with them.
 fn model_05_threads_end(c: &mut Ctx) -> Outcome {
     let pid = c.pid();
+    // The clients of the steps before are gone: their threads end, their fds close.
+    threads_back_to_one(pid, "the three clients of the step before, gone")?;
     fd_count_back(c)?;
+    threads_back_to_one(pid, "twenty clients, gone (q, EOF mid-line and reset)")
+}
+
+/// Waits until `pid` has one thread left, the accepting one.
+fn threads_back_to_one(pid: u32, sent: &str) -> Outcome {
     let until = Instant::now() + wait();
     loop {
         let threads = model::threads(pid).len();
@@ -881,7 +888,7 @@ fn model_05_threads_end(c: &mut Ctx) -> Outcome {
         }
         if Instant::now() > until {
             return Err(Failure::new(
-                "twenty clients, gone (q, EOF mid-line and reset)",
+                sent,
                 "one thread left: the accepting one",
                 format!("{threads} threads"),
             ));
