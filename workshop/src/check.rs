@@ -267,6 +267,23 @@ fn steps_14() -> Vec<Step> {
     ]
 }
 
+const FAIL_OPEN: &str = "Redis down is no answer, and no answer is no: refuse with REP 0x01 \
+    (general failure) within --redis-timeout, and redial. Lesson 13's `--mistake fail-open` \
+    lets everyone in instead: `make lesson-13 ARGS='--mistake fail-open'`, then `make provoke-13`";
+
+fn steps_13() -> Vec<Step> {
+    vec![
+    Step { name: "the greeting: method 0x00", run: |c| socks::greeting(c.addr()), hint: "the handshake is lesson 12's and given; a todo!() here is the Redis connection's, which the loop starts at once" },
+    Step { name: "not on the allowlist: REP 0x02", run: allow_13_denied, hint: "each CONNECT waits for Redis's answer to GET allowed:<client ip>: connect(2) to Redis, its socket in the poll set, the GET written, the reply read; a missing key or \"0\" is REP 0x02" },
+    Step { name: "on the allowlist: CONNECT, and bytes relayed both ways", run: allow_13_allowed, hint: "the reply to GET comes back on the Redis socket's POLLIN: read(2) it until EAGAIN and hand it to the client at the front of the queue" },
+    Step { name: "a half-close is relayed", run: allow_13_half_close, hint: "once allowed, the relay is lesson 12's" },
+    Step { name: "five CONNECTs, one Redis connection", run: allow_13_one_connection, hint: "one persistent Redis connection for every check, the GETs pipelined on it: never a connection per client" },
+    Step { name: "model: the loop's thread asleep in poll, sockets non-blocking", run: socks_model, hint: "the Redis socket is one more fd in the relay's poll set, SOCK_NONBLOCK like the others: no thread, no blocking call to Redis" },
+    Step { name: "Redis down: REP 0x01 at once; back: served again", run: allow_13_redis_down, hint: FAIL_OPEN },
+    Step { name: "model: the fd count comes back", run: socks_fds_back, hint: "close both sides of a relay once both directions are done" },
+    ]
+}
+
 /// Every exercise, in lesson order.
 pub fn exercises() -> Vec<Exercise> {
     vec![
@@ -331,6 +348,11 @@ pub fn exercises() -> Vec<Exercise> {
             steps: steps_12(),
         },
         Exercise {
+            nn: "13",
+            title: "SOCKS5 with a Redis allowlist in the poll loop",
+            steps: steps_13(),
+        },
+        Exercise {
             nn: "14",
             title: "zero-copy SOCKS5 relay: pipe2 and splice",
             steps: steps_14(),
@@ -372,6 +394,19 @@ pub fn walk(ex: &Exercise, exe: &Path, args: &[String], out: &mut dyn FnMut(&str
         out(&format!("  FAIL  {n:>2}. {name}\n{f}"));
         w.failed = Some((name.to_string(), f));
     };
+    // Exercise 13's allowlist lives in a redis-server of the check's own, stopped at the end.
+    let mut args = args.to_vec();
+    let _redis = match ex.nn {
+        "13" => match redis_13(&mut args) {
+            Ok(guard) => Some(guard),
+            Err(f) => {
+                fail(&mut w, 1, BANNER_STEP, f, out);
+                return w;
+            }
+        },
+        _ => None,
+    };
+    let args = &args[..];
     // A client exercise (00) starts the client against the checker's own server instead.
     let client = CLIENT_EXERCISES.contains(&ex.nn);
     let (banner_step, started) = match client {
@@ -1414,4 +1449,234 @@ fn model_14(c: &mut Ctx) -> Outcome {
         ));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercise 13: the Redis allowlist, against a redis-server of the check's own.
+// ---------------------------------------------------------------------------------------
+
+/// The redis-servers this check started: killed and reaped when the guard goes.
+static REDIS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+/// Stops every redis-server the check started.
+struct RedisGuard;
+
+impl Drop for RedisGuard {
+    fn drop(&mut self) {
+        if let Ok(mut children) = REDIS.lock() {
+            for mut child in children.drain(..) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// One command to the redis-server on `port`, on a connection of its own: its reply.
+fn redis_cmd(port: u16, args: &[&[u8]]) -> Result<protocols::resp::Value, String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(wait()))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    protocols::resp::encode_command(args, &mut out);
+    conn.write_all(&out).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(Some((value, _))) = protocols::resp::parse(&buf) {
+            return Ok(value);
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) => return Err("redis-server closed the connection".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Starts redis-server (memory only) on `port` and waits for its PING.
+fn redis_start(port: u16) -> Result<(), Failure> {
+    let started = format!("redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no");
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            Failure::new(&started, "redis-server running", format!("{e}"))
+                .hint("exercise 13 needs redis-server: `make deps` installs it")
+        })?;
+    if let Ok(mut children) = REDIS.lock() {
+        children.push(child);
+    }
+    let until = Instant::now() + wait();
+    while Instant::now() < until {
+        if redis_cmd(port, &[b"PING"]).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Err(Failure::new(
+        started,
+        "PONG",
+        format!("no answer within {} s", wait().as_secs()),
+    ))
+}
+
+/// Exercise 13's walk: a redis-server on a free port, named to the server by `--redis`.
+fn redis_13(args: &mut Vec<String>) -> Result<RedisGuard, Failure> {
+    let guard = RedisGuard;
+    let mut last = Failure::new("", "", "");
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Failure::new("", "a free port", e.to_string()))?
+            .port();
+        match redis_start(port) {
+            Ok(()) => {
+                args.extend(["--redis".to_string(), format!("127.0.0.1:{port}")]);
+                return Ok(guard);
+            }
+            Err(f) => last = f,
+        }
+    }
+    Err(last)
+}
+
+/// The Redis port the server under check was given.
+fn redis_port(c: &Ctx) -> u16 {
+    c.args
+        .iter()
+        .skip_while(|a| *a != "--redis")
+        .nth(1)
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .map_or(0, |a| a.port())
+}
+
+/// `SET allowed:127.0.0.1 value`, or `DEL` it when `value` is None.
+fn allow_13(c: &Ctx, value: Option<&str>) -> Outcome {
+    let key = b"allowed:127.0.0.1";
+    let reply = match value {
+        Some(v) => redis_cmd(redis_port(c), &[b"SET", key, v.as_bytes()]),
+        None => redis_cmd(redis_port(c), &[b"DEL", key]),
+    };
+    reply
+        .map(|_| ())
+        .map_err(|e| Failure::new("(the checker's own command to Redis)", "its reply", e))
+}
+
+/// A CONNECT from a client whose key is missing, then one whose key is "0": REP 0x02.
+fn allow_13_denied(c: &mut Ctx) -> Outcome {
+    for value in [None, Some("0")] {
+        allow_13(c, value)?;
+        let mut conn = Conn::open(c.addr())?;
+        socks::greet(&mut conn)?;
+        let target = socks::echo_target();
+        let request =
+            protocols::socks5::client::connect_request(&protocols::socks5::Target::Ip(target))
+                .expect("request");
+        conn.send(request)?;
+        socks::expect_reply(&mut conn, protocols::socks5::Reply::NotAllowed).map_err(|f| {
+            let key = value.map_or("no key allowed:127.0.0.1".to_string(), |v| {
+                format!("allowed:127.0.0.1 = \"{v}\"")
+            });
+            Failure {
+                sent: format!("CONNECT, with {key} in Redis"),
+                ..f
+            }
+        })?;
+    }
+    Ok(())
+}
+
+fn allow_13_allowed(c: &mut Ctx) -> Outcome {
+    allow_13(c, Some("1"))?;
+    socks::connect_and_relay(c.addr())
+}
+
+fn allow_13_half_close(c: &mut Ctx) -> Outcome {
+    allow_13(c, Some("1"))?;
+    socks::half_close(c.addr())
+}
+
+/// Redis's count of connections it has accepted.
+fn redis_connections(port: u16) -> Result<u64, Failure> {
+    let info = redis_cmd(port, &[b"INFO", b"stats"])
+        .map_err(|e| Failure::new("INFO stats", "Redis's statistics", e))?;
+    let text = match info {
+        protocols::resp::Value::Bulk(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        other => format!("{other:?}"),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| Failure::new("INFO stats", "total_connections_received", text))
+}
+
+/// Five CONNECTs in a row: Redis accepts no connection from the server meanwhile.
+fn allow_13_one_connection(c: &mut Ctx) -> Outcome {
+    allow_13(c, Some("1"))?;
+    let port = redis_port(c);
+    let before = redis_connections(port)?;
+    for _ in 0..5 {
+        let mut relay = socks::open(c.addr(), socks::echo_target())?;
+        relay.send("x")?;
+        relay.expect(b"x")?;
+    }
+    // The checker's own INFO is one connection: any other is the server's.
+    let new = redis_connections(port)? - before - 1;
+    if new > 0 {
+        return Err(Failure::new(
+            "five CONNECTs, one after another",
+            "no new connection to Redis: one persistent connection, GETs pipelined on it",
+            format!("{new} new connection(s) to Redis (INFO stats): a connection per check"),
+        ));
+    }
+    Ok(())
+}
+
+/// Redis shut down: a CONNECT is refused with REP 0x01 within the wait (not let in, not
+/// left hanging); Redis back on its port: a CONNECT is served again once redialled.
+fn allow_13_redis_down(c: &mut Ctx) -> Outcome {
+    let port = redis_port(c);
+    let _ = redis_cmd(port, &[b"SHUTDOWN", b"NOSAVE"]);
+    let until = Instant::now() + wait();
+    while redis_cmd(port, &[b"PING"]).is_ok() && Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut conn = Conn::open(c.addr())?;
+    socks::greet(&mut conn)?;
+    let request = protocols::socks5::client::connect_request(&protocols::socks5::Target::Ip(
+        socks::echo_target(),
+    ))
+    .expect("request");
+    conn.send(request)?;
+    socks::expect_reply(&mut conn, protocols::socks5::Reply::GeneralFailure).map_err(|f| {
+        Failure {
+            sent: "CONNECT, with Redis shut down".into(),
+            ..f
+        }
+    })?;
+    redis_start(port)?;
+    allow_13(c, Some("1"))?;
+    // The server redials within its backoff (at most a second or so).
+    let until = Instant::now() + wait() + Duration::from_secs(2);
+    loop {
+        match socks::open(c.addr(), socks::echo_target()) {
+            Ok(mut relay) => {
+                relay.send("back")?;
+                return relay.expect(b"back");
+            }
+            Err(f) if Instant::now() > until => {
+                return Err(Failure {
+                    sent: "CONNECT, Redis back on its port and the key set".into(),
+                    ..f
+                })
+            }
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }

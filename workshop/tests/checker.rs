@@ -131,6 +131,11 @@ const FIRST_FAILURES: &[(&str, &str, &str)] = &[
         "fcntl(2) F_SETOWN",
     ),
     ("10", "welcome, and q closes", "epoll_create1(2)"),
+    (
+        "13",
+        "the greeting: method 0x00",
+        "the Redis socket in the poll set",
+    ),
     ("14", "CONNECT, and bytes relayed both ways", "pipe2(2)"),
     (
         "12",
@@ -376,6 +381,58 @@ fn poll_and_a_missing_f_setsig_fail_the_signal_exercise() {
         "{stdout}"
     );
     assert!(stdout.contains("plain SIGIO(s)"), "{stdout}");
+}
+
+/// Exercise `nn` filled as its lesson, with `old` replaced by `new` in its crate file
+/// `file`, as crate `name`: a wrong solution of a folder lesson. Returns the crate's folder.
+fn edited_solution(nn: &str, file: &str, old: &str, new: &str, name: &str) -> PathBuf {
+    let dir = scratch(name);
+    for (path, text) in learner::generate_solved(&root(), nn).unwrap() {
+        let text = if path == file {
+            assert!(text.contains(old), "{file} no longer has `{old}`");
+            text.replace(old, new)
+        } else {
+            text
+        };
+        let at = dir.join(path);
+        fs::create_dir_all(at.parent().unwrap()).unwrap();
+        fs::write(at, text).unwrap();
+    }
+    let manifest = workshop::skeleton::manifest(nn, root().to_str().unwrap())
+        .replace(&format!("exercise-{nn}"), name);
+    fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    dir
+}
+
+/// Exercise 13: an allowlist that lets everyone in while Redis is down fails, naming the
+/// mistake; one that dials Redis for every check fails, naming that.
+#[test]
+fn fail_open_and_a_connection_per_check_fail_the_allowlist_exercise() {
+    let (code, out) = check_bin("13", &lesson("13"), "2", &["--mistake", "fail-open"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL   8. Redis down"), "{out}");
+    assert!(out.contains("--mistake fail-open"), "{out}");
+    let dir = edited_solution(
+        "13",
+        "src/allowlist.rs",
+        "verdicts.push((id, self.verdict(&value)));",
+        "verdicts.push((id, self.verdict(&value)));\n                        self.link = Link::Down { retry: now };",
+        "dial-per-check-13",
+    );
+    let out = check_dir("13", &dir, &target_dir(), Some("2"));
+    let stdout = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("FAIL   6. five CONNECTs, one Redis connection"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("a connection per check"), "{stdout}");
 }
 
 /// Exercise 14: lesson 12's copying relay passes the protocol and fails the model, named.
