@@ -276,7 +276,7 @@ fn steps_13() -> Vec<Step> {
     Step { name: "the greeting: method 0x00", run: |c| socks::greeting(c.addr()), hint: "the handshake is lesson 12's and given; a todo!() here is the Redis connection's, which the loop starts at once" },
     Step { name: "not on the allowlist: REP 0x02", run: allow_13_denied, hint: "each CONNECT waits for Redis's answer to GET allowed:<client ip>: connect(2) to Redis, its socket in the poll set, the GET written, the reply read; a missing key or \"0\" is REP 0x02" },
     Step { name: "on the allowlist: CONNECT, and bytes relayed both ways", run: allow_13_allowed, hint: "the reply to GET comes back on the Redis socket's POLLIN: read(2) it until EAGAIN and hand it to the client at the front of the queue" },
-    Step { name: "a half-close is relayed", run: allow_13_half_close, hint: "once allowed, the relay is lesson 12's" },
+    Step { name: "a half-close is relayed", run: allow_13_half_close, hint: "once allowed, the relay is lesson 12's: EOF from one side is a shutdown(SHUT_WR) on the other. Lesson 13 mounts its mistakes too: `make lesson-13 ARGS='--mistake no-half-close'` fails this way" },
     Step { name: "five CONNECTs, one Redis connection", run: allow_13_one_connection, hint: "one persistent Redis connection for every check, the GETs pipelined on it: never a connection per client" },
     Step { name: "model: the loop's thread asleep in poll, sockets non-blocking", run: socks_model, hint: "the Redis socket is one more fd in the relay's poll set, SOCK_NONBLOCK like the others: no thread, no blocking call to Redis" },
     Step { name: "Redis down: REP 0x01 at once; back: served again", run: allow_13_redis_down, hint: FAIL_OPEN },
