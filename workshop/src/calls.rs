@@ -39,6 +39,8 @@ use crate::{echo, socks};
 pub const POLLS: &[&str] = &["poll", "ppoll"];
 pub const EPOLLS: &[&str] = &["epoll_wait", "epoll_pwait", "epoll_pwait2"];
 pub const SELECTS: &[&str] = &["select", "pselect6"];
+/// The wait of signal-driven I/O: a signal taken, its si_fd naming the fd.
+pub const SIGWAITS: &[&str] = &["rt_sigtimedwait"];
 /// Calls that wait without naming an fd: a nap.
 pub const SLEEPS: &[&str] = &["nanosleep", "clock_nanosleep"];
 
@@ -69,6 +71,14 @@ pub enum Rule {
     NoSpin,
     /// No write on a socket without O_NONBLOCK, and no fcntl clearing O_NONBLOCK on one.
     NoBlockingWrite,
+    /// The first process accepts in one thread; each client is served (read or written) by
+    /// one other thread of that process, a thread of its own; no process is forked.
+    ThreadPerClient,
+    /// No readiness call (poll, select, epoll, a signal wait): every call made in turn.
+    NoReadiness,
+    /// Every socket the server connect()ed and still holds (an upstream, a store) is among
+    /// the fds one of these calls waits on.
+    WatchesEveryConnection(&'static [&'static str]),
 }
 
 /// What the checker does while the calls are recorded.
@@ -80,6 +90,9 @@ pub enum Scenario {
     Echo,
     /// One SOCKS5 relay to the checker's echo target: bytes both ways, [`IDLE`] quiet, EOF.
     Socks,
+    /// Three clients one after another, each greeted and closed (lessons 01–02), [`IDLE`]
+    /// quiet, then one more.
+    Hello,
 }
 
 impl Scenario {
@@ -94,6 +107,10 @@ impl Scenario {
             ),
             Scenario::Socks => format!(
                 "one relay: CONNECT, \"ping\" both ways, {ms} ms quiet, then EOF (the calls traced)"
+            ),
+            Scenario::Hello => format!(
+                "three clients in a row, each greeted and closed, {ms} ms quiet, then one more \
+                 (the calls traced)"
             ),
         }
     }
@@ -122,6 +139,8 @@ pub struct Client {
     pub accepted_by: u32,
     /// (process, thread) of each read.
     pub read_by: BTreeSet<(u32, u32)>,
+    /// (process, thread) of each write.
+    pub written_by: BTreeSet<(u32, u32)>,
     /// The wait calls whose fds included it.
     pub watched_by: BTreeSet<String>,
 }
@@ -156,6 +175,11 @@ pub struct Analysis {
     /// Waits in the quiet part that returned with nothing ready (timed out, or a sleep).
     pub idle_empty_waits: usize,
     pub idle_seconds: f64,
+    /// Signals a signal wait took, and those that named no fd (a plain SIGIO).
+    pub signals: usize,
+    pub signals_without_fd: usize,
+    /// Sockets connect()ed and still open that no wait watched in the window: what each is.
+    pub unwatched_connections: Vec<String>,
 }
 
 /// The state the walk keeps from the trace's first line on.
@@ -178,6 +202,10 @@ struct State {
     /// thread → what its last wait reported, and what it accepted since.
     reported: HashMap<u32, BTreeSet<u64>>,
     execs: usize,
+    /// (process, fd) of each socket connect()ed, and every identity a wait watched in the
+    /// window.
+    connected: Vec<(u32, i32, u64)>,
+    watched: HashSet<u64>,
 }
 
 impl State {
@@ -212,7 +240,8 @@ fn first_fd(args: &[&str]) -> Option<i32> {
 
 /// Whether a call waits: a readiness call or a sleep.
 pub fn is_wait(name: &str) -> bool {
-    POLLS.contains(&name)
+    SIGWAITS.contains(&name)
+        || POLLS.contains(&name)
         || EPOLLS.contains(&name)
         || SELECTS.contains(&name)
         || SLEEPS.contains(&name)
@@ -274,6 +303,12 @@ impl Analysis {
         }
         if let (Some(t0), Some(t1)) = idle_times {
             a.idle_seconds = t1 - t0;
+        }
+        for (pid, fd, id) in &s.connected {
+            if s.ids.get(&(*pid, *fd)) == Some(id) && !s.watched.contains(id) {
+                a.unwatched_connections
+                    .push(format!("{fd}<{}>", s.what(*pid, *fd)));
+            }
         }
         a
     }
@@ -373,6 +408,9 @@ impl Analysis {
                 let Some(fd) = first else { return };
                 let id = s.id(pid, fd);
                 s.conns.insert(id);
+                if s.sockets.contains(&id) && !s.connected.iter().any(|c| c.2 == id) {
+                    s.connected.push((pid, fd, id));
+                }
             }
             "fcntl" | "ioctl" => {
                 let Some(fd) = first else { return };
@@ -450,6 +488,11 @@ impl Analysis {
             "write" | "writev" | "sendto" | "sendmsg" => {
                 let Some(fd) = first else { return };
                 let id = s.id(pid, fd);
+                if inside {
+                    if let Some(client) = self.client(id) {
+                        client.written_by.insert((pid, tid));
+                    }
+                }
                 if inside && s.conns.contains(&id) && s.nonblock.get(&(pid, fd)) == Some(&false) {
                     self.blocking_writes.push(format!(
                         "{name}({fd}<{}>) = {}",
@@ -497,15 +540,27 @@ impl Analysis {
                 name != "epoll_pwait2",
             )
         } else if SELECTS.contains(&name) {
+            // With -yy each fd in a set shows what it is: `[3<pipe:[…]> 7<TCP:[…]>]`.
+            let fds = |set: &str| -> Vec<i32> {
+                let shown: Vec<i32> = trace::fds_in(set).into_iter().map(|(fd, _)| fd).collect();
+                if !shown.is_empty() {
+                    return shown;
+                }
+                set.trim_matches(['[', ']'])
+                    .split_whitespace()
+                    .filter_map(|fd| fd.parse::<i32>().ok())
+                    .collect()
+            };
             for set in args.iter().skip(1).take(3) {
-                for fd in set.trim_matches(['[', ']']).split_whitespace() {
-                    if let Ok(fd) = fd.parse::<i32>() {
-                        watched.push(s.id(pid, fd));
-                    }
+                for fd in fds(set) {
+                    watched.push(s.id(pid, fd));
                 }
             }
+            // The result names the ready fds, by number only: `2 (in [7], out [7], left {…})`.
             if let Some(open) = call.result.find('(') {
-                for fd in call.result[open..]
+                let ready = &call.result[open..];
+                let ready = ready.split(", left").next().unwrap_or(ready);
+                for fd in ready
                     .split(|c: char| !c.is_ascii_digit())
                     .filter_map(|n| n.parse::<i32>().ok())
                 {
@@ -513,6 +568,20 @@ impl Analysis {
                 }
             }
             timeout_ms(args.get(4).copied().unwrap_or("NULL"), false)
+        } else if SIGWAITS.contains(&name) {
+            // rt_sigtimedwait(set, info, timeout, size): info's si_fd names the fd.
+            let info = args.get(1).copied().unwrap_or("");
+            let fds = trace::numbers_after(info, "si_fd=");
+            for fd in &fds {
+                reported.insert(s.id(pid, *fd as i32));
+            }
+            if inside && call.done && call.ret.is_some_and(|r| r > 0) {
+                self.signals += 1;
+                if fds.is_empty() {
+                    self.signals_without_fd += 1;
+                }
+            }
+            timeout_ms(args.get(2).copied().unwrap_or("NULL"), true)
         } else {
             // A sleep: its time is the first timespec.
             let spec = args.iter().find(|a| a.starts_with('{')).copied();
@@ -525,6 +594,7 @@ impl Analysis {
             return;
         }
         for id in &watched {
+            s.watched.insert(*id);
             if let Some(client) = self.client(*id) {
                 client.watched_by.insert(name.to_string());
             }
@@ -542,7 +612,7 @@ impl Analysis {
     fn other_readers(&self) -> BTreeSet<u32> {
         self.clients
             .iter()
-            .flat_map(|c| c.read_by.iter().map(|(p, _)| *p))
+            .flat_map(|c| c.read_by.iter().chain(&c.written_by).map(|(p, _)| *p))
             .filter(|p| *p != self.root)
             .collect()
     }
@@ -550,7 +620,7 @@ impl Analysis {
     fn reading_threads(&self) -> BTreeSet<u32> {
         self.clients
             .iter()
-            .flat_map(|c| c.read_by.iter().map(|(_, t)| *t))
+            .flat_map(|c| c.read_by.iter().chain(&c.written_by).map(|(_, t)| *t))
             .collect()
     }
 
@@ -586,6 +656,8 @@ impl Analysis {
                 };
                 let over = if SLEEPS.contains(name) {
                     "a sleep, no fd".to_string()
+                } else if SIGWAITS.contains(name) {
+                    "a signal wait".to_string()
                 } else if ws[0].epoll {
                     if hi == 0 {
                         "an epoll watching no fd".to_string()
@@ -639,6 +711,9 @@ impl Analysis {
         } else {
             let has = |names: &[&str]| self.waits.iter().any(|w| names.contains(&w.name.as_str()));
             match (has(EPOLLS), has(POLLS), has(SELECTS)) {
+                _ if has(SIGWAITS) && !has(EPOLLS) && !has(POLLS) && !has(SELECTS) => {
+                    "a signal-driven loop (lesson 09's model)"
+                }
                 (true, false, false) => "an epoll loop (lesson 10's model)",
                 (false, true, false) => "a poll loop (lesson 08's model)",
                 (false, false, true) => "a select loop (lesson 07's model)",
@@ -690,6 +765,18 @@ impl Analysis {
         if let Some(f) = self.cleared_nonblock.first() {
             said.push(format!("O_NONBLOCK cleared: {f}"));
         }
+        if self.signals > 0 {
+            said.push(format!(
+                "{} signal(s) taken, {} of them naming no fd (a plain SIGIO: no F_SETSIG)",
+                self.signals, self.signals_without_fd
+            ));
+        }
+        if let Some(c) = self.unwatched_connections.first() {
+            said.push(format!(
+                "{} connected socket(s) no wait watched (the first: {c})",
+                self.unwatched_connections.len()
+            ));
+        }
         said.push(format!(
             "{} call(s) in {:.2} s while nothing arrived ({} ended EAGAIN, {} wait(s) \
              returned with nothing ready)",
@@ -740,6 +827,25 @@ impl Analysis {
             Rule::NoBlockingWrite => {
                 !self.blocking_writes.is_empty() || !self.cleared_nonblock.is_empty()
             }
+            Rule::ThreadPerClient => {
+                let acceptor_elsewhere = self.acceptors.iter().any(|t| *t != self.root);
+                let mut servers = BTreeSet::new();
+                let bad = self.clients.iter().any(|c| {
+                    let served: BTreeSet<&(u32, u32)> =
+                        c.read_by.iter().chain(&c.written_by).collect();
+                    let one = served.len() == 1;
+                    let fits = served
+                        .iter()
+                        .all(|(p, t)| *p == self.root && *t != self.root && servers.insert(*t));
+                    !one || !fits
+                });
+                acceptor_elsewhere || bad || self.forked > 0
+            }
+            Rule::NoReadiness => self
+                .waits
+                .iter()
+                .any(|w| !SLEEPS.contains(&w.name.as_str())),
+            Rule::WatchesEveryConnection(_) => !self.unwatched_connections.is_empty(),
         };
         fails.then(|| expected(rule))
     }
@@ -769,6 +875,16 @@ pub fn expected(rule: Rule) -> String {
         Rule::NoBlockingWrite => {
             "every write on a non-blocking socket (O_NONBLOCK never cleared)".into()
         }
+        Rule::ThreadPerClient => "the first thread accepts; each client is served by a thread \
+                                  of its own in the same process; no fork"
+            .into(),
+        Rule::NoReadiness => {
+            "no readiness call (poll, select, epoll, a signal wait): each call made in turn".into()
+        }
+        Rule::WatchesEveryConnection(names) => format!(
+            "every socket it connect()ed (the upstreams, the store) among the fds {} waits on",
+            names.join(" or ")
+        ),
     }
 }
 
@@ -795,13 +911,14 @@ pub fn judge(c: &mut Ctx, scenario: Scenario, rules: &[Rule]) -> Outcome {
         Scenario::Serial => echo_scenario(c, 1)?,
         Scenario::Echo => echo_scenario(c, 3)?,
         Scenario::Socks => socks_scenario(c)?,
+        Scenario::Hello => hello_scenario(c)?,
     };
     let to = mark(c)?;
     let lines = trace::read(c.server.trace.as_ref().ok_or_else(no_strace)?);
     let a = Analysis::of(&lines, from, to, idle);
     // The scenario's own clients must be in the record, or the record says nothing.
     let clients = match scenario {
-        Scenario::Echo => 3,
+        Scenario::Echo | Scenario::Hello => 3,
         Scenario::Serial | Scenario::Socks => 1,
     };
     if a.clients.len() < clients {
@@ -855,5 +972,27 @@ fn socks_scenario(c: &mut Ctx) -> Result<(usize, usize), Failure> {
     relay.expect(b"pong")?;
     relay.finish();
     relay.rest()?;
+    Ok(idle)
+}
+
+/// A greeting read to its end: "Hello there! …\n", then the close.
+fn greeted(addr: std::net::SocketAddr) -> Result<(), Failure> {
+    let got = crate::client::Conn::open(addr)?.rest()?;
+    if got.starts_with(b"Hello there! ") && got.ends_with(b"\n") {
+        return Ok(());
+    }
+    Err(Failure::new(
+        "(nothing: just connected)",
+        "\"Hello there! <local time>\\n\", then the close",
+        crate::client::show(&got),
+    ))
+}
+
+fn hello_scenario(c: &mut Ctx) -> Result<(usize, usize), Failure> {
+    for _ in 0..3 {
+        greeted(c.addr())?;
+    }
+    let idle = quiet(c)?;
+    greeted(c.addr())?;
     Ok(idle)
 }

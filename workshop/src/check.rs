@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::calls::{self, Rule, Scenario, EPOLLS, POLLS};
+use crate::calls::{self, Rule, Scenario, EPOLLS, POLLS, SELECTS, SIGWAITS};
 use crate::client::{wait, Conn, Failure, Outcome};
 use crate::run::{self, Server};
 use crate::{echo, model, socks};
@@ -51,6 +51,35 @@ const RELAY_LOOP: &[Rule] = &[
     Rule::ReadsWhenReported,
     Rule::NoBlockingWrite,
 ];
+
+/// Exercise 13's: the relay's, and the Redis connection one more fd in the same poll.
+const REDIS_RELAY_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(POLLS),
+    Rule::WatchesEveryClient(POLLS),
+    Rule::WatchesEveryConnection(POLLS),
+    Rule::ReadsWhenReported,
+    Rule::NoBlockingWrite,
+];
+/// Exercise 07's: the poll loop's, on select.
+const SELECT_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(SELECTS),
+    Rule::WatchesEveryClient(SELECTS),
+    Rule::ReadsWhenReported,
+];
+/// Exercise 09's: one thread, waiting only for signals, and quiet while its clients are.
+const SIGNAL_LOOP: &[Rule] = &[
+    Rule::OneThreadServes,
+    Rule::NoSpin,
+    Rule::WaitsOnlyIn(SIGWAITS),
+];
+/// Exercise 06's: one thread and no readiness call; it spins, and that is its model.
+const BUSY_LOOP: &[Rule] = &[Rule::OneThreadServes, Rule::NoReadiness];
+/// Exercise 02's: one thread accepts and greets each client in turn, quiet in between.
+const ACCEPT_LOOP: &[Rule] = &[Rule::OneThreadServes, Rule::NoSpin, Rule::NoReadiness];
 
 /// What a step gets: the server under check (restartable) and how it was started.
 pub struct Ctx {
@@ -317,7 +346,7 @@ fn steps_02() -> Vec<Step> {
         Step { name: "greets a client and closes", run: hello, hint: LEAK_FD },
         Step { name: "ten clients, one after another", run: clients_in_a_row, hint: "accept(2) in a loop: after a client's close(2), back to accept(2) for the next; never exit" },
         Step { name: "a client gone before its greeting", run: gone_before_greeting, hint: "a write(2) that fails (EPIPE, ECONNRESET) costs that client only: report it, close(2), accept(2) the next" },
-        Step { name: "model: one thread asleep in accept", run: model_02, hint: "lesson 02 is one loop on one thread: accept(2), write(2), close(2), again; no thread, no fork, no poll" },
+        Step { name: "model: one thread accepts and greets, no readiness call", run: |c| calls::judge(c, Scenario::Hello, ACCEPT_LOOP), hint: "lesson 02 is one loop on one thread: accept(2), write(2), close(2), again; no thread, no fork, no poll" },
         Step { name: "model: the fd count comes back", run: model_02_fds, hint: LEAK_FD },
     ]
 }
@@ -329,7 +358,7 @@ fn steps_05() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
         Step { name: "three clients at once", run: clients_at_once, hint: THREAD_PER_CLIENT },
-        Step { name: "model: a thread per client, no child", run: model_05, hint: THREAD_PER_CLIENT },
+        Step { name: "model: a thread per client, no child", run: |c| calls::judge(c, Scenario::Echo, &[Rule::ThreadPerClient]), hint: THREAD_PER_CLIENT },
         Step { name: "model: each thread ends with its client, fds back", run: model_05_threads_end, hint: "the thread closes its connection after the conversation and returns: one thread and one fd fewer per client gone" },
         Step { name: "--max-clients 2: the third is told the server is full", run: model_05_full, hint: "with --max-clients clients already served, write(2) `error: server full` and close(2) instead of a thread; lesson 05's `--mistake unbounded` has no limit: `make lesson-05 ARGS='--mistake unbounded'`. Its other mistake, `--mistake racy-counter`, loses counts: SERVED.fetch_add, never a load then a store" },
     ]);
@@ -340,7 +369,7 @@ fn steps_07() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
         Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "serve only the fds select(2) left in its sets, then go back to select(2): a read on any other fd may block the loop" },
-        Step { name: "model: one thread asleep in select", run: model_07, hint: "one thread, the fd sets rebuilt every round, one select(2) over them: no fork, no thread, no poll; a thread seen never asleep watches write_set with nothing to write" },
+        Step { name: "model: one thread waits only in select, over every client", run: |c| calls::judge(c, Scenario::Echo, SELECT_LOOP), hint: "one thread, the fd sets rebuilt every round, one select(2) over them: no fork, no thread, no poll; a thread seen never asleep watches write_set with nothing to write" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "SOCK_NONBLOCK on the listener, accept4(.., SOCK_NONBLOCK) for each client: a read after a spurious wake-up must not block the loop" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "take a leaving client out of the table and close(2) it, on every ending. An fd past FD_SETSIZE must be refused before it nears a set: lesson 07's `--mistake no-fdsetsize-check` (`make lesson-07 ARGS='--mistake no-fdsetsize-check'`) dies there" },
     ]);
@@ -360,7 +389,7 @@ fn steps_06() -> Vec<Step> {
     steps.extend(echo_steps());
     steps.extend([
         Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "every call on every socket must return at once: fcntl(O_NONBLOCK) on the listener and on each accepted client" },
-        Step { name: "model: one thread, no poll, select or epoll", run: model_06, hint: "lesson 06 tries every socket in turn, over and over, with no readiness call: one thread, no fork, no poll(2), select(2) or epoll_wait(2) (those are lessons 07, 08 and 10)" },
+        Step { name: "model: one thread, no poll, select or epoll", run: |c| calls::judge(c, Scenario::Echo, BUSY_LOOP), hint: "lesson 06 tries every socket in turn, over and over, with no readiness call: one thread, no fork, no poll(2), select(2) or epoll_wait(2) (those are lessons 07, 08 and 10)" },
         Step { name: "model: non-blocking sockets", run: nonblocking_echo, hint: "fcntl(F_GETFL), then fcntl(F_SETFL, flags | O_NONBLOCK), on the listener and on every accepted fd: on Linux an accepted socket does not inherit O_NONBLOCK" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "take a leaving client out of the table and close(2) it, on every ending" },
     ]);
@@ -386,7 +415,7 @@ fn steps_09() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
         Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "serve only the fd the signal's si_fd names, and drain it until EAGAIN: one signal may stand for many bytes" },
-        Step { name: "model: one thread asleep in sigtimedwait", run: model_09, hint: SIGIO_OVERFLOW },
+        Step { name: "model: one thread waits only in sigtimedwait", run: |c| calls::judge(c, Scenario::Echo, SIGNAL_LOOP), hint: SIGIO_OVERFLOW },
         Step { name: "model: every socket O_ASYNC, signals named by si_fd", run: model_09_signals, hint: "fcntl(F_SETOWN, getpid()), fcntl(F_SETSIG, SIGRTMIN) and fcntl(F_SETFL, O_ASYNC | O_NONBLOCK) on the listener and on every accepted client; without F_SETSIG each event is a plain SIGIO, which names no fd, and every one costs a rescan" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "close(2) a client on every ending; signals still queued for its fd are stale, and harmless" },
     ]);
@@ -403,6 +432,7 @@ fn steps_14() -> Vec<Step> {
     Step { name: "a refused target: REP 0x05", run: |c| socks::refused(c.addr()), hint: "the connect's outcome is SO_ERROR once POLLOUT comes (given, lesson 12's)" },
     Step { name: "model: relayed bytes go through pipes, not read or write", run: model_14, hint: "splice(2) moves the relayed bytes socket → pipe → socket inside the kernel: a direction with a pipe never read(2)s or write(2)s them; that is lesson 12's copying relay" },
     Step { name: "model: the fd count comes back", run: socks_fds_back, hint: "close both sockets and both ends of both pipes once both directions are done" },
+    Step { name: "model: one thread relays, waiting only in poll; no write blocks", run: |c| calls::judge(c, Scenario::Socks, RELAY_LOOP), hint: "one loop thread in poll(2) (the resolver threads aside), every socket and pipe end non-blocking, and a splice(2) only where poll reported: a splice that blocks stalls every other client" },
     ]
 }
 
@@ -417,7 +447,7 @@ fn steps_13() -> Vec<Step> {
     Step { name: "on the allowlist: CONNECT, and bytes relayed both ways", run: allow_13_allowed, hint: "the reply to GET comes back on the Redis socket's POLLIN: read(2) it until EAGAIN and hand it to the client at the front of the queue" },
     Step { name: "a half-close is relayed", run: allow_13_half_close, hint: "once allowed, the relay is lesson 12's: EOF from one side is a shutdown(SHUT_WR) on the other. Lesson 13 mounts its mistakes too: `make lesson-13 ARGS='--mistake no-half-close'` fails this way" },
     Step { name: "five CONNECTs, one Redis connection", run: allow_13_one_connection, hint: "one persistent Redis connection for every check, the GETs pipelined on it: never a connection per client" },
-    Step { name: "model: the loop's thread asleep in poll, sockets non-blocking", run: socks_model, hint: "the Redis socket is one more fd in the relay's poll set, SOCK_NONBLOCK like the others: no thread, no blocking call to Redis" },
+    Step { name: "model: one thread relays, waiting only in poll, Redis in the same poll", run: model_13, hint: "the Redis socket is one more fd in the relay's poll set, SOCK_NONBLOCK like the others: no thread, no blocking call to Redis" },
     Step { name: "Redis down: REP 0x01 at once; back: served again", run: allow_13_redis_down, hint: FAIL_OPEN },
     Step { name: "model: the fd count comes back", run: socks_fds_back, hint: "close both sides of a relay once both directions are done" },
     ]
@@ -579,15 +609,16 @@ fn walk_with(
         false => (BANNER_STEP, run::start(exe, args, 0)),
     };
     // The program that runs must be the one the learner's crate built.
-    let started = started.and_then(|mut s| {
-        match own_build.then(|| own_program(s.pid, exe)).flatten() {
-            None => Ok(s),
-            Some(f) => {
-                s.stop();
-                Err(f)
-            }
-        }
-    });
+    let started =
+        started.and_then(
+            |mut s| match own_build.then(|| own_program(s.pid, exe)).flatten() {
+                None => Ok(s),
+                Some(f) => {
+                    s.stop();
+                    Err(f)
+                }
+            },
+        );
     let server = match started {
         Ok(s) => s,
         Err(f) => {
@@ -971,34 +1002,6 @@ fn gone_before_greeting(c: &mut Ctx) -> Outcome {
     })
 }
 
-/// One thread, no child, asleep in accept once its clients are served.
-fn model_02(c: &mut Ctx) -> Outcome {
-    let pid = c.pid();
-    for _ in 0..3 {
-        hello(c)?;
-    }
-    let until = Instant::now() + wait();
-    loop {
-        let asleep = model::syscall(pid, pid);
-        if model::threads(pid).len() == 1
-            && model::children(pid).is_empty()
-            && asleep
-                .as_deref()
-                .is_some_and(|s| s == "accept" || s == "accept4")
-        {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "three clients, each greeted and closed; then none",
-                "one thread, no child, asleep in accept (the serial model)",
-                model::describe(pid),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Twenty more clients leave the fd count where it was.
 fn model_02_fds(c: &mut Ctx) -> Outcome {
     let pid = c.pid();
@@ -1027,26 +1030,6 @@ fn model_02_fds(c: &mut Ctx) -> Outcome {
 // ---------------------------------------------------------------------------------------
 // Exercise 05: a thread per client.
 // ---------------------------------------------------------------------------------------
-
-/// Three idle clients: the server has a thread for each besides its own, and no child.
-fn model_05(c: &mut Ctx) -> Outcome {
-    let pid = c.pid();
-    let _clients = welcomed_clients(c.addr(), 3)?;
-    let until = Instant::now() + wait();
-    loop {
-        if model::threads(pid).len() >= 4 && model::children(pid).is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "three clients, connected and idle",
-                "four threads or more (the accepting one and one per client), no child process",
-                model::describe(pid),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Clients that leave every way take their threads and fds with them.
 fn model_05_threads_end(c: &mut Ctx) -> Outcome {
@@ -1125,15 +1108,6 @@ fn model_05_full(c: &mut Ctx) -> Outcome {
 }
 
 // ---------------------------------------------------------------------------------------
-// Exercise 07: select.
-// ---------------------------------------------------------------------------------------
-
-/// One thread, no child, asleep in select (glibc's select is pselect6 on most machines).
-fn model_07(c: &mut Ctx) -> Outcome {
-    one_thread_in(c, &["select", "pselect6"])
-}
-
-// ---------------------------------------------------------------------------------------
 // Exercise 06: non-blocking sockets, no readiness call.
 // ---------------------------------------------------------------------------------------
 
@@ -1146,44 +1120,6 @@ fn model_06_idle_kept(c: &mut Ctx) -> Outcome {
             sent: "nothing for 0.2 s after the welcome, then \"still here\\n\"".into(),
             ..f
         })
-}
-
-/// One thread, no child, never seen asleep in a readiness call while three clients idle.
-fn model_06(c: &mut Ctx) -> Outcome {
-    let pid = c.pid();
-    let _clients = welcomed_clients(c.addr(), 3)?;
-    let sent = "three clients, connected and idle (the server looked at 25 times in 0.5 s)";
-    const READINESS: &[&str] = &[
-        "poll",
-        "ppoll",
-        "select",
-        "pselect6",
-        "epoll_wait",
-        "epoll_pwait",
-        "epoll_pwait2",
-    ];
-    for _ in 0..25 {
-        let (threads, children) = (model::threads(pid).len(), model::children(pid).len());
-        if threads != 1 || children != 0 {
-            return Err(Failure::new(
-                sent,
-                "one thread, no child process",
-                model::describe(pid),
-            ));
-        }
-        if let Some(call) = model::syscall(pid, pid).filter(|s| READINESS.contains(&s.as_str())) {
-            return Err(Failure::new(
-                sent,
-                "no readiness call: every socket tried in turn, O_NONBLOCK",
-                format!(
-                    "asleep in {call}; the kernel shows {}",
-                    model::describe(pid)
-                ),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1441,11 +1377,6 @@ fn model_00(c: &mut Ctx) -> Outcome {
 // ---------------------------------------------------------------------------------------
 // Exercise 09: signal-driven I/O.
 // ---------------------------------------------------------------------------------------
-
-/// One thread, no child, asleep in rt_sigtimedwait while three clients idle.
-fn model_09(c: &mut Ctx) -> Outcome {
-    one_thread_in(c, &["rt_sigtimedwait"])
-}
 
 /// The socket fds of `pid` that lack any of `want` in their flags (/proc/PID/fdinfo).
 fn sockets_without(pid: u32, want: i32) -> Result<Vec<u32>, String> {
@@ -1825,52 +1756,9 @@ fn allow_13_redis_down(c: &mut Ctx) -> Outcome {
     }
 }
 
-/// One thread, no child, and it sleeps in one of `calls` while its clients are idle.
-fn one_thread_in(c: &mut Ctx, calls: &[&str]) -> Outcome {
-    let pid = c.pid();
-    let _clients = welcomed_clients(c.addr(), 3)?;
-    let until = Instant::now() + wait();
-    loop {
-        let ok = model::threads(pid).len() == 1
-            && model::children(pid).is_empty()
-            && model::syscall(pid, pid).is_some_and(|s| calls.contains(&s.as_str()));
-        if ok {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "three clients, connected and idle",
-                format!("one thread, no child, asleep in {}", calls.join(" or ")),
-                model::describe(pid),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn socks_model(c: &mut Ctx) -> Outcome {
-    let pid = c.pid();
-    let mut relay = socks::open(c.addr(), socks::echo_target())?;
-    relay.send("ping")?;
-    relay.expect(b"ping")?;
-    let until = Instant::now() + wait();
-    loop {
-        let asleep = model::syscall(pid, pid);
-        if model::children(pid).is_empty()
-            && asleep
-                .as_deref()
-                .is_some_and(|s| s == "poll" || s == "ppoll")
-        {
-            break;
-        }
-        if Instant::now() > until {
-            return Err(Failure::new(
-                "one relay, open and idle",
-                "the loop's thread (the first) asleep in poll, no child",
-                model::describe(pid),
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    blocking_sockets(pid, "one relay, open")
+/// Exercise 13's model: an allowed relay, its calls judged; the Redis socket must be in the
+/// same poll.
+fn model_13(c: &mut Ctx) -> Outcome {
+    allow_13(c, Some("1"))?;
+    calls::judge(c, Scenario::Socks, REDIS_RELAY_LOOP)
 }

@@ -357,7 +357,7 @@ fn poll_and_no_eagain_fail_the_nonblocking_exercise() {
         "{out}"
     );
     assert!(
-        out.contains("one thread in poll (lesson 08's model)"),
+        out.contains("found: a poll loop (lesson 08's model)"),
         "{out}"
     );
     let (code, out) = check_bin("06", &lesson("06"), "2", &["--mistake", "no-eagain"]);
@@ -372,11 +372,11 @@ fn poll_and_a_missing_f_setsig_fail_the_signal_exercise() {
     let (code, out) = check_bin("09", &lesson("08"), "2", &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("FAIL   9. model: one thread asleep in sigtimedwait"),
+        out.contains("FAIL   9. model: one thread waits only in sigtimedwait"),
         "{out}"
     );
     assert!(
-        out.contains("one thread in poll (lesson 08's model)"),
+        out.contains("found: a poll loop (lesson 08's model)"),
         "{out}"
     );
     let dir = edited_lesson(
@@ -405,21 +405,12 @@ fn poll_and_a_missing_f_setsig_fail_the_signal_exercise() {
 /// `file`, as crate `name`: a wrong solution of a folder lesson. Returns the crate's folder.
 fn edited_solution(nn: &str, file: &str, old: &str, new: &str, name: &str) -> PathBuf {
     let dir = scratch(name);
-    for (path, text) in learner::generate_solved(&root(), nn).unwrap() {
-        let text = if path == file {
-            assert!(text.contains(old), "{file} no longer has `{old}`");
-            text.replace(old, new)
-        } else {
-            text
-        };
-        let at = dir.join(path);
-        fs::create_dir_all(at.parent().unwrap()).unwrap();
-        fs::write(at, text).unwrap();
-    }
-    let manifest = workshop::skeleton::manifest(nn, root().to_str().unwrap())
-        .replace(&format!("exercise-{nn}"), name);
-    fs::write(dir.join("Cargo.toml"), manifest).unwrap();
-    fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    learner::write_crate_as(&root(), nn, &dir, root().to_str().unwrap(), true).unwrap();
+    rename_crate(&dir, nn, name);
+    let path = dir.join(file);
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains(old), "{file} no longer has `{old}`");
+    fs::write(&path, text.replace(old, new)).unwrap();
     dir
 }
 
@@ -471,11 +462,11 @@ fn poll_fails_the_select_exercise_naming_its_model() {
     let (code, out) = check_bin("07", &lesson("08"), "2", &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("FAIL   9. model: one thread asleep in select"),
+        out.contains("FAIL   9. model: one thread waits only in select"),
         "{out}"
     );
     assert!(
-        out.contains("one thread in poll (lesson 08's model)"),
+        out.contains("found: a poll loop (lesson 08's model)"),
         "{out}"
     );
 }

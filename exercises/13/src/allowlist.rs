@@ -1,3 +1,4 @@
+// Generated from lessons/13-socks5-allow/allowlist.rs by exercises/13/exercise.txt: write its todo!()s.
 //! The allowlist: a Redis client inside the relay's poll loop (lesson 12's [`Admission`]).
 //!
 //! One persistent, non-blocking connection. Each CONNECT queues `GET allowed:<ip>`; the
