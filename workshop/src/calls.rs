@@ -79,6 +79,9 @@ pub enum Rule {
     /// Every socket the server connect()ed and still holds (an upstream, a store) is among
     /// the fds one of these calls waits on.
     WatchesEveryConnection(&'static [&'static str]),
+    /// Every signal a signal wait took names its fd (si_fd, which F_SETSIG gives): none is
+    /// a plain SIGIO.
+    SignalsNameTheirFd,
 }
 
 /// What the checker does while the calls are recorded.
@@ -846,6 +849,7 @@ impl Analysis {
                 .iter()
                 .any(|w| !SLEEPS.contains(&w.name.as_str())),
             Rule::WatchesEveryConnection(_) => !self.unwatched_connections.is_empty(),
+            Rule::SignalsNameTheirFd => self.signals_without_fd > 0,
         };
         fails.then(|| expected(rule))
     }
@@ -885,6 +889,9 @@ pub fn expected(rule: Rule) -> String {
             "every socket it connect()ed (the upstreams, the store) among the fds {} waits on",
             names.join(" or ")
         ),
+        Rule::SignalsNameTheirFd => {
+            "every signal taken names its fd (si_fd, as F_SETSIG makes it): no plain SIGIO".into()
+        }
     }
 }
 

@@ -75,6 +75,7 @@ const SIGNAL_LOOP: &[Rule] = &[
     Rule::OneThreadServes,
     Rule::NoSpin,
     Rule::WaitsOnlyIn(SIGWAITS),
+    Rule::SignalsNameTheirFd,
 ];
 /// Exercise 06's: one thread and no readiness call; it spins, and that is its model.
 const BUSY_LOOP: &[Rule] = &[Rule::OneThreadServes, Rule::NoReadiness];
@@ -415,7 +416,7 @@ fn steps_09() -> Vec<Step> {
     let mut steps = echo_steps();
     steps.extend([
         Step { name: "a client mid-line does not hold up another", run: clients_at_once, hint: "serve only the fd the signal's si_fd names, and drain it until EAGAIN: one signal may stand for many bytes" },
-        Step { name: "model: one thread waits only in sigtimedwait", run: |c| calls::judge(c, Scenario::Echo, SIGNAL_LOOP), hint: SIGIO_OVERFLOW },
+        Step { name: "model: one thread waits only in sigtimedwait, each signal naming its fd", run: |c| calls::judge(c, Scenario::Echo, SIGNAL_LOOP), hint: SIGIO_OVERFLOW },
         Step { name: "model: every socket O_ASYNC, signals named by si_fd", run: model_09_signals, hint: "fcntl(F_SETOWN, getpid()), fcntl(F_SETSIG, SIGRTMIN) and fcntl(F_SETFL, O_ASYNC | O_NONBLOCK) on the listener and on every accepted client; without F_SETSIG each event is a plain SIGIO, which names no fd, and every one costs a rescan" },
         Step { name: "model: the fd count comes back", run: fd_count_back, hint: "close(2) a client on every ending; signals still queued for its fd are stale, and harmless" },
     ]);
