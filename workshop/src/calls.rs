@@ -572,9 +572,15 @@ impl Analysis {
             }
             timeout_ms(args.get(4).copied().unwrap_or("NULL"), false)
         } else if SIGWAITS.contains(&name) {
-            // rt_sigtimedwait(set, info, timeout, size): info's si_fd names the fd.
+            // rt_sigtimedwait(set, info, timeout, size): info's si_fd names the fd. strace
+            // shows a real-time signal's info as a queued one's (`si_code=0x1, si_pid=BAND,
+            // si_uid=0, si_int=FD`), so si_fd is there as si_int; a plain SIGIO (no F_SETSIG)
+            // has neither (`si_code=SI_KERNEL`).
             let info = args.get(1).copied().unwrap_or("");
-            let fds = trace::numbers_after(info, "si_fd=");
+            let mut fds = trace::numbers_after(info, "si_fd=");
+            if fds.is_empty() {
+                fds = trace::numbers_after(info, "si_int=");
+            }
             for fd in &fds {
                 reported.insert(s.id(pid, *fd as i32));
             }
@@ -709,6 +715,10 @@ impl Analysis {
             "a busy loop, not an event loop (lesson 06's spin)".to_string()
         } else if !self.blocking_writes.is_empty() || !self.cleared_nonblock.is_empty() {
             "a loop whose writes block".to_string()
+        } else if self.signals_without_fd > 0 {
+            "a signal-driven loop on plain SIGIO, which names no fd (no F_SETSIG): a rescan \
+             per signal"
+                .to_string()
         } else if self.unreported_reads > 0 {
             "reads that no readiness report asked for".to_string()
         } else {
