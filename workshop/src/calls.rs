@@ -1013,3 +1013,98 @@ fn hello_scenario(c: &mut Ctx) -> Result<(usize, usize), Failure> {
     greeted(c.addr())?;
     Ok(idle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The analysis of `text` (strace's lines), every call inside the window.
+    fn analysis(text: &str) -> Analysis {
+        let lines = trace::parse(text);
+        Analysis::of(&lines, 0, usize::MAX - 1, (0, 0))
+    }
+
+    const ACCEPT: &str =
+        "10 12:00:00.000001 accept4(3<TCP:[127.0.0.1:5]>, NULL, NULL, SOCK_NONBLOCK) = 7<TCP:[127.0.0.1:5->127.0.0.1:9]>\n";
+
+    #[test]
+    fn select_names_its_ready_fds_by_number() {
+        let text = format!(
+            "{ACCEPT}10 12:00:00.000002 pselect6(8, [3<TCP:[127.0.0.1:5]> 7<TCP:[127.0.0.1:5->127.0.0.1:9]>], [7<TCP:[127.0.0.1:5->127.0.0.1:9]>], NULL, NULL, NULL) = 2 (in [7], out [7])\n\
+             10 12:00:00.000003 read(7<TCP:[127.0.0.1:5->127.0.0.1:9]>, \"q\\n\", 16384) = 2\n\
+             10 12:00:00.000004 pselect6(8, [3<TCP:[127.0.0.1:5]>], [], NULL, {{tv_sec=1, tv_usec=0}}, NULL) = 1 (in [3], left {{tv_sec=0, tv_usec=7}})\n\
+             10 12:00:00.000005 read(7<TCP:[127.0.0.1:5->127.0.0.1:9]>, \"\", 16384) = 0\n"
+        );
+        let a = analysis(&text);
+        assert_eq!(a.waits.len(), 2);
+        assert_eq!(a.waits[0].fds, 3);
+        // The first read follows a report naming 7; the second follows one naming only 3
+        // (the numbers of `left {…}` are no fd).
+        assert_eq!(a.unreported_reads, 1, "{}", a.describe());
+        assert!(a.breaks(Rule::WatchesEveryClient(SELECTS)).is_none());
+        assert!(a.breaks(Rule::ReadsWhenReported).is_some());
+    }
+
+    #[test]
+    fn a_signal_names_its_fd_unless_it_is_a_plain_sigio() {
+        let named = format!(
+            "{ACCEPT}10 12:00:00.000002 rt_sigtimedwait([IO RT_2], {{si_signo=SIGRT_2, si_code=0x1, si_pid=65, si_uid=0, si_int=7, si_ptr=0x7}}, NULL, 8) = 34 (SIGRT_2)\n\
+             10 12:00:00.000003 read(7<TCP:[127.0.0.1:5->127.0.0.1:9]>, \"q\\n\", 16384) = 2\n"
+        );
+        let a = analysis(&named);
+        assert_eq!(
+            (a.signals, a.signals_without_fd, a.unreported_reads),
+            (1, 0, 0)
+        );
+        assert!(a.breaks(Rule::SignalsNameTheirFd).is_none());
+        assert!(a.breaks(Rule::WaitsOnlyIn(SIGWAITS)).is_none());
+        let plain = named.replace(
+            "si_signo=SIGRT_2, si_code=0x1, si_pid=65, si_uid=0, si_int=7, si_ptr=0x7",
+            "si_signo=SIGIO, si_code=SI_KERNEL",
+        );
+        let a = analysis(&plain);
+        assert_eq!((a.signals, a.signals_without_fd), (1, 1));
+        assert!(a.breaks(Rule::SignalsNameTheirFd).is_some());
+        assert!(a.describe().contains("plain SIGIO"), "{}", a.describe());
+    }
+
+    #[test]
+    fn a_connection_no_wait_watches_is_named() {
+        let connect = "10 12:00:00.000001 socket(AF_INET, SOCK_STREAM|SOCK_NONBLOCK, IPPROTO_IP) = 5<TCP:[4]>\n\
+                       10 12:00:00.000002 connect(5<TCP:[4]>, {sa_family=AF_INET, sin_port=htons(6379), sin_addr=inet_addr(\"127.0.0.1\")}, 16) = -1 EINPROGRESS (Operation now in progress)\n";
+        let watched = format!(
+            "{connect}10 12:00:00.000003 poll([{{fd=3<TCP:[127.0.0.1:5]>, events=POLLIN}}, {{fd=5<TCP:[127.0.0.1:4->127.0.0.1:6379]>, events=POLLOUT}}], 2, -1) = 1 ([{{fd=5, revents=POLLOUT}}])\n"
+        );
+        assert!(analysis(&watched)
+            .breaks(Rule::WatchesEveryConnection(POLLS))
+            .is_none());
+        let unwatched = format!(
+            "{connect}10 12:00:00.000003 poll([{{fd=3<TCP:[127.0.0.1:5]>, events=POLLIN}}], 1, -1) = 1 ([{{fd=3, revents=POLLIN}}])\n"
+        );
+        let a = analysis(&unwatched);
+        assert!(a.breaks(Rule::WatchesEveryConnection(POLLS)).is_some());
+        assert!(a
+            .describe()
+            .contains("connected socket(s) no wait watched (the first: 5<"));
+    }
+
+    #[test]
+    fn a_thread_per_client_and_no_readiness() {
+        let text = format!(
+            "{ACCEPT}10 12:00:00.000002 clone3({{flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, exit_signal=0}}, 88) = 11\n\
+             11 12:00:00.000003 read(7<TCP:[127.0.0.1:5->127.0.0.1:9]>, \"q\\n\", 16384) = 2\n\
+             11 12:00:00.000004 write(7<TCP:[127.0.0.1:5->127.0.0.1:9]>, \"\\n\", 1) = 1\n"
+        );
+        let a = analysis(&text);
+        assert!(
+            a.breaks(Rule::ThreadPerClient).is_none(),
+            "{}",
+            a.describe()
+        );
+        assert!(a.breaks(Rule::NoReadiness).is_none());
+        assert!(a.breaks(Rule::OneThreadServes).is_some());
+        // The accepting thread serving the client itself is not a thread per client.
+        let serial = text.replace("11 12:00:00.000003", "10 12:00:00.000003");
+        assert!(analysis(&serial).breaks(Rule::ThreadPerClient).is_some());
+    }
+}

@@ -970,6 +970,11 @@ fn socks_fds_back(c: &mut Ctx) -> Outcome {
 fn clients_in_a_row(c: &mut Ctx) -> Outcome {
     for i in 0..10 {
         if let Err(f) = hello(c) {
+            // A server that exits after its client may still be on its way out.
+            let until = Instant::now() + Duration::from_millis(500);
+            while c.server.child.try_wait().ok().flatten().is_none() && Instant::now() < until {
+                thread::sleep(Duration::from_millis(20));
+            }
             let got = match c.server.child.try_wait().ok().flatten() {
                 Some(status) => format!(
                     "{}; the server had exited ({status}): one client, then exit, is lesson \
@@ -1484,7 +1489,6 @@ fn pipe_count(pid: u32) -> usize {
 /// and a relay that has carried bytes holds pipes.
 fn model_14(c: &mut Ctx) -> Outcome {
     let pid = c.pid();
-    let pipes = pipe_count(pid);
     let before = io_chars(pid)?;
     let mut relay = socks::open(c.addr(), socks::reply_after_eof_target())?;
     relay.send(socks::pseudo_random(1_000_000, 14))?;
@@ -1513,6 +1517,15 @@ fn model_14(c: &mut Ctx) -> Outcome {
             ),
         ));
     }
+    // The big relay's pipes close meanwhile: count once the number holds still.
+    let until = Instant::now() + wait();
+    let pipes = loop {
+        let n = pipe_count(pid);
+        thread::sleep(Duration::from_millis(100));
+        if n == pipe_count(pid) || Instant::now() > until {
+            break n;
+        }
+    };
     let mut relay = socks::open(c.addr(), socks::echo_target())?;
     relay.send("ping")?;
     relay.expect(b"ping")?;
