@@ -299,6 +299,22 @@ fn wrong() -> Vec<(Variant, &'static str, &'static [&'static str])> {
             &["a connection per check"],
         ),
         (
+            // A relay that takes datagrams from any source: an open UDP relay.
+            Variant { name: "w16-any-source", nn: "16", files: L16, edits: vec![
+                edit("udp.rs", "if !mistake(AnySource) {", "if mistake(AnySource) {"),
+            ] },
+            "FAIL   4. a datagram from another port is dropped",
+            &["--mistake any-source"],
+        ),
+        (
+            // The successor's end of the socketpair keeps FD_CLOEXEC: execve closes it.
+            Variant { name: "w17-link-cloexec", nn: "17", files: L17, edits: vec![
+                edit("successor.rs", "if !mistake(Mistake::Cloexec) {", "if mistake(Mistake::Cloexec) {"),
+            ] },
+            "FAIL   8. SIGHUP: the successor takes the listener and serves",
+            &["received over SCM_RIGHTS"],
+        ),
+        (
             // Lesson 12 (read and write) as exercise 14 (splice).
             Variant { name: "lesson-12", nn: "14", files: AS_IS, edits: vec![] },
             "FAIL   8. model: relayed bytes go through pipes",
