@@ -64,15 +64,19 @@ fn main() {
         if !pending.is_empty() {
             socket_events |= PollFlags::POLLOUT;
         }
+        // [pollfds]
         let mut fds = vec![PollFd::new(sock.as_fd(), socket_events)];
         if stdin_open && pending.is_empty() {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
         }
+        // [/pollfds]
+        // [poll]
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
             Err(errno) => fatal("poll", errno),
         }
+        // [/poll]
         let sock_ready = fds[0].revents().unwrap_or(PollFlags::empty());
         let stdin_ready = fds.get(1).and_then(PollFd::any).unwrap_or(false);
 
@@ -114,9 +118,11 @@ fn main() {
                     // End of input: shutdown(SHUT_WR) sends FIN ("no more from me"); the
                     // replies still on their way keep coming.
                     stdin_open = false;
+                    // [shutdown]
                     if let Err(errno) = shutdown(sock.as_raw_fd(), Shutdown::Write) {
                         report("shutdown", errno); // ENOTCONN: the server reset us already
                     }
+                    // [/shutdown]
                 }
             }
         }

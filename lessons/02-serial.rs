@@ -60,6 +60,7 @@ fn main() {
     let mut pause = AcceptPause::new(BLOCKING_RETRY);
     loop {
         // accept(2): the next client in the backlog, or sleep until one arrives.
+        // [accept]
         let conn = match accept(&listener) {
             Ok(conn) => conn,
             Err(errno) => {
@@ -68,6 +69,7 @@ fn main() {
                 continue;
             }
         };
+        // [/accept]
         let peer = getpeername::<SockaddrStorage>(conn.as_raw_fd());
         let peer = peer.map_or_else(|_| "?".to_string(), |p| net::show(&p));
         say!("client connected: {peer}");
@@ -75,6 +77,7 @@ fn main() {
         // write(2) the greeting, all of it; a client that already left costs only an error.
         let greeting = clock::greeting();
         let mut rest = greeting.as_bytes();
+        // [write]
         while !rest.is_empty() {
             match write(&conn, rest) {
                 Ok(n) => rest = &rest[n..],
@@ -84,6 +87,7 @@ fn main() {
                 }
             }
         }
+        // [/write]
         // close(2): without it, every client would leak one fd. `--mistake leak-fd` forgets the
         // fd instead (in Rust a drop would close it), as C code that leaves the close out: the
         // client never sees EOF, and one fd leaks per client until accept fails with EMFILE.

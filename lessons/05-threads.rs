@@ -15,7 +15,7 @@
 #[path = "03-interactive/serve.rs"]
 mod serve;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
@@ -112,7 +112,11 @@ fn main() {
         // At most max_clients threads. `--mistake unbounded` has no limit: every client gets a
         // thread (its stack, its fd) until memory, threads or fds run out for all.
         // [limit]
-        let full = !mistake(Mistake::Unbounded) && active >= max_clients;
+        let full = if !mistake(Mistake::Unbounded) {
+            active >= max_clients
+        } else {
+            false
+        };
         // [/limit]
         if full {
             // write(2) the refusal (one call: 19 bytes fit an empty send buffer), close(2).
@@ -130,28 +134,12 @@ fn main() {
         say!("client connected: {peer} (client-{accepted}, {n} active)");
 
         // clone3(2), through pthread_create: a thread with a STACK_SIZE stack that owns conn.
+        // [spawn]
         let spawned = thread::Builder::new()
             .name(format!("client-{accepted}"))
             .stack_size(STACK_SIZE)
-            .spawn(move || {
-                // The conversation: read(2) and write(2) per line, lesson 03's loop.
-                let ending = serve::serve_echo(&conn);
-                // close(2): once, after the last read; then the thread ends.
-                if let Err(errno) = close(conn) {
-                    report("close", errno);
-                }
-                ACTIVE.fetch_sub(1, Ordering::SeqCst);
-                // One indivisible read-modify-write: no update is lost. `--mistake
-                // racy-counter` does `SERVED += 1` as a load, then a store (racy_add).
-                // [count]
-                let served = if !mistake(Mistake::RacyCounter) {
-                    SERVED.fetch_add(1, Ordering::SeqCst) + 1
-                } else {
-                    racy_add()
-                };
-                // [/count]
-                say!("client disconnected: {peer} ({ending}) · {served} served so far");
-            });
+            .spawn(move || client(conn, peer));
+        // [/spawn]
         // EAGAIN: out of threads or memory. The unrun closure was dropped, closing conn.
         if let Err(err) = spawned {
             ACTIVE.fetch_sub(1, Ordering::SeqCst);
@@ -159,6 +147,29 @@ fn main() {
             report("pthread_create", errno);
         }
     }
+}
+
+/// A client's thread: lesson 03's conversation, the close, the counts; then it ends.
+fn client(conn: OwnedFd, peer: String) {
+    // The conversation: read(2) and write(2) per line, lesson 03's loop.
+    let ending = serve::serve_echo(&conn);
+    // close(2): once, after the last read; then the thread ends.
+    // [close]
+    if let Err(errno) = close(conn) {
+        report("close", errno);
+    }
+    // [/close]
+    ACTIVE.fetch_sub(1, Ordering::SeqCst);
+    // One indivisible read-modify-write: no update is lost. `--mistake racy-counter` does
+    // `SERVED += 1` as a load, then a store (racy_add).
+    // [count]
+    let served = if !mistake(Mistake::RacyCounter) {
+        SERVED.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        racy_add()
+    };
+    // [/count]
+    say!("client disconnected: {peer} ({ending}) · {served} served so far");
 }
 
 /// `--mistake racy-counter`: `SERVED += 1` as a load, then a store. Another thread can store

@@ -162,10 +162,12 @@ fn serve(client: &mut Client, readable: bool, writable: bool, buf: &mut [u8]) ->
             Ok(n) => {
                 client.conn.received(&buf[..n]);
             }
-            // EAGAIN only means "nothing yet". The mistake lets it fall through to the
-            // error arm: the client is dropped for not having typed fast enough.
+            // EAGAIN only means "nothing yet": the client waits for the next round.
+            // `--mistake no-eagain` takes it for an error: the client is dropped for not having
+            // typed fast enough.
             // [eagain]
-            Err(Errno::EAGAIN | Errno::EINTR) if !mistake(NoEagain) => {}
+            Err(errno) if mistake(NoEagain) => return Some(Ending::Failed("read", errno)),
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(errno) => return Some(Ending::Failed("read", errno)),
             // [/eagain]
         }

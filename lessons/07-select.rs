@@ -88,8 +88,9 @@ fn main() {
         // interest only while replies are pending, or select would return at once, always.
         let mut read_set = FdSet::new();
         let mut write_set = FdSet::new();
-        read_set.insert(stop.as_fd());
         let watch_listener = clients.watch_listener();
+        // [fd-sets]
+        read_set.insert(stop.as_fd());
         if watch_listener {
             read_set.insert(listener.as_fd());
         }
@@ -101,17 +102,20 @@ fn main() {
                 write_set.insert(client.fd.as_fd());
             }
         }
+        // [/fd-sets]
         let mut timeout = clients
             .wait_limit()
             .map(|limit| TimeVal::milliseconds(limit.as_millis() as i64));
 
         // select(2): sleep until a watched fd is ready (or, after EMFILE, until the retry);
         // it returns how many are, an fd ready both ways counting twice.
+        // [select]
         let mut nready = match select(None, &mut read_set, &mut write_set, None, timeout.as_mut()) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(errno) => fatal("select", errno),
         };
+        // [/select]
         let stop_ready = read_set.contains(stop.as_fd());
         if stop_ready && stop::stop_requested(&stop) {
             break;
@@ -127,7 +131,9 @@ fn main() {
                 break;
             }
             let fd = client.fd.as_fd();
+            // [ready]
             let (readable, writable) = (read_set.contains(fd), write_set.contains(fd));
+            // [/ready]
             nready -= i32::from(readable) + i32::from(writable);
             if readable || writable {
                 ready.push((fd.as_raw_fd(), readable, writable));
@@ -172,8 +178,13 @@ fn accept_clients(listener: &OwnedFd, clients: &mut Clients) -> u64 {
         // mistake skips the check: C's FD_SET would then write past the set, corrupting
         // memory; nix panics instead, and the server dies (the one mistake meant to die).
         // [fd-setsize]
-        if fd.as_raw_fd() >= FD_SETSIZE as RawFd && !mistake(Mistake::NoFdsetsizeCheck) {
-            // [/fd-setsize]
+        let refused = if !mistake(Mistake::NoFdsetsizeCheck) {
+            fd.as_raw_fd() >= FD_SETSIZE as RawFd
+        } else {
+            false
+        };
+        // [/fd-setsize]
+        if refused {
             if let Err(errno) = write(&fd, FULL) {
                 report("write", errno);
             }

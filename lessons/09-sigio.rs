@@ -119,14 +119,20 @@ const F_SETSIG: libc::c_int = 10;
 fn signal_me(fd: &OwnedFd, sig: libc::c_int) -> nix::Result<()> {
     let raw = fd.as_raw_fd();
     // fcntl(F_SETOWN): which process gets the signals (nix has no wrapper).
+    // [setown]
     // SAFETY: fcntl on an open fd with an integer argument.
     Errno::result(unsafe { libc::fcntl(raw, libc::F_SETOWN, libc::getpid()) })?;
+    // [/setown]
     // fcntl(F_SETSIG): a real-time signal queues, one per event with si_fd set; the
     // default, SIGIO, would merge and name nothing.
+    // [setsig]
     // SAFETY: as above.
     Errno::result(unsafe { libc::fcntl(raw, F_SETSIG, sig) })?;
+    // [/setsig]
     // fcntl(F_SETFL, O_ASYNC | O_NONBLOCK): switch the signals on; keep reads non-blocking.
+    // [async]
     fcntl(fd, FcntlArg::F_SETFL(OFlag::O_ASYNC | OFlag::O_NONBLOCK))?;
+    // [/async]
     Ok(())
 }
 
@@ -172,8 +178,10 @@ impl Server {
             let timeout = retry.as_ref().map_or(std::ptr::null(), |t| t as *const _);
             // sigtimedwait(2) (rt_sigtimedwait in strace): sleep until a blocked signal is
             // pending, dequeue it and fill in its siginfo.
+            // [sigtimedwait]
             // SAFETY: `set` is initialised, `info` is a writable siginfo_t.
             let sig = unsafe { libc::sigtimedwait(set, info.as_mut_ptr(), timeout) };
+            // [/sigtimedwait]
             if sig < 0 {
                 match Errno::last() {
                     Errno::EAGAIN | Errno::EINTR => {} // the retry is due, or a Ctrl-C

@@ -108,6 +108,7 @@ impl Allowlist {
             Err(errno) => return self.lost(now, describe("socket", errno), verdicts),
         };
         // connect(2) = -1 EINPROGRESS: the handshake goes on while the loop serves clients.
+        // [connect]
         match connect(sock.as_raw_fd(), net::sockaddr(self.redis).as_ref()) {
             Ok(()) => {
                 self.link = Link::Connecting { sock, since: now };
@@ -121,6 +122,7 @@ impl Allowlist {
                 self.lost(now, describe("connect", errno), verdicts)
             }
         }
+        // [/connect]
     }
 
     /// The connect finished: the lookups queued meanwhile go out at the next POLLOUT.
@@ -176,6 +178,7 @@ impl Allowlist {
     fn send(&mut self, now: Instant, verdicts: &mut Vec<(ConnId, Verdict)>) {
         let Link::Up(sock) = &self.link else { return };
         let mut sent = 0;
+        // [write]
         while sent < self.outbox.len() {
             match write(sock, &self.outbox[sent..]) {
                 Ok(n) => sent += n,
@@ -184,6 +187,7 @@ impl Allowlist {
                 Err(errno) => return self.lost(now, describe("write", errno), verdicts),
             }
         }
+        // [/write]
         self.outbox.drain(..sent);
     }
 
@@ -191,6 +195,7 @@ impl Allowlist {
     fn receive(&mut self, now: Instant, verdicts: &mut Vec<(ConnId, Verdict)>) {
         let Link::Up(sock) = &self.link else { return };
         let mut chunk = [0u8; READ_CHUNK];
+        // [read]
         loop {
             match read(sock.as_fd(), &mut chunk) {
                 Ok(0) => {
@@ -211,6 +216,7 @@ impl Allowlist {
                 Err(errno) => return self.lost(now, describe("read", errno), verdicts),
             }
         }
+        // [/read]
         // Replies come back in the order the GETs went out; a pipelined read holds several.
         let mut used = 0;
         loop {
@@ -290,6 +296,7 @@ impl Admission for Allowlist {
     /// The Redis socket joins the poll set: POLLOUT while connecting or while commands wait,
     /// POLLIN while replies are due.
     fn watch<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
+        // [watch]
         match &self.link {
             Link::Down { .. } => {}
             Link::Connecting { sock, .. } => {
@@ -304,6 +311,7 @@ impl Admission for Allowlist {
                 fds.push(PollFd::new(sock.as_fd(), events));
             }
         }
+        // [/watch]
     }
 
     fn deadline(&self) -> Option<Instant> {

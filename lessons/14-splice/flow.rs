@@ -118,7 +118,9 @@ impl Flow {
     /// pipe2(2) then fcntl(F_SETPIPE_SZ): this direction's pipe, made on its first byte.
     fn make_pipe(&mut self) -> Result<(), Errno> {
         // pipe2(O_NONBLOCK): the pipe's own ends never block either.
+        // [pipe2]
         let (read_end, write_end) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        // [/pipe2]
         // fcntl(F_SETPIPE_SZ): room for more than the default 64 KiB (16 pages) per splice.
         let wanted = PIPE_SIZE.load(Ordering::Relaxed) as libc::c_int;
         let size = match fcntl(&write_end, FcntlArg::F_SETPIPE_SZ(wanted)) {
@@ -175,6 +177,7 @@ pub fn pump(
         if let Some(pipe) = flow.pipe.as_ref().filter(|_| to_pipe) {
             let room = pipe.size - flow.in_pipe;
             // splice(2) source socket → pipe: the kernel hands the socket's pages to the pipe.
+            // [splice-in]
             match splice(src, None, &pipe.write, None, room, FLAGS) {
                 Ok(0) => {
                     flow.eof = true;
@@ -193,10 +196,12 @@ pub fn pump(
                 Err(Errno::EINTR) => {}
                 Err(errno) => return Err(Broken::Read(errno)),
             }
+            // [/splice-in]
         }
         if writable && flow.pending().is_empty() && flow.in_pipe > 0 {
             let pipe = flow.pipe.as_ref().map(|p| &p.read);
             // splice(2) pipe → destination socket: the pages go to the socket, no copy.
+            // [splice-out]
             match pipe.map(|p| splice(p, None, dst, None, flow.in_pipe, FLAGS)) {
                 Some(Ok(n)) => {
                     flow.in_pipe -= n;
@@ -208,6 +213,7 @@ pub fn pump(
                 Some(Err(Errno::EINTR)) | None => {}
                 Some(Err(errno)) => return Err(Broken::Write("splice", errno)),
             }
+            // [/splice-out]
         }
         if !progress {
             break;

@@ -39,6 +39,8 @@ use crate::{echo, socks};
 pub const POLLS: &[&str] = &["poll", "ppoll"];
 pub const EPOLLS: &[&str] = &["epoll_wait", "epoll_pwait", "epoll_pwait2"];
 pub const SELECTS: &[&str] = &["select", "pselect6"];
+/// The wait of signal-driven I/O: a signal taken, its si_fd naming the fd.
+pub const SIGWAITS: &[&str] = &["rt_sigtimedwait"];
 /// Calls that wait without naming an fd: a nap.
 pub const SLEEPS: &[&str] = &["nanosleep", "clock_nanosleep"];
 /// The ring's one call: it submits the operations queued and waits for completions.
@@ -80,6 +82,17 @@ pub enum Rule {
     /// At most [`ENTRIES_PER_LINE`] entries submitted per line answered: the accept and each
     /// client's recv are armed once (multishot), and keep completing.
     ArmedOnce,
+    /// The first process accepts in one thread; each client is served (read or written) by
+    /// one other thread of that process, a thread of its own; no process is forked.
+    ThreadPerClient,
+    /// No readiness call (poll, select, epoll, a signal wait): every call made in turn.
+    NoReadiness,
+    /// Every socket the server connect()ed and still holds (an upstream, a store) is among
+    /// the fds one of these calls waits on.
+    WatchesEveryConnection(&'static [&'static str]),
+    /// Every signal a signal wait took names its fd (si_fd, which F_SETSIG gives): none is
+    /// a plain SIGIO.
+    SignalsNameTheirFd,
 }
 
 /// What the checker does while the calls are recorded.
@@ -95,6 +108,9 @@ pub enum Scenario {
     /// then q; the record ends once the server has closed them (an io_uring server's accepts
     /// and reads are no calls of their own: its closes show the clients).
     Ring,
+    /// Three clients one after another, each greeted and closed (lessons 01–02), [`IDLE`]
+    /// quiet, then one more.
+    Hello,
 }
 
 /// The lines each client of [`Scenario::Ring`] sends, one round trip each.
@@ -116,6 +132,10 @@ impl Scenario {
             Scenario::Ring => format!(
                 "three clients: welcomed, {RING_LINES} lines each one by one, {ms} ms quiet, \
                  then q (the calls traced)"
+            ),
+            Scenario::Hello => format!(
+                "three clients in a row, each greeted and closed, {ms} ms quiet, then one more \
+                 (the calls traced)"
             ),
         }
     }
@@ -144,6 +164,8 @@ pub struct Client {
     pub accepted_by: u32,
     /// (process, thread) of each read.
     pub read_by: BTreeSet<(u32, u32)>,
+    /// (process, thread) of each write.
+    pub written_by: BTreeSet<(u32, u32)>,
     /// The wait calls whose fds included it.
     pub watched_by: BTreeSet<String>,
 }
@@ -187,6 +209,11 @@ pub struct Analysis {
     pub conn_closes: usize,
     /// The lines the scenario had answered (for entries per line).
     pub lines_answered: usize,
+    /// Signals a signal wait took, and those that named no fd (a plain SIGIO).
+    pub signals: usize,
+    pub signals_without_fd: usize,
+    /// Sockets connect()ed and still open that no wait watched in the window: what each is.
+    pub unwatched_connections: Vec<String>,
 }
 
 /// The state the walk keeps from the trace's first line on.
@@ -209,6 +236,10 @@ struct State {
     /// thread → what its last wait reported, and what it accepted since.
     reported: HashMap<u32, BTreeSet<u64>>,
     execs: usize,
+    /// (process, fd) of each socket connect()ed, and every identity a wait watched in the
+    /// window.
+    connected: Vec<(u32, i32, u64)>,
+    watched: HashSet<u64>,
 }
 
 impl State {
@@ -243,7 +274,8 @@ fn first_fd(args: &[&str]) -> Option<i32> {
 
 /// Whether a call waits: a readiness call or a sleep.
 pub fn is_wait(name: &str) -> bool {
-    POLLS.contains(&name)
+    SIGWAITS.contains(&name)
+        || POLLS.contains(&name)
         || EPOLLS.contains(&name)
         || SELECTS.contains(&name)
         || SLEEPS.contains(&name)
@@ -306,6 +338,12 @@ impl Analysis {
         }
         if let (Some(t0), Some(t1)) = idle_times {
             a.idle_seconds = t1 - t0;
+        }
+        for (pid, fd, id) in &s.connected {
+            if s.ids.get(&(*pid, *fd)) == Some(id) && !s.watched.contains(id) {
+                a.unwatched_connections
+                    .push(format!("{fd}<{}>", s.what(*pid, *fd)));
+            }
         }
         a
     }
@@ -408,6 +446,9 @@ impl Analysis {
                 let Some(fd) = first else { return };
                 let id = s.id(pid, fd);
                 s.conns.insert(id);
+                if s.sockets.contains(&id) && !s.connected.iter().any(|c| c.2 == id) {
+                    s.connected.push((pid, fd, id));
+                }
             }
             "fcntl" | "ioctl" => {
                 let Some(fd) = first else { return };
@@ -485,6 +526,11 @@ impl Analysis {
             "write" | "writev" | "sendto" | "sendmsg" => {
                 let Some(fd) = first else { return };
                 let id = s.id(pid, fd);
+                if inside {
+                    if let Some(client) = self.client(id) {
+                        client.written_by.insert((pid, tid));
+                    }
+                }
                 if inside && s.conns.contains(&id) && s.nonblock.get(&(pid, fd)) == Some(&false) {
                     self.blocking_writes.push(format!(
                         "{name}({fd}<{}>) = {}",
@@ -555,15 +601,27 @@ impl Analysis {
                 name != "epoll_pwait2",
             )
         } else if SELECTS.contains(&name) {
+            // With -yy each fd in a set shows what it is: `[3<pipe:[…]> 7<TCP:[…]>]`.
+            let fds = |set: &str| -> Vec<i32> {
+                let shown: Vec<i32> = trace::fds_in(set).into_iter().map(|(fd, _)| fd).collect();
+                if !shown.is_empty() {
+                    return shown;
+                }
+                set.trim_matches(['[', ']'])
+                    .split_whitespace()
+                    .filter_map(|fd| fd.parse::<i32>().ok())
+                    .collect()
+            };
             for set in args.iter().skip(1).take(3) {
-                for fd in set.trim_matches(['[', ']']).split_whitespace() {
-                    if let Ok(fd) = fd.parse::<i32>() {
-                        watched.push(s.id(pid, fd));
-                    }
+                for fd in fds(set) {
+                    watched.push(s.id(pid, fd));
                 }
             }
+            // The result names the ready fds, by number only: `2 (in [7], out [7], left {…})`.
             if let Some(open) = call.result.find('(') {
-                for fd in call.result[open..]
+                let ready = &call.result[open..];
+                let ready = ready.split(", left").next().unwrap_or(ready);
+                for fd in ready
                     .split(|c: char| !c.is_ascii_digit())
                     .filter_map(|n| n.parse::<i32>().ok())
                 {
@@ -574,6 +632,26 @@ impl Analysis {
         } else if IORING.contains(&name) {
             // The ring: no fd list, no timeout (the lessons' waits have none).
             None
+        } else if SIGWAITS.contains(&name) {
+            // rt_sigtimedwait(set, info, timeout, size): info's si_fd names the fd. strace
+            // shows a real-time signal's info as a queued one's (`si_code=0x1, si_pid=BAND,
+            // si_uid=0, si_int=FD`), so si_fd is there as si_int; a plain SIGIO (no F_SETSIG)
+            // has neither (`si_code=SI_KERNEL`).
+            let info = args.get(1).copied().unwrap_or("");
+            let mut fds = trace::numbers_after(info, "si_fd=");
+            if fds.is_empty() {
+                fds = trace::numbers_after(info, "si_int=");
+            }
+            for fd in &fds {
+                reported.insert(s.id(pid, *fd as i32));
+            }
+            if inside && call.done && call.ret.is_some_and(|r| r > 0) {
+                self.signals += 1;
+                if fds.is_empty() {
+                    self.signals_without_fd += 1;
+                }
+            }
+            timeout_ms(args.get(2).copied().unwrap_or("NULL"), true)
         } else {
             // A sleep: its time is the first timespec.
             let spec = args.iter().find(|a| a.starts_with('{')).copied();
@@ -586,6 +664,7 @@ impl Analysis {
             return;
         }
         for id in &watched {
+            s.watched.insert(*id);
             if let Some(client) = self.client(*id) {
                 client.watched_by.insert(name.to_string());
             }
@@ -603,7 +682,7 @@ impl Analysis {
     fn other_readers(&self) -> BTreeSet<u32> {
         self.clients
             .iter()
-            .flat_map(|c| c.read_by.iter().map(|(p, _)| *p))
+            .flat_map(|c| c.read_by.iter().chain(&c.written_by).map(|(p, _)| *p))
             .filter(|p| *p != self.root)
             .collect()
     }
@@ -611,7 +690,7 @@ impl Analysis {
     fn reading_threads(&self) -> BTreeSet<u32> {
         self.clients
             .iter()
-            .flat_map(|c| c.read_by.iter().map(|(_, t)| *t))
+            .flat_map(|c| c.read_by.iter().chain(&c.written_by).map(|(_, t)| *t))
             .collect()
     }
 
@@ -649,6 +728,8 @@ impl Analysis {
                     "a sleep, no fd".to_string()
                 } else if IORING.contains(name) {
                     "on the ring".to_string()
+                } else if SIGWAITS.contains(name) {
+                    "a signal wait".to_string()
                 } else if ws[0].epoll {
                     if hi == 0 {
                         "an epoll watching no fd".to_string()
@@ -697,6 +778,10 @@ impl Analysis {
             "a busy loop, not an event loop (lesson 06's spin)".to_string()
         } else if !self.blocking_writes.is_empty() || !self.cleared_nonblock.is_empty() {
             "a loop whose writes block".to_string()
+        } else if self.signals_without_fd > 0 {
+            "a signal-driven loop on plain SIGIO, which names no fd (no F_SETSIG): a rescan \
+             per signal"
+                .to_string()
         } else if self.unreported_reads > 0 {
             "reads that no readiness report asked for".to_string()
         } else if let Some(verdict) = self.ring_verdict() {
@@ -704,6 +789,9 @@ impl Analysis {
         } else {
             let has = |names: &[&str]| self.waits.iter().any(|w| names.contains(&w.name.as_str()));
             match (has(EPOLLS), has(POLLS), has(SELECTS)) {
+                _ if has(SIGWAITS) && !has(EPOLLS) && !has(POLLS) && !has(SELECTS) => {
+                    "a signal-driven loop (lesson 09's model)"
+                }
                 (true, false, false) => "an epoll loop (lesson 10's model)",
                 (false, true, false) => "a poll loop (lesson 08's model)",
                 (false, false, true) => "a select loop (lesson 07's model)",
@@ -761,6 +849,18 @@ impl Analysis {
             said.push(format!("O_NONBLOCK cleared: {f}"));
         }
         said.extend(self.ring_said());
+        if self.signals > 0 {
+            said.push(format!(
+                "{} signal(s) taken, {} of them naming no fd (a plain SIGIO: no F_SETSIG)",
+                self.signals, self.signals_without_fd
+            ));
+        }
+        if let Some(c) = self.unwatched_connections.first() {
+            said.push(format!(
+                "{} connected socket(s) no wait watched (the first: {c})",
+                self.unwatched_connections.len()
+            ));
+        }
         said.push(format!(
             "{} call(s) in {:.2} s while nothing arrived ({} ended EAGAIN, {} wait(s) \
              returned with nothing ready)",
@@ -871,6 +971,26 @@ impl Analysis {
             }
             Rule::OnlyThroughRing => !self.plain_io.is_empty(),
             Rule::ArmedOnce => !self.armed_once(),
+            Rule::ThreadPerClient => {
+                let acceptor_elsewhere = self.acceptors.iter().any(|t| *t != self.root);
+                let mut servers = BTreeSet::new();
+                let bad = self.clients.iter().any(|c| {
+                    let served: BTreeSet<&(u32, u32)> =
+                        c.read_by.iter().chain(&c.written_by).collect();
+                    let one = served.len() == 1;
+                    let fits = served
+                        .iter()
+                        .all(|(p, t)| *p == self.root && *t != self.root && servers.insert(*t));
+                    !one || !fits
+                });
+                acceptor_elsewhere || bad || self.forked > 0
+            }
+            Rule::NoReadiness => self
+                .waits
+                .iter()
+                .any(|w| !SLEEPS.contains(&w.name.as_str())),
+            Rule::WatchesEveryConnection(_) => !self.unwatched_connections.is_empty(),
+            Rule::SignalsNameTheirFd => self.signals_without_fd > 0,
         };
         fails.then(|| expected(rule))
     }
@@ -907,6 +1027,19 @@ pub fn expected(rule: Rule) -> String {
             "at most {ENTRIES_PER_LINE} entries submitted per line answered: one multishot \
              accept, one multishot recv per client, then only the sends"
         ),
+        Rule::ThreadPerClient => "the first thread accepts; each client is served by a thread \
+                                  of its own in the same process; no fork"
+            .into(),
+        Rule::NoReadiness => {
+            "no readiness call (poll, select, epoll, a signal wait): each call made in turn".into()
+        }
+        Rule::WatchesEveryConnection(names) => format!(
+            "every socket it connect()ed (the upstreams, the store) among the fds {} waits on",
+            names.join(" or ")
+        ),
+        Rule::SignalsNameTheirFd => {
+            "every signal taken names its fd (si_fd, as F_SETSIG makes it): no plain SIGIO".into()
+        }
     }
 }
 
@@ -934,13 +1067,14 @@ pub fn judge(c: &mut Ctx, scenario: Scenario, rules: &[Rule]) -> Outcome {
         Scenario::Echo => echo_scenario(c, 3)?,
         Scenario::Socks => socks_scenario(c)?,
         Scenario::Ring => ring_scenario(c, from)?,
+        Scenario::Hello => hello_scenario(c)?,
     };
     let to = mark(c)?;
     let lines = trace::read(c.server.trace.as_ref().ok_or_else(no_strace)?);
     let mut a = Analysis::of(&lines, from, to, idle);
     // The scenario's own clients must be in the record, or the record says nothing.
     let clients = match scenario {
-        Scenario::Echo | Scenario::Ring => 3,
+        Scenario::Echo | Scenario::Ring | Scenario::Hello => 3,
         Scenario::Serial | Scenario::Socks => 1,
     };
     let seen = match scenario {
@@ -1038,4 +1172,121 @@ fn socks_scenario(c: &mut Ctx) -> Result<(usize, usize), Failure> {
     relay.finish();
     relay.rest()?;
     Ok(idle)
+}
+
+/// A greeting read to its end: "Hello there! …\n", then the close.
+fn greeted(addr: std::net::SocketAddr) -> Result<(), Failure> {
+    let got = crate::client::Conn::open(addr)?.rest()?;
+    if got.starts_with(b"Hello there! ") && got.ends_with(b"\n") {
+        return Ok(());
+    }
+    Err(Failure::new(
+        "(nothing: just connected)",
+        "\"Hello there! <local time>\\n\", then the close",
+        crate::client::show(&got),
+    ))
+}
+
+fn hello_scenario(c: &mut Ctx) -> Result<(usize, usize), Failure> {
+    for _ in 0..3 {
+        greeted(c.addr())?;
+    }
+    let idle = quiet(c)?;
+    greeted(c.addr())?;
+    Ok(idle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The analysis of `text` (strace's lines), every call inside the window.
+    fn analysis(text: &str) -> Analysis {
+        let lines = trace::parse(text);
+        Analysis::of(&lines, 0, usize::MAX - 1, (0, 0))
+    }
+
+    const ACCEPT: &str =
+        "10 12:00:00.000001 accept4(3<TCP:[127.0.0.1:5]>, NULL, NULL, SOCK_NONBLOCK) = 7<TCP:[127.0.0.1:5->127.0.0.1:9]>\n";
+
+    #[test]
+    fn select_names_its_ready_fds_by_number() {
+        let text = format!(
+            "{ACCEPT}10 12:00:00.000002 pselect6(8, [3<TCP:[127.0.0.1:5]> 7<TCP:[127.0.0.1:5->127.0.0.1:9]>], [7<TCP:[127.0.0.1:5->127.0.0.1:9]>], NULL, NULL, NULL) = 2 (in [7], out [7])\n\
+             10 12:00:00.000003 read(7<TCP:[127.0.0.1:5->127.0.0.1:9]>, \"q\\n\", 16384) = 2\n\
+             10 12:00:00.000004 pselect6(8, [3<TCP:[127.0.0.1:5]>], [], NULL, {{tv_sec=1, tv_usec=0}}, NULL) = 1 (in [3], left {{tv_sec=0, tv_usec=7}})\n\
+             10 12:00:00.000005 read(7<TCP:[127.0.0.1:5->127.0.0.1:9]>, \"\", 16384) = 0\n"
+        );
+        let a = analysis(&text);
+        assert_eq!(a.waits.len(), 2);
+        assert_eq!(a.waits[0].fds, 3);
+        // The first read follows a report naming 7; the second follows one naming only 3
+        // (the numbers of `left {…}` are no fd).
+        assert_eq!(a.unreported_reads, 1, "{}", a.describe());
+        assert!(a.breaks(Rule::WatchesEveryClient(SELECTS)).is_none());
+        assert!(a.breaks(Rule::ReadsWhenReported).is_some());
+    }
+
+    #[test]
+    fn a_signal_names_its_fd_unless_it_is_a_plain_sigio() {
+        let named = format!(
+            "{ACCEPT}10 12:00:00.000002 rt_sigtimedwait([IO RT_2], {{si_signo=SIGRT_2, si_code=0x1, si_pid=65, si_uid=0, si_int=7, si_ptr=0x7}}, NULL, 8) = 34 (SIGRT_2)\n\
+             10 12:00:00.000003 read(7<TCP:[127.0.0.1:5->127.0.0.1:9]>, \"q\\n\", 16384) = 2\n"
+        );
+        let a = analysis(&named);
+        assert_eq!(
+            (a.signals, a.signals_without_fd, a.unreported_reads),
+            (1, 0, 0)
+        );
+        assert!(a.breaks(Rule::SignalsNameTheirFd).is_none());
+        assert!(a.breaks(Rule::WaitsOnlyIn(SIGWAITS)).is_none());
+        let plain = named.replace(
+            "si_signo=SIGRT_2, si_code=0x1, si_pid=65, si_uid=0, si_int=7, si_ptr=0x7",
+            "si_signo=SIGIO, si_code=SI_KERNEL",
+        );
+        let a = analysis(&plain);
+        assert_eq!((a.signals, a.signals_without_fd), (1, 1));
+        assert!(a.breaks(Rule::SignalsNameTheirFd).is_some());
+        assert!(a.describe().contains("plain SIGIO"), "{}", a.describe());
+    }
+
+    #[test]
+    fn a_connection_no_wait_watches_is_named() {
+        let connect = "10 12:00:00.000001 socket(AF_INET, SOCK_STREAM|SOCK_NONBLOCK, IPPROTO_IP) = 5<TCP:[4]>\n\
+                       10 12:00:00.000002 connect(5<TCP:[4]>, {sa_family=AF_INET, sin_port=htons(6379), sin_addr=inet_addr(\"127.0.0.1\")}, 16) = -1 EINPROGRESS (Operation now in progress)\n";
+        let watched = format!(
+            "{connect}10 12:00:00.000003 poll([{{fd=3<TCP:[127.0.0.1:5]>, events=POLLIN}}, {{fd=5<TCP:[127.0.0.1:4->127.0.0.1:6379]>, events=POLLOUT}}], 2, -1) = 1 ([{{fd=5, revents=POLLOUT}}])\n"
+        );
+        assert!(analysis(&watched)
+            .breaks(Rule::WatchesEveryConnection(POLLS))
+            .is_none());
+        let unwatched = format!(
+            "{connect}10 12:00:00.000003 poll([{{fd=3<TCP:[127.0.0.1:5]>, events=POLLIN}}], 1, -1) = 1 ([{{fd=3, revents=POLLIN}}])\n"
+        );
+        let a = analysis(&unwatched);
+        assert!(a.breaks(Rule::WatchesEveryConnection(POLLS)).is_some());
+        assert!(a
+            .describe()
+            .contains("connected socket(s) no wait watched (the first: 5<"));
+    }
+
+    #[test]
+    fn a_thread_per_client_and_no_readiness() {
+        let text = format!(
+            "{ACCEPT}10 12:00:00.000002 clone3({{flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, exit_signal=0}}, 88) = 11\n\
+             11 12:00:00.000003 read(7<TCP:[127.0.0.1:5->127.0.0.1:9]>, \"q\\n\", 16384) = 2\n\
+             11 12:00:00.000004 write(7<TCP:[127.0.0.1:5->127.0.0.1:9]>, \"\\n\", 1) = 1\n"
+        );
+        let a = analysis(&text);
+        assert!(
+            a.breaks(Rule::ThreadPerClient).is_none(),
+            "{}",
+            a.describe()
+        );
+        assert!(a.breaks(Rule::NoReadiness).is_none());
+        assert!(a.breaks(Rule::OneThreadServes).is_some());
+        // The accepting thread serving the client itself is not a thread per client.
+        let serial = text.replace("11 12:00:00.000003", "10 12:00:00.000003");
+        assert!(analysis(&serial).breaks(Rule::ThreadPerClient).is_some());
+    }
 }

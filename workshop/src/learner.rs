@@ -107,7 +107,11 @@ pub fn regenerate(root: &Path, check: bool) -> Result<Vec<String>, String> {
                 .to_string();
             changed.push(format!("{name} (no gap in it: mounted, not tracked)"));
             if !check {
-                fs::remove_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                let gone = match file.is_dir() {
+                    true => fs::remove_dir_all(&file),
+                    false => fs::remove_file(&file),
+                };
+                gone.map_err(|e| format!("{}: {e}", file.display()))?;
             }
         }
     }

@@ -155,11 +155,25 @@ pub fn syscall_name(nr: i64) -> Option<&'static str> {
 pub fn describe(pid: u32) -> String {
     let threads = threads(pid).len();
     let children = children(pid).len();
-    // A few looks: a thread seen running once may be asleep the next moment.
+    // A few looks: a thread seen running once, or in a passing call (a close), may be
+    // asleep where its model waits the next moment.
+    const WAITS: &[&str] = &[
+        "poll",
+        "ppoll",
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "select",
+        "pselect6",
+        "read",
+        "recvfrom",
+        "accept",
+        "accept4",
+    ];
     let mut asleep = "?".to_string();
     for _ in 0..10 {
         asleep = syscall(pid, pid).unwrap_or_else(|| "?".into());
-        if asleep != "running" {
+        if WAITS.contains(&asleep.as_str()) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -258,3 +258,68 @@ pub fn reap_orphans() {
         }
     }
 }
+
+/// Starts the client `exe args… --to ADDR` (exercise 00) in a new process group, its stdin
+/// and stdout piped for the step to use, and waits for its banner (`… connected to …`).
+/// The returned [`Server`] is the client; its `addr` is the server it connected to.
+pub fn start_client(exe: &Path, args: &[String], to: SocketAddr) -> Result<Server, Failure> {
+    let started = format!("(nothing: started {} --to {to})", exe.display());
+    let mut child = Command::new(exe)
+        .args(args)
+        .args(["--to", &to.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            Failure::new(
+                &started,
+                "the client running",
+                format!("could not start it: {e}"),
+            )
+        })?;
+    let pid = child.id();
+    let log = Log::default();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let lines = log.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut l) = lines.0.lock() {
+                l.push(line);
+            }
+        }
+    });
+    let mut client = Server {
+        child,
+        pid,
+        addr: to,
+        log,
+        trace: None,
+    };
+    let until = Instant::now() + wait();
+    loop {
+        let banner = |c: &Server| c.log.lines().iter().any(|l| l.contains("connected to"));
+        if banner(&client) {
+            return Ok(client);
+        }
+        let exited = client.child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() > until {
+            thread::sleep(Duration::from_millis(50));
+            if banner(&client) {
+                return Ok(client);
+            }
+            let got = client.what_happened(0).unwrap_or_else(|| match exited {
+                Some(status) => format!("it exited ({status}) without a banner"),
+                None => format!("no banner on stderr within {} s", wait().as_secs()),
+            });
+            return Err(Failure::new(
+                started,
+                "a banner on stderr: `… connected to ADDR …`",
+                got,
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const CALLS: &str = "execve,execveat,?fork,?vfork,clone,?clone3,socket,accept,accept4,\
 connect,read,readv,recvfrom,recvmsg,write,writev,sendto,sendmsg,close,shutdown,fcntl,ioctl,\
 setsockopt,?poll,ppoll,?select,pselect6,epoll_create1,epoll_ctl,?epoll_wait,epoll_pwait,?epoll_pwait2,\
-nanosleep,clock_nanosleep,io_uring_enter,exit_group";
+nanosleep,clock_nanosleep,rt_sigtimedwait,io_uring_enter,exit_group";
 
 /// Whether strace is on this machine (`make deps` installs it) and may trace here (a
 /// container without ptrace cannot): the model steps then say so, and the rest still runs.

@@ -119,15 +119,35 @@ fn skeletons_are_their_lessons_with_the_gaps_cut_out() {
 
 /// Where each untouched skeleton stops, and the todo!() it names.
 const FIRST_FAILURES: &[(&str, &str, &str)] = &[
+    (
+        "00",
+        "piped lines come back, then it exits",
+        "the pollfd array",
+    ),
     ("01", "starts on port 0 and prints its banner", "socket(2)"),
+    ("02", "greets a client and closes", "accept(2)"),
     ("03", "welcome, and q closes", "accept(2)"),
+    ("05", "welcome, and q closes", "pthread_create(3)"),
     (
         "04",
         "starts on port 0 and prints its banner",
         "sigaction(2): SIGCHLD",
     ),
+    ("06", "starts on port 0 and prints its banner", "fcntl(2)"),
+    ("07", "welcome, and q closes", "FD_SET"),
     ("08", "welcome, and q closes", "poll(2)"),
+    (
+        "09",
+        "starts on port 0 and prints its banner",
+        "fcntl(2) F_SETOWN",
+    ),
     ("10", "welcome, and q closes", "epoll_create1(2)"),
+    (
+        "13",
+        "the greeting: method 0x00",
+        "the Redis socket in the poll set",
+    ),
+    ("14", "CONNECT, and bytes relayed both ways", "pipe2(2)"),
     (
         "12",
         "CONNECT, and bytes relayed both ways",
@@ -234,12 +254,45 @@ fn every_reference_lesson_passes_every_step() {
     }
 }
 
+/// Exercise 02: lesson 01 (no loop) and a leaked fd fail, naming what they are.
+#[test]
+fn the_serial_hello_fails_one_client_and_exit_and_a_leaked_fd() {
+    // Lesson 01 is lesson 02 without the loop: one client, then exit.
+    let (code, out) = check_bin("02", &lesson("01"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   3. ten clients, one after another"),
+        "{out}"
+    );
+    assert!(out.contains("lesson 01's model"), "{out}");
+    let (code, out) = check_bin("02", &lesson("02"), "2", &["--mistake", "leak-fd"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   2. greets a client and closes"),
+        "{out}"
+    );
+    assert!(out.contains("--mistake leak-fd"), "{out}");
+}
+
 #[test]
 fn a_serial_server_fails_the_fork_exercise_naming_its_model() {
     let (code, out) = check_bin("04", &lesson("03"), "2", &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL   8. three clients at once"), "{out}");
     assert!(out.contains("a serial server, lesson 03's model"), "{out}");
+}
+
+/// Exercise 05: a serial server fails naming its model; no limit fails too.
+#[test]
+fn a_serial_server_and_no_limit_fail_the_thread_exercise() {
+    let (code, out) = check_bin("05", &lesson("03"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL   8. three clients at once"), "{out}");
+    assert!(out.contains("a serial server, lesson 03's model"), "{out}");
+    let (code, out) = check_bin("05", &lesson("05"), "2", &["--mistake", "unbounded"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  11. --max-clients 2"), "{out}");
+    assert!(out.contains("--mistake unbounded"), "{out}");
 }
 
 #[test]
@@ -254,6 +307,40 @@ fn threads_fail_the_poll_exercise_naming_their_model() {
         out.contains("found: a thread per client (lesson 05's model)"),
         "{out}"
     );
+}
+
+/// Exercise 06: EAGAIN taken for an error fails the idle client (poll: tests/variants.rs).
+#[test]
+fn no_eagain_fails_the_nonblocking_exercise() {
+    let (code, out) = check_bin("06", &lesson("06"), "2", &["--mistake", "no-eagain"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL   2. an idle client is kept"), "{out}");
+    assert!(out.contains("--mistake no-eagain"), "{out}");
+}
+
+/// Exercise 09: poll fails the model, named (no F_SETSIG: tests/variants.rs).
+#[test]
+fn poll_fails_the_signal_exercise_naming_its_model() {
+    let (code, out) = check_bin("09", &lesson("08"), "2", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL   9. model: one thread waits only in sigtimedwait"),
+        "{out}"
+    );
+    assert!(
+        out.contains("found: a poll loop (lesson 08's model)"),
+        "{out}"
+    );
+}
+
+/// Exercise 13: an allowlist that lets everyone in while Redis is down fails, naming the
+/// mistake (one that dials Redis for every check: tests/variants.rs).
+#[test]
+fn fail_open_fails_the_allowlist_exercise_naming_the_mistake() {
+    let (code, out) = check_bin("13", &lesson("13"), "2", &["--mistake", "fail-open"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL   8. Redis down"), "{out}");
+    assert!(out.contains("--mistake fail-open"), "{out}");
 }
 
 #[test]
