@@ -7,8 +7,8 @@
 //! (how many requests arrive per wake-up, how the client's own CPU time is spent), and a
 //! server's cost per request can differ between them; `make compare` reports both.
 //!
-//! Same flags and output as loadgen (one line of `key=value` pairs, or JSON with `--json`),
-//! so the two are interchangeable. Bounded in time (`--max-time`); loopback targets only.
+//! Same flags and output as loadgen, both from `tools::load` (one line of `key=value` pairs,
+//! or JSON with `--json`), so the two are interchangeable. Bounded in time (`--max-time`); loopback targets only.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
