@@ -1,7 +1,9 @@
-//! What the tools share that is no lesson's business: reading a process tree's CPU time
+//! What the tools share that is no lesson's business: the echo load clients' flags, counts
+//! and report ([`load`]), reading a process tree's CPU time
 //! and memory from /proc ([`procfs`]), a private network namespace for a benchmark
 //! ([`netns`]), a UDP load client through SOCKS5 UDP ASSOCIATE ([`udpload`]), and finding the lesson binaries they drive ([`bin_dir`], [`lesson_bin`]).
 
+pub mod load;
 pub mod netns;
 pub mod procfs;
 pub mod udpload;

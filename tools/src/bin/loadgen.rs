@@ -12,62 +12,24 @@
 //! Output: one line of `key=value` pairs on stdout (or JSON with `--json`), e.g.
 //! `connections=100 welcomed=100 requests=1210000 rps=242000 p50_us=390 p99_us=610 ...`.
 
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hdrhistogram::Histogram;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{connect, getsockopt, socket, sockopt, SockFlag, SockType};
 use nix::unistd::{read, write};
 use sockets_by_hand::{limits, net};
-use tools::procfs::cpu_ns;
+use tools::load::{self, Counts, LoadArgs, MAX_HANDSHAKES, WELCOME};
 
 /// Echo-protocol load generator: N connections from one thread on epoll, fixed-size lines,
 /// every reply checked, latency in an HDR histogram. Loopback targets only.
 #[derive(Parser, Debug)]
 #[command(name = "loadgen")]
 struct Args {
-    /// The echo server, as IP:PORT (loopback only).
-    #[arg(long, default_value = "127.0.0.1:23333")]
-    to: SocketAddr,
-    /// Concurrent connections.
-    #[arg(short = 'c', long, default_value_t = 100)]
-    connections: usize,
-    /// Bytes per request line, the newline included.
-    #[arg(long, default_value_t = 32)]
-    line_bytes: usize,
-    /// Seconds of warm-up before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
-    /// Stop after this many measured requests instead (for syscall counting).
-    #[arg(long)]
-    requests: Option<u64>,
-    /// Seconds a connection may take to be welcomed before it counts as starved.
-    #[arg(long, default_value_t = 3.0)]
-    connect_timeout: f64,
-    /// Seconds a request may wait for its reply before it counts as a timeout.
-    #[arg(long, default_value_t = 5.0)]
-    reply_timeout: f64,
-    /// Hard bound on the whole run, in seconds.
-    #[arg(long, default_value_t = 120.0)]
-    max_time: f64,
-    /// Extra connections that take the welcome and then sit idle (opened first): what an
-    /// O(connections) wait such as poll pays for and epoll does not.
-    #[arg(long, default_value_t = 0)]
-    idle: usize,
-    /// The server's pid: report its CPU time over the measured window (`server_cpu_ms`) and
-    /// per request answered in it (`cpu_us_per_req`), from /proc (tools::procfs::cpu_ns).
-    #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
-    /// Print JSON instead of key=value.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    load: LoadArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,45 +62,11 @@ struct Conn {
     idle: bool,
 }
 
-#[derive(Default)]
-struct Counts {
-    welcomed: u64,
-    idle: u64,
-    requests: u64,
-    warm_requests: u64,
-    refused: u64,
-    rejected: u64,
-    closed: u64,
-    errors: u64,
-    timeouts: u64,
-    starved: u64,
-}
-
-const WELCOME: &[u8] = b"Welcome buddy!\n";
-/// Connections opened but not yet welcomed, at most.
-const MAX_HANDSHAKES: usize = 64;
-
 fn main() {
-    let args = Args::parse();
-    if !args.to.ip().is_loopback() {
-        eprintln!(
-            "loadgen: {} is not a loopback address; loadgen only targets this machine",
-            args.to
-        );
-        std::process::exit(2);
-    }
-    if args.line_bytes < 2 || args.connections == 0 {
-        eprintln!("loadgen: --line-bytes must be at least 2 and --connections at least 1");
-        std::process::exit(2);
-    }
+    let args = Args::parse().load;
+    args.check("loadgen");
     let _ = limits::raise_nofile();
-    // The request: printable bytes that differ, so a wrong reversal shows; and its reply.
-    let request: Vec<u8> = (0..args.line_bytes - 1)
-        .map(|i| b'a' + (i % 26) as u8)
-        .chain(std::iter::once(b'\n'))
-        .collect();
-    let mut reply: Vec<u8> = request[..request.len() - 1].iter().rev().copied().collect();
-    reply.push(b'\n');
+    let (request, reply) = args.request_and_reply();
 
     let epoll =
         Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap_or_else(|e| die("epoll_create1", e));
@@ -149,7 +77,7 @@ fn main() {
     let mut counts = Counts::default();
     let total = args.connections + args.idle;
     let mut conns: Vec<Conn> = Vec::with_capacity(total);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    let mut hist = load::histogram();
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = vec![EpollEvent::empty(); 1024];
 
@@ -219,7 +147,7 @@ fn main() {
         }
         let measuring = measure_from.is_some_and(|from| now >= from);
         if measuring && cpu_from.is_none() {
-            cpu_from = args.server_pid.map(cpu_ns);
+            cpu_from = args.server_cpu_from();
         }
         let finished = match (measure_until, args.requests) {
             (_, Some(n)) if measuring && counts.requests >= n => true,
@@ -378,10 +306,7 @@ fn main() {
         }
     }
 
-    let server_cpu_ns = match (cpu_from, args.server_pid) {
-        (Some(from), Some(pid)) => cpu_ns(pid).saturating_sub(from),
-        _ => 0,
-    };
+    let server_cpu_ns = args.server_cpu_since(cpu_from);
     let window = match (measure_from, measure_until) {
         (Some(from), Some(until)) => Instant::now().min(until).saturating_duration_since(from),
         _ => Duration::ZERO,
@@ -391,69 +316,7 @@ fn main() {
         .iter()
         .filter(|c| matches!(c.state, State::Connecting | State::Welcome))
         .count() as u64;
-    let secs = window.as_secs_f64();
-    let rps = if secs > 0.0 {
-        counts.requests as f64 / secs
-    } else {
-        0.0
-    };
-    let q = |p: f64| {
-        if hist.is_empty() {
-            0.0
-        } else {
-            hist.value_at_quantile(p) as f64 / 1000.0
-        }
-    };
-    let fields: Vec<(&str, String)> = vec![
-        ("connections", args.connections.to_string()),
-        ("welcomed", counts.welcomed.to_string()),
-        ("idle", counts.idle.to_string()),
-        ("requests", counts.requests.to_string()),
-        ("warm_requests", counts.warm_requests.to_string()),
-        ("seconds", format!("{secs:.3}")),
-        ("rps", format!("{rps:.0}")),
-        ("p50_us", format!("{:.1}", q(0.50))),
-        ("p99_us", format!("{:.1}", q(0.99))),
-        (
-            "max_us",
-            format!(
-                "{:.1}",
-                if hist.is_empty() {
-                    0.0
-                } else {
-                    hist.max() as f64 / 1000.0
-                }
-            ),
-        ),
-        (
-            "server_cpu_ms",
-            format!("{:.1}", server_cpu_ns as f64 / 1e6),
-        ),
-        (
-            "cpu_us_per_req",
-            format!(
-                "{:.3}",
-                if counts.requests > 0 {
-                    server_cpu_ns as f64 / 1e3 / counts.requests as f64
-                } else {
-                    0.0
-                }
-            ),
-        ),
-        ("errors", counts.errors.to_string()),
-        ("refused", counts.refused.to_string()),
-        ("rejected", counts.rejected.to_string()),
-        ("closed", counts.closed.to_string()),
-        ("timeouts", counts.timeouts.to_string()),
-        ("starved", counts.starved.to_string()),
-    ];
-    if args.json {
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        println!("{{{}}}", body.join(","));
-    } else {
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("{}", body.join(" "));
-    }
+    load::report(&args, &counts, &hist, window.as_secs_f64(), server_cpu_ns);
 }
 
 /// Writes what is left of the request; asks for EPOLLOUT only while some is left.
