@@ -482,6 +482,17 @@ pub fn build(
             }
         }
     }
+    // A UDP port the kernel picked (the relay's, per association) is named after the first
+    // exchange of datagrams it took part in, as a TCP port after its connection.
+    for s in segs.iter().filter(|s| s.udp) {
+        if let Some(c) = conn_of.get(&key(s.src, s.dst)).copied() {
+            for port in [s.src, s.dst] {
+                if port >= EPHEMERAL && !port_name.contains_key(&port) {
+                    port_name.insert(port, c);
+                }
+            }
+        }
+    }
     let rename = |text: &str| -> String {
         let mut t = no_times(text);
         for (port, c) in &port_name {
@@ -706,13 +717,15 @@ pub fn build(
                 let conn = conn_of[&key(s.src, s.dst)];
                 let (from, to) = (lane_of[&s.src], lane_of[&s.dst]);
                 if s.udp {
+                    // No connection, so no state: a datagram is its length and its ports.
+                    let name = |p: u16| port_name.get(&p).map_or(p.to_string(), char::to_string);
                     rows.push(Row::Packet {
                         conn,
                         from,
                         to,
-                        kind: "data".into(),
-                        label: format!("datagram {} B", s.len),
-                        detail: String::new(),
+                        kind: "udp".into(),
+                        label: format!("UDP {} B", s.len),
+                        detail: format!("port {} → {}", name(s.src), name(s.dst)),
                     });
                     continue;
                 }
@@ -905,6 +918,9 @@ pub fn build(
     }
     collapse(rows, busy)
 }
+
+/// Where the kernel's ephemeral ports start (net.ipv4.ip_local_port_range's default).
+const EPHEMERAL: u16 = 32768;
 
 const AGAIN: &str = "  (again and again)";
 /// Where the script waited for quiet (dropped before drawing): a busy loop's stretch is

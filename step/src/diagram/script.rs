@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::party::{Peer, Shared};
+use crate::party::{quoted, Peer, Shared};
 
 /// What a run needs to know while the script plays.
 pub struct Ctx {
@@ -137,6 +137,8 @@ impl Ctx {
 pub struct Server {
     pub lane: usize,
     pub port: u16,
+    /// A UDP socket bound to `port` instead of a listener.
+    pub udp: bool,
     pub run: fn(&Peer, i32),
 }
 
@@ -144,7 +146,13 @@ impl Server {
     /// Listens; the returned closure plays the rest on a thread of its own.
     pub fn listen(&self, journal: &Shared) -> impl FnOnce() {
         let peer = Peer::new(self.lane, "server", journal);
-        let fd = peer.listen(self.port);
+        let fd = if self.udp {
+            let fd = peer.udp_socket();
+            peer.bind(fd, self.port);
+            fd
+        } else {
+            peer.listen(self.port)
+        };
         let run = self.run;
         move || {
             std::thread::spawn(move || run(&peer, fd));
@@ -186,6 +194,7 @@ pub fn session(nn: &str) -> Option<Session> {
             servers: vec![Server {
                 lane: 1,
                 port: 23333,
+                udp: false,
                 run: echo_server,
             }],
             client: typist,
@@ -240,6 +249,7 @@ pub fn session(nn: &str) -> Option<Session> {
             servers: vec![Server {
                 lane: 2,
                 port: UPSTREAM,
+                udp: false,
                 run: upstream,
             }],
             client: socks_client,
@@ -260,17 +270,40 @@ pub fn session(nn: &str) -> Option<Session> {
                 Server {
                     lane: 2,
                     port: UPSTREAM,
+                    udp: false,
                     run: upstream,
                 },
                 Server {
                     lane: 3,
                     port: 6379,
+                    udp: false,
                     run: redis,
                 },
             ],
             client: socks_client,
             busy: false,
             about: "client, upstream and Redis are scripts, the relay runs under the stepper"
+                .into(),
+        },
+        "16" => Session {
+            lanes: lanes(&[
+                ("client", "a script"),
+                (&lesson, "the relay, traced"),
+                ("echo", "a script: UDP echo"),
+            ]),
+            traced: 1,
+            // One datagram a call (recvfrom, sendto), where recvmmsg/sendmmsg take a batch.
+            lesson_args: vec!["--no-batch".into()],
+            banner: "listening on",
+            servers: vec![Server {
+                lane: 2,
+                port: UDP_ECHO,
+                udp: true,
+                run: udp_echo,
+            }],
+            client: udp_client,
+            busy: false,
+            about: "client and UDP echo are scripts, the relay runs under the stepper (--no-batch)"
                 .into(),
         },
         "18" => Session {
@@ -285,6 +318,7 @@ pub fn session(nn: &str) -> Option<Session> {
             servers: vec![Server {
                 lane: 1,
                 port: 23333,
+                udp: false,
                 run: echo_server,
             }],
             client: capture_client,
@@ -297,6 +331,9 @@ pub fn session(nn: &str) -> Option<Session> {
 }
 
 const UPSTREAM: u16 = 8000;
+/// Lesson 16: the UDP echo peer's port, and the port the client's datagrams come from.
+const UDP_ECHO: u16 = 7007;
+const CLIENT_UDP: u16 = 6000;
 
 /// Lesson 01: read the greeting, then the end of the stream, close.
 fn hello(ctx: &Ctx, _: Option<&str>) {
@@ -500,4 +537,57 @@ fn capture_client(ctx: &Ctx, _: Option<&str>) {
     ctx.settle();
     c.read(fd);
     c.close(fd);
+}
+
+/// Lesson 16's echo peer: each datagram back to where it came from, two of them.
+fn udp_echo(p: &Peer, fd: i32) {
+    for _ in 0..2 {
+        let (got, port) = p.recvfrom(fd);
+        if got.is_empty() {
+            return;
+        }
+        p.sendto(fd, &got, port, &quoted(&got, 24));
+    }
+}
+
+/// Lesson 16: the greeting and UDP ASSOCIATE on the control connection, two datagrams
+/// through the relay (each wrapped in a SOCKS5 UDP header naming the echo peer) and their
+/// wrapped replies, then the control connection closed: the association ends with it.
+fn udp_client(ctx: &Ctx, _: Option<&str>) {
+    let c = ctx.peer(0, "A");
+    let fd = c.socket();
+    c.connect(fd, 1080);
+    ctx.settle();
+    c.write(fd, &[5, 1, 0]);
+    ctx.settle();
+    c.read(fd);
+    let u = c.udp_socket();
+    c.bind(u, CLIENT_UDP);
+    let [hi, lo] = CLIENT_UDP.to_be_bytes();
+    c.note("UDP ASSOCIATE names where the client's datagrams will come from");
+    c.write(fd, &[5, 3, 0, 1, 127, 0, 0, 1, hi, lo]);
+    ctx.settle();
+    let reply = c.read(fd);
+    // The reply's BND: the relay's UDP socket, the port the kernel picked for it.
+    let Some(bnd) = reply
+        .get(8..10)
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .filter(|_| reply.get(1) == Some(&0))
+    else {
+        c.close(u);
+        c.close(fd);
+        return;
+    };
+    let [hi, lo] = UDP_ECHO.to_be_bytes();
+    for line in [&b"one\n"[..], &b"two\n"[..]] {
+        let mut dgram = vec![0, 0, 0, 1, 127, 0, 0, 1, hi, lo];
+        dgram.extend_from_slice(line);
+        c.sendto(u, &dgram, bnd, &format!("header + {}", quoted(line, 24)));
+        ctx.settle();
+        c.recvfrom(u);
+    }
+    c.note("the control connection ends, and the association with it");
+    c.close(fd);
+    ctx.settle();
+    c.close(u);
 }
