@@ -365,7 +365,10 @@ fn the_pictures_say_what_happened() {
         "{relay_b:?}"
     );
     assert_eq!(states(&relay, 2, Some("B"))[2], "CLOSE_WAIT");
-    assert!(!relay.contains("UDP datagram"), "no datagram, no UDP in the legend");
+    assert!(
+        !relay.contains("UDP datagram"),
+        "no datagram, no UDP in the legend"
+    );
 
     // UDP ASSOCIATE: the control connection (A), two datagrams each way through the relay,
     // wrapped (B, 10 B of SOCKS header + 4) on the client's side and bare (C) on the echo's,
@@ -394,14 +397,24 @@ fn the_pictures_say_what_happened() {
     assert!(udp.contains("UDP datagram (its length in bytes)"));
     for lane in 0..3 {
         for conn in ["B", "C"] {
-            assert!(states(&udp, lane, Some(conn)).is_empty(), "UDP has no state");
+            assert!(
+                states(&udp, lane, Some(conn)).is_empty(),
+                "UDP has no state"
+            );
         }
     }
     assert!(texts(&udp, "packet data", None).contains(&"A: data 10 B".to_string()));
-    let fin = udp.find(">A: FIN<").expect("the client's FIN on the control connection");
+    let fin = udp
+        .find(">A: FIN<")
+        .expect("the client's FIN on the control connection");
     let last_datagram = udp.rfind(">B: UDP 14 B<").unwrap();
-    let closed = udp.find("close(13) = 0").expect("the relay closes the UDP socket");
-    assert!(last_datagram < fin && fin < closed, "the association ends with A");
+    let closed = udp
+        .find("close(13) = 0")
+        .expect("the relay closes the UDP socket");
+    assert!(
+        last_datagram < fin && fin < closed,
+        "the association ends with A"
+    );
     assert_eq!(states(&udp, 0, Some("A")).last().unwrap(), "TIME_WAIT");
     assert_eq!(states(&udp, 1, Some("A")).last().unwrap(), "CLOSED");
 }
