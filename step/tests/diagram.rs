@@ -417,6 +417,48 @@ fn the_pictures_say_what_happened() {
     );
     assert_eq!(states(&udp, 0, Some("A")).last().unwrap(), "TIME_WAIT");
     assert_eq!(states(&udp, 1, Some("A")).last().unwrap(), "CLOSED");
+
+    // The restart: the old process sends the listener (SCM_RIGHTS) after SIGHUP, the child's
+    // execve is the successor, which receives it and accepts B; the old process drops the
+    // listener from its epoll set only after that, and serves A to its end.
+    let restart = read(&diagrams().join("17-restart.svg"));
+    let lanes = texts(&restart, "lane", None);
+    assert_eq!(
+        (lanes[0].as_str(), lanes[2].as_str(), lanes[4].as_str()),
+        ("client", "lesson-17", "successor")
+    );
+    let old = texts(&restart, "call", Some(1));
+    let new = texts(&restart, "call", Some(2));
+    let at = |calls: &[String], what: &str| {
+        calls
+            .iter()
+            .position(|t| t.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in {calls:?}"))
+    };
+    let all = texts(&restart, "call", None);
+    let sent = at(&all, "SCM_RIGHTS [8]}, 0) = 1");
+    let exec = at(&all, "lesson-17&quot;, argv, envp) = 0");
+    let received = at(&all, "MSG_CMSG_CLOEXEC) = 1 {data");
+    let dropped = at(&all, "EPOLL_CTL_DEL, 8");
+    assert!(
+        sent < exec && exec < received && received < dropped,
+        "the handover in order: {all:?}"
+    );
+    assert!(at(&new, "execve(") < at(&new, "recvmsg("));
+    assert!(at(&old, "sendmsg(") < at(&old, "EPOLL_CTL_DEL, 8"));
+    // A stays with the old process, B goes to the successor.
+    assert!(old.iter().any(|t| t.starts_with("A: accept4(")));
+    assert!(!old.iter().any(|t| t.starts_with("B: ")), "{old:?}");
+    assert!(new.iter().any(|t| t.starts_with("B: accept4(")));
+    assert!(!new.iter().any(|t| t.starts_with("A: ")), "{new:?}");
+    assert_eq!(states(&restart, 1, Some("A")).last().unwrap(), "TIME_WAIT");
+    assert!(states(&restart, 1, Some("B")).is_empty());
+    assert_eq!(states(&restart, 2, Some("B")).last().unwrap(), "TIME_WAIT");
+    // A's last exchange with the old process comes after B's with the successor.
+    let b_served = restart.find(">B: data 4 B<").expect("B's line");
+    let a_finishes = restart.find(">A: data 6 B<").expect("A's last lines");
+    assert!(b_served < a_finishes);
+    assert!(at(&old, "close(8) = 0") > at(&old, "A: close("));
 }
 
 fn have(tool: &str) -> Option<PathBuf> {
