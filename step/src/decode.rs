@@ -1063,7 +1063,7 @@ mod tests {
         );
         assert_eq!(
             exit(me, libc::SYS_mmap, &[0; 6], -12, &NoFds),
-            "-1 ENOMEM (Cannot allocate memory)"
+            "-1 ENOMEM (Out of memory)"
         );
     }
 
