@@ -4,7 +4,7 @@
 //!   without `make diagrams` fails here, as a stale code snippet fails the docs test);
 //! - real runs of a representative few lessons (the hello, the plain close's reset, the
 //!   relay's two connections, its datagrams) draw the committed rows again, twice over: the
-//!   pictures are current and the same from run to run. All 18 take half a minute under
+//!   pictures are current and the same from run to run. All 20 take under a minute with
 //!   `make diagrams`; these four, a few seconds, and they cover the four kinds of session
 //!   (one client, the reset, three lanes, UDP);
 //! - each lesson page shows its diagram at the start of "What the trace shows";
