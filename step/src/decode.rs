@@ -57,6 +57,7 @@ pub const CALLS: &[(i64, &str)] = &[
     (libc::SYS_io_uring_enter, "io_uring_enter"),
     (libc::SYS_io_uring_register, "io_uring_register"),
     (libc::SYS_pipe2, "pipe2"),
+    (libc::SYS_mmap, "mmap"),
     (libc::SYS_splice, "splice"),
     (libc::SYS_exit_group, "exit_group"),
     (libc::SYS_exit, "exit"),
@@ -135,6 +136,20 @@ const O_FLAGS: &[(u64, &str)] = &[
     (libc::O_ASYNC as u64, "O_ASYNC"),
     (libc::O_CLOEXEC as u64, "O_CLOEXEC"),
     (libc::O_DIRECT as u64, "O_DIRECT"),
+];
+const PROT_BITS: &[(u64, &str)] = &[
+    (libc::PROT_READ as u64, "PROT_READ"),
+    (libc::PROT_WRITE as u64, "PROT_WRITE"),
+    (libc::PROT_EXEC as u64, "PROT_EXEC"),
+];
+const MAP_BITS: &[(u64, &str)] = &[
+    (libc::MAP_SHARED as u64, "MAP_SHARED"),
+    (libc::MAP_PRIVATE as u64, "MAP_PRIVATE"),
+    (libc::MAP_FIXED as u64, "MAP_FIXED"),
+    (libc::MAP_ANONYMOUS as u64, "MAP_ANONYMOUS"),
+    (libc::MAP_NORESERVE as u64, "MAP_NORESERVE"),
+    (libc::MAP_POPULATE as u64, "MAP_POPULATE"),
+    (libc::MAP_LOCKED as u64, "MAP_LOCKED"),
 ];
 const POLL_BITS: &[(u64, &str)] = &[
     (libc::POLLIN as u64, "POLLIN"),
@@ -735,6 +750,22 @@ pub fn entry(pid: Pid, nr: i64, a: &[u64; 6], fds: &dyn FdView) -> String {
             ),
         ],
         libc::SYS_exit_group | libc::SYS_exit => vec![(a[0] as i32).to_string()],
+        // A mapping: a packet socket's ring (MAP_SHARED of its fd) or plain memory.
+        libc::SYS_mmap => {
+            let anon = a[3] & libc::MAP_ANONYMOUS as u64 != 0;
+            vec![
+                ptr(a[0]),
+                a[1].to_string(),
+                flags(a[2], PROT_BITS),
+                flags(a[3], MAP_BITS),
+                if anon {
+                    (a[4] as i32).to_string()
+                } else {
+                    fd(4)
+                },
+                a[5].to_string(),
+            ]
+        }
         _ => a.iter().map(|v| format!("{v:#x}")).collect(),
     };
     format!("{}({})", name(nr), args.join(", "))
@@ -826,6 +857,7 @@ pub fn exit(pid: Pid, nr: i64, a: &[u64; 6], ret: i64, fds: &dyn FdView) -> Stri
         libc::SYS_clone | libc::SYS_clone3 | libc::SYS_fork | libc::SYS_vfork => {
             format!("{ret} (the child's id)")
         }
+        libc::SYS_mmap => format!("{ret:#x}"),
         _ => ret.to_string(),
     }
 }
@@ -998,6 +1030,40 @@ mod tests {
         assert_eq!(
             exit(me, libc::SYS_recvmsg, &[6, at, flags, 0, 0, 0], 1, &NoFds),
             "1 {data \"L\", SCM_RIGHTS [8]}"
+        );
+    }
+
+    #[test]
+    fn a_ring_mapped_from_a_packet_socket() {
+        let me = nix::unistd::getpid();
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let shared = libc::MAP_SHARED as u64;
+        assert_eq!(
+            entry(
+                me,
+                libc::SYS_mmap,
+                &[0, 2097152, prot, shared, 3, 0],
+                &NoFds
+            ),
+            "mmap(NULL, 2097152, PROT_READ|PROT_WRITE, MAP_SHARED, 3, 0)"
+        );
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        assert_eq!(
+            entry(
+                me,
+                libc::SYS_mmap,
+                &[0, 4096, prot, anon, u64::MAX, 0],
+                &NoFds
+            ),
+            "mmap(NULL, 4096, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)"
+        );
+        assert_eq!(
+            exit(me, libc::SYS_mmap, &[0; 6], 0x7f00_0000_0000, &NoFds),
+            "0x7f0000000000"
+        );
+        assert_eq!(
+            exit(me, libc::SYS_mmap, &[0; 6], -12, &NoFds),
+            "-1 ENOMEM (Out of memory)"
         );
     }
 

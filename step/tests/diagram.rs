@@ -3,10 +3,10 @@
 //! - every committed SVG is its `.rows` drawn again, byte for byte (a change to the drawing
 //!   without `make diagrams` fails here, as a stale code snippet fails the docs test);
 //! - real runs of a representative few lessons (the hello, the plain close's reset, the
-//!   relay's two connections) draw the committed rows again, twice over: the pictures are
-//!   current and the same from run to run. All 18 take half a minute under `make diagrams`;
-//!   these three, a few seconds, and they cover the three kinds of session (one client,
-//!   the reset, three lanes);
+//!   relay's two connections, its datagrams) draw the committed rows again, twice over: the
+//!   pictures are current and the same from run to run. All 20 take under a minute with
+//!   `make diagrams`; these four, a few seconds, and they cover the four kinds of session
+//!   (one client, the reset, three lanes, UDP);
 //! - each lesson page shows its diagram at the start of "What the trace shows";
 //! - the pictures say what happened: the lanes, SYN, FIN and RST, the states in order;
 //! - every SVG renders with rsvg-convert, and a page with one, screenshotted in headless
@@ -150,7 +150,7 @@ fn run(nn: &str, args: &[&str], out: &Path) -> Option<()> {
 
 #[test]
 fn real_runs_draw_the_committed_pictures_every_time() {
-    let cases: [(&str, &[&str], &str); 3] = [
+    let cases: [(&str, &[&str], &str); 4] = [
         ("01", &[], "01-hello"),
         (
             "03",
@@ -158,6 +158,7 @@ fn real_runs_draw_the_committed_pictures_every_time() {
             "03-interactive-plain-close",
         ),
         ("12", &[], "12-socks5"),
+        ("16", &[], "16-socks5-udp"),
     ];
     for (nn, args, name) in cases {
         let (a, b) = (tmpdir(&format!("{nn}a")), tmpdir(&format!("{nn}b")));
@@ -364,6 +365,100 @@ fn the_pictures_say_what_happened() {
         "{relay_b:?}"
     );
     assert_eq!(states(&relay, 2, Some("B"))[2], "CLOSE_WAIT");
+    assert!(
+        !relay.contains("UDP datagram"),
+        "no datagram, no UDP in the legend"
+    );
+
+    // UDP ASSOCIATE: the control connection (A), two datagrams each way through the relay,
+    // wrapped (B, 10 B of SOCKS header + 4) on the client's side and bare (C) on the echo's,
+    // in their own kind, with no TCP state; the client's close ends the association.
+    let udp = read(&diagrams().join("16-socks5-udp.svg"));
+    let lanes = texts(&udp, "lane", None);
+    assert_eq!(
+        (lanes[0].as_str(), lanes[2].as_str(), lanes[4].as_str()),
+        ("client", "lesson-16", "echo")
+    );
+    let round = [
+        "B: UDP 14 B",
+        "port 6000 → B",
+        "C: UDP 4 B",
+        "port C → 7007",
+        "C: UDP 4 B",
+        "port 7007 → C",
+        "B: UDP 14 B",
+        "port B → 6000",
+    ];
+    assert_eq!(
+        texts(&udp, "packet udp", None),
+        [round, round].concat(),
+        "each datagram there and back, in order"
+    );
+    assert!(udp.contains("UDP datagram (its length in bytes)"));
+    for lane in 0..3 {
+        for conn in ["B", "C"] {
+            assert!(
+                states(&udp, lane, Some(conn)).is_empty(),
+                "UDP has no state"
+            );
+        }
+    }
+    assert!(texts(&udp, "packet data", None).contains(&"A: data 10 B".to_string()));
+    let fin = udp
+        .find(">A: FIN<")
+        .expect("the client's FIN on the control connection");
+    let last_datagram = udp.rfind(">B: UDP 14 B<").unwrap();
+    let closed = udp
+        .find("close(13) = 0")
+        .expect("the relay closes the UDP socket");
+    assert!(
+        last_datagram < fin && fin < closed,
+        "the association ends with A"
+    );
+    assert_eq!(states(&udp, 0, Some("A")).last().unwrap(), "TIME_WAIT");
+    assert_eq!(states(&udp, 1, Some("A")).last().unwrap(), "CLOSED");
+
+    // The restart: the old process sends the listener (SCM_RIGHTS) after SIGHUP, the child's
+    // execve is the successor, which receives it and accepts B; the old process drops the
+    // listener from its epoll set only after that, and serves A to its end.
+    let restart = read(&diagrams().join("17-restart.svg"));
+    let lanes = texts(&restart, "lane", None);
+    assert_eq!(
+        (lanes[0].as_str(), lanes[2].as_str(), lanes[4].as_str()),
+        ("client", "lesson-17", "successor")
+    );
+    let old = texts(&restart, "call", Some(1));
+    let new = texts(&restart, "call", Some(2));
+    let at = |calls: &[String], what: &str| {
+        calls
+            .iter()
+            .position(|t| t.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in {calls:?}"))
+    };
+    let all = texts(&restart, "call", None);
+    let sent = at(&all, "SCM_RIGHTS [8]}, 0) = 1");
+    let exec = at(&all, "lesson-17&quot;, argv, envp) = 0");
+    let received = at(&all, "MSG_CMSG_CLOEXEC) = 1 {data");
+    let dropped = at(&all, "EPOLL_CTL_DEL, 8");
+    assert!(
+        sent < exec && exec < received && received < dropped,
+        "the handover in order: {all:?}"
+    );
+    assert!(at(&new, "execve(") < at(&new, "recvmsg("));
+    assert!(at(&old, "sendmsg(") < at(&old, "EPOLL_CTL_DEL, 8"));
+    // A stays with the old process, B goes to the successor.
+    assert!(old.iter().any(|t| t.starts_with("A: accept4(")));
+    assert!(!old.iter().any(|t| t.starts_with("B: ")), "{old:?}");
+    assert!(new.iter().any(|t| t.starts_with("B: accept4(")));
+    assert!(!new.iter().any(|t| t.starts_with("A: ")), "{new:?}");
+    assert_eq!(states(&restart, 1, Some("A")).last().unwrap(), "TIME_WAIT");
+    assert!(states(&restart, 1, Some("B")).is_empty());
+    assert_eq!(states(&restart, 2, Some("B")).last().unwrap(), "TIME_WAIT");
+    // A's last exchange with the old process comes after B's with the successor.
+    let b_served = restart.find(">B: data 4 B<").expect("B's line");
+    let a_finishes = restart.find(">A: data 6 B<").expect("A's last lines");
+    assert!(b_served < a_finishes);
+    assert!(at(&old, "close(8) = 0") > at(&old, "A: close("));
 }
 
 fn have(tool: &str) -> Option<PathBuf> {

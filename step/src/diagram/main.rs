@@ -181,6 +181,9 @@ fn main() {
             .filter(|c| model::SHOWN.contains(c))
             .collect();
         cmd.arg("--only").arg(only.join(","));
+    } else if !session.also.is_empty() {
+        let only: Vec<&str> = model::SHOWN.iter().chain(session.also).copied().collect();
+        cmd.arg("--only").arg(only.join(","));
     }
     cmd.arg("--")
         .arg(&lesson_bin)
@@ -257,16 +260,44 @@ fn main() {
     let _ = std::fs::remove_file(&record);
 
     let mut threads = Vec::new();
+    // The first process is the lesson; with `others`, each process it starts has a lane of
+    // its own (the record's third field is the process id).
+    let mut first: Option<String> = None;
     let mut calls: Vec<party::Call> = text
         .lines()
-        .filter_map(|l| model::traced_call(l, session.traced, &mut threads))
+        .filter_map(|l| {
+            let tgid = l.split('\t').nth(2).unwrap_or("").to_string();
+            let first = first.get_or_insert_with(|| tgid.clone());
+            let lane = match session.others {
+                Some(other) if *first != tgid => other,
+                _ => session.traced,
+            };
+            model::traced_call(l, lane, &mut threads)
+        })
+        .filter(|c| {
+            let said = format!("{}:{} = {}", c.lane, c.name, c.result);
+            !session.left_out.iter().any(|p| said.starts_with(p))
+        })
+        .map(|mut c| {
+            for (from, to) in session.same {
+                c.result = c.result.replace(from, to);
+            }
+            c
+        })
         .collect();
     let (mut more, notes, barriers) = {
         let j = journal.lock().unwrap();
         (j.calls.clone(), j.notes.clone(), j.barriers.clone())
     };
     calls.append(&mut more);
-    let rows = model::build(calls, &frames, notes, &barriers, session.busy);
+    let rows = model::build(
+        calls,
+        &frames,
+        notes,
+        &barriers,
+        session.busy,
+        session.fences,
+    );
     let suffix = mistake
         .as_deref()
         .map_or(String::new(), |m| format!("-{m}"));

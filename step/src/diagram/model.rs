@@ -83,6 +83,7 @@ pub const SHOWN: &[&str] = &[
     "clone3",
     "fork",
     "wait4",
+    "execve",
 ];
 
 /// Calls that wait for something to happen.
@@ -255,7 +256,10 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
     if !SHOWN.contains(&name) {
         return None;
     }
-    let on_socket = ["<TCP", "<UDP", "<socket"].iter().any(|k| f[5].contains(k));
+    // A Unix socket's message is shown where it carries fds (SCM_RIGHTS: lesson 17's
+    // handover); its other traffic is the lesson's plumbing.
+    let rights = matches!(name, "sendmsg" | "recvmsg") && line.contains("SCM_RIGHTS");
+    let on_socket = rights || ["<TCP", "<UDP", "<socket"].iter().any(|k| f[5].contains(k));
     // The lesson's own plumbing (the stop pipe's socketpair side, the start-up's netlink
     // questions) is not its connection.
     if name == "socket"
@@ -266,9 +270,35 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
     if ON_SOCKETS.contains(&name) && !on_socket {
         return None;
     }
+    // The Rust runtime's check of fds 0, 1 and 2 at a program's start (a successor's, after
+    // execve): not the lesson's.
+    let start_check = simplify(f[5]);
+    if name == "poll"
+        && start_check.starts_with("poll([{fd=0, events=0")
+        && start_check.contains("{fd=2, events=0")
+    {
+        return None;
+    }
     let who = f[3].to_string();
     if !threads.contains(&who) {
         threads.push(who.clone());
+    }
+    if name == "execve" {
+        // The program by its name (where it lies differs from machine to machine).
+        let path = f[5].split('"').nth(1).unwrap_or("");
+        let program = path.rsplit('/').next().unwrap_or(path);
+        return Some(Call {
+            lane,
+            who,
+            entered: f[0].parse().ok()?,
+            exited: f[1].parse().ok()?,
+            name: name.to_string(),
+            text: format!("execve(\"{program}\", argv, envp)"),
+            result: simplify(f[6]),
+            ports: None,
+            got: None,
+            wrote: None,
+        });
     }
     let mut result = simplify(f[6]);
     // Binary bytes (a captured frame) say nothing as text: the count is enough.
@@ -289,7 +319,7 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
         entered: f[0].parse().ok()?,
         exited: f[1].parse().ok()?,
         name: name.to_string(),
-        text: simplify(f[5]).replace("socket(17, ", "socket(AF_PACKET, "),
+        text: left(&simplify(f[5])).replace("socket(17, ", "socket(AF_PACKET, "),
         result,
         // accept's connection is the one it returns, not the listener it is called on.
         ports: if name.starts_with("accept") {
@@ -300,6 +330,23 @@ pub fn traced_call(line: &str, lane: usize, threads: &mut Vec<String>) -> Option
         got,
         wrote,
     })
+}
+
+/// A wait's timeout computed from a deadline (lesson 17's drain: 29999, 29243 ms, ...) is
+/// written `<ms left>`: how much is left depends on the machine's speed. Set timeouts (-1,
+/// 0, whole seconds) stay.
+fn left(text: &str) -> String {
+    let waits = ["poll(", "ppoll(", "epoll_wait(", "epoll_pwait("];
+    if !waits.iter().any(|w| text.starts_with(w)) {
+        return text.to_string();
+    }
+    let Some((head, last)) = text.trim_end_matches(')').rsplit_once(", ") else {
+        return text.to_string();
+    };
+    match last.parse::<i64>() {
+        Ok(ms) if ms > 1000 && ms % 1000 != 0 => format!("{head}, <ms left>)"),
+        _ => text.to_string(),
+    }
 }
 
 struct Seg {
@@ -383,6 +430,7 @@ pub fn build(
     notes: Vec<Note>,
     barriers: &[u128],
     busy: bool,
+    fences: &[&str],
 ) -> Vec<Row> {
     // A busy loop's calls never wait: each is drawn at its return, in one row (a packet
     // that came while the stepper held it did not wake it).
@@ -461,6 +509,22 @@ pub fn build(
             }
         }
     }
+    // ... and which lane which side of a connection: a listening port handed from one
+    // process to another (lesson 17) serves connections on both lanes.
+    let mut side_lane: HashMap<(u16, u16), usize> = HashMap::new();
+    for c in &calls {
+        if let Some((local, remote)) = c.ports {
+            if local != 0 && remote != 0 {
+                side_lane.entry((local, remote)).or_insert(c.lane);
+            }
+        }
+    }
+    let lane_at = |port: u16, peer: u16| {
+        side_lane
+            .get(&(port, peer))
+            .copied()
+            .unwrap_or(lane_of[&port])
+    };
     // Connections named in the order of their first packet.
     let mut conn_of: HashMap<(u16, u16), char> = HashMap::new();
     let key = |a: u16, b: u16| (a.min(b), a.max(b));
@@ -479,6 +543,17 @@ pub fn build(
         if s.syn && !s.ack_flag {
             if let Some(c) = conn_of.get(&key(s.src, s.dst)) {
                 port_name.insert(s.src, *c);
+            }
+        }
+    }
+    // A UDP port the kernel picked (the relay's, per association) is named after the first
+    // exchange of datagrams it took part in, as a TCP port after its connection.
+    for s in segs.iter().filter(|s| s.udp) {
+        if let Some(c) = conn_of.get(&key(s.src, s.dst)).copied() {
+            for port in [s.src, s.dst] {
+                if port >= EPHEMERAL && !port_name.contains_key(&port) {
+                    port_name.insert(port, c);
+                }
             }
         }
     }
@@ -596,7 +671,14 @@ pub fn build(
     // Calls of different lanes with no packet between them are not ordered by anything but
     // the scheduler (which of two woken processes runs first): within such a run, the
     // lanes go left to right, each lane's own calls in their order.
+    // ... except where a call's return says it heard from another process or thread of its
+    // lane (the session names them: lesson 17's handover): those stay where they happened.
+    let fence = |i: usize| {
+        let said = format!("{} = {}", calls[i].name, calls[i].result);
+        fences.iter().any(|f| said.contains(f))
+    };
     let lane_key = |item: &Item| match item {
+        Item::Exit(i) if fence(*i) => None,
         Item::Enter(i) | Item::Exit(i) => {
             let c = &calls[*i];
             let who = first_seen
@@ -704,15 +786,17 @@ pub fn build(
             Item::Seg(i) => {
                 let s = &segs[*i];
                 let conn = conn_of[&key(s.src, s.dst)];
-                let (from, to) = (lane_of[&s.src], lane_of[&s.dst]);
+                let (from, to) = (lane_at(s.src, s.dst), lane_at(s.dst, s.src));
                 if s.udp {
+                    // No connection, so no state: a datagram is its length and its ports.
+                    let name = |p: u16| port_name.get(&p).map_or(p.to_string(), char::to_string);
                     rows.push(Row::Packet {
                         conn,
                         from,
                         to,
-                        kind: "data".into(),
-                        label: format!("datagram {} B", s.len),
-                        detail: String::new(),
+                        kind: "udp".into(),
+                        label: format!("UDP {} B", s.len),
+                        detail: format!("port {} → {}", name(s.src), name(s.dst)),
                     });
                     continue;
                 }
@@ -878,7 +962,7 @@ pub fn build(
                     .iter()
                     .any(|(_, r)| matches!(r, Row::Packet { conn: c, .. } if c == conn))
             {
-                let (f, t) = if lane_of.get(&side.0) == Some(from) {
+                let (f, t) = if lane_at(side.0, side.1) == *from {
                     (*from, *to)
                 } else {
                     (*to, *from)
@@ -905,6 +989,9 @@ pub fn build(
     }
     collapse(rows, busy)
 }
+
+/// Where the kernel's ephemeral ports start (net.ipv4.ip_local_port_range's default).
+const EPHEMERAL: u16 = 32768;
 
 const AGAIN: &str = "  (again and again)";
 /// Where the script waited for quiet (dropped before drawing): a busy loop's stretch is

@@ -400,6 +400,113 @@ impl Peer {
         );
     }
 
+    /// A UDP socket: socket(SOCK_DGRAM), no connection.
+    pub fn udp_socket(&self) -> i32 {
+        let t = crate::now_ns();
+        // SAFETY: socket(2) with constants.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        let n = self.number(fd);
+        self.log(
+            t,
+            "socket",
+            "socket(AF_INET, SOCK_DGRAM)".into(),
+            n.to_string(),
+            None,
+            None,
+        );
+        fd
+    }
+
+    /// bind(2) on 127.0.0.1:port: where a UDP socket's datagrams come from and go to.
+    pub fn bind(&self, fd: i32, port: u16) {
+        let a = loopback(port);
+        let t = crate::now_ns();
+        // SAFETY: bind(2) with a sockaddr_in of the size given.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&a as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        let result = if rc == 0 { "0".into() } else { errno_name() };
+        self.log(
+            t,
+            "bind",
+            format!("bind({}, 127.0.0.1:{port})", self.shown(fd)),
+            result,
+            Some((port, 0)),
+            None,
+        );
+    }
+
+    /// sendto(2): one datagram to 127.0.0.1:port; `what` says what it holds.
+    pub fn sendto(&self, fd: i32, bytes: &[u8], port: u16, what: &str) -> isize {
+        let a = loopback(port);
+        let local = ports_of(fd).map_or(0, |p| p.0);
+        self.wait_quiet();
+        let t = crate::now_ns();
+        // SAFETY: sendto(2) from a slice of the length given, to a sockaddr_in of its size.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                0,
+                (&a as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        let result = if n >= 0 { n.to_string() } else { errno_name() };
+        self.log(
+            t,
+            "sendto",
+            format!("sendto({}, {what}, 127.0.0.1:{port})", self.shown(fd)),
+            result,
+            Some((local, port)),
+            None,
+        );
+        n
+    }
+
+    /// One recvfrom(2) of up to 4096 bytes: the datagram and the port it came from.
+    pub fn recvfrom(&self, fd: i32) -> (Vec<u8>, u16) {
+        let local = ports_of(fd).map_or(0, |p| p.0);
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: a plain C struct, all zeroes is valid.
+        let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let t = crate::now_ns();
+        // SAFETY: recvfrom(2) into a buffer and a sockaddr_in of the sizes given.
+        let n = unsafe {
+            libc::recvfrom(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&mut from as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            )
+        };
+        let port = u16::from_be(from.sin_port);
+        let (result, got) = if n >= 0 {
+            buf.truncate(n as usize);
+            (format!("{n} from 127.0.0.1:{port}"), Some(n as usize))
+        } else {
+            buf.clear();
+            (errno_name(), None)
+        };
+        self.log(
+            t,
+            "recvfrom",
+            format!("recvfrom({})", self.shown(fd)),
+            result,
+            Some((local, port)),
+            got,
+        );
+        (buf, port)
+    }
+
     pub fn close(&self, fd: i32) {
         let ports = self.ports(fd);
         let n = self.shown(fd);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::party::{Peer, Shared};
+use crate::party::{quoted, Peer, Shared};
 
 /// What a run needs to know while the script plays.
 pub struct Ctx {
@@ -112,6 +112,20 @@ impl Ctx {
         );
     }
 
+    /// Sends `sig` to the lesson: the stepper's child.
+    pub fn signal(&self, sig: i32) {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.tracer))
+            .unwrap_or_default();
+        if let Some(pid) = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+        {
+            // SAFETY: kill(2) of the lesson's process, a child of the stepper we started.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
     pub fn peer(&self, lane: usize, who: &str) -> Peer {
         Peer::new(lane, who, &self.journal)
     }
@@ -137,6 +151,8 @@ impl Ctx {
 pub struct Server {
     pub lane: usize,
     pub port: u16,
+    /// A UDP socket bound to `port` instead of a listener.
+    pub udp: bool,
     pub run: fn(&Peer, i32),
 }
 
@@ -144,7 +160,13 @@ impl Server {
     /// Listens; the returned closure plays the rest on a thread of its own.
     pub fn listen(&self, journal: &Shared) -> impl FnOnce() {
         let peer = Peer::new(self.lane, "server", journal);
-        let fd = peer.listen(self.port);
+        let fd = if self.udp {
+            let fd = peer.udp_socket();
+            peer.bind(fd, self.port);
+            fd
+        } else {
+            peer.listen(self.port)
+        };
         let run = self.run;
         move || {
             std::thread::spawn(move || run(&peer, fd));
@@ -165,6 +187,20 @@ pub struct Session {
     pub client: Client,
     pub busy: bool,
     pub about: String,
+    /// Calls to record beyond the stepper's default stops (the diagram's shown calls then).
+    pub also: &'static [&'static str],
+    /// Returns that follow from another process or thread of the traced lane, not from a
+    /// packet (see model::build): `name = result` containing one of these.
+    pub fences: &'static [&'static str],
+    /// The lane of the traced processes after the first (lesson 17's successor); None: the
+    /// traced lane holds them all, one slot each.
+    pub others: Option<usize>,
+    /// Calls left out of the picture (`lane:name = result` starting with one of these): a
+    /// wait's timeouts, as many as the machine's speed makes; a call that races another
+    /// process's and is drawn on either side of it from run to run.
+    pub left_out: &'static [&'static str],
+    /// A result's text that one run shows and another not, rewritten as (from, to).
+    pub same: &'static [(&'static str, &'static str)],
 }
 
 fn lanes(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -186,10 +222,16 @@ pub fn session(nn: &str) -> Option<Session> {
             servers: vec![Server {
                 lane: 1,
                 port: 23333,
+                udp: false,
                 run: echo_server,
             }],
             client: typist,
             busy: false,
+            also: &[],
+            fences: &[],
+            others: None,
+            left_out: &[],
+            same: &[],
             about: "the lesson is the client (under the stepper), the server is a script".into(),
         },
         "01" | "02" => Session {
@@ -200,6 +242,11 @@ pub fn session(nn: &str) -> Option<Session> {
             servers: vec![],
             client: if nn == "01" { hello } else { serial_hello },
             busy: false,
+            also: &[],
+            fences: &[],
+            others: None,
+            left_out: &[],
+            same: &[],
             about: about_server.into(),
         },
         "03" => Session {
@@ -213,6 +260,11 @@ pub fn session(nn: &str) -> Option<Session> {
             servers: vec![],
             client: interactive_clients,
             busy: false,
+            also: &[],
+            fences: &[],
+            others: None,
+            left_out: &[],
+            same: &[],
             about: about_server.into(),
         },
         "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "15" => Session {
@@ -226,6 +278,11 @@ pub fn session(nn: &str) -> Option<Session> {
             servers: vec![],
             client: echo_clients,
             busy: nn == "06",
+            also: &[],
+            fences: &[],
+            others: None,
+            left_out: &[],
+            same: &[],
             about: about_server.into(),
         },
         "12" | "14" => Session {
@@ -240,10 +297,16 @@ pub fn session(nn: &str) -> Option<Session> {
             servers: vec![Server {
                 lane: 2,
                 port: UPSTREAM,
+                udp: false,
                 run: upstream,
             }],
             client: socks_client,
             busy: false,
+            also: &[],
+            fences: &[],
+            others: None,
+            left_out: &[],
+            same: &[],
             about: "client and upstream are scripts, the relay runs under the stepper".into(),
         },
         "13" => Session {
@@ -260,18 +323,79 @@ pub fn session(nn: &str) -> Option<Session> {
                 Server {
                     lane: 2,
                     port: UPSTREAM,
+                    udp: false,
                     run: upstream,
                 },
                 Server {
                     lane: 3,
                     port: 6379,
+                    udp: false,
                     run: redis,
                 },
             ],
             client: socks_client,
             busy: false,
+            also: &[],
+            fences: &[],
+            others: None,
+            left_out: &[],
+            same: &[],
             about: "client, upstream and Redis are scripts, the relay runs under the stepper"
                 .into(),
+        },
+        "16" => Session {
+            lanes: lanes(&[
+                ("client", "a script"),
+                (&lesson, "the relay, traced"),
+                ("echo", "a script: UDP echo"),
+            ]),
+            traced: 1,
+            // One datagram a call (recvfrom, sendto), where recvmmsg/sendmmsg take a batch.
+            lesson_args: vec!["--no-batch".into()],
+            banner: "listening on",
+            servers: vec![Server {
+                lane: 2,
+                port: UDP_ECHO,
+                udp: true,
+                run: udp_echo,
+            }],
+            client: udp_client,
+            busy: false,
+            also: &[],
+            fences: &[],
+            others: None,
+            left_out: &[],
+            same: &[],
+            about: "client and UDP echo are scripts, the relay runs under the stepper (--no-batch)"
+                .into(),
+        },
+        "17" => Session {
+            lanes: lanes(&[
+                ("client", "a script: clients A and B"),
+                (&lesson, "the old process, traced"),
+                ("successor", "lesson-17 again (execve), traced"),
+            ]),
+            traced: 1,
+            lesson_args: vec![],
+            banner: "listening on",
+            servers: vec![],
+            client: restart_clients,
+            busy: false,
+            about: "the client is a script that also sends SIGHUP; both processes run under the stepper"
+                .into(),
+            also: &["execve"],
+            // The successor has the listener (recvmsg); the old process hears it is ready
+            // (poll on its end of the socketpair, fd 14), and only then drains.
+            fences: &["recvmsg = ", "poll = 1 [{fd=14, revents=POLLIN"],
+            others: Some(2),
+            // While the successor starts, the restart thread wakes every 100 ms (poll = 0)
+            // to ask whether it is gone (wait4 WNOHANG = 0): how often depends on the load.
+            // The successor's clone3 (its own restart thread) comes after its "R", so before
+            // or after the old process wakes to it, as the scheduler has it.
+            left_out: &["1:poll = 0", "1:wait4 = 0", "2:clone3 = "],
+            // The successor writes "R" and closes its end: whether the old one wakes before
+            // the close (POLLIN) or after (POLLIN|POLLHUP) is the scheduler's choice.
+            same: &[("{fd=14, revents=POLLIN|POLLHUP}", "{fd=14, revents=POLLIN}")],
         },
         "18" => Session {
             lanes: lanes(&[
@@ -285,10 +409,16 @@ pub fn session(nn: &str) -> Option<Session> {
             servers: vec![Server {
                 lane: 1,
                 port: 23333,
+                udp: false,
                 run: echo_server,
             }],
             client: capture_client,
             busy: false,
+            also: &[],
+            fences: &[],
+            others: None,
+            left_out: &[],
+            same: &[],
             about: "client and server are scripts, the capture runs under the stepper".into(),
         },
         _ => return None,
@@ -297,6 +427,9 @@ pub fn session(nn: &str) -> Option<Session> {
 }
 
 const UPSTREAM: u16 = 8000;
+/// Lesson 16: the UDP echo peer's port, and the port the client's datagrams come from.
+const UDP_ECHO: u16 = 7007;
+const CLIENT_UDP: u16 = 6000;
 
 /// Lesson 01: read the greeting, then the end of the stream, close.
 fn hello(ctx: &Ctx, _: Option<&str>) {
@@ -500,4 +633,97 @@ fn capture_client(ctx: &Ctx, _: Option<&str>) {
     ctx.settle();
     c.read(fd);
     c.close(fd);
+}
+
+/// Lesson 16's echo peer: each datagram back to where it came from, two of them.
+fn udp_echo(p: &Peer, fd: i32) {
+    for _ in 0..2 {
+        let (got, port) = p.recvfrom(fd);
+        if got.is_empty() {
+            return;
+        }
+        p.sendto(fd, &got, port, &quoted(&got, 24));
+    }
+}
+
+/// Lesson 16: the greeting and UDP ASSOCIATE on the control connection, two datagrams
+/// through the relay (each wrapped in a SOCKS5 UDP header naming the echo peer) and their
+/// wrapped replies, then the control connection closed: the association ends with it.
+fn udp_client(ctx: &Ctx, _: Option<&str>) {
+    let c = ctx.peer(0, "A");
+    let fd = c.socket();
+    c.connect(fd, 1080);
+    ctx.settle();
+    c.write(fd, &[5, 1, 0]);
+    ctx.settle();
+    c.read(fd);
+    let u = c.udp_socket();
+    c.bind(u, CLIENT_UDP);
+    let [hi, lo] = CLIENT_UDP.to_be_bytes();
+    c.note("UDP ASSOCIATE names where the client's datagrams will come from");
+    c.write(fd, &[5, 3, 0, 1, 127, 0, 0, 1, hi, lo]);
+    ctx.settle();
+    let reply = c.read(fd);
+    // The reply's BND: the relay's UDP socket, the port the kernel picked for it.
+    let Some(bnd) = reply
+        .get(8..10)
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .filter(|_| reply.get(1) == Some(&0))
+    else {
+        c.close(u);
+        c.close(fd);
+        return;
+    };
+    let [hi, lo] = UDP_ECHO.to_be_bytes();
+    for line in [&b"one\n"[..], &b"two\n"[..]] {
+        let mut dgram = vec![0, 0, 0, 1, 127, 0, 0, 1, hi, lo];
+        dgram.extend_from_slice(line);
+        c.sendto(u, &dgram, bnd, &format!("header + {}", quoted(line, 24)));
+        ctx.settle();
+        c.recvfrom(u);
+    }
+    c.note("the control connection ends, and the association with it");
+    c.close(fd);
+    ctx.settle();
+    c.close(u);
+}
+
+/// Lesson 17: A is served by the first process; SIGHUP (sent by the script) starts its
+/// successor, which takes the listener over SCM_RIGHTS; B connects and is served by the
+/// successor while A, still on the old process, finishes there.
+fn restart_clients(ctx: &Ctx, _: Option<&str>) {
+    let a = ctx.peer(0, "A");
+    let fa = a.socket();
+    a.connect(fa, 23333);
+    ctx.settle();
+    a.read(fa);
+    a.write(fa, b"hi\n");
+    ctx.settle();
+    a.read(fa);
+    a.note("SIGHUP to the lesson: it starts its successor and hands it the listener");
+    ctx.signal(libc::SIGHUP);
+    ctx.settle();
+    ctx.settle();
+    a.note("client B connects: the successor accepts it");
+    let b = ctx.peer(0, "B");
+    let fb = b.socket();
+    b.connect(fb, 23333);
+    ctx.settle();
+    b.read(fb);
+    b.write(fb, b"hey\n");
+    ctx.settle();
+    b.read(fb);
+    a.note("A, still served by the old process, finishes there");
+    a.write(fa, b"bye\nq\n");
+    ctx.settle();
+    let got = a.read(fa);
+    if !got.is_empty() {
+        a.read(fa);
+    }
+    a.close(fa);
+    ctx.settle();
+    b.write(fb, b"q\n");
+    ctx.settle();
+    b.read(fb);
+    b.close(fb);
 }

@@ -35,9 +35,26 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("lost", "#c026d3", "data a reset destroyed, never read"),
 ];
 
+/// A UDP datagram: no connection, no state; drawn (and in the legend) only where one went.
+const UDP: (&str, &str, &str) = ("udp", "#0e7490", "UDP datagram (its length in bytes)");
+
+/// The kinds a picture's legend shows: the TCP ones, and UDP where datagrams went.
+fn kinds(d: &Diagram) -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut out = KINDS.to_vec();
+    let udp = d
+        .rows
+        .iter()
+        .any(|r| matches!(r, Row::Packet { kind, .. } if kind == UDP.0));
+    if udp {
+        out.push(UDP);
+    }
+    out
+}
+
 fn kind_colour(kind: &str) -> &'static str {
     KINDS
         .iter()
+        .chain([UDP].iter())
         .find(|k| k.0 == kind)
         .map_or("#111827", |k| k.1)
 }
@@ -80,7 +97,10 @@ pub fn render(d: &Diagram) -> String {
     let lane_x = |i: usize| MARGIN + i as i64 * LANE_GAP;
     let body: i64 = d.rows.iter().map(row_height).sum();
     let legend_top = TOP + body + 30;
-    let h = legend_top + 150;
+    let kinds = kinds(d);
+    // Rows of the legend's packet kinds beyond the first two (three a row).
+    let legend_more = (kinds.len() as i64 + 2) / 3 - 2;
+    let h = legend_top + 150 + legend_more * 26;
     let many = {
         let mut conns: Vec<char> = d
             .rows
@@ -102,7 +122,7 @@ pub fn render(d: &Diagram) -> String {
     );
     let _ = writeln!(s, "<title>{}</title>", esc(&d.title));
     s.push_str("<defs>\n");
-    for (kind, colour, _) in KINDS {
+    for (kind, colour, _) in &kinds {
         let _ = writeln!(
             s,
             r#"<marker id="head-{kind}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="9" markerHeight="9" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>"#
@@ -336,12 +356,13 @@ pub fn render(d: &Diagram) -> String {
     // The legend: what each colour and shape means.
     let _ = writeln!(
         s,
-        r##"<g class="legend"><rect x="16" y="{legend_top}" width="{}" height="134" rx="6" fill="#f9fafb" stroke="#d1d5db"/><text x="32" y="{}" font-family="{SANS}" font-size="14" font-weight="bold" fill="#111827">Legend</text>"##,
+        r##"<g class="legend"><rect x="16" y="{legend_top}" width="{}" height="{}" rx="6" fill="#f9fafb" stroke="#d1d5db"/><text x="32" y="{}" font-family="{SANS}" font-size="14" font-weight="bold" fill="#111827">Legend</text>"##,
         w - 32,
+        134 + legend_more * 26,
         legend_top + 24
     );
     let col = (w - 64) / 3;
-    for (i, (kind, colour, what)) in KINDS.iter().enumerate() {
+    for (i, (kind, colour, what)) in kinds.iter().enumerate() {
         let cx = 32 + (i as i64 % 3) * col;
         let cy = legend_top + 50 + (i as i64 / 3) * 26;
         let dash = if *kind == "lost" {
@@ -358,7 +379,7 @@ pub fn render(d: &Diagram) -> String {
             esc(what)
         );
     }
-    let cy = legend_top + 102;
+    let cy = legend_top + 102 + legend_more * 26;
     let (fill, ink) = state_colours("ESTABLISHED");
     let (lstroke, lfill) = LANE_COLOURS[1];
     let _ = writeln!(
