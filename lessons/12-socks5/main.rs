@@ -10,10 +10,9 @@
 //! accept4, connect = -1 EINPROGRESS and connect again (0, or EALREADY: then POLLOUT and
 //! getsockopt(SO_ERROR)), shutdown(SHUT_WR), close.
 //! The classic failure: a blocking DNS lookup freezes every relay; here getaddrinfo runs on a
-//! pool of threads (one clone3 per extra thread, up to 32; one idle) that wake the loop
-//! through a pipe, so no name waits behind another. `--mistake NAME` switches on one classic
-//! mistake (blocking-dns, success-always, no-half-close, blocking-write). More:
-//! docs/lessons/12-socks5.md
+//! pool of threads (clone3 per extra thread, up to 32) that wake the loop through a pipe.
+//! `--mistake` blocking-dns, success-always, no-half-close, blocking-write show the classic
+//! mistakes. More: docs/lessons/12-socks5.md
 
 mod admission;
 mod conn;
