@@ -186,7 +186,7 @@ compare: deps
 	target/release/compare $(if $(QUICK),--quick) $(COMPARE_ARGS)
 
 # The relay benchmark; microsocks and dante are installed if possible, skipped otherwise.
-## make bench-socks  lessons 12 and 14 against microsocks, dante and no proxy
+## make bench-socks  lessons 12, 14 and 16 against microsocks, dante and no proxy; 17's restarts
 bench-socks:
 	@scripts/ensure-tools.sh --bench
 	$(CARGO) build -q --release --workspace --bins
@@ -196,6 +196,7 @@ bench-socks:
 # Lesson 18's capture (recvfrom loop and --ring) against tcpdump on the same traffic: an
 # iperf3 stream plus 10,000 short connections, snap length 96, in a network namespace.
 .PHONY: bench-capture
+## make bench-capture  lesson 18's capture (recvfrom, --ring) against tcpdump on the same traffic
 bench-capture:
 	@scripts/ensure-tools.sh --bench
 	@scripts/ensure-tools.sh
@@ -205,7 +206,7 @@ bench-capture:
 # The protocol parsers' fuzz targets (protocols/fuzz/), FUZZ_SECONDS each (default 60):
 # installs cargo-fuzz if missing, prints executions and coverage per target, fails on a
 # crash and says where the input is.
-## make fuzz  fuzz the SOCKS5, RESP and echo parsers (FUZZ_SECONDS=60 each)
+## make fuzz  fuzz the SOCKS5, UDP header, RESP, echo, frame and pcap parsers (FUZZ_SECONDS=60 each)
 fuzz:
 	@scripts/fuzz.sh
 
@@ -252,6 +253,7 @@ exercise-%: workshop-tool
 check-%: workshop-tool
 	@$(WORKSHOP) $(if $(WATCH),watch,check) $*
 
+## make watch-NN  check exercise NN again on every save
 watch-%: workshop-tool
 	@$(WORKSHOP) watch $*
 
