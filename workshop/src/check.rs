@@ -683,6 +683,7 @@ fn walk_with(
     }
     ctx.server.stop();
     drop(ctx);
+    drop(_redis);
     run::reap_orphans();
     w
 }

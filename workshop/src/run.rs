@@ -250,12 +250,20 @@ pub fn become_subreaper() {
 
 /// Reaps every exited child of this process (orphans handed to it as subreaper).
 pub fn reap_orphans() {
+    // A child killed with its process group is on its way out, not gone: wait for it (a
+    // moment), so that no process of the check outlives it.
+    let until = Instant::now() + Duration::from_secs(2);
     loop {
         // SAFETY: waitpid with a null status pointer.
         let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
-        if pid <= 0 {
+        if pid > 0 {
+            continue;
+        }
+        // -1 (ECHILD): no child left; 0: some still running.
+        if pid < 0 || Instant::now() > until {
             break;
         }
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
