@@ -475,7 +475,7 @@ fn provocations_catch_the_lessons_own_mistakes() {
         (
             "lesson-14",
             "close-with-bytes-in-pipe",
-            &["socks-half-close", "--bytes", "2000000", "--tries", "10"],
+            &["socks-half-close", "--bytes", "4000000", "--tries", "10"],
         ),
     ];
     for (lesson, mistake, kind) in cases {

@@ -3,7 +3,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::thread;
+use std::time::Duration;
 
 use protocols::socks5::{client, Reply, Target};
 
@@ -86,17 +88,36 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 /// handle that says how many bytes it read and whether they were the right ones.
 fn answers_after_eof(len: usize) -> io::Result<(SocketAddr, thread::JoinHandle<(usize, bool)>)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
+    // A small receive buffer, fixed (setsockopt switches the kernel's autotuning off), which
+    // the accepted socket inherits: the target cannot take in megabytes while it waits.
+    let small: libc::c_int = 64 * 1024;
+    // SAFETY: setsockopt(2) on the listener we own, with a c_int value of the size given.
+    unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
     let addr = listener.local_addr()?;
     let handle = thread::spawn(move || {
         let Ok((mut s, _)) = listener.accept() else {
             return (0, false);
         };
         let _ = s.set_read_timeout(Some(4 * patience()));
-        // A target that takes its time before reading, as a remote one may: the client's
-        // bytes and its EOF reach the relay while the relay still holds bytes for it.
-        thread::sleep(patience() / 6);
+        // A target that takes its time, as a remote one behind a slow link does: it reads
+        // 64 KiB a millisecond, slower than any relay moves bytes. Its side of the relay
+        // stays full, so once the client has sent more than that side holds, its EOF reaches
+        // the relay while the relay still holds bytes for it, however fast or loaded the
+        // machine.
         let mut got = Vec::new();
-        let _ = s.read_to_end(&mut got);
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+            thread::sleep(Duration::from_millis(1));
+        }
         let _ = s.write_all(&pattern(len, 0x5A));
         (got.len(), got == pattern(len, 0xA5))
     });
@@ -104,8 +125,9 @@ fn answers_after_eof(len: usize) -> io::Result<(SocketAddr, thread::JoinHandle<(
 }
 
 /// [`half_close`] with `len`, then `len` + 512 KiB, … (`tries` sizes) until one fails:
-/// whether bytes are still inside the relay when the client's EOF reaches it depends on
-/// how much the kernel's socket buffers took in meanwhile.
+/// bytes are still inside the relay when the client's EOF reaches it once the client has
+/// sent more than the relay's side of the slow target holds (its send buffer grows up to
+/// tcp_wmem's maximum, 4 MiB by default), and that size depends on the machine.
 pub fn half_close_tries(proxy: SocketAddr, len: usize, tries: usize) -> Provoked {
     let mut last = None;
     for i in 0..tries.max(1) {

@@ -169,14 +169,36 @@ fn real_runs_draw_the_committed_pictures_every_time() {
         for ext in ["rows", "svg"] {
             let file = format!("{name}.{ext}");
             let (x, y) = (read(&a.join(&file)), read(&b.join(&file)));
-            assert_eq!(x, y, "two runs of diagram-{nn} drew different {file}");
-            assert_eq!(
-                x,
-                read(&diagrams().join(&file)),
-                "docs/diagrams/{file} is stale: the lesson now draws another picture; run `make diagrams`"
+            assert!(
+                x == y,
+                "two runs of diagram-{nn} drew different {file}: {}",
+                first_difference(&x, &y)
+            );
+            let committed = read(&diagrams().join(&file));
+            assert!(
+                x == committed,
+                "docs/diagrams/{file} is stale: the lesson now draws another picture; run \
+                 `make diagrams`. Committed, then drawn: {}",
+                first_difference(&committed, &x)
             );
         }
     }
+}
+
+/// The first line where two drawings part, with the line before it: what a failure shows.
+fn first_difference(x: &str, y: &str) -> String {
+    let (xs, ys): (Vec<&str>, Vec<&str>) = (x.lines().collect(), y.lines().collect());
+    let at = (0..xs.len().max(ys.len()))
+        .find(|&i| xs.get(i) != ys.get(i))
+        .unwrap_or(0);
+    let line = |v: &[&str], i: usize| v.get(i).copied().unwrap_or("(the end)").to_string();
+    format!(
+        "line {}: after {:?}, {:?} against {:?}",
+        at + 1,
+        line(&xs, at.wrapping_sub(1)),
+        line(&xs, at),
+        line(&ys, at)
+    )
 }
 
 fn lesson_pages() -> Vec<PathBuf> {
