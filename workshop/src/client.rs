@@ -1,12 +1,38 @@
 //! The checker's client: a TCP connection whose every wait is bounded, and whose failures
 //! say what was sent, what was expected and what came back (CodeCrafters' style).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The longest a single read waits before it looks whether the server stopped at a todo!().
+const SLICE: Duration = Duration::from_millis(100);
+
+thread_local! {
+    /// Set once the server this thread checks has reached a todo!() (run.rs watches its
+    /// log). Nothing more will come from it, so a wait that finds nothing ends at once
+    /// instead of after the whole [`wait`]: an untouched skeleton fails at once.
+    static STOPPED: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+}
+
+/// Ties this thread's waits to a server's todo!() flag (None: to none).
+pub fn watch_server(flag: Option<Arc<AtomicBool>>) {
+    STOPPED.with(|s| *s.borrow_mut() = flag);
+}
+
+/// The server this thread checks has reached a todo!().
+fn server_stopped() -> bool {
+    STOPPED.with(|s| {
+        s.borrow()
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    })
+}
 
 /// How long one wait for the server may take: 5 s for the checker; the project's tests,
 /// sharing two cores with everything else, set more ([`set_wait`]).
@@ -98,7 +124,7 @@ impl Conn {
         let stream = loop {
             match TcpStream::connect_timeout(&addr, wait()) {
                 Ok(s) => break s,
-                Err(e) if start.elapsed() < wait() => {
+                Err(e) if start.elapsed() < wait() && !server_stopped() => {
                     let _ = e;
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -206,23 +232,30 @@ impl Conn {
 
     /// Reads more into the buffer; Ok(false) on EOF; Err(what happened) on a timeout or error.
     fn fill(&mut self, until: Instant) -> Result<bool, String> {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("nothing more within {} s", wait().as_secs()));
-        }
-        self.stream.set_read_timeout(Some(left)).ok();
         let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => Ok(false),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(true)
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("nothing more within {} s", wait().as_secs()));
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Err(format!("nothing more within {} s", wait().as_secs()))
+            self.stream.set_read_timeout(Some(left.min(SLICE))).ok();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(true);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if server_stopped() {
+                        return Err("nothing more: the server stopped at a todo!()".into());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    return Err("a reset (ECONNRESET)".into())
+                }
+                Err(e) => return Err(format!("read failed: {e}")),
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => Err("a reset (ECONNRESET)".into()),
-            Err(e) => Err(format!("read failed: {e}")),
         }
     }
 

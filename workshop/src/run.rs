@@ -8,24 +8,29 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::client::{wait, Failure};
+use crate::client::{self, wait, Failure};
 use crate::trace;
 
-/// The server's stderr lines, collected by a reader thread.
+/// The server's stderr lines, collected by a reader thread, and whether one says the server
+/// reached a todo!() (then nothing more will come from it: see [`client::watch_server`]).
 #[derive(Clone, Default)]
-pub struct Log(Arc<Mutex<Vec<String>>>);
+pub struct Log {
+    lines: Arc<Mutex<Vec<String>>>,
+    todo: Arc<AtomicBool>,
+}
 
 impl Log {
     pub fn lines(&self) -> Vec<String> {
-        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
-        self.0.lock().map(|l| l.len()).unwrap_or(0)
+        self.lines.lock().map(|l| l.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -34,7 +39,10 @@ impl Log {
 
     /// Adds a line (a reader thread's).
     pub fn push(&self, line: String) {
-        if let Ok(mut l) = self.0.lock() {
+        if line.starts_with("todo!() reached at ") || line.starts_with("not yet implemented") {
+            self.todo.store(true, Ordering::SeqCst);
+        }
+        if let Ok(mut l) = self.lines.lock() {
             l.push(line);
         }
     }
@@ -105,14 +113,13 @@ pub fn start(exe: &Path, args: &[String], port: u16) -> Result<Server, Failure> 
     })?;
     let group = child.id();
     let log = Log::default();
+    client::watch_server(Some(log.todo.clone()));
     let stderr = child.stderr.take().expect("stderr is piped");
     let lines = log.clone();
     thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Ok(mut l) = lines.0.lock() {
-                l.push(line);
-            }
+            lines.push(line);
         }
     });
     let mut server = Server {
@@ -215,6 +222,7 @@ impl Server {
 
     /// Kills the whole process group and reaps the server (and strace); the trace goes.
     pub fn stop(&mut self) {
+        client::watch_server(None);
         // SAFETY: kill(2) on our own child's process group.
         unsafe {
             libc::kill(-(self.child.id() as i32), libc::SIGKILL);
@@ -294,9 +302,7 @@ pub fn start_client(exe: &Path, args: &[String], to: SocketAddr) -> Result<Serve
     thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Ok(mut l) = lines.0.lock() {
-                l.push(line);
-            }
+            lines.push(line);
         }
     });
     let mut client = Server {

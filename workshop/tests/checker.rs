@@ -734,3 +734,30 @@ fn the_ring_mistakes_fail_at_their_bursts_and_the_hints_name_them() {
         );
     }
 }
+
+/// A server that reached a todo!() will say nothing more: a wait on it ends as soon as its log
+/// says so, with that reason, instead of running out its whole bound (5 s), which is what a
+/// learner's `make check-NN` on an untouched skeleton used to sit through.
+#[test]
+fn a_wait_ends_once_the_server_reached_a_todo() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let flag = Arc::new(AtomicBool::new(false));
+    workshop::client::watch_server(Some(flag.clone()));
+    let mut conn = workshop::client::Conn::open(listener.local_addr().unwrap()).unwrap();
+    let (_held, _) = listener.accept().unwrap(); // accepted, and silent
+    let raised = flag.clone();
+    let todo = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        raised.store(true, Ordering::SeqCst);
+    });
+    let failure = conn.expect(b"hello\n").unwrap_err();
+    todo.join().unwrap();
+    workshop::client::watch_server(None);
+    assert!(
+        failure.got.contains("the server stopped at a todo!()"),
+        "{failure}"
+    );
+}
