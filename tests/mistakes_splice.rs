@@ -72,18 +72,7 @@ fn transfer(proxy: SocketAddr, n: usize) -> Outcome {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     // A small receive buffer (inherited by the accepted socket): the target's window is
     // small, so most of what it has not read yet waits in the proxy.
-    let small: libc::c_int = 16 * 1024;
-    // SAFETY: setsockopt with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&small as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
+    workshop::client::set_rcvbuf(listener.as_raw_fd(), 16 * 1024).expect("setsockopt(SO_RCVBUF)");
     let mut client = s5::open(proxy, listener.local_addr().unwrap());
     let (mut target, _) = listener.accept().unwrap();
     target.set_read_timeout(Some(common::DEADLINE)).unwrap();

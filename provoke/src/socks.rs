@@ -88,19 +88,9 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 /// handle that says how many bytes it read and whether they were the right ones.
 fn answers_after_eof(len: usize) -> io::Result<(SocketAddr, thread::JoinHandle<(usize, bool)>)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
-    // A small receive buffer, fixed (setsockopt switches the kernel's autotuning off), which
-    // the accepted socket inherits: the target cannot take in megabytes while it waits.
-    let small: libc::c_int = 64 * 1024;
-    // SAFETY: setsockopt(2) on the listener we own, with a c_int value of the size given.
-    unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&small as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+    // A small receive buffer, fixed, which the accepted socket inherits: the target cannot
+    // take in megabytes while it waits.
+    workshop::client::set_rcvbuf(listener.as_raw_fd(), 64 * 1024)?;
     let addr = listener.local_addr()?;
     let handle = thread::spawn(move || {
         let Ok((mut s, _)) = listener.accept() else {

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -167,7 +167,6 @@ impl Conn {
         }
         // SAFETY: a fresh fd of ours.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let size = rcvbuf as libc::c_int;
         // SO_SNDTIMEO bounds connect(2) too.
         let timeout = libc::timeval {
             tv_sec: wait().as_secs() as libc::time_t,
@@ -175,27 +174,21 @@ impl Conn {
         };
         let (storage, len) = sockaddr(addr);
         // SAFETY: setsockopt with values of the sizes given; connect with a sockaddr of `len`.
-        let connected = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-                && libc::setsockopt(
+        let connected = set_rcvbuf(fd.as_raw_fd(), rcvbuf).is_ok()
+            && unsafe {
+                libc::setsockopt(
                     fd.as_raw_fd(),
                     libc::SOL_SOCKET,
                     libc::SO_SNDTIMEO,
                     (&timeout as *const libc::timeval).cast(),
                     std::mem::size_of::<libc::timeval>() as libc::socklen_t,
                 ) == 0
-                && libc::connect(
-                    fd.as_raw_fd(),
-                    (&storage as *const libc::sockaddr_storage).cast(),
-                    len,
-                ) == 0
-        };
+                    && libc::connect(
+                        fd.as_raw_fd(),
+                        (&storage as *const libc::sockaddr_storage).cast(),
+                        len,
+                    ) == 0
+            };
         if !connected {
             return Err(fail("connect"));
         }
@@ -418,6 +411,28 @@ impl Conn {
 }
 
 /// `addr` as a sockaddr_in or sockaddr_in6 in a sockaddr_storage, and its length.
+/// setsockopt(SO_RCVBUF): a receive buffer of `bytes`, fixed. The kernel's autotuning is off
+/// for that socket, and a listener's accepted sockets inherit it: a peer that cannot take in
+/// megabytes while it does not read.
+pub fn set_rcvbuf(fd: RawFd, bytes: usize) -> std::io::Result<()> {
+    let size = bytes as libc::c_int;
+    // SAFETY: setsockopt(2) with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage; the casts stay within its size.
     unsafe {
