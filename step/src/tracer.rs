@@ -128,6 +128,23 @@ fn out(text: &str) {
     let _ = o.flush();
 }
 
+/// Closes every fd above stderr before the exec, so the lesson starts with 0, 1 and 2 only
+/// and its fd numbers are the docs' whatever the shell left open (a terminal multiplexer or
+/// a job runner often leaks one, and the lesson's first socket would be 4, not 3).
+fn close_inherited() {
+    // SAFETY: close_range(2) with plain integers; only this forked child's fds are touched.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if closed != 0 {
+        // Kernels before 5.9: one close per possible fd, up to the soft limit.
+        // SAFETY: sysconf with an integer.
+        let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(3, 65_536) as i32;
+        for fd in 3..max {
+            // SAFETY: close with an integer; EBADF for an fd not open is fine.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// Start COMMAND under ptrace and step through it; returns the exit status to exit with.
 ///
 /// With `record`, nothing is printed and nobody waits: each shown call becomes one line,
@@ -154,9 +171,11 @@ pub fn run(
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    // SAFETY: the child only raises a signal and execs (argv was built before the fork).
+    // SAFETY: the child only closes fds, raises a signal and execs (argv was built before
+    // the fork).
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            close_inherited();
             let _ = signal::raise(Signal::SIGSTOP);
             let err = execvp(&argv[0], &argv).unwrap_err();
             eprintln!(

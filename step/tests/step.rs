@@ -279,6 +279,53 @@ fn lesson_01_blocks_in_order_with_real_source_lines() {
     assert!(text.starts_with("[pid ") && all[0].1 == "socket", "{text}");
 }
 
+/// fds the stepper was given beyond 0–2 (a job runner or a terminal multiplexer often leaves
+/// one open) do not reach the lesson: its first socket is fd 3, as the docs and pictures say.
+#[test]
+fn the_lesson_starts_with_stdin_stdout_and_stderr_only() {
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let null_fd = null.as_raw_fd();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_step"));
+    cmd.args(["--no-pause", "--only", TRACE_01, "--"])
+        .arg(lesson("lesson-01"))
+        .args(["-p", "0"]);
+    // SAFETY: only dup2 and fcntl, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2's copies lack FD_CLOEXEC (and dup2 onto itself does nothing, so then the
+            // flag is cleared by hand): the stepper inherits fds 3 and 10.
+            for fd in [3, 10] {
+                let done = if fd == null_fd {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(null_fd, fd)
+                };
+                if done < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut run = Run::spawn(cmd);
+    let port = run.port();
+    let mut hello = String::new();
+    TcpStream::connect(("127.0.0.1", port))
+        .unwrap()
+        .read_to_string(&mut hello)
+        .unwrap();
+    let text = run.finish();
+    drop(null);
+    assert!(
+        text.contains("socket = 3<TCP>"),
+        "the lesson's socket is not fd 3:\n{text}"
+    );
+    assert!(
+        text.contains("accept = 4<TCP"),
+        "the lesson's accept is not fd 4:\n{text}"
+    );
+}
+
 #[test]
 fn lesson_04_parent_and_child_closes_and_sigchld() {
     let mut run = Run::start(
