@@ -15,6 +15,8 @@ use std::process::{Command, Output, Stdio};
 
 use workshop::learner;
 
+mod common;
+
 fn root() -> PathBuf {
     learner::root()
 }
@@ -189,37 +191,47 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
         FIRST_FAILURES.len(),
         "a first failure per exercise"
     );
-    for (nn, step, call) in FIRST_FAILURES {
+    let failed = common::four_at_a_time(FIRST_FAILURES, |(nn, step, call)| {
         let dir = scratch(&format!("skeleton-{nn}"));
         let made = workshop(&["crate", nn, dir.to_str().unwrap()]);
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
+        if !made.status.success() {
+            return vec![format!(
+                "exercise {nn}: {}",
+                String::from_utf8_lossy(&made.stderr)
+            )];
+        }
         rename_crate(&dir, nn, &format!("skeleton-{nn}"));
         let out = check_dir(nn, &dir, &target, None);
         let stdout = text(&out);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "exercise {nn}:\n{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if out.status.code() != Some(1) {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return vec![format!(
+                "exercise {nn}: {:?}, not 1:\n{stdout}{stderr}",
+                out.status
+            )];
+        }
         let fail = stdout.lines().find(|l| l.contains("FAIL")).unwrap_or("");
-        assert!(
-            fail.ends_with(step),
-            "exercise {nn} failed at {fail:?}, not {step:?}:\n{stdout}"
-        );
-        assert!(
-            stdout.contains("reached a todo!() at src/") && stdout.contains(&format!("\"{call}")),
-            "exercise {nn}'s failure does not quote its todo!() ({call}):\n{stdout}"
-        );
-        assert!(
-            stdout.contains(&format!("`make hint-{nn}` lists the todo!()s left")),
-            "exercise {nn}'s hint does not name its number:\n{stdout}"
-        );
-    }
+        let mut wrong = Vec::new();
+        if !fail.ends_with(step) {
+            wrong.push(format!(
+                "exercise {nn} failed at {fail:?}, not {step:?}:\n{stdout}"
+            ));
+        }
+        if !(stdout.contains("reached a todo!() at src/") && stdout.contains(&format!("\"{call}")))
+        {
+            wrong.push(format!(
+                "exercise {nn}'s failure does not quote its todo!() ({call}):\n{stdout}"
+            ));
+        }
+        if !stdout.contains(&format!("`make hint-{nn}` lists the todo!()s left")) {
+            wrong.push(format!(
+                "exercise {nn}'s hint does not name its number:\n{stdout}"
+            ));
+        }
+        wrong
+    });
+    let failed: Vec<String> = failed.into_iter().flatten().collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
 /// Each skeleton with its gaps filled as the lesson fills them passes every step: cutting
@@ -227,20 +239,19 @@ fn every_pristine_skeleton_compiles_and_stops_at_its_first_todo() {
 #[test]
 fn every_skeleton_filled_as_its_lesson_passes_every_step() {
     let target = target_dir();
-    for ex in workshop::check::exercises() {
+    let exercises = workshop::check::exercises();
+    let failed = common::four_at_a_time(&exercises, |ex| {
         let dir = scratch(&format!("solved-{}", ex.nn));
         learner::write_crate_as(&root(), ex.nn, &dir, root().to_str().unwrap(), true).unwrap();
         rename_crate(&dir, ex.nn, &format!("solved-{}", ex.nn));
         let out = check_dir(ex.nn, &dir, &target, Some("10"));
-        let stdout = text(&out);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}:\n{stdout}{}",
-            ex.nn,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+        (out.status.code() != Some(0)).then(|| {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            format!("{}: {:?}:\n{}{stderr}", ex.nn, out.status, text(&out))
+        })
+    });
+    let failed: Vec<String> = failed.into_iter().flatten().collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
 #[test]

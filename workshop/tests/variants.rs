@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 
 use workshop::learner;
 
+mod common;
+
 fn root() -> PathBuf {
     learner::root()
 }
@@ -486,30 +488,19 @@ fn built() -> &'static PathBuf {
 /// `workshop check NN --bin EXE --wait 10` for each variant, four at a time: (exit code, stdout).
 fn check_all(variants: &[(&str, &str)]) -> Vec<(i32, String)> {
     let bin = built();
-    let mut results = Vec::new();
-    for chunk in variants.chunks(4) {
-        let children: Vec<_> = chunk
-            .iter()
-            .map(|(nn, name)| {
-                Command::new(env!("CARGO_BIN_EXE_workshop"))
-                    .args(["check", nn, "--bin"])
-                    .arg(bin.join(name))
-                    .args(["--wait", "10"])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            results.push((
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-            ));
-        }
-    }
-    results
+    common::four_at_a_time(variants, |(nn, name)| {
+        let out = Command::new(env!("CARGO_BIN_EXE_workshop"))
+            .args(["check", nn, "--bin"])
+            .arg(bin.join(name))
+            .args(["--wait", "10"])
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    })
 }
 
 #[test]
