@@ -222,6 +222,17 @@ const NOT_OURS: &[(&str, &str)] = &[
     ("StatefulHandler", "the Ruby talk's class"),
     ("Submitter", "the io-uring crate's type"),
     ("Containerfile", "a file at the top level"),
+    (
+        "io_*",
+        "the kernel's io_uring functions, as a profile names them",
+    ),
+    ("sock_from_file", "a kernel function, as a profile names it"),
+    (
+        "finish_task_switch",
+        "a kernel function, as a profile names it",
+    ),
+    ("voluntary_ctxt_switches", "a field of /proc/PID/status"),
+    ("nonvoluntary_ctxt_switches", "a field of /proc/PID/status"),
 ];
 
 #[test]
